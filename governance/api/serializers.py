@@ -1,0 +1,162 @@
+"""Request validation and response shapes for the registry endpoints."""
+
+from __future__ import annotations
+
+import re
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from registry.models import ModelCard, ModelVersion, RegisteredModel
+from registry.services import VersionSpec
+
+_HASH = re.compile(r"^[a-z0-9]+:[0-9a-fA-F]{16,128}$")
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses unknown fields by name instead of silently dropping them."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class ModelCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=100)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ModelSerializer(serializers.ModelSerializer):
+    live_version = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RegisteredModel
+        fields = ["name", "description", "created_at", "live_version", "url"]
+
+    def get_live_version(self, obj) -> str | None:
+        live = getattr(obj, "live_versions", None)
+        return live[0].version if live else None
+
+    def get_url(self, obj) -> str:
+        return _absolute(self, reverse("api:model-detail", args=[obj.name]))
+
+
+class ModelCardSerializer(StrictSerializer):
+    intended_use = serializers.CharField()
+    out_of_scope_uses = serializers.CharField(required=False, allow_blank=True, default="")
+    training_data = serializers.CharField(required=False, allow_blank=True, default="")
+    evaluation_data = serializers.CharField(required=False, allow_blank=True, default="")
+    metrics = serializers.CharField(required=False, allow_blank=True, default="")
+    fairness_analysis = serializers.CharField(required=False, allow_blank=True, default="")
+    ethical_considerations = serializers.CharField(required=False, allow_blank=True, default="")
+    caveats_and_limitations = serializers.CharField(required=False, allow_blank=True, default="")
+    owners = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+
+
+class VersionCreateSerializer(StrictSerializer):
+    version = serializers.CharField(max_length=32, help_text="MAJOR.MINOR.PATCH, e.g. 1.2.0")
+    mlflow_uri = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="models:/NAME/VERSION"
+    )
+    artifact_uri = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="An MLflow model directory the bridge logs and registers (instead of mlflow_uri)",
+    )
+    training_data_hash = serializers.CharField(max_length=200, help_text="e.g. sha256:<hex>")
+    training_data_start = serializers.DateField()
+    training_data_end = serializers.DateField()
+    hyperparameters = serializers.DictField(required=False, default=dict)
+    metrics = serializers.DictField(required=False, default=dict)
+    feature_list = serializers.ListField(
+        child=serializers.CharField(max_length=200), allow_empty=False
+    )
+    thresholds = serializers.DictField(help_text='At least {"decision": 0.5}')
+    responsible_engineer = serializers.CharField(max_length=150)
+    model_card = ModelCardSerializer()
+    ethics_audit_date = serializers.DateField(required=False, allow_null=True, default=None)
+    created_at = serializers.DateTimeField(
+        required=False, allow_null=True, default=None, help_text="Training time; default: MLflow's"
+    )
+
+    def validate_training_data_hash(self, value: str) -> str:
+        if not _HASH.match(value):
+            raise serializers.ValidationError("must look like 'sha256:<hex digest>'")
+        return value
+
+    def validate(self, attrs):
+        if attrs["training_data_start"] > attrs["training_data_end"]:
+            raise serializers.ValidationError(
+                {"training_data_end": ["must not be before training_data_start"]}
+            )
+        return attrs
+
+    def to_spec(self) -> VersionSpec:
+        return VersionSpec(**self.validated_data)
+
+
+class ModelCardReadSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelCard
+        exclude = ["id", "version"]
+
+
+class VersionSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name")
+    stage = serializers.CharField(source="lifecycle.stage")
+    promoted_at = serializers.DateTimeField(source="lifecycle.promoted_at")
+    responsible_engineer = serializers.CharField(source="responsible_engineer.username")
+    mlflow_uri = serializers.CharField()
+    model_card = serializers.SerializerMethodField()
+    model_card_content = ModelCardReadSerializer(source="card")
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "model",
+            "version",
+            "stage",
+            "mlflow_uri",
+            "artifact_uri",
+            "artifact_digest",
+            "flavor",
+            "training_data_hash",
+            "training_data_start",
+            "training_data_end",
+            "hyperparameters",
+            "metrics",
+            "feature_list",
+            "thresholds",
+            "responsible_engineer",
+            "ethics_audit_date",
+            "model_card",
+            "model_card_content",
+            "created_at",
+            "registered_at",
+            "promoted_at",
+            "links",
+        ]
+
+    def get_model_card(self, obj) -> str:
+        return _absolute(self, obj.card.get_absolute_url())
+
+    def get_links(self, obj) -> dict[str, str]:
+        return {
+            "self": _absolute(
+                self, reverse("api:version-detail", args=[obj.model.name, obj.version])
+            ),
+            "model": _absolute(self, reverse("api:model-detail", args=[obj.model.name])),
+            "model_card": _absolute(self, obj.card.get_absolute_url()),
+            "mlflow": obj.mlflow_uri,
+        }
+
+
+def _absolute(serializer: serializers.Serializer, path: str) -> str:
+    request = serializer.context.get("request")
+    return request.build_absolute_uri(path) if request is not None else path

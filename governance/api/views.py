@@ -1,0 +1,135 @@
+"""Thin REST views: validate, call a service or selector, shape the answer."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from registry import services as registry_services
+from registry.errors import NotFound
+
+from .. import selectors, services
+from ..audit import Actor
+from ..permissions import request_scopes
+from ..roles import Action
+from .idempotency import idempotent
+from .serializers import (
+    ModelCreateSerializer,
+    ModelSerializer,
+    VersionCreateSerializer,
+    VersionSerializer,
+)
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="A retry with the same key returns the first response and changes nothing.",
+)
+
+
+def actor_of(request: Request) -> Actor:
+    scope = getattr(getattr(request, "auth", None), "scope", None)
+    return Actor.for_user(
+        request.user,
+        token_name=scope.name if scope is not None else "",
+        request_id=request.headers.get("X-Request-ID", ""),
+    )
+
+
+class ModelListCreateView(GenericAPIView):
+    required_actions = {"GET": Action.READ, "POST": Action.REGISTER}
+    any_model_for = {"GET"}
+    serializer_class = ModelSerializer
+
+    def get_queryset(self):
+        return selectors.model_list(self.request.user, scopes=request_scopes(self.request))
+
+    @extend_schema(summary="List the models you may read", responses=ModelSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        data = ModelSerializer(page, many=True, context={"request": request}).data
+        return self.get_paginated_response(data)
+
+    @extend_schema(
+        summary="Register a model",
+        request=ModelCreateSerializer,
+        responses={201: ModelSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        body = ModelCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        model = services.model_register(**body.validated_data, actor=actor_of(request))
+        return Response(
+            ModelSerializer(model, context={"request": request}).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ModelDetailView(GenericAPIView):
+    required_actions = {"GET": Action.READ}
+    serializer_class = ModelSerializer
+
+    @extend_schema(summary="Read a model")
+    def get(self, request: Request, name: str) -> Response:
+        readable = selectors.model_list(request.user, scopes=request_scopes(request))
+        instance = readable.filter(name=name).first()
+        if instance is None:
+            raise NotFound(f"no model named '{name}'")
+        return Response(ModelSerializer(instance, context={"request": request}).data)
+
+
+class VersionListCreateView(GenericAPIView):
+    required_actions = {"GET": Action.READ, "POST": Action.REGISTER}
+    serializer_class = VersionSerializer
+
+    @extend_schema(
+        summary="List a model's versions, newest first",
+        parameters=[OpenApiParameter("stage", str, description="Only versions in this stage")],
+        responses=VersionSerializer(many=True),
+    )
+    def get(self, request: Request, name: str) -> Response:
+        model = registry_services.model_get(name)
+        qs = selectors.version_list(model, stage=request.query_params.get("stage") or None)
+        page = self.paginate_queryset(qs)
+        data = VersionSerializer(page, many=True, context={"request": request}).data
+        return self.get_paginated_response(data)
+
+    @extend_schema(
+        summary="Register a version (from an MLflow model version or an artifact URI)",
+        request=VersionCreateSerializer,
+        responses={201: VersionSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request: Request, name: str) -> Response:
+        registry_services.model_get(name)  # 404 before validating the body
+        body = VersionCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        version = services.version_register(
+            model_name=name, spec=body.to_spec(), actor=actor_of(request)
+        )
+        version = selectors.version_list(version.model).get(pk=version.pk)
+        return Response(
+            VersionSerializer(version, context={"request": request}).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class VersionDetailView(GenericAPIView):
+    required_actions = {"GET": Action.READ}
+    serializer_class = VersionSerializer
+
+    @extend_schema(summary="Read a version: its facts, stage and links")
+    def get(self, request: Request, name: str, version: str) -> Response:
+        model = registry_services.model_get(name)
+        instance = selectors.version_list(model).filter(version=version).first()
+        if instance is None:
+            registry_services.version_get(name, version)  # raises the 404 with its message
+        return Response(VersionSerializer(instance, context={"request": request}).data)

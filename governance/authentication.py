@@ -1,0 +1,12 @@
+"""Knox tokens (hashed, expiring, one per client) carrying a scope: a name and a set of roles."""
+
+from __future__ import annotations
+
+from knox.auth import TokenAuthentication
+
+
+class ScopedTokenAuthentication(TokenAuthentication):
+    """``Authorization: Token <token>``; the token's scope rides along on ``request.auth``."""
+
+    def authenticate_header(self, request) -> str:
+        return "Token"

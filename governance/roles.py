@@ -1,0 +1,92 @@
+"""Roles (DESIGN.md section 3) and the actions each may take.
+
+A grant is global or scoped to one model. A token may be narrowed to a subset of its user's roles
+(its scopes); what a request may do is the union of the actions of the roles it holds for the model.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Role(models.TextChoices):
+    CI = "ci", "CI pipeline"
+    ML_ENGINEER = "ml_engineer", "ML engineer"
+    ML_LEAD = "ml_lead", "ML lead"
+    ETHICS_OFFICER = "ethics_officer", "Ethics officer"
+    PRODUCT_MANAGER = "product_manager", "Product manager"
+    DATA_ENGINEER = "data_engineer", "Data engineer"
+    DOMAIN_SME = "domain_sme", "Domain SME"
+    ONCALL = "oncall", "On-call engineer"
+    AUDITOR = "auditor", "Auditor"
+
+
+class Action(models.TextChoices):
+    READ = "read"
+    REGISTER = "register", "register models and versions"
+    SUBMIT_EVIDENCE = "submit_evidence"
+    REQUEST_TRANSITION = "request_transition"
+    INGEST = "ingest", "ingest predictions, labels and reference data"
+    PREDICT = "predict"
+    APPROVE_CODE_REVIEW = "approve_code_review"
+    APPROVE_AS_ML_LEAD = "approve_as_ml_lead"
+    APPROVE_AS_ETHICS_OFFICER = "approve_as_ethics_officer"
+    APPROVE_AS_PRODUCT_MANAGER = "approve_as_product_manager"
+    RESOLVE_DEGRADED = "resolve_degraded"
+    APPROVE_RETRAINING = "approve_retraining"
+    ROLLBACK = "rollback"
+    HALT = "halt"
+    RELEASE_HALT = "release_halt"
+    START_RUNS = "start_runs"
+    READ_AUDIT = "read_audit"
+    READ_SENSITIVE = "read_sensitive"
+    COMPLETE_STEP = "complete_step"
+
+
+A = Action
+_ENGINEER = {A.READ, A.REGISTER, A.APPROVE_CODE_REVIEW}
+
+ROLE_ACTIONS: dict[str, frozenset[str]] = {
+    Role.CI: frozenset(
+        {A.READ, A.REGISTER, A.SUBMIT_EVIDENCE, A.REQUEST_TRANSITION, A.INGEST, A.PREDICT}
+    ),
+    Role.ML_ENGINEER: frozenset(_ENGINEER | {A.COMPLETE_STEP}),
+    Role.ML_LEAD: frozenset(
+        _ENGINEER
+        | {
+            A.APPROVE_AS_ML_LEAD,
+            A.RESOLVE_DEGRADED,
+            A.APPROVE_RETRAINING,
+            A.ROLLBACK,
+            A.HALT,
+            A.RELEASE_HALT,
+            A.START_RUNS,
+            A.READ_AUDIT,
+            A.COMPLETE_STEP,
+        }
+    ),
+    Role.ETHICS_OFFICER: frozenset(
+        {
+            A.READ,
+            A.READ_SENSITIVE,
+            A.APPROVE_AS_ETHICS_OFFICER,
+            A.HALT,
+            A.RELEASE_HALT,
+            A.START_RUNS,
+            A.READ_AUDIT,
+            A.COMPLETE_STEP,
+        }
+    ),
+    Role.PRODUCT_MANAGER: frozenset({A.READ, A.APPROVE_AS_PRODUCT_MANAGER}),
+    Role.DATA_ENGINEER: frozenset({A.READ, A.INGEST, A.COMPLETE_STEP}),
+    Role.DOMAIN_SME: frozenset({A.READ, A.COMPLETE_STEP}),
+    Role.ONCALL: frozenset({A.READ, A.HALT, A.COMPLETE_STEP}),
+    Role.AUDITOR: frozenset({A.READ, A.READ_AUDIT, A.READ_SENSITIVE}),
+}
+
+# Roles whose members are people who may log in to the admin (CI is a machine account).
+STAFF_ROLES = frozenset(r for r in Role.values if r != Role.CI)
+
+
+def actions_for(roles: set[str] | frozenset[str]) -> frozenset[str]:
+    return frozenset().union(*(ROLE_ACTIONS.get(role, frozenset()) for role in roles))

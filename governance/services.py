@@ -1,0 +1,219 @@
+"""Entry points that views, tasks and commands call. Each write is audited in its transaction."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import partial
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+from knox.models import AuthToken
+
+from registry import services as registry_services
+from registry.errors import InvalidInput, NotFound
+from registry.models import ModelVersion, RegisteredModel
+from registry.services import VersionSpec
+
+from . import audit
+from .audit import Actor
+from .models import SERVING_STAGES, Lifecycle, RoleGrant, Stage, TokenScope
+from .roles import STAFF_ROLES, Role
+
+MLFLOW_ALIASES = {Stage.STAGING: ("staging",), **{s: ("production",) for s in SERVING_STAGES}}
+
+
+def model_register(*, name: str, description: str = "", actor: Actor) -> RegisteredModel:
+    with transaction.atomic():
+        model = registry_services.model_create(
+            name=name, description=description, created_by=actor.user
+        )
+        audit.record(
+            actor=actor,
+            action="model.registered",
+            obj=model,
+            model_name=model.name,
+            after={"name": model.name, "description": model.description},
+        )
+    return model
+
+
+def version_register(*, model_name: str, spec: VersionSpec, actor: Actor) -> ModelVersion:
+    """Register a version: MLflow first, then facts, lifecycle record and audit in one commit."""
+    model = registry_services.model_get(model_name)
+    registry_services.check_spec(model, spec)  # fail fast, before touching MLflow
+    resolved = registry_services.materialise_artifact(model, spec)
+    with transaction.atomic():
+        model = registry_services.model_get(model_name, lock=True)
+        semver, engineer = registry_services.check_spec(model, spec)  # again, under the lock
+        version = registry_services.version_create(
+            model=model,
+            spec=spec,
+            semver=semver,
+            engineer=engineer,
+            resolved=resolved,
+            registered_by=actor.user,
+        )
+        lifecycle = Lifecycle.objects.create(version=version)
+        audit.record(
+            actor=actor,
+            action="version.registered",
+            obj=version,
+            model_name=model.name,
+            after={
+                "version": version.version,
+                "mlflow_uri": version.mlflow_uri,
+                "artifact_digest": version.artifact_digest,
+                "training_data_hash": version.training_data_hash,
+                "feature_list": version.feature_list,
+                "thresholds": version.thresholds,
+                "stage": lifecycle.stage,
+            },
+        )
+        transaction.on_commit(partial(_enqueue_mirror, version.pk), robust=True)
+    return version
+
+
+def _enqueue_mirror(version_id: int) -> None:
+    from .tasks import mirror_stage_to_mlflow
+
+    mirror_stage_to_mlflow.delay(version_id)
+
+
+def mlflow_mirror(*, version_id: int) -> None:
+    """Make MLflow show the platform's stage of one version (tag and alias). Idempotent."""
+    from registry import mlflow_bridge
+
+    lifecycle = Lifecycle.objects.select_related("version__model").get(version_id=version_id)
+    version = lifecycle.version
+    mlflow_bridge.mirror_stage(
+        version.mlflow_name,
+        version.mlflow_version,
+        stage=lifecycle.stage,
+        platform_version=version.version,
+        aliases=MLFLOW_ALIASES.get(lifecycle.stage, ()),
+    )
+
+
+def _user(username: str, *, create: bool = False):
+    User = get_user_model()
+    if create:
+        user, _ = User.objects.get_or_create(username=username)
+        return user
+    try:
+        return User.objects.get(username=username)
+    except User.DoesNotExist:
+        raise NotFound(f"no user '{username}'") from None
+
+
+def role_grant(
+    *, username: str, roles: list[str], model_name: str | None = None, actor: Actor
+) -> list[RoleGrant]:
+    """Grant roles to a user (created if missing); global grants also join the role's group."""
+    unknown = [r for r in roles if r not in Role.values]
+    if unknown:
+        raise InvalidInput(
+            {"roles": f"unknown role(s) {', '.join(unknown)}; use {', '.join(Role.values)}"}
+        )
+    with transaction.atomic():
+        model = registry_services.model_get(model_name) if model_name else None
+        user = _user(username, create=True)
+        created = []
+        for role in roles:
+            grant, is_new = RoleGrant.objects.get_or_create(
+                user=user, role=role, model=model, defaults={"granted_by": actor.label}
+            )
+            if model is None:
+                user.groups.add(Group.objects.get_or_create(name=role)[0])
+            if role in STAFF_ROLES and not user.is_staff:
+                user.is_staff = True
+                user.save(update_fields=["is_staff"])
+            if is_new:
+                created.append(grant)
+                audit.record(
+                    actor=actor,
+                    action="role.granted",
+                    obj=user,
+                    model_name=model.name if model else "",
+                    after={"user": username, "role": role, "model": model_name},
+                )
+    return created
+
+
+def role_revoke(
+    *, username: str, roles: list[str], model_name: str | None = None, actor: Actor
+) -> int:
+    with transaction.atomic():
+        user = _user(username)
+        grants = RoleGrant.objects.filter(user=user, role__in=roles)
+        grants = (
+            grants.filter(model__name=model_name)
+            if model_name
+            else grants.filter(model__isnull=True)
+        )
+        revoked = list(grants.values_list("role", flat=True))
+        grants.delete()
+        if not model_name:
+            user.groups.remove(*Group.objects.filter(name__in=revoked))
+        for role in revoked:
+            audit.record(
+                actor=actor,
+                action="role.revoked",
+                obj=user,
+                model_name=model_name or "",
+                before={"user": username, "role": role, "model": model_name},
+            )
+    return len(revoked)
+
+
+def token_create(
+    *,
+    username: str,
+    actor: Actor,
+    expires_days: int | None = 90,
+    name: str = "",
+    roles: list[str] | None = None,
+) -> tuple[AuthToken, str]:
+    """A new API token; the secret is returned once and never stored or audited."""
+    roles = list(roles or [])
+    unknown = [r for r in roles if r not in Role.values]
+    if unknown:
+        raise InvalidInput({"scope": f"unknown role(s) {', '.join(unknown)}"})
+    if expires_days is not None and expires_days <= 0:
+        raise InvalidInput({"expires": "must be a positive number of days"})
+    with transaction.atomic():
+        user = _user(username)
+        expiry = timedelta(days=expires_days) if expires_days else None
+        instance, secret = AuthToken.objects.create(user=user, expiry=expiry)
+        scope = TokenScope.objects.create(
+            token=instance, name=name or f"{username}-{instance.token_key}", roles=roles
+        )
+        audit.record(
+            actor=actor,
+            action="token.created",
+            object_type="knox.AuthToken",
+            object_id=instance.token_key,
+            after={
+                "user": username,
+                "name": scope.name,
+                "key_prefix": instance.token_key,
+                "roles": roles or "all of the user's roles",
+                "expiry": instance.expiry,
+            },
+        )
+    return instance, secret
+
+
+def token_revoke(*, key_prefix: str, actor: Actor) -> int:
+    with transaction.atomic():
+        tokens = list(AuthToken.objects.filter(token_key=key_prefix).select_related("user"))
+        for token in tokens:
+            audit.record(
+                actor=actor,
+                action="token.revoked",
+                object_type="knox.AuthToken",
+                object_id=token.token_key,
+                before={"user": token.user.get_username(), "key_prefix": token.token_key},
+            )
+            token.delete()
+    return len(tokens)

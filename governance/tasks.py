@@ -1,0 +1,18 @@
+"""Celery wrappers: they take ids and call services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(
+    name="governance.mirror_stage_to_mlflow",
+    autoretry_for=(Exception,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    max_retries=20,
+)
+def mirror_stage_to_mlflow(version_id: int) -> None:
+    from .services import mlflow_mirror
+
+    mlflow_mirror(version_id=version_id)

@@ -1,0 +1,85 @@
+"""Admin for governance staff: every registry object searchable and filterable, nothing editable.
+
+Facts are immutable once registered; registration goes through the audited API and services.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.utils.html import format_html
+
+from .models import ModelCard, ModelVersion, PendingArtifact, RegisteredModel
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ModelCardInline(admin.StackedInline):
+    model = ModelCard
+    can_delete = False
+    extra = 0
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RegisteredModel)
+class RegisteredModelAdmin(ReadOnlyAdmin):
+    list_display = ["name", "description", "version_count", "created_at", "created_by"]
+    search_fields = ["name", "description"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="versions")
+    def version_count(self, obj) -> int:
+        return obj.versions.count()
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "model",
+        "version",
+        "stage",
+        "flavor",
+        "responsible_engineer",
+        "training_data_start",
+        "training_data_end",
+        "created_at",
+        "card_link",
+    ]
+    list_filter = ["model", "lifecycle__stage", "flavor", "responsible_engineer"]
+    search_fields = ["model__name", "version", "training_data_hash", "artifact_digest"]
+    list_select_related = ["model", "responsible_engineer", "lifecycle"]
+    ordering = ["model__name", "-major", "-minor", "-patch"]
+    inlines = [ModelCardInline]
+
+    @admin.display(description="stage", ordering="lifecycle__stage")
+    def stage(self, obj) -> str:
+        lifecycle = getattr(obj, "lifecycle", None)
+        return lifecycle.stage if lifecycle else "—"
+
+    @admin.display(description="model card")
+    def card_link(self, obj) -> str:
+        return format_html('<a href="{}">card</a>', obj.card.get_absolute_url())
+
+
+@admin.register(ModelCard)
+class ModelCardAdmin(ReadOnlyAdmin):
+    list_display = ["version", "updated_at"]
+    search_fields = ["version__model__name", "intended_use", "fairness_analysis"]
+
+
+@admin.register(PendingArtifact)
+class PendingArtifactAdmin(ReadOnlyAdmin):
+    list_display = ["mlflow_name", "mlflow_version", "run_id", "created_at"]

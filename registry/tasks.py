@@ -1,0 +1,15 @@
+"""Periodic registry upkeep."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+
+@shared_task(name="registry.sweep_orphans")
+def sweep_orphans() -> list[str]:
+    """Remove MLflow versions written for registrations that never committed."""
+    from .services import sweep_orphans as sweep
+
+    return sweep(older_than=timezone.now() - settings.ORPHAN_GRACE)
