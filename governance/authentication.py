@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from knox.auth import TokenAuthentication
 
 
@@ -10,3 +11,10 @@ class ScopedTokenAuthentication(TokenAuthentication):
 
     def authenticate_header(self, request) -> str:
         return "Token"
+
+
+class ScopedTokenScheme(KnoxTokenScheme):
+    """Documents ``ScopedTokenAuthentication`` in the OpenAPI schema (registered on definition)."""
+
+    target_class = "governance.authentication.ScopedTokenAuthentication"
+    name = "tokenAuth"

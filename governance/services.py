@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from functools import partial
 
@@ -19,6 +20,8 @@ from . import audit
 from .audit import Actor
 from .models import SERVING_STAGES, Lifecycle, RoleGrant, Stage, TokenScope
 from .roles import STAFF_ROLES, Role
+
+logger = logging.getLogger(__name__)
 
 MLFLOW_ALIASES = {Stage.STAGING: ("staging",), **{s: ("production",) for s in SERVING_STAGES}}
 
@@ -75,9 +78,14 @@ def version_register(*, model_name: str, spec: VersionSpec, actor: Actor) -> Mod
 
 
 def _enqueue_mirror(version_id: int) -> None:
-    from .tasks import mirror_stage_to_mlflow
+    """Mirror at once (a local call, usually milliseconds); if MLflow is down, a task retries."""
+    try:
+        mlflow_mirror(version_id=version_id)
+    except Exception:
+        logger.warning("MLflow mirror of version %s failed; queued a retry", version_id)
+        from .tasks import mirror_stage_to_mlflow
 
-    mirror_stage_to_mlflow.delay(version_id)
+        mirror_stage_to_mlflow.delay(version_id)
 
 
 def mlflow_mirror(*, version_id: int) -> None:

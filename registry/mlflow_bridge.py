@@ -255,6 +255,14 @@ def delete_version(name: str, version: str) -> None:
     client().delete_model_version(name, version)
 
 
-def ping() -> None:
-    """Raise if the MLflow store cannot be reached."""
+def ping(*, timeout: float = 2.0) -> None:
+    """Raise if the MLflow store cannot be reached; a server gets one quick try, no retries."""
+    uri = settings.MLFLOW_TRACKING_URI
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status != 200:
+                raise MlflowBridgeError(f"MLflow server answered {response.status}")
+        return
     client().search_registered_models(max_results=1)

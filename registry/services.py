@@ -147,7 +147,6 @@ def materialise_artifact(model: RegisteredModel, spec: VersionSpec) -> mlflow_br
                 pending.save(update_fields=["run_id", "mlflow_version"])
 
             uri = mlflow_bridge.log_and_register(spec.artifact_uri, model.name, on_logged=remember)
-            spec.mlflow_uri = uri
         return mlflow_bridge.resolve(uri)
     except mlflow_bridge.MlflowBridgeError as exc:
         field = "artifact_uri" if spec.artifact_uri else "mlflow_uri"

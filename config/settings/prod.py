@@ -1,9 +1,11 @@
 """Production settings: no default secret, HTTPS everywhere, ``check --deploy`` clean."""
 
+from pathlib import Path
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import STATIC_ROOT, env
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
 if len(SECRET_KEY) < 50:
@@ -22,3 +24,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
+
+# Static files are collected into the image at build time, so they must not live under
+# GOVERNANCE_VAR_DIR, which is a volume in production (a volume would keep serving old files
+# after an upgrade). The Dockerfile sets DJANGO_STATIC_ROOT=/app/staticfiles.
+STATIC_ROOT = Path(env("DJANGO_STATIC_ROOT", default=str(STATIC_ROOT)))

@@ -4,7 +4,18 @@ from .dev import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+WHITENOISE_AUTOREFRESH = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# Each test run gets its own MLflow store and artifact cache: MLflow is real, but never shared.
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+_RUN_DIR = Path(tempfile.mkdtemp(prefix="governance-test-"))
+MLFLOW_TRACKING_URI = f"sqlite:///{_RUN_DIR / 'mlflow.db'}"
+MLFLOW_REGISTRY_URI = MLFLOW_TRACKING_URI
+MLFLOW_ARTIFACT_ROOT = _RUN_DIR / "mlartifacts"
+ARTIFACT_CACHE_DIR = _RUN_DIR / "artifact-cache"

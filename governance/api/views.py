@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from registry import services as registry_services
 from registry.errors import NotFound
+from registry.models import ModelVersion, RegisteredModel
 
 from .. import selectors, services
 from ..audit import Actor
@@ -47,6 +48,8 @@ class ModelListCreateView(GenericAPIView):
     serializer_class = ModelSerializer
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no real user
+            return RegisteredModel.objects.none()
         return selectors.model_list(self.request.user, scopes=request_scopes(self.request))
 
     @extend_schema(summary="List the models you may read", responses=ModelSerializer(many=True))
@@ -88,6 +91,7 @@ class ModelDetailView(GenericAPIView):
 class VersionListCreateView(GenericAPIView):
     required_actions = {"GET": Action.READ, "POST": Action.REGISTER}
     serializer_class = VersionSerializer
+    queryset = ModelVersion.objects.none()  # for the schema only; get() builds the real one
 
     @extend_schema(
         summary="List a model's versions, newest first",

@@ -1,0 +1,136 @@
+"""Shared fixtures: real MLflow models, API clients holding scoped tokens."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+from rest_framework.test import APIClient
+
+from governance import services
+from governance.audit import Actor
+
+SYSTEM = Actor.system("tests")
+FEATURES = ["f1", "f2", "f3"]
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Only localhost: anything else crossing the network is a bug in a test."""
+    real_connect = socket.socket.connect
+
+    def guarded(sock, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if (
+            isinstance(host, str)
+            and host not in {"127.0.0.1", "localhost", "::1"}
+            and "/" not in host
+        ):
+            raise RuntimeError(f"tests may not reach {host}")
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(scope="session")
+def mlflow_models():
+    """A factory of real MLflow model versions, logged once per name for the session."""
+    from sklearn.linear_model import LogisticRegression
+
+    from demo.mlflow_logging import log_sklearn_model
+    from registry import mlflow_bridge
+
+    cache: dict[tuple[str, int], str] = {}
+
+    def make(name: str = "session-base", seed: int = 0) -> str:
+        if (name, seed) not in cache:
+            rng = np.random.default_rng(seed)
+            frame = pd.DataFrame(rng.normal(size=(200, 3)), columns=FEATURES)
+            labels = (frame["f1"] + rng.normal(scale=0.5, size=200) > 0).astype(int)
+            model = LogisticRegression().fit(frame, labels)
+            logged = log_sklearn_model(
+                model,
+                registered_name=name,
+                input_example=frame.head(3),
+                params={"C": 1.0},
+                metrics={"auc": 0.8},
+                experiment_id=mlflow_bridge.ensure_experiment(),
+                run_name=f"{name}-{seed}",
+            )
+            cache[(name, seed)] = logged.uri
+        return cache[(name, seed)]
+
+    return make
+
+
+@pytest.fixture
+def engineer(db):
+    services.role_grant(username="erin", roles=["ml_engineer"], actor=SYSTEM)
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.get(username="erin")
+
+
+@pytest.fixture
+def api_client(db) -> Callable[..., APIClient]:
+    """``api_client("ci")`` is a client whose token holds the given roles (global by default)."""
+
+    def make(
+        *roles: str,
+        username: str | None = None,
+        model: str | None = None,
+        scope: list[str] | None = None,
+    ) -> APIClient:
+        username = username or "-".join(roles or ("nobody",)) + "-user"
+        if roles:
+            services.role_grant(
+                username=username, roles=list(roles), model_name=model, actor=SYSTEM
+            )
+        else:
+            from django.contrib.auth import get_user_model
+
+            get_user_model().objects.get_or_create(username=username)
+        _, token = services.token_create(username=username, roles=scope, actor=SYSTEM)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def version_body(mlflow_models, engineer) -> Callable[..., dict]:
+    def make(version: str = "1.0.0", **overrides) -> dict:
+        body = {
+            "version": version,
+            "mlflow_uri": mlflow_models(),
+            "training_data_hash": "sha256:" + "0f" * 32,
+            "training_data_start": str(date(2025, 1, 1)),
+            "training_data_end": str(date(2025, 12, 31)),
+            "hyperparameters": {"C": 1.0},
+            "metrics": {"auc": 0.81},
+            "feature_list": FEATURES,
+            "thresholds": {"decision": 0.5},
+            "responsible_engineer": engineer.username,
+            "model_card": {"intended_use": "Ranking grid cells for review", "owners": ["erin"]},
+        }
+        body.update(overrides)
+        return body
+
+    return make
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.postgres`` tests run only when the suite runs on PostgreSQL."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)

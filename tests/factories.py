@@ -1,0 +1,60 @@
+"""factory_boy factories for rows that tests need without going through MLflow."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, date, datetime
+
+import factory
+from django.contrib.auth import get_user_model
+
+from governance.models import Lifecycle
+from registry.models import ModelCard, ModelVersion, RegisteredModel
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.org")
+
+
+class RegisteredModelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = RegisteredModel
+
+    name = factory.Sequence(lambda n: f"model-{n}")
+    description = "A test model"
+
+
+class ModelVersionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ModelVersion
+
+    model = factory.SubFactory(RegisteredModelFactory)
+    version = factory.Sequence(lambda n: f"1.{n}.0")
+    major = factory.LazyAttribute(lambda v: int(v.version.split(".")[0]))
+    minor = factory.LazyAttribute(lambda v: int(v.version.split(".")[1]))
+    patch = factory.LazyAttribute(lambda v: int(v.version.split(".")[2]))
+    mlflow_name = factory.LazyAttribute(lambda v: v.model.name)
+    mlflow_version = "1"
+    artifact_uri = "models:/m-test"
+    artifact_digest = factory.LazyAttribute(
+        lambda v: "sha256:" + hashlib.sha256(v.version.encode()).hexdigest()
+    )
+    flavor = "sklearn"
+    training_data_hash = "sha256:" + "ab" * 32
+    training_data_start = date(2025, 1, 1)
+    training_data_end = date(2025, 12, 31)
+    feature_list = ["f1", "f2", "f3"]
+    thresholds = {"decision": 0.5}
+    responsible_engineer = factory.SubFactory(UserFactory)
+    created_at = datetime(2026, 1, 2, tzinfo=UTC)
+
+    @factory.post_generation
+    def with_card_and_lifecycle(obj, create, extracted, **kwargs):
+        if create:
+            ModelCard.objects.create(version=obj, intended_use="Testing")
+            Lifecycle.objects.create(version=obj)
