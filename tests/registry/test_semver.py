@@ -14,7 +14,7 @@ def test_valid_versions_parse_and_print_back(text):
     "text", ["1.2", "1.2.3.4", "v1.2.3", "01.2.3", "1.02.3", "1.2.-3", "1.2.3-rc1", "", "a.b.c"]
 )
 def test_invalid_versions_are_refused_with_the_expected_form(text):
-    with pytest.raises(ValueError, match="MAJOR.MINOR.PATCH"):
+    with pytest.raises(ValueError, match=r"MAJOR\.MINOR\.PATCH"):
         SemVer.parse(text)
 
 

@@ -1,0 +1,45 @@
+"""Smoke test: the demo command on the embedded defaults (SQLite, local MLflow) in a fresh var/."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_path):
+    # MLflow exports its tracking URI to the environment; the demo must use its own var/.
+    dropped = {"DATABASE_URL", "CELERY_BROKER_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env |= {"GOVERNANCE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings.dev"}
+    for args in (["migrate", "-v0"], ["demo", "--grid", "8"], ["demo", "--grid", "8"]):
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "already registered" in done.stdout  # a second run changes nothing
+
+    db = sqlite3.connect(tmp_path / "governance.sqlite3")
+    versions = db.execute(
+        "SELECT v.version, l.stage, v.mlflow_name, v.mlflow_version, c.intended_use "
+        "FROM registry_modelversion v JOIN governance_lifecycle l ON l.version_id = v.id "
+        "JOIN registry_modelcard c ON c.version_id = v.id ORDER BY v.major, v.minor"
+    ).fetchall()
+    assert [v[0] for v in versions] == ["1.0.0", "1.1.0", "2.0.0"]
+    assert {v[1] for v in versions} == {"development"}
+    assert all(v[4] for v in versions)
+    actions = {row[0] for row in db.execute("SELECT action FROM governance_auditevent")}
+    assert {"role.granted", "model.registered", "version.registered"} <= actions
+
+    mlflow_db = sqlite3.connect(tmp_path / "mlflow.db")
+    tags = mlflow_db.execute(
+        "SELECT name, version, value FROM model_version_tags WHERE key = 'governance.stage'"
+    ).fetchall()
+    assert sorted((n, str(v), s) for n, v, s in tags) == sorted(
+        (v[2], str(v[3]), "development") for v in versions
+    )
