@@ -116,7 +116,23 @@ def check_spec(model: RegisteredModel, spec: VersionSpec) -> tuple[SemVer, Any]:
     if errors:
         raise InvalidInput(errors)
     ensure_increasing(model, semver)
+    if spec.mlflow_uri and not spec.artifact_uri:
+        ensure_unclaimed(*mlflow_bridge.parse_models_uri(spec.mlflow_uri))
     return semver, engineer
+
+
+def ensure_unclaimed(mlflow_name: str, mlflow_version: str) -> None:
+    """One MLflow model version backs at most one platform version: its tags mirror one stage."""
+    owner = (
+        ModelVersion.objects.filter(mlflow_name=mlflow_name, mlflow_version=mlflow_version)
+        .select_related("model")
+        .first()
+    )
+    if owner is not None:
+        raise Conflict(
+            f"models:/{mlflow_name}/{mlflow_version} is already registered as {owner}; log a new "
+            "MLflow model version, or send artifact_uri to have the platform log a copy"
+        )
 
 
 def ensure_increasing(model: RegisteredModel, semver: SemVer) -> None:

@@ -102,12 +102,20 @@ def api_client(db) -> Callable[..., APIClient]:
     return make
 
 
+def _seed(version: str) -> int:
+    """One MLflow model version per platform version string (MLflow versions are not shared)."""
+    major, minor, patch = (
+        int(p) if p.isdigit() else 0 for p in (version.split(".") + ["0"] * 3)[:3]
+    )
+    return major * 1_000_000 + minor * 1_000 + patch
+
+
 @pytest.fixture
 def version_body(mlflow_models, engineer) -> Callable[..., dict]:
     def make(version: str = "1.0.0", **overrides) -> dict:
         body = {
             "version": version,
-            "mlflow_uri": mlflow_models(),
+            "mlflow_uri": mlflow_models(seed=_seed(version)),
             "training_data_hash": "sha256:" + "0f" * 32,
             "training_data_start": str(date(2025, 1, 1)),
             "training_data_end": str(date(2025, 12, 31)),

@@ -115,6 +115,14 @@ def test_duplicate_version_is_409(ci, version_body):
     assert _state_counts() == before
 
 
+def test_an_mlflow_version_backs_only_one_platform_version(ci, version_body):
+    first = version_body("1.0.0")
+    assert ci.post(URL, first, format="json").status_code == 201
+    response = ci.post(URL, version_body("1.0.1", mlflow_uri=first["mlflow_uri"]), format="json")
+    assert response.status_code == 409
+    assert "already registered as hotspot 1.0.0" in response.json()["detail"]
+
+
 def test_non_increasing_version_is_409(ci, version_body):
     assert ci.post(URL, version_body("1.10.0"), format="json").status_code == 201
     response = ci.post(URL, version_body("1.9.5"), format="json")
