@@ -170,9 +170,9 @@ def make_dataset(
     vacant_properties = rng.poisson(1.5 + 10.0 * shapes[1] + 8.0 * shapes[2]).astype(float)
     risk = (
         amplitudes @ shapes
-        + 0.04 * bars_and_clubs
+        + 0.025 * bars_and_clubs
         + 0.03 * vacant_properties
-        + 0.15 * np.log(population_density)
+        + 0.1 * np.log(population_density)
         + _CELL_NOISE_SD * _stratified_normal(rng, neighbourhood)
     )
 

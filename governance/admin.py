@@ -2,19 +2,204 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+import json
+
+from django.contrib import admin, messages
+from django.db import transaction
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django_fsm import can_proceed
 
 from registry.admin import ReadOnlyAdmin
+from registry.errors import DomainError
 
-from .models import AuditEvent, Lifecycle, RoleGrant, TokenScope
+from . import lifecycle as lifecycle_rules
+from .approvals import APPROVAL_STAGE, APPROVE_ACTION, REQUIRED_APPROVALS, approval_record
+from .audit import Actor
+from .models import (
+    Approval,
+    AuditEvent,
+    Escalation,
+    Evaluation,
+    Lifecycle,
+    RoleGrant,
+    TokenScope,
+    ValidationPolicy,
+)
+from .permissions import can, roles_of
+from .roles import Action
+
+
+def allowed_transitions(lifecycle: Lifecycle, user) -> list[dict]:
+    """The transitions this user may request now, each with what still blocks it."""
+    offered = []
+    for name, rule in lifecycle_rules.RULES.items():
+        if not rule.actions or not can_proceed(getattr(lifecycle, name)):
+            continue
+        if not any(can(user, a, model=lifecycle.version.model) for a in rule.actions):
+            continue
+        with transaction.atomic():  # the rollback check locks the standby row
+            unmet = lifecycle_rules.unmet_conditions(lifecycle, name, comment="(from the form)")
+        offered.append({"name": name, "needs_comment": rule.needs_comment, "unmet": unmet})
+    return offered
 
 
 @admin.register(Lifecycle)
 class LifecycleAdmin(ReadOnlyAdmin):
-    list_display = ["version", "stage", "stage_entered_at", "promoted_at"]
-    list_filter = ["stage", "version__model"]
+    """The version's stage with buttons for what the logged-in user may do, and its evidence."""
+
+    list_display = ["version", "stage", "archive", "stage_entered_at", "promoted_at"]
+    list_filter = ["stage", "archive", "version__model"]
     search_fields = ["version__model__name", "version__version"]
     list_select_related = ["version__model"]
+    change_form_template = "admin/governance/lifecycle/change_form.html"
+
+    def get_urls(self):
+        extra = [
+            path(
+                "<int:pk>/transition/",
+                self.admin_site.admin_view(self.transition_view),
+                name="governance_lifecycle_transition",
+            ),
+            path(
+                "inbox/",
+                self.admin_site.admin_view(self.inbox_view),
+                name="governance_lifecycle_inbox",
+            ),
+            path(
+                "<int:pk>/decide/",
+                self.admin_site.admin_view(self.decide_view),
+                name="governance_lifecycle_decide",
+            ),
+        ]
+        return extra + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        lifecycle = get_object_or_404(
+            Lifecycle.objects.select_related("version__model"), pk=object_id
+        )
+        version = lifecycle.version
+        context = {
+            "transitions": allowed_transitions(lifecycle, request.user),
+            "approvals": Approval.objects.filter(version=version).select_related("user"),
+            "evaluations": [
+                (e, json.dumps(e.report, indent=2))
+                for e in Evaluation.objects.filter(version=version)
+            ],
+            "decisions": _decisions_for(request.user, lifecycle),
+        }
+        return super().change_view(
+            request, object_id, form_url, {**(extra_context or {}), **context}
+        )
+
+    def transition_view(self, request, pk: int):
+        lifecycle = get_object_or_404(Lifecycle.objects.select_related("version__model"), pk=pk)
+        if request.method == "POST":
+            name = request.POST.get("transition", "")
+            try:
+                lifecycle_rules.transition(
+                    version=lifecycle.version,
+                    name=name,
+                    comment=request.POST.get("comment", ""),
+                    actor=Actor.for_user(request.user, request_id="admin"),
+                )
+                messages.success(request, f"{lifecycle.version}: {name} done.")
+            except DomainError as exc:
+                reasons = getattr(exc, "reasons", [str(exc)])
+                messages.error(request, f"{name} refused: " + "; ".join(reasons))
+        return redirect(reverse("admin:governance_lifecycle_change", args=[pk]))
+
+    def decide_view(self, request, pk: int):
+        lifecycle = get_object_or_404(Lifecycle.objects.select_related("version__model"), pk=pk)
+        if request.method == "POST":
+            try:
+                approval_record(
+                    version=lifecycle.version,
+                    transition=request.POST.get("transition", ""),
+                    role=request.POST.get("role", ""),
+                    decision=request.POST.get("decision", ""),
+                    comment=request.POST.get("comment", ""),
+                    actor=Actor.for_user(request.user, request_id="admin"),
+                )
+                messages.success(request, "Decision recorded.")
+            except DomainError as exc:
+                messages.error(request, str(exc))
+        return redirect(request.POST.get("next") or reverse("admin:governance_lifecycle_inbox"))
+
+    def inbox_view(self, request):
+        """Versions waiting for a sign-off in one of the user's roles."""
+        waiting = []
+        stages = set(APPROVAL_STAGE.values())
+        for lifecycle in Lifecycle.objects.filter(stage__in=stages).select_related(
+            "version__model", "version__responsible_engineer"
+        ):
+            for decision in _decisions_for(request.user, lifecycle):
+                waiting.append({"lifecycle": lifecycle, **decision})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Approvals inbox",
+            "waiting": waiting,
+            "roles": sorted(roles_of(request.user)),
+        }
+        return TemplateResponse(request, "admin/governance/lifecycle/inbox.html", context)
+
+
+def _decisions_for(user, lifecycle: Lifecycle) -> list[dict]:
+    """(transition, role) pairs the user could sign for this version now."""
+    out = []
+    for transition, stage in APPROVAL_STAGE.items():
+        if lifecycle.stage != stage:
+            continue
+        for role in REQUIRED_APPROVALS[transition]:
+            if can(user, APPROVE_ACTION[role], model=lifecycle.version.model) and (
+                user.pk != lifecycle.version.responsible_engineer_id
+            ):
+                mine = Approval.objects.filter(
+                    version=lifecycle.version,
+                    transition=transition,
+                    role=role,
+                    user=user,
+                    voided_at__isnull=True,
+                ).last()
+                out.append(
+                    {"transition": transition, "role": role, "mine": mine.decision if mine else ""}
+                )
+    return out
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(ReadOnlyAdmin):
+    """Gate reports as the platform computed them."""
+
+    list_display = ["version", "kind", "passed", "policy", "records", "created_at", "created_by"]
+    list_filter = ["kind", "passed", "version__model"]
+    search_fields = ["version__model__name", "version__version", "evidence_digest"]
+    readonly_fields = ["pretty_report"]
+
+    @admin.display(description="report")
+    def pretty_report(self, obj) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.report, indent=2))
+
+
+@admin.register(Approval)
+class ApprovalAdmin(ReadOnlyAdmin):
+    list_display = ["version", "transition", "role", "user", "decision", "created_at", "voided_at"]
+    list_filter = ["transition", "role", "decision", "version__model"]
+    search_fields = ["version__model__name", "user__username", "comment"]
+
+
+@admin.register(ValidationPolicy)
+class ValidationPolicyAdmin(ReadOnlyAdmin):
+    list_display = ["model", "version", "created_at", "created_by", "comment"]
+    list_filter = ["model"]
+
+
+@admin.register(Escalation)
+class EscalationAdmin(ReadOnlyAdmin):
+    list_display = ["lifecycle", "stage", "deadline", "created_at"]
+    list_filter = ["stage"]
 
 
 @admin.register(RoleGrant)
@@ -40,6 +225,9 @@ class TokenScopeAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser or can(request.user, Action.READ_AUDIT)
+
     list_display = ["seq", "created_at", "actor", "action", "object_repr", "model_name"]
     list_filter = ["action", "model_name"]
     search_fields = ["actor", "action", "object_repr", "reason", "request_id"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
-from django_fsm import FSMField
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
 from registry.models import ModelVersion, RegisteredModel
 
@@ -67,19 +67,232 @@ class TokenScope(models.Model):
         return self.name
 
 
-class Lifecycle(models.Model):
-    """The decided state of one version. ``stage`` changes only through transitions in services."""
+class Archive(models.TextChoices):
+    NONE = "", "not archived"
+    WARM = "warm", "warm standby"
+    COLD = "cold", "cold archive"
+
+
+S = Stage
+_SERVING = [S.PRODUCTION, S.MONITORING, S.DEGRADED, S.RETRAINING]
+
+
+class Lifecycle(ConcurrentTransitionMixin, models.Model):
+    """The decided state of one version. ``stage`` changes only through ``governance.lifecycle``.
+
+    The transition methods only move the stage and stamp times; the conditions (gates, approvals,
+    shadow result) and permissions are checked by ``governance.lifecycle`` before calling them,
+    so a refusal can list every unmet condition.
+    """
 
     version = models.OneToOneField(ModelVersion, on_delete=models.PROTECT, related_name="lifecycle")
     stage = FSMField(default=Stage.DEVELOPMENT, choices=Stage.choices, protected=True)
     stage_entered_at = models.DateTimeField(default=timezone.now)
     promoted_at = models.DateTimeField(null=True, blank=True)
+    archive = models.CharField(max_length=8, choices=Archive.choices, blank=True, default="")
+    superseded = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The live version this one replaced: the rollback target",
+    )
+    retired_reason = models.TextField(blank=True)
+    shadow_baseline = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The live version when this one entered staging: what its shadow compared with",
+    )
 
     class Meta:
         indexes = [models.Index(fields=["stage"])]
 
     def __str__(self) -> str:
         return f"{self.version} [{self.stage}]"
+
+    def _entered(self) -> None:
+        self.stage_entered_at = timezone.now()
+
+    @transition(field=stage, source=S.DEVELOPMENT, target=S.VALIDATION)
+    def submit_for_validation(self) -> None:
+        self._entered()
+
+    @transition(field=stage, source=S.VALIDATION, target=S.DEVELOPMENT)
+    def fail_validation(self) -> None:
+        self._entered()
+
+    @transition(field=stage, source=S.VALIDATION, target=S.STAGING)
+    def approve_for_staging(self) -> None:
+        self._entered()
+
+    @transition(field=stage, source=S.STAGING, target=S.VALIDATION)
+    def fail_shadow(self) -> None:
+        self._entered()
+
+    @transition(field=stage, source=S.STAGING, target=S.PRODUCTION)
+    def promote(self) -> None:
+        self._entered()
+        self.promoted_at = self.stage_entered_at
+        self.archive = Archive.NONE
+
+    @transition(field=stage, source=S.PRODUCTION, target=S.MONITORING)
+    def begin_monitoring(self) -> None:
+        self._entered()
+
+    @transition(field=stage, source=[S.PRODUCTION, S.MONITORING], target=S.DEGRADED)
+    def mark_degraded(self) -> None:
+        self._entered()
+
+    @transition(field=stage, source=S.DEGRADED, target=S.MONITORING)
+    def resolve(self) -> None:
+        self._entered()
+
+    @transition(field=stage, source=S.DEGRADED, target=S.RETRAINING)
+    def approve_retraining(self) -> None:
+        self._entered()
+
+    @transition(field=stage, source=_SERVING, target=S.ROLLBACK)
+    def start_rollback(self) -> None:
+        self._entered()
+
+    @transition(field=stage, source=S.RETIRED, target=S.PRODUCTION)
+    def restore(self) -> None:
+        self._entered()
+        self.promoted_at = self.stage_entered_at
+        self.archive = Archive.NONE
+        self.retired_reason = ""
+
+    @transition(field=stage, source=S.ROLLBACK, target=S.RETIRED)
+    def complete_rollback(self, reason: str = "") -> None:
+        self._entered()
+        self.archive = Archive.COLD
+        self.retired_reason = reason
+
+    @transition(field=stage, source=_SERVING, target=S.RETIRED)
+    def retire(self, reason: str = "", archive: str = Archive.WARM) -> None:
+        self._entered()
+        self.archive = archive
+        self.retired_reason = reason
+
+
+class ValidationPolicy(models.Model):
+    """Gate thresholds of one model, versioned: every gate result names the version it used."""
+
+    DEFAULTS = {
+        "auc_min": 0.70,
+        "equalized_odds_difference_max": 0.10,
+        "fpr_ratio_min": 0.80,
+        "fnr_ratio_min": 0.80,
+        "min_group_size": 30,
+        "ece_max": 0.05,
+        "shadow_days": 7,
+        "shadow_agreement_min": 0.90,
+        "shadow_ks_pvalue_min": 0.01,
+    }
+
+    model = models.ForeignKey(
+        RegisteredModel, on_delete=models.PROTECT, related_name="validation_policies"
+    )
+    version = models.PositiveIntegerField()
+    thresholds = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=200, blank=True)
+    comment = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["model__name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "version"], name="uniq_policy_version")
+        ]
+        verbose_name_plural = "validation policies"
+
+    def __str__(self) -> str:
+        return f"{self.model} validation policy v{self.version}"
+
+
+class EvidenceKind(models.TextChoices):
+    UNIT_TESTS = "unit_tests"
+    VALIDATION = "validation"
+    SHADOW_REPLAY = "shadow_replay"
+    SHADOW = "shadow", "shadow evaluation (gateway)"
+
+
+class Evaluation(models.Model):
+    """One piece of evidence CI submitted and the platform's verdict on it (the gate report)."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="evaluations")
+    kind = models.CharField(max_length=20, choices=EvidenceKind.choices)
+    policy = models.ForeignKey(ValidationPolicy, null=True, blank=True, on_delete=models.PROTECT)
+    passed = models.BooleanField()
+    report = models.JSONField(help_text="The gate report as the API returned it")
+    evidence_digest = models.CharField(max_length=80, help_text="sha256 of the submitted evidence")
+    records = models.PositiveIntegerField(default=0)
+    data_path = models.CharField(max_length=500, blank=True, help_text="Stored records (Parquet)")
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["version", "kind", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.version}: {'passed' if self.passed else 'failed'}"
+
+
+class Decision(models.TextChoices):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class Approval(models.Model):
+    """A person's decision on one transition of one version, in one role.
+
+    Bound to the artifact digest and the evidence it saw: new evidence voids it.
+    """
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="approvals")
+    transition = models.CharField(max_length=40)
+    role = models.CharField(max_length=32, choices=Role.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    artifact_digest = models.CharField(max_length=80)
+    evidence_digest = models.CharField(max_length=64)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    voided_reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["version", "transition", "voided_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.decision}s {self.transition} of {self.version} as {self.role}"
+
+
+class Escalation(models.Model):
+    """A stage over its time limit, recorded once per stay in that stage."""
+
+    lifecycle = models.ForeignKey(Lifecycle, on_delete=models.CASCADE, related_name="escalations")
+    stage = models.CharField(max_length=20, choices=Stage.choices)
+    stage_entered_at = models.DateTimeField()
+    deadline = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    notified = models.JSONField(default=list, help_text="Who was told")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["lifecycle", "stage", "stage_entered_at"], name="uniq_escalation"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lifecycle.version} over its {self.stage} limit"
 
 
 class IdempotencyRecord(models.Model):

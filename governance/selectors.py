@@ -6,7 +6,7 @@ from django.db.models import Prefetch, Q, QuerySet
 
 from registry.models import ModelVersion, RegisteredModel
 
-from .models import SERVING_STAGES, RoleGrant
+from .models import SERVING_STAGES, Evaluation, RoleGrant
 from .roles import Action, actions_for
 
 
@@ -49,4 +49,11 @@ def live_version(model: RegisteredModel) -> ModelVersion | None:
         model.versions.select_related("lifecycle")
         .filter(Q(lifecycle__stage__in=SERVING_STAGES))
         .first()
+    )
+
+
+def latest_evaluation(version: ModelVersion, kind: str) -> Evaluation | None:
+    """The newest evidence of one kind: later evidence supersedes earlier."""
+    return (
+        Evaluation.objects.filter(version=version, kind=kind).order_by("-created_at", "-id").first()
     )

@@ -19,7 +19,9 @@ from registry.services import VersionSpec
 from . import audit
 from .audit import Actor
 from .models import SERVING_STAGES, Lifecycle, RoleGrant, Stage, TokenScope
+from .policies import validation_policy_create_default
 from .roles import STAFF_ROLES, Role
+from .versioning import check_bump
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +33,17 @@ def model_register(*, name: str, description: str = "", actor: Actor) -> Registe
         model = registry_services.model_create(
             name=name, description=description, created_by=actor.user
         )
+        policy = validation_policy_create_default(model=model, actor=actor)
         audit.record(
             actor=actor,
             action="model.registered",
             obj=model,
             model_name=model.name,
-            after={"name": model.name, "description": model.description},
+            after={
+                "name": model.name,
+                "description": model.description,
+                "validation_policy": {"version": policy.version, "thresholds": policy.thresholds},
+            },
         )
     return model
 
@@ -49,6 +56,13 @@ def version_register(*, model_name: str, spec: VersionSpec, actor: Actor) -> Mod
     with transaction.atomic():
         model = registry_services.model_get(model_name, lock=True)
         semver, engineer = registry_services.check_spec(model, spec)  # again, under the lock
+        check_bump(
+            model=model,
+            semver=semver,
+            feature_list=spec.feature_list,
+            training_data_hash=spec.training_data_hash,
+            flavor=resolved.flavor,
+        )
         version = registry_services.version_create(
             model=model,
             spec=spec,

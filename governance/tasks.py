@@ -16,3 +16,11 @@ def mirror_stage_to_mlflow(version_id: int) -> None:
     from .services import mlflow_mirror
 
     mlflow_mirror(version_id=version_id)
+
+
+@shared_task(name="governance.escalate_overdue_stages")
+def escalate_overdue_stages() -> int:
+    """Escalate versions over their stage time limit (beat runs this every 15 minutes)."""
+    from .sla import escalate_overdue
+
+    return len(escalate_overdue())

@@ -12,6 +12,15 @@ from .models import ModelCard, ModelVersion, PendingArtifact, RegisteredModel
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    """Visible to staff who hold a role (role groups), editable by nobody."""
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        user = request.user
+        return user.is_active and user.is_staff and (user.is_superuser or user.groups.exists())
+
+    def has_module_permission(self, request) -> bool:
+        return self.has_view_permission(request)
+
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 

@@ -32,6 +32,7 @@ class RegisteredModelFactory(factory.django.DjangoModelFactory):
 class ModelVersionFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = ModelVersion
+        skip_postgeneration_save = True
 
     model = factory.SubFactory(RegisteredModelFactory)
     version = factory.Sequence(lambda n: f"1.{n}.0")

@@ -190,6 +190,11 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
+# django-celery-beat's DatabaseScheduler syncs these into its tables.
+CELERY_BEAT_SCHEDULE = {
+    "escalate-overdue-stages": {"task": "governance.escalate_overdue_stages", "schedule": 900.0},
+    "sweep-orphan-artifacts": {"task": "registry.sweep_orphans", "schedule": 3600.0},
+}
 
 # --- Notifications ----------------------------------------------------------------------------
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend")

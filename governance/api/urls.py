@@ -1,8 +1,10 @@
 from django.urls import path
 
-from . import views
+from . import audit_views, gate_views, lifecycle_views, views
 
 app_name = "api"
+
+VERSION = "models/<str:name>/versions/<str:version>/"
 
 urlpatterns = [
     path("models/", views.ModelListCreateView.as_view(), name="model-list"),
@@ -12,9 +14,23 @@ urlpatterns = [
         views.VersionListCreateView.as_view(),
         name="version-list",
     ),
+    path(VERSION, views.VersionDetailView.as_view(), name="version-detail"),
     path(
-        "models/<str:name>/versions/<str:version>/",
-        views.VersionDetailView.as_view(),
-        name="version-detail",
+        VERSION + "evaluations/",
+        gate_views.EvaluationListCreateView.as_view(),
+        name="version-evaluations",
     ),
+    path(
+        VERSION + "transitions/",
+        lifecycle_views.TransitionView.as_view(),
+        name="version-transitions",
+    ),
+    path(
+        VERSION + "approvals/",
+        lifecycle_views.ApprovalListCreateView.as_view(),
+        name="version-approvals",
+    ),
+    path(VERSION + "history/", audit_views.VersionHistoryView.as_view(), name="version-history"),
+    path("audit/", audit_views.AuditListView.as_view(), name="audit-list"),
+    path("audit/verify/", audit_views.AuditVerifyView.as_view(), name="audit-verify"),
 ]

@@ -173,3 +173,21 @@ def test_registration_is_audited_with_the_token_and_digest(ci, version_body):
     assert event.after["stage"] == "development"
     assert event.after["artifact_digest"] == ModelVersion.objects.get().artifact_digest
     assert "(token" in event.actor
+
+
+def test_declared_bump_must_cover_what_changed(ci, version_body):
+    assert ci.post(URL, version_body("1.0.0"), format="json").status_code == 201
+    patch = version_body("1.0.1", feature_list=["f1", "f2"])
+    response = ci.post(URL, patch, format="json")
+    assert response.status_code == 400
+    assert "version" in response.json()["errors"]
+    retrained = version_body("1.0.1", training_data_hash="sha256:" + "1e" * 32)
+    assert ci.post(URL, retrained, format="json").status_code == 400
+    assert (
+        ci.post(
+            URL,
+            version_body("1.1.0", **{"training_data_hash": "sha256:" + "1e" * 32}),
+            format="json",
+        ).status_code
+        == 201
+    )

@@ -78,6 +78,7 @@ class Command(BaseCommand):
         weeks = sorted(frame["week_start"].unique())
         experiment_id = mlflow_bridge.ensure_experiment()
         ci = Actor.for_user(get_user_model().objects.get(username="ci-bot"), token_name="demo")
+        self.splits = {}
         for version, kind, feature_set, n_weeks, params, change in VERSIONS:
             if version in done:
                 continue
@@ -108,7 +109,28 @@ class Command(BaseCommand):
             except DomainError as exc:
                 raise CommandError(f"registering {version} failed: {exc}") from exc
             self.step(f"registered {MODEL_NAME} {version} ({logged.uri})")
+            self.splits[version] = (model, validation, features)
+        self._walk_lifecycle(ci)
         self.step("done")
+
+    def _walk_lifecycle(self, ci: Actor) -> None:
+        """Take the versions through the lifecycle with demo people in each role.
+
+        1.0.0 reaches production (its shadow replay stands in for live traffic), 1.1.0 waits in
+        staging for its shadow period and the product manager, 2.0.0 waits in validation for
+        the ML Lead: the admin's inbox and history show real work in progress.
+        """
+        from demo.lifecycle_walk import walk
+
+        for version, (model, validation, features) in self.splits.items():
+            for line in walk(
+                version=ModelVersion.objects.get(model__name=MODEL_NAME, version=version),
+                model=model,
+                validation=validation,
+                features=features,
+                ci=ci,
+            ):
+                self.step(line)
 
     def _users(self, actor: Actor) -> None:
         User = get_user_model()

@@ -1,0 +1,224 @@
+"""Read-only views of the audit log: the filtered list, chain verification, version history."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+
+from django.db.models import CharField, Q, QuerySet
+from django.db.models.functions import Cast
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from registry import services as registry_services
+from registry.errors import InvalidInput
+
+from .. import audit
+from ..models import Approval, AuditEvent, Escalation, Evaluation, Lifecycle, RoleGrant
+from ..permissions import can, request_scopes
+from ..roles import Action, actions_for
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model_name", help_text="The model the event concerns")
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "seq",
+            "created_at",
+            "actor",
+            "action",
+            "object_type",
+            "object_id",
+            "object_repr",
+            "model",
+            "before",
+            "after",
+            "reason",
+            "request_id",
+            "redacted",
+            "payload_digest",
+            "prev_hash",
+            "hash",
+        ]
+        extra_kwargs = {
+            "payload_digest": {"help_text": "SHA-256 of the event's canonical payload"},
+            "prev_hash": {"help_text": "The chain hash of the previous event"},
+            "hash": {"help_text": "SHA-256 of 'prev_hash:seq:payload_digest'"},
+        }
+
+
+class AuditVerificationSerializer(serializers.Serializer):
+    valid = serializers.BooleanField()
+    events = serializers.IntegerField(help_text="Events checked (up to the first broken one)")
+    first_broken = serializers.IntegerField(
+        allow_null=True, help_text="Id of the first event whose link does not hold"
+    )
+    problem = serializers.CharField(required=False, help_text="Only when the chain is broken")
+
+
+def _instant(name: str, raw: str) -> datetime:
+    """An ISO 8601 date or datetime; naive values and bare dates are UTC."""
+    value = raw.strip()
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or (len(value) == 10 and isinstance(parsed, datetime)):
+        try:
+            parsed = datetime.combine(date.fromisoformat(value), time.min)
+        except ValueError:
+            raise InvalidInput(
+                {name: f"'{raw}' is not an ISO 8601 date or datetime, e.g. 2025-06-01T12:00:00Z"}
+            ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+_TEXT_FILTERS = {
+    "action": "action",
+    "model": "model_name",
+    "object_type": "object_type",
+    "object_id": "object_id",
+}
+
+LIST_PARAMETERS = [
+    OpenApiParameter("action", str, description="Exact action, e.g. version.registered"),
+    OpenApiParameter("model", str, description="Events about this model"),
+    OpenApiParameter(
+        "actor",
+        str,
+        description="A username (also matches that user's tokens), or a label such as "
+        "'system:beat'",
+    ),
+    OpenApiParameter("object_type", str, description="e.g. registry.ModelVersion"),
+    OpenApiParameter("object_id", str, description="Primary key of the object"),
+    OpenApiParameter(
+        "since",
+        OpenApiTypes.DATETIME,
+        description="Events at or after this ISO 8601 instant (a bare date is midnight UTC)",
+    ),
+    OpenApiParameter(
+        "until",
+        OpenApiTypes.DATETIME,
+        description="Events before this instant (exclusive; a bare date is midnight UTC)",
+    ),
+]
+
+
+def filter_events(qs: QuerySet[AuditEvent], params) -> QuerySet[AuditEvent]:
+    """Apply the list filters; a bad value is a 400 naming the parameter."""
+    for param, field in _TEXT_FILTERS.items():
+        value = params.get(param)
+        if value:
+            qs = qs.filter(**{field: value})
+    actor = params.get("actor")
+    if actor:
+        qs = qs.filter(Q(actor=actor) | Q(actor__startswith=f"{actor} (token "))
+    bounds = {name: _instant(name, params[name]) for name in ("since", "until") if params.get(name)}
+    if "since" in bounds and "until" in bounds and bounds["until"] <= bounds["since"]:
+        raise InvalidInput({"until": "must be later than since"})
+    if "since" in bounds:
+        qs = qs.filter(created_at__gte=bounds["since"])
+    if "until" in bounds:
+        qs = qs.filter(created_at__lt=bounds["until"])
+    return qs
+
+
+def readable_events(request: Request) -> QuerySet[AuditEvent]:
+    """All events for a global READ_AUDIT grant; else only those of models granted per model."""
+    scopes = request_scopes(request)
+    if can(request.user, Action.READ_AUDIT, scopes=scopes):
+        return AuditEvent.objects.all()
+    grants = RoleGrant.objects.filter(user=request.user, model__isnull=False)
+    if scopes:
+        grants = grants.filter(role__in=scopes)
+    names = {
+        name
+        for name, role in grants.values_list("model__name", "role")
+        if Action.READ_AUDIT in actions_for({role})
+    }
+    return AuditEvent.objects.filter(model_name__in=names)
+
+
+class AuditListView(GenericAPIView):
+    required_actions = {"GET": Action.READ_AUDIT}
+    any_model_for = {"GET"}  # a per-model grant reads that model's events
+    serializer_class = AuditEventSerializer
+    queryset = AuditEvent.objects.none()  # for the schema only; get() builds the real one
+
+    @extend_schema(
+        summary="The audit log, oldest first",
+        description="Every change of state, hash-chained. Holders of a per-model grant see the "
+        "events of that model only. Paginated with limit and offset.",
+        parameters=LIST_PARAMETERS,
+        responses=AuditEventSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        qs = filter_events(readable_events(request), request.query_params).order_by("seq")
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(AuditEventSerializer(page, many=True).data)
+
+
+class AuditVerifyView(GenericAPIView):
+    required_actions = {"GET": Action.READ_AUDIT}
+    serializer_class = AuditVerificationSerializer
+
+    @extend_schema(
+        summary="Verify the whole audit chain",
+        description="Walks every event in order and reports the first broken link (an edited, "
+        "deleted, inserted or reordered row). Same check as `manage.py verify_audit`.",
+        responses=AuditVerificationSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        result = audit.verify()
+        body = result.to_dict()
+        if not result.valid:
+            body["problem"] = result.problem
+        return Response(body)
+
+
+def version_events(version) -> QuerySet[AuditEvent]:
+    """Events about one version: the version, its lifecycle, approvals, evaluations, escalations."""
+
+    def ids(qs) -> QuerySet:
+        return qs.annotate(sid=Cast("pk", CharField())).values("sid")
+
+    lifecycle = Lifecycle.objects.filter(version=version)
+    return AuditEvent.objects.filter(
+        Q(object_type="registry.ModelVersion", object_id=str(version.pk))
+        | Q(object_type="governance.Lifecycle", object_id__in=ids(lifecycle))
+        | Q(
+            object_type="governance.Approval",
+            object_id__in=ids(Approval.objects.filter(version=version)),
+        )
+        | Q(
+            object_type="governance.Evaluation",
+            object_id__in=ids(Evaluation.objects.filter(version=version)),
+        )
+        | Q(
+            object_type="governance.Escalation",
+            object_id__in=ids(Escalation.objects.filter(lifecycle__in=lifecycle)),
+        )
+    ).order_by("seq")
+
+
+class VersionHistoryView(GenericAPIView):
+    required_actions = {"GET": Action.READ}
+    serializer_class = AuditEventSerializer
+    queryset = AuditEvent.objects.none()  # for the schema only
+
+    @extend_schema(
+        summary="A version's history, oldest first",
+        description="The audit events of the version, its lifecycle (transitions), approvals, "
+        "evaluations and escalations. Paginated with limit and offset.",
+        responses=AuditEventSerializer(many=True),
+    )
+    def get(self, request: Request, name: str, version: str) -> Response:
+        instance = registry_services.version_get(name, version)
+        page = self.paginate_queryset(version_events(instance))
+        return self.get_paginated_response(AuditEventSerializer(page, many=True).data)

@@ -1,0 +1,123 @@
+"""Transitions and approvals of one version."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from registry import services as registry_services
+
+from .. import lifecycle, selectors
+from ..approvals import REQUIRED_APPROVALS, approval_record
+from ..models import Approval, Decision
+from ..permissions import request_scopes
+from ..roles import Action
+from .idempotency import idempotent
+from .serializers import StrictSerializer, VersionSerializer
+from .views import IDEMPOTENCY_HEADER, actor_of
+
+
+class TransitionRequestSerializer(StrictSerializer):
+    transition = serializers.ChoiceField(choices=sorted(lifecycle.RULES))
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ApprovalRequestSerializer(StrictSerializer):
+    transition = serializers.ChoiceField(choices=sorted(REQUIRED_APPROVALS))
+    role = serializers.CharField()
+    decision = serializers.ChoiceField(choices=Decision.values)
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username")
+    voided = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Approval
+        fields = [
+            "id",
+            "transition",
+            "role",
+            "user",
+            "decision",
+            "comment",
+            "created_at",
+            "artifact_digest",
+            "evidence_digest",
+            "voided",
+            "voided_at",
+            "voided_reason",
+        ]
+
+    def get_voided(self, obj) -> bool:
+        return obj.voided_at is not None
+
+
+def _read_version(request: Request, name: str, version: str):
+    model = registry_services.model_get(name)
+    instance = selectors.version_list(model).filter(version=version).first()
+    return instance or registry_services.version_get(name, version)
+
+
+class TransitionView(GenericAPIView):
+    """409 lists every unmet condition; 403 (checked first) names the missing role."""
+
+    required_actions = {"POST": Action.READ}
+    serializer_class = TransitionRequestSerializer
+
+    @extend_schema(
+        summary="Request a lifecycle transition",
+        request=TransitionRequestSerializer,
+        responses={200: VersionSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request: Request, name: str, version: str) -> Response:
+        target = registry_services.version_get(name, version)
+        body = TransitionRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        lifecycle.transition(
+            version=target,
+            name=body.validated_data["transition"],
+            comment=body.validated_data["comment"],
+            actor=actor_of(request),
+            scopes=request_scopes(request),
+        )
+        fresh = _read_version(request, name, version)
+        return Response(VersionSerializer(fresh, context={"request": request}).data)
+
+
+class ApprovalListCreateView(GenericAPIView):
+    required_actions = {"GET": Action.READ, "POST": Action.READ}
+    serializer_class = ApprovalSerializer
+    queryset = Approval.objects.none()
+
+    @extend_schema(summary="A version's approvals, oldest first (voided ones included)")
+    def get(self, request: Request, name: str, version: str) -> Response:
+        target = registry_services.version_get(name, version)
+        qs = Approval.objects.filter(version=target).select_related("user").order_by("id")
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(ApprovalSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Approve or reject a transition in one of your roles",
+        request=ApprovalRequestSerializer,
+        responses={201: ApprovalSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request: Request, name: str, version: str) -> Response:
+        target = registry_services.version_get(name, version)
+        body = ApprovalRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        approval = approval_record(
+            version=target,
+            actor=actor_of(request),
+            scopes=request_scopes(request),
+            **body.validated_data,
+        )
+        return Response(ApprovalSerializer(approval).data, status=status.HTTP_201_CREATED)
