@@ -234,9 +234,8 @@ def _gate_lines(gate: dict) -> list[str]:
     if not lines:
         scalars = [f"{k} {_show(v)}" for k, v in values.items() if not isinstance(v, (dict, list))]
         lines += [", ".join(scalars)] if scalars else []
-        lines += ["limits: " + ", ".join(f"{k} {_show(v)}" for k, v in thresholds.items())] * bool(
-            thresholds
-        )
+        if thresholds:
+            lines.append("limits: " + ", ".join(f"{k} {_show(v)}" for k, v in thresholds.items()))
     return lines
 
 

@@ -24,3 +24,11 @@ def escalate_overdue_stages() -> int:
     from .sla import escalate_overdue
 
     return len(escalate_overdue())
+
+
+@shared_task(name="governance.sweep_orphan_evidence")
+def sweep_orphan_evidence() -> int:
+    """Remove evidence files whose evaluation never committed (written first, row second)."""
+    from .evidence import sweep_orphans
+
+    return len(sweep_orphans())

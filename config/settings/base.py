@@ -194,6 +194,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "escalate-overdue-stages": {"task": "governance.escalate_overdue_stages", "schedule": 900.0},
     "sweep-orphan-artifacts": {"task": "registry.sweep_orphans", "schedule": 3600.0},
+    "sweep-orphan-evidence": {"task": "governance.sweep_orphan_evidence", "schedule": 3600.0},
 }
 
 # --- Notifications ----------------------------------------------------------------------------
@@ -211,6 +212,8 @@ PAGING_ROUTING_KEYS = env.dict("PAGING_ROUTING_KEYS", default={})
 # --- Platform ---------------------------------------------------------------------------------
 # Orphaned artifacts (written but never committed) older than this are removed by the sweeper.
 ORPHAN_GRACE = timedelta(hours=env.int("ORPHAN_GRACE_HOURS", default=6))
+# CI posts validation splits as JSON; larger batches belong in a CSV or Parquet upload.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024 * 1024)
 IDEMPOTENCY_TTL = timedelta(hours=env.int("IDEMPOTENCY_TTL_HOURS", default=24))
 
 LOGGING = {

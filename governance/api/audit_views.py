@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+import re
+from datetime import UTC, datetime
 
 from django.db.models import CharField, Q, QuerySet
 from django.db.models.functions import Cast
@@ -64,18 +65,14 @@ class AuditVerificationSerializer(serializers.Serializer):
 
 def _instant(name: str, raw: str) -> datetime:
     """An ISO 8601 date or datetime; naive values and bare dates are UTC."""
-    value = raw.strip()
+    # An unencoded '+' of a UTC offset arrives as a space: "...T14:00:00 02:00".
+    value = re.sub(r"(\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:?\d\d)$", r"\1+\2", raw.strip())
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        parsed = None
-    if parsed is None or (len(value) == 10 and isinstance(parsed, datetime)):
-        try:
-            parsed = datetime.combine(date.fromisoformat(value), time.min)
-        except ValueError:
-            raise InvalidInput(
-                {name: f"'{raw}' is not an ISO 8601 date or datetime, e.g. 2025-06-01T12:00:00Z"}
-            ) from None
+        raise InvalidInput(
+            {name: f"'{raw}' is not an ISO 8601 date or datetime, e.g. 2025-06-01T12:00:00Z"}
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

@@ -17,8 +17,19 @@ HEADER = "Idempotency-Key"
 
 
 def _digest(request) -> str:
-    body = json.dumps(request.data, sort_keys=True, default=str) if request.data else ""
-    return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+    """Method, path, body and the bytes of any uploaded file: a different file is a new request."""
+    fields = (
+        {k: v for k, v in request.data.items() if k not in request.FILES} if request.data else {}
+    )
+    digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
+    digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
+    for name in sorted(request.FILES):
+        upload = request.FILES[name]
+        digest.update(f"\n{name}:".encode())
+        for chunk in upload.chunks():
+            digest.update(chunk)
+        upload.seek(0)
+    return digest.hexdigest()
 
 
 def idempotent(view_method):

@@ -134,6 +134,8 @@ def test_since_is_inclusive_and_until_exclusive(auditor):
     assert [e["action"] for e in by_date] == ["test.day2", "test.day3"]
     offset = _results(auditor.get(LIST, {"until": "2025-03-02T14:00:00+02:00", "object_id": "x"}))
     assert [e["action"] for e in offset] == ["test.day1"]
+    unencoded = _results(auditor.get(LIST + "?until=2025-03-02T14:00:00+02:00&object_id=x"))
+    assert [e["action"] for e in unencoded] == ["test.day1"]
 
 
 @pytest.mark.parametrize("param", ["since", "until"])

@@ -193,7 +193,6 @@ def test_a_validation_csv_is_judged_by_the_real_gates(server, capsys, body_file,
     run(capsys, "register-model", "hotspot")
     assert run(capsys, "register", "hotspot", "--body", body_file("1.0.0"))[0] == 0
     code, out, err = run(capsys, "evidence", "hotspot", "1.0.0", "--validation", str(path))
-    print(out, err)
     evaluation = Evaluation.objects.get(version__version="1.0.0", kind="validation")
     assert evaluation.records == 600
     assert code == (0 if evaluation.passed else 1), err
