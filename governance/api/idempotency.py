@@ -18,8 +18,11 @@ HEADER = "Idempotency-Key"
 
 def _digest(request) -> str:
     """Method, path, body and the bytes of any uploaded file: a different file is a new request."""
+    data = request.data
     fields = (
-        {k: v for k, v in request.data.items() if k not in request.FILES} if request.data else {}
+        {k: v for k, v in data.items() if k not in request.FILES}
+        if hasattr(data, "items")
+        else data
     )
     digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
     digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
