@@ -161,6 +161,6 @@ def verify(*, batch_size: int = 2000) -> Verification:
             count,
             last.id if last else None,
             f"the chain ends at seq {expected_seq - 1} but the head records seq {head.seq} "
-            "(events at the end were deleted)",
+            "(events at the end were deleted or appended outside the audit service)",
         )
     return Verification(True, count, None)
