@@ -1,0 +1,261 @@
+"""Production data manifests, reference profiles, monitoring policies, runs, metrics and alerts.
+
+Prediction, label and reference records live in Parquet partitions (one file per batch, per model
+and day) so a 1M-row window loads in a fraction of a second; these rows are their manifest,
+committed after the file is written.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from governance.models import ValidationPolicy
+from registry.models import ModelVersion, RegisteredModel
+
+
+class BatchKind(models.TextChoices):
+    PREDICTIONS = "predictions"
+    LABELS = "labels"
+    REFERENCE = "reference"
+
+
+class DataBatch(models.Model):
+    """One stored Parquet file of records; the file is written first, this row commits second."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="batches")
+    version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="batches"
+    )
+    kind = models.CharField(max_length=12, choices=BatchKind.choices)
+    day = models.DateField(help_text="UTC day of the records (partition)")
+    path = models.CharField(max_length=500, help_text="Relative to VAR_DIR")
+    rows = models.PositiveIntegerField()
+    digest = models.CharField(max_length=80)
+    source = models.CharField(max_length=20, default="api", help_text="api, upload or gateway")
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=200)
+
+    class Meta:
+        indexes = [models.Index(fields=["model", "kind", "day"])]
+        verbose_name_plural = "data batches"
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.model} on {self.day} ({self.rows} rows)"
+
+
+class ReferenceProfile(models.Model):
+    """Quantile edges, counts and a sorted score sample, computed once per version."""
+
+    version = models.OneToOneField(
+        ModelVersion, on_delete=models.PROTECT, related_name="reference_profile"
+    )
+    profile = models.JSONField()
+    rows = models.PositiveIntegerField()
+    batch = models.ForeignKey(DataBatch, null=True, blank=True, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"reference profile of {self.version}"
+
+
+class MonitoringPolicy(models.Model):
+    """Thresholds, windows and minimum sizes of one model's checks, versioned like gate policies."""
+
+    DEFAULTS = {
+        "psi_max": 0.2,
+        "performance_metric": "auc",
+        "performance_drop_max": 0.05,
+        "ks_pvalue_min": 0.01,
+        "label_pvalue_min": 0.01,
+        "label_rate_change_max": 0.25,
+        "ece_max": 0.05,
+        "daily_window_days": 7,
+        "weekly_window_days": 28,
+        "min_rows": 500,
+        "min_labeled_rows": 200,
+        "retention_days": 365,
+        "critical_alerts_for_rollback": 2,
+        "rollback_window_hours": 24,
+    }
+
+    model = models.ForeignKey(
+        RegisteredModel, on_delete=models.PROTECT, related_name="monitoring_policies"
+    )
+    version = models.PositiveIntegerField()
+    settings = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=200, blank=True)
+    comment = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["model__name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "version"], name="uniq_monitoring_policy")
+        ]
+        verbose_name_plural = "monitoring policies"
+
+    def __str__(self) -> str:
+        return f"{self.model} monitoring policy v{self.version}"
+
+
+class Check(models.TextChoices):
+    DATA_DRIFT = "data_drift"
+    CONCEPT_DRIFT = "concept_drift"
+    LABEL_DRIFT = "label_drift"
+    PREDICTION_DRIFT = "prediction_drift"
+    FAIRNESS = "fairness"
+    CALIBRATION = "calibration"
+
+
+class Severity(models.TextChoices):
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+SEVERITY = {
+    Check.DATA_DRIFT: Severity.MEDIUM,
+    Check.LABEL_DRIFT: Severity.MEDIUM,
+    Check.PREDICTION_DRIFT: Severity.MEDIUM,
+    Check.CALIBRATION: Severity.MEDIUM,
+    Check.CONCEPT_DRIFT: Severity.HIGH,
+    Check.FAIRNESS: Severity.CRITICAL,
+}
+DAILY_CHECKS = (Check.DATA_DRIFT, Check.PREDICTION_DRIFT, Check.FAIRNESS)
+WEEKLY_CHECKS = (Check.CONCEPT_DRIFT, Check.CALIBRATION, Check.LABEL_DRIFT)
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class MonitorRun(models.Model):
+    """One check of one version over one window; unique, so retries find it, not repeat it."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="runs")
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="runs")
+    kind = models.CharField(max_length=20, choices=Check.choices, help_text="the check")
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    policy = models.ForeignKey(MonitoringPolicy, on_delete=models.PROTECT)
+    validation_policy = models.ForeignKey(
+        ValidationPolicy, null=True, blank=True, on_delete=models.PROTECT
+    )
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.PENDING)
+    reason = models.TextField(blank=True, help_text="Why it failed or was skipped")
+    metrics = models.JSONField(default=dict, blank=True)
+    rows = models.PositiveIntegerField(default=0)
+    trigger = models.CharField(max_length=20, default="schedule", help_text="schedule or api")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-window_end", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "kind", "window_start", "window_end"], name="uniq_monitor_run"
+            )
+        ]
+        indexes = [models.Index(fields=["model", "kind", "-window_end"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.version} to {self.window_end:%Y-%m-%d} [{self.status}]"
+
+
+class MetricPoint(models.Model):
+    """One number of one run: the time series per model, check, metric, feature and group."""
+
+    run = models.ForeignKey(MonitorRun, on_delete=models.CASCADE, related_name="points")
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=20, choices=Check.choices, help_text="the check")
+    metric = models.CharField(max_length=60)
+    feature = models.CharField(max_length=200, blank=True)
+    group = models.CharField(max_length=200, blank=True, help_text="attribute=value for fairness")
+    value = models.FloatField(null=True)
+    window_end = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["model", "kind", "metric", "window_end"])]
+
+    def __str__(self) -> str:
+        return f"{self.metric}={self.value}"
+
+
+class AlertStatus(models.TextChoices):
+    OPEN = "open"
+    QUEUED = "queued", "queued for retraining review"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Alert(models.Model):
+    """A threshold crossed; one per (version, check, window). Routed by the incidents layer."""
+
+    run = models.OneToOneField(MonitorRun, on_delete=models.PROTECT, related_name="alert")
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="alerts")
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="alerts")
+    kind = models.CharField(max_length=20, choices=Check.choices, help_text="the check")
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    feature = models.CharField(max_length=200, blank=True)
+    metric = models.CharField(max_length=60)
+    value = models.FloatField(null=True)
+    threshold = models.FloatField(null=True)
+    details = models.JSONField(default=dict, blank=True)
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    status = models.CharField(max_length=12, choices=AlertStatus.choices, default=AlertStatus.OPEN)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "kind", "window_start", "window_end"], name="uniq_alert"
+            )
+        ]
+        indexes = [models.Index(fields=["model", "severity", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.severity} {self.kind} alert on {self.version}"
+
+
+class ReviewItem(models.Model):
+    """A medium alert waiting for the next retraining review; the version keeps its stage."""
+
+    alert = models.OneToOneField(Alert, on_delete=models.PROTECT, related_name="review_item")
+    created_at = models.DateTimeField(default=timezone.now)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.CharField(max_length=200, blank=True)
+    note = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"review of {self.alert}"
+
+
+class AuditTask(models.Model):
+    """The monthly human audit (model card update), created for the ML Lead."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="audit_tasks")
+    version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT)
+    period = models.CharField(max_length=7, help_text="YYYY-MM")
+    due_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    completed_by = models.CharField(max_length=200, blank=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "period"], name="uniq_audit_task_period")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} audit of {self.model}"
