@@ -196,6 +196,11 @@ CELERY_BEAT_SCHEDULE = {
     "escalate-overdue-stages": {"task": "governance.escalate_overdue_stages", "schedule": 900.0},
     "sweep-orphan-artifacts": {"task": "registry.sweep_orphans", "schedule": 3600.0},
     "sweep-orphan-evidence": {"task": "governance.sweep_orphan_evidence", "schedule": 3600.0},
+    "sweep-orphan-monitoring-data": {"task": "monitoring.sweep_orphan_data", "schedule": 3600.0},
+    "purge-expired-predictions": {
+        "task": "monitoring.purge_expired_predictions",
+        "schedule": 86400.0,
+    },
 }
 
 # --- Notifications ----------------------------------------------------------------------------
@@ -215,6 +220,8 @@ PAGING_ROUTING_KEYS = env.dict("PAGING_ROUTING_KEYS", default={})
 ORPHAN_GRACE = timedelta(hours=env.int("ORPHAN_GRACE_HOURS", default=6))
 # CI posts validation splits as JSON; larger batches belong in a CSV or Parquet upload.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024 * 1024)
+# Where alerts go once written: the incidents layer replaces this with its router.
+MONITORING_ALERT_HOOK = env("MONITORING_ALERT_HOOK", default="monitoring.routing.default_route")
 IDEMPOTENCY_TTL = timedelta(hours=env.int("IDEMPOTENCY_TTL_HOURS", default=24))
 
 LOGGING = {

@@ -6,178 +6,464 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('governance', '0004_shadow_baseline'),
-        ('registry', '0001_initial'),
+        ("governance", "0004_shadow_baseline"),
+        ("registry", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DataBatch',
+            name="DataBatch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('predictions', 'Predictions'), ('labels', 'Labels'), ('reference', 'Reference')], max_length=12)),
-                ('day', models.DateField(help_text='UTC day of the records (partition)')),
-                ('path', models.CharField(help_text='Relative to VAR_DIR', max_length=500)),
-                ('rows', models.PositiveIntegerField()),
-                ('digest', models.CharField(max_length=80)),
-                ('source', models.CharField(default='api', help_text='api, upload or gateway', max_length=20)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('created_by', models.CharField(max_length=200)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='batches', to='registry.registeredmodel')),
-                ('version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='batches', to='registry.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("predictions", "Predictions"),
+                            ("labels", "Labels"),
+                            ("reference", "Reference"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                ("day", models.DateField(help_text="UTC day of the records (partition)")),
+                ("path", models.CharField(help_text="Relative to VAR_DIR", max_length=500)),
+                ("rows", models.PositiveIntegerField()),
+                ("digest", models.CharField(max_length=80)),
+                (
+                    "source",
+                    models.CharField(
+                        default="api", help_text="api, upload or gateway", max_length=20
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("created_by", models.CharField(max_length=200)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="batches",
+                        to="registry.registeredmodel",
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="batches",
+                        to="registry.modelversion",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'data batches',
+                "verbose_name_plural": "data batches",
             },
         ),
         migrations.CreateModel(
-            name='MonitoringPolicy',
+            name="MonitoringPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('settings', models.JSONField()),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('created_by', models.CharField(blank=True, max_length=200)),
-                ('comment', models.TextField(blank=True)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='monitoring_policies', to='registry.registeredmodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                ("settings", models.JSONField()),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("created_by", models.CharField(blank=True, max_length=200)),
+                ("comment", models.TextField(blank=True)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="monitoring_policies",
+                        to="registry.registeredmodel",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'monitoring policies',
-                'ordering': ['model__name', '-version'],
+                "verbose_name_plural": "monitoring policies",
+                "ordering": ["model__name", "-version"],
             },
         ),
         migrations.CreateModel(
-            name='MonitorRun',
+            name="MonitorRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('data_drift', 'Data Drift'), ('concept_drift', 'Concept Drift'), ('label_drift', 'Label Drift'), ('prediction_drift', 'Prediction Drift'), ('fairness', 'Fairness'), ('calibration', 'Calibration')], help_text='the check', max_length=20)),
-                ('window_start', models.DateTimeField()),
-                ('window_end', models.DateTimeField()),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('skipped', 'Skipped')], default='pending', max_length=10)),
-                ('reason', models.TextField(blank=True, help_text='Why it failed or was skipped')),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('rows', models.PositiveIntegerField(default=0)),
-                ('trigger', models.CharField(default='schedule', help_text='schedule or api', max_length=20)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.CharField(blank=True, max_length=200)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='registry.registeredmodel')),
-                ('policy', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='monitoring.monitoringpolicy')),
-                ('validation_policy', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to='governance.validationpolicy')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='registry.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("data_drift", "Data Drift"),
+                            ("concept_drift", "Concept Drift"),
+                            ("label_drift", "Label Drift"),
+                            ("prediction_drift", "Prediction Drift"),
+                            ("fairness", "Fairness"),
+                            ("calibration", "Calibration"),
+                        ],
+                        help_text="the check",
+                        max_length=20,
+                    ),
+                ),
+                ("window_start", models.DateTimeField()),
+                ("window_end", models.DateTimeField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("reason", models.TextField(blank=True, help_text="Why it failed or was skipped")),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("rows", models.PositiveIntegerField(default=0)),
+                (
+                    "trigger",
+                    models.CharField(
+                        default="schedule", help_text="schedule or api", max_length=20
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("created_by", models.CharField(blank=True, max_length=200)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="registry.registeredmodel",
+                    ),
+                ),
+                (
+                    "policy",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        to="monitoring.monitoringpolicy",
+                    ),
+                ),
+                (
+                    "validation_policy",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        to="governance.validationpolicy",
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="registry.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-window_end', '-id'],
+                "ordering": ["-window_end", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='MetricPoint',
+            name="MetricPoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('data_drift', 'Data Drift'), ('concept_drift', 'Concept Drift'), ('label_drift', 'Label Drift'), ('prediction_drift', 'Prediction Drift'), ('fairness', 'Fairness'), ('calibration', 'Calibration')], help_text='the check', max_length=20)),
-                ('metric', models.CharField(max_length=60)),
-                ('feature', models.CharField(blank=True, max_length=200)),
-                ('group', models.CharField(blank=True, help_text='attribute=value for fairness', max_length=200)),
-                ('value', models.FloatField(null=True)),
-                ('window_end', models.DateTimeField()),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='registry.registeredmodel')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='registry.modelversion')),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='points', to='monitoring.monitorrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("data_drift", "Data Drift"),
+                            ("concept_drift", "Concept Drift"),
+                            ("label_drift", "Label Drift"),
+                            ("prediction_drift", "Prediction Drift"),
+                            ("fairness", "Fairness"),
+                            ("calibration", "Calibration"),
+                        ],
+                        help_text="the check",
+                        max_length=20,
+                    ),
+                ),
+                ("metric", models.CharField(max_length=60)),
+                ("feature", models.CharField(blank=True, max_length=200)),
+                (
+                    "group",
+                    models.CharField(
+                        blank=True, help_text="attribute=value for fairness", max_length=200
+                    ),
+                ),
+                ("value", models.FloatField(null=True)),
+                ("window_end", models.DateTimeField()),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="registry.registeredmodel",
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="registry.modelversion",
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="points",
+                        to="monitoring.monitorrun",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Alert',
+            name="Alert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('data_drift', 'Data Drift'), ('concept_drift', 'Concept Drift'), ('label_drift', 'Label Drift'), ('prediction_drift', 'Prediction Drift'), ('fairness', 'Fairness'), ('calibration', 'Calibration')], help_text='the check', max_length=20)),
-                ('severity', models.CharField(choices=[('medium', 'Medium'), ('high', 'High'), ('critical', 'Critical')], max_length=10)),
-                ('feature', models.CharField(blank=True, max_length=200)),
-                ('metric', models.CharField(max_length=60)),
-                ('value', models.FloatField(null=True)),
-                ('threshold', models.FloatField(null=True)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('window_start', models.DateTimeField()),
-                ('window_end', models.DateTimeField()),
-                ('status', models.CharField(choices=[('open', 'Open'), ('queued', 'queued for retraining review'), ('acknowledged', 'Acknowledged'), ('resolved', 'Resolved')], default='open', max_length=12)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='alerts', to='registry.registeredmodel')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='alerts', to='registry.modelversion')),
-                ('run', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='alert', to='monitoring.monitorrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("data_drift", "Data Drift"),
+                            ("concept_drift", "Concept Drift"),
+                            ("label_drift", "Label Drift"),
+                            ("prediction_drift", "Prediction Drift"),
+                            ("fairness", "Fairness"),
+                            ("calibration", "Calibration"),
+                        ],
+                        help_text="the check",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "severity",
+                    models.CharField(
+                        choices=[("medium", "Medium"), ("high", "High"), ("critical", "Critical")],
+                        max_length=10,
+                    ),
+                ),
+                ("feature", models.CharField(blank=True, max_length=200)),
+                ("metric", models.CharField(max_length=60)),
+                ("value", models.FloatField(null=True)),
+                ("threshold", models.FloatField(null=True)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("window_start", models.DateTimeField()),
+                ("window_end", models.DateTimeField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("open", "Open"),
+                            ("queued", "queued for retraining review"),
+                            ("acknowledged", "Acknowledged"),
+                            ("resolved", "Resolved"),
+                        ],
+                        default="open",
+                        max_length=12,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="alerts",
+                        to="registry.registeredmodel",
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="alerts",
+                        to="registry.modelversion",
+                    ),
+                ),
+                (
+                    "run",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="alert",
+                        to="monitoring.monitorrun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='ReferenceProfile',
+            name="ReferenceProfile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('profile', models.JSONField()),
-                ('rows', models.PositiveIntegerField()),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('batch', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to='monitoring.databatch')),
-                ('version', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='reference_profile', to='registry.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("profile", models.JSONField()),
+                ("rows", models.PositiveIntegerField()),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        to="monitoring.databatch",
+                    ),
+                ),
+                (
+                    "version",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="reference_profile",
+                        to="registry.modelversion",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ReviewItem',
+            name="ReviewItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('reviewed_at', models.DateTimeField(blank=True, null=True)),
-                ('reviewed_by', models.CharField(blank=True, max_length=200)),
-                ('note', models.TextField(blank=True)),
-                ('alert', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='review_item', to='monitoring.alert')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("reviewed_at", models.DateTimeField(blank=True, null=True)),
+                ("reviewed_by", models.CharField(blank=True, max_length=200)),
+                ("note", models.TextField(blank=True)),
+                (
+                    "alert",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="review_item",
+                        to="monitoring.alert",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='AuditTask',
+            name="AuditTask",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period', models.CharField(help_text='YYYY-MM', max_length=7)),
-                ('due_at', models.DateTimeField()),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('completed_by', models.CharField(blank=True, max_length=200)),
-                ('note', models.TextField(blank=True)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='audit_tasks', to='registry.registeredmodel')),
-                ('version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to='registry.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("period", models.CharField(help_text="YYYY-MM", max_length=7)),
+                ("due_at", models.DateTimeField()),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                ("completed_by", models.CharField(blank=True, max_length=200)),
+                ("note", models.TextField(blank=True)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="audit_tasks",
+                        to="registry.registeredmodel",
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        to="registry.modelversion",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('model', 'period'), name='uniq_audit_task_period')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("model", "period"), name="uniq_audit_task_period"
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='databatch',
-            index=models.Index(fields=['model', 'kind', 'day'], name='monitoring__model_i_6499cf_idx'),
+            model_name="databatch",
+            index=models.Index(
+                fields=["model", "kind", "day"], name="monitoring__model_i_6499cf_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='monitoringpolicy',
-            constraint=models.UniqueConstraint(fields=('model', 'version'), name='uniq_monitoring_policy'),
+            model_name="monitoringpolicy",
+            constraint=models.UniqueConstraint(
+                fields=("model", "version"), name="uniq_monitoring_policy"
+            ),
         ),
         migrations.AddIndex(
-            model_name='monitorrun',
-            index=models.Index(fields=['model', 'kind', '-window_end'], name='monitoring__model_i_cba310_idx'),
+            model_name="monitorrun",
+            index=models.Index(
+                fields=["model", "kind", "-window_end"], name="monitoring__model_i_cba310_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='monitorrun',
-            constraint=models.UniqueConstraint(fields=('version', 'kind', 'window_start', 'window_end'), name='uniq_monitor_run'),
+            model_name="monitorrun",
+            constraint=models.UniqueConstraint(
+                fields=("version", "kind", "window_start", "window_end"), name="uniq_monitor_run"
+            ),
         ),
         migrations.AddIndex(
-            model_name='metricpoint',
-            index=models.Index(fields=['model', 'kind', 'metric', 'window_end'], name='monitoring__model_i_903dfd_idx'),
+            model_name="metricpoint",
+            index=models.Index(
+                fields=["model", "kind", "metric", "window_end"],
+                name="monitoring__model_i_903dfd_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='alert',
-            index=models.Index(fields=['model', 'severity', '-created_at'], name='monitoring__model_i_aa5acd_idx'),
+            model_name="alert",
+            index=models.Index(
+                fields=["model", "severity", "-created_at"], name="monitoring__model_i_aa5acd_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='alert',
-            constraint=models.UniqueConstraint(fields=('version', 'kind', 'window_start', 'window_end'), name='uniq_alert'),
+            model_name="alert",
+            constraint=models.UniqueConstraint(
+                fields=("version", "kind", "window_start", "window_end"), name="uniq_alert"
+            ),
         ),
     ]

@@ -1,0 +1,430 @@
+"""REST views for production data: predictions, labels and reference records (thin: parse, call a
+service or the store, shape the answer)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from governance.api.idempotency import idempotent
+from governance.api.views import IDEMPOTENCY_HEADER, actor_of
+from governance.permissions import can, request_scopes
+from governance.roles import Action
+from registry import services as registry_services
+from registry.errors import InvalidInput
+
+from . import ingest, profiles, store
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+
+# --- request shapes (documentation; the services validate every record themselves) --------------
+
+
+class PredictionRecordSerializer(serializers.Serializer):
+    prediction_id = serializers.CharField(help_text="Unique within the batch and the version")
+    timestamp = serializers.DateTimeField(help_text="ISO 8601; naive times are UTC")
+    features = serializers.DictField(
+        help_text="One value per feature of the version's feature_list (number, string or null)"
+    )
+    score = serializers.FloatField(min_value=0, max_value=1, help_text="Positive-class probability")
+    prediction = serializers.IntegerField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        allow_null=True,
+        help_text="The predicted class (0 or 1), if logged",
+    )
+    sensitive = serializers.DictField(
+        child=serializers.CharField(),
+        required=False,
+        help_text='Sensitive attributes, the same on every record, e.g. {"race": "b"}; stored '
+        "apart from the features and shown only to roles that may read sensitive data",
+    )
+
+
+class PredictionIngestSerializer(serializers.Serializer):
+    version = serializers.CharField(help_text="The version that made the predictions, e.g. 1.2.0")
+    records = PredictionRecordSerializer(many=True)
+
+
+_FILE_HELP = (
+    "CSV or Parquet with the columns prediction_id, timestamp, score, prediction (optional), one "
+    "column per feature (named as in the feature_list) and sensitive.<attribute>"
+)
+
+
+class PredictionUploadSerializer(serializers.Serializer):
+    version = serializers.CharField()
+    file = serializers.FileField(help_text=_FILE_HELP)
+
+
+class LabelRecordSerializer(serializers.Serializer):
+    prediction_id = serializers.CharField(help_text="The id of a stored prediction")
+    label = serializers.IntegerField(min_value=0, max_value=1, help_text="The true outcome")
+    label_time = serializers.DateTimeField(
+        required=False, help_text="When the outcome became known (ISO 8601); default: now"
+    )
+
+
+class LabelIngestSerializer(serializers.Serializer):
+    records = LabelRecordSerializer(many=True)
+
+
+class LabelUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(
+        help_text="CSV or Parquet with the columns prediction_id, label and label_time (optional)"
+    )
+
+
+class ReferenceRecordSerializer(PredictionRecordSerializer):
+    prediction_id = serializers.CharField(required=False)
+    timestamp = serializers.DateTimeField(required=False)
+    label = serializers.IntegerField(
+        min_value=0, max_value=1, required=False, help_text="The true outcome (0 or 1)"
+    )
+
+
+class ReferenceIngestSerializer(serializers.Serializer):
+    records = ReferenceRecordSerializer(many=True)
+
+
+class ReferenceUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(
+        help_text="As for predictions (prediction_id and timestamp optional), plus label"
+    )
+
+
+# --- response shapes ----------------------------------------------------------------------------
+
+
+class IngestResultSerializer(serializers.Serializer):
+    batches = serializers.IntegerField(help_text="Files stored (one per UTC day)")
+    rows = serializers.IntegerField(help_text="Records accepted")
+    days = serializers.ListField(child=serializers.DateField(), help_text="UTC days written")
+
+
+class FeatureSummarySerializer(serializers.Serializer):
+    name = serializers.CharField()
+    kind = serializers.CharField(help_text="numeric or categorical")
+    bins = serializers.IntegerField()
+    missing = serializers.IntegerField()
+
+
+class ProfileSummarySerializer(serializers.Serializer):
+    rows = serializers.IntegerField(help_text="Reference records of the version in all")
+    bins = serializers.IntegerField()
+    features = FeatureSummarySerializer(many=True)
+    score_mean = serializers.FloatField()
+    labels = serializers.DictField(allow_null=True, help_text="rows and positive_rate, or null")
+
+
+class ReferenceResultSerializer(IngestResultSerializer):
+    version = serializers.CharField()
+    profile = ProfileSummarySerializer(help_text="The recomputed reference profile")
+
+
+class PredictionOutSerializer(PredictionRecordSerializer):
+    version = serializers.CharField()
+    label = serializers.IntegerField(allow_null=True)
+    label_time = serializers.DateTimeField(allow_null=True)
+
+
+class PredictionListSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    sensitive_included = serializers.BooleanField(
+        help_text="Whether the records carry their sensitive attributes (read_sensitive)"
+    )
+    results = PredictionOutSerializer(many=True)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+class _BodyLimitMixin:
+    def handle_exception(self, exc):
+        if isinstance(exc, RequestDataTooBig):  # Django would answer with an HTML 400
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            return Response(
+                {
+                    "detail": f"The body is larger than the {limit} bytes accepted as JSON; "
+                    "upload the records as a CSV or Parquet file instead (multipart/form-data "
+                    "with 'file')."
+                },
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
+        return super().handle_exception(exc)
+
+
+def _body(request: Request) -> tuple[dict[str, Any], Any]:
+    """``(fields, upload)``: the JSON object, or the form fields and the uploaded ``file``."""
+    if request.content_type.startswith("multipart/"):
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise InvalidInput({"file": "required: a CSV or Parquet file of records"})
+        return {k: request.POST.get(k) for k in request.POST}, upload
+    if not isinstance(request.data, dict):
+        raise InvalidInput({"non_field_errors": "the body must be a JSON object"})
+    return request.data, None
+
+
+def _ingest_result(batches) -> dict[str, Any]:
+    return {
+        "batches": len(batches),
+        "rows": sum(b.rows for b in batches),
+        "days": sorted({b.day.isoformat() for b in batches}),
+    }
+
+
+def _when(request: Request, name: str) -> datetime | None:
+    text = request.query_params.get(name)
+    if not text:
+        return None
+    try:
+        return store.as_utc(pd.Timestamp(text.strip()).to_pydatetime())
+    except (ValueError, TypeError):
+        raise InvalidInput({name: "must be an ISO 8601 date or date-time"}) from None
+
+
+def _limit(request: Request) -> int:
+    text = request.query_params.get("limit")
+    if not text:
+        return DEFAULT_LIMIT
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIMIT:
+        raise InvalidInput({"limit": f"must be an integer from 1 to {MAX_LIMIT}"})
+    return value
+
+
+def _value(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _records(frame: pd.DataFrame, *, with_sensitive: bool) -> list[dict[str, Any]]:
+    features = [c for c in frame.columns if c.startswith(store.FEATURE_PREFIX)]
+    sensitive = [c for c in frame.columns if c.startswith(store.SENSITIVE_PREFIX)]
+    columns = {c: frame[c].tolist() for c in frame.columns}
+    out = []
+    for i in range(len(frame)):
+        prediction, label = _value(columns["prediction"][i]), _value(columns["label"][i])
+        record = {
+            "prediction_id": _value(columns["prediction_id"][i]),
+            "version": _value(columns["version"][i]),
+            "timestamp": _value(columns["timestamp"][i]),
+            "score": _value(columns["score"][i]),
+            "prediction": None if prediction is None else int(prediction),
+            "features": {c[len(store.FEATURE_PREFIX) :]: _value(columns[c][i]) for c in features},
+            "label": None if label is None else int(label),
+            "label_time": _value(columns["label_time"][i]),
+        }
+        if with_sensitive:
+            record["sensitive"] = {
+                c[len(store.SENSITIVE_PREFIX) :]: _value(columns[c][i])
+                for c in sensitive
+                if _value(columns[c][i]) is not None
+            }
+        out.append(record)
+    return out
+
+
+_PREDICTIONS_EXAMPLE = {
+    "version": "1.2.0",
+    "records": [
+        {
+            "prediction_id": "req-0001",
+            "timestamp": "2026-01-05T10:00:00Z",
+            "features": {"f1": 0.3, "f2": 1.2, "f3": -0.4},
+            "score": 0.73,
+            "prediction": 1,
+            "sensitive": {"race": "b"},
+        }
+    ],
+}
+
+
+# --- views --------------------------------------------------------------------------------------
+
+
+class PredictionListCreateView(_BodyLimitMixin, GenericAPIView):
+    required_actions = {"GET": Action.READ, "POST": Action.INGEST}
+    parser_classes = [JSONParser, MultiPartParser]
+    serializer_class = PredictionIngestSerializer
+
+    @extend_schema(
+        summary="Recent logged predictions of a model, newest first, with their latest labels",
+        description=(
+            "Sensitive attributes are included only for callers allowed to read sensitive data "
+            "(ethics officer, auditor)."
+        ),
+        parameters=[
+            OpenApiParameter("version", str, description="Only this version's predictions"),
+            OpenApiParameter("since", str, description="ISO 8601; predictions at or after"),
+            OpenApiParameter("until", str, description="ISO 8601; predictions before (now)"),
+            OpenApiParameter(
+                "limit",
+                int,
+                description=f"At most this many (default {DEFAULT_LIMIT}, at most {MAX_LIMIT})",
+            ),
+        ],
+        responses=PredictionListSerializer,
+    )
+    def get(self, request: Request, name: str) -> Response:
+        model = registry_services.model_get(name)
+        version = None
+        if request.query_params.get("version"):
+            version = registry_services.version_get(name, request.query_params["version"])
+        since, until, limit = _when(request, "since"), _when(request, "until"), _limit(request)
+        if since is not None and until is not None and since >= until:
+            raise InvalidInput({"since": "must be before until"})
+        sensitive = can(
+            request.user, Action.READ_SENSITIVE, model=model, scopes=request_scopes(request)
+        )
+        frame = store.recent_records(
+            model=model,
+            version=version,
+            since=since,
+            until=until,
+            limit=limit,
+            with_sensitive=sensitive,
+        )
+        results = _records(frame, with_sensitive=sensitive)
+        return Response(
+            {"count": len(results), "sensitive_included": sensitive, "results": results}
+        )
+
+    @extend_schema(
+        summary="Log a batch of predictions of one version",
+        description=(
+            "JSON `{version, records}` or multipart/form-data with `version` and a CSV or "
+            "Parquet `file`. Every record is checked; a batch is stored whole or refused whole "
+            "(400 naming `records[i].field`, records counted from 0). The features must match "
+            "the version's feature_list; prediction ids are unique within the batch and not "
+            "already stored for the version. Works for a version in any stage."
+        ),
+        request={
+            "application/json": PredictionIngestSerializer,
+            "multipart/form-data": PredictionUploadSerializer,
+        },
+        responses={201: IngestResultSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+        examples=[OpenApiExample("predictions", value=_PREDICTIONS_EXAMPLE, request_only=True)],
+    )
+    @idempotent
+    def post(self, request: Request, name: str) -> Response:
+        registry_services.model_get(name)  # 404 before reading the body
+        fields, upload = _body(request)
+        version = fields.get("version")
+        if not isinstance(version, str) or not version:
+            raise InvalidInput({"version": "required: the version that made the predictions"})
+        batches = ingest.predictions_ingest(
+            model_name=name,
+            version=version,
+            records=fields.get("records") if upload is None else None,
+            upload=upload,
+            actor=actor_of(request),
+        )
+        return Response(_ingest_result(batches), status=status.HTTP_201_CREATED)
+
+
+class LabelCreateView(_BodyLimitMixin, GenericAPIView):
+    required_actions = {"POST": Action.INGEST}
+    parser_classes = [JSONParser, MultiPartParser]
+    serializer_class = LabelIngestSerializer
+
+    @extend_schema(
+        summary="Record the true outcomes of logged predictions",
+        description=(
+            "JSON `{records: [{prediction_id, label, label_time?}]}` or multipart/form-data with "
+            "a CSV or Parquet `file`. Every prediction_id must name a stored prediction of the "
+            "model (400 naming the record otherwise); the latest label of a prediction wins. "
+            "Labels are filed with their predictions (per version and day): `rows` counts the "
+            "stored label rows, so a prediction id shared by two versions (shadow traffic) "
+            "counts once per version."
+        ),
+        request={
+            "application/json": LabelIngestSerializer,
+            "multipart/form-data": LabelUploadSerializer,
+        },
+        responses={201: IngestResultSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+        examples=[
+            OpenApiExample(
+                "labels",
+                value={"records": [{"prediction_id": "req-0001", "label": 1}]},
+                request_only=True,
+            )
+        ],
+    )
+    @idempotent
+    def post(self, request: Request, name: str) -> Response:
+        registry_services.model_get(name)
+        fields, upload = _body(request)
+        batches = ingest.labels_ingest(
+            model_name=name,
+            records=fields.get("records") if upload is None else None,
+            upload=upload,
+            actor=actor_of(request),
+        )
+        return Response(_ingest_result(batches), status=status.HTTP_201_CREATED)
+
+
+class ReferenceCreateView(_BodyLimitMixin, GenericAPIView):
+    required_actions = {"POST": Action.INGEST}
+    parser_classes = [JSONParser, MultiPartParser]
+    serializer_class = ReferenceIngestSerializer
+
+    @extend_schema(
+        summary="Add reference data (a training or validation sample) to a version",
+        description=(
+            "Same record shape as predictions (prediction_id and timestamp optional) plus an "
+            "optional `label`; JSON `{records}` or multipart/form-data with a CSV or Parquet "
+            "`file`. Reference data accumulates; the version's reference profile (quantile "
+            "edges, counts, score sample, label rate) is recomputed over all of it."
+        ),
+        request={
+            "application/json": ReferenceIngestSerializer,
+            "multipart/form-data": ReferenceUploadSerializer,
+        },
+        responses={201: ReferenceResultSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request: Request, name: str, version: str) -> Response:
+        registry_services.version_get(name, version)
+        fields, upload = _body(request)
+        result = ingest.reference_ingest(
+            model_name=name,
+            version=version,
+            records=fields.get("records") if upload is None else None,
+            upload=upload,
+            actor=actor_of(request),
+        )
+        body = {
+            "version": version,
+            **_ingest_result(result.batches),
+            "profile": profiles.summary(result.profile.profile),
+        }
+        return Response(body, status=status.HTTP_201_CREATED)

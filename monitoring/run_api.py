@@ -1,0 +1,296 @@
+"""REST views of monitor runs and alerts: start runs now, read runs and their metrics, list alerts.
+
+Thin: validate, check the caller's role for the model, call a service or a query, shape the answer.
+Lists show only the models the caller may read.
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from governance.api.idempotency import idempotent
+from governance.api.serializers import StrictSerializer
+from governance.api.views import IDEMPOTENCY_HEADER, actor_of
+from governance.permissions import can, request_scopes
+from governance.roles import Action
+from governance.selectors import readable_models
+from registry import services as registry_services
+from registry.errors import Forbidden, InvalidInput, NotFound
+
+from .models import Alert, AlertStatus, Check, MonitorRun, RunStatus, Severity
+from .runs import runs_start
+
+
+class RunStartSerializer(StrictSerializer):
+    model = serializers.CharField(max_length=100)
+    version = serializers.CharField(
+        max_length=50, required=False, help_text="Default: the model's live version"
+    )
+    checks = serializers.ListField(
+        child=serializers.ChoiceField(choices=Check.values),
+        required=False,
+        allow_empty=False,
+        help_text="Default: all six checks",
+    )
+
+
+RUN_STATUS_HELP = "pending, running, succeeded, failed or skipped"
+
+
+class RunSummarySerializer(serializers.ModelSerializer):
+    check = serializers.CharField(source="kind")
+    status = serializers.CharField(help_text=RUN_STATUS_HELP)
+
+    class Meta:
+        model = MonitorRun
+        fields = ["id", "check", "status"]
+
+
+class RunStartedSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The first run's id")
+    runs = RunSummarySerializer(many=True)
+
+
+class RunSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name")
+    version = serializers.CharField(source="version.version")
+    check = serializers.CharField(source="kind")
+    status = serializers.CharField(help_text=RUN_STATUS_HELP)
+    policy_version = serializers.IntegerField(source="policy.version")
+    validation_policy_version = serializers.IntegerField(
+        source="validation_policy.version", allow_null=True, default=None
+    )
+    alert = serializers.SerializerMethodField(help_text="The alert this run raised, if any")
+
+    class Meta:
+        model = MonitorRun
+        fields = [
+            "id",
+            "model",
+            "version",
+            "check",
+            "status",
+            "reason",
+            "window_start",
+            "window_end",
+            "rows",
+            "trigger",
+            "policy_version",
+            "validation_policy_version",
+            "alert",
+            "created_at",
+            "created_by",
+            "started_at",
+            "finished_at",
+        ]
+
+    def get_alert(self, obj) -> int | None:
+        try:
+            return obj.alert.pk
+        except Alert.DoesNotExist:
+            return None
+
+
+class RunDetailSerializer(RunSerializer):
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "metrics"]
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name")
+    version = serializers.CharField(source="version.version")
+    check = serializers.CharField(source="kind")
+    feature = serializers.SerializerMethodField()
+    status = serializers.CharField(help_text="open, queued, acknowledged or resolved")
+    run = serializers.IntegerField(source="run_id")
+
+    class Meta:
+        model = Alert
+        fields = [
+            "id",
+            "model",
+            "version",
+            "check",
+            "severity",
+            "feature",
+            "metric",
+            "value",
+            "threshold",
+            "window_start",
+            "window_end",
+            "status",
+            "created_at",
+            "run",
+            "details",
+        ]
+
+    def get_feature(self, obj) -> str | None:
+        return obj.feature or None
+
+
+def _readable(request: Request, qs: QuerySet) -> QuerySet:
+    return qs.filter(model__in=readable_models(request.user, scopes=request_scopes(request)))
+
+
+def _choice(params, name: str, choices: list[str]) -> str | None:
+    value = params.get(name)
+    if value and value not in choices:
+        raise InvalidInput({name: f"'{value}' is not one of {', '.join(choices)}"})
+    return value or None
+
+
+RUN_FILTERS = [
+    OpenApiParameter("model", str, description="Runs of this model"),
+    OpenApiParameter("version", str, description="Runs of this version (with model)"),
+    OpenApiParameter("check", str, enum=Check.values),
+    OpenApiParameter("status", str, enum=RunStatus.values),
+]
+ALERT_FILTERS = [
+    OpenApiParameter("model", str, description="Alerts of this model"),
+    OpenApiParameter("version", str, description="Alerts of this version (with model)"),
+    OpenApiParameter("check", str, enum=Check.values),
+    OpenApiParameter("severity", str, enum=Severity.values),
+    OpenApiParameter("status", str, enum=AlertStatus.values),
+]
+
+
+def _filter_model(qs: QuerySet, params) -> QuerySet:
+    if params.get("model"):
+        qs = qs.filter(model__name=params["model"])
+        if params.get("version"):
+            qs = qs.filter(version__version=params["version"])
+    elif params.get("version"):
+        raise InvalidInput({"version": "give model too"})
+    return qs
+
+
+class RunListCreateView(GenericAPIView):
+    required_actions = {"GET": Action.READ, "POST": Action.START_RUNS}
+    any_model_for = {"GET", "POST"}  # POST checks the body's model below
+    serializer_class = RunSerializer
+    queryset = MonitorRun.objects.none()  # for the schema only
+
+    @extend_schema(
+        summary="Monitor runs, newest window first",
+        parameters=RUN_FILTERS,
+        responses=RunSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        qs = _filter_model(_readable(request, MonitorRun.objects.all()), params)
+        if check := _choice(params, "check", Check.values):
+            qs = qs.filter(kind=check)
+        if run_status := _choice(params, "status", RunStatus.values):
+            qs = qs.filter(status=run_status)
+        qs = qs.select_related("model", "version", "policy", "validation_policy", "alert")
+        page = self.paginate_queryset(qs.order_by("-window_end", "-id"))
+        return self.get_paginated_response(RunSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Run checks now",
+        description="One run per check over the policy's window ending now, executed by the "
+        "monitoring workers. Answers 202 with the first run's id and every run; poll "
+        "GET /api/v1/monitoring/runs/{id}/ for the outcome.",
+        request=RunStartSerializer,
+        responses={202: RunStartedSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        body = RunStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        if not can(
+            request.user, Action.START_RUNS, model=data["model"], scopes=request_scopes(request)
+        ):
+            raise Forbidden(
+                f"This needs the 'start_runs' permission for model '{data['model']}', which none "
+                "of your roles grants."
+            )
+        model = registry_services.model_get(data["model"])
+        version = (
+            registry_services.version_get(model.name, data["version"])
+            if data.get("version")
+            else None
+        )
+        runs = runs_start(
+            model=model,
+            version=version,
+            checks_to_run=data.get("checks"),
+            actor=actor_of(request),
+        )
+        answer = {"id": runs[0].pk, "runs": RunSummarySerializer(runs, many=True).data}
+        return Response(answer, status=status.HTTP_202_ACCEPTED)
+
+
+class RunDetailView(GenericAPIView):
+    required_actions = {"GET": Action.READ}
+    any_model_for = {"GET"}  # the run's model is checked below
+    serializer_class = RunDetailSerializer
+    queryset = MonitorRun.objects.none()
+
+    @extend_schema(
+        summary="A monitor run: status, reason, window, policy versions and every metric",
+        description="`metrics` holds every number of the check as a JSON number or null: per "
+        "feature for data drift, per attribute and per group (selection rate, TPR, FPR, FNR, "
+        "PPV) for fairness.",
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        run = (
+            _readable(request, MonitorRun.objects.all())
+            .select_related("model", "version", "policy", "validation_policy", "alert")
+            .filter(pk=pk)
+            .first()
+        )
+        if run is None:
+            raise NotFound(f"no monitor run {pk}")
+        return Response(RunDetailSerializer(run).data)
+
+
+class AlertListView(GenericAPIView):
+    required_actions = {"GET": Action.READ}
+    any_model_for = {"GET"}
+    serializer_class = AlertSerializer
+    queryset = Alert.objects.none()
+
+    @extend_schema(
+        summary="Alerts, newest first",
+        parameters=ALERT_FILTERS,
+        responses=AlertSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        qs = _filter_model(_readable(request, Alert.objects.all()), params)
+        if check := _choice(params, "check", Check.values):
+            qs = qs.filter(kind=check)
+        if severity := _choice(params, "severity", Severity.values):
+            qs = qs.filter(severity=severity)
+        if alert_status := _choice(params, "status", AlertStatus.values):
+            qs = qs.filter(status=alert_status)
+        qs = qs.select_related("model", "version").order_by("-created_at", "-id")
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(AlertSerializer(page, many=True).data)
+
+
+class AlertDetailView(GenericAPIView):
+    required_actions = {"GET": Action.READ}
+    any_model_for = {"GET"}
+    serializer_class = AlertSerializer
+    queryset = Alert.objects.none()
+
+    @extend_schema(summary="One alert")
+    def get(self, request: Request, pk: int) -> Response:
+        alert = (
+            _readable(request, Alert.objects.all())
+            .select_related("model", "version")
+            .filter(pk=pk)
+            .first()
+        )
+        if alert is None:
+            raise NotFound(f"no alert {pk}")
+        return Response(AlertSerializer(alert).data)

@@ -1,0 +1,718 @@
+"""Parquet storage of production data: predictions, labels and reference records.
+
+Layout: ``VAR_DIR/monitoring/<model>/<kind>/day=YYYY-MM-DD/<uuid>.parquet``, one file per ingested
+batch and UTC day. A file is written under a temporary name, fsynced and renamed into place; only
+then does its ``DataBatch`` manifest row commit (DESIGN.md section 5). A request that fails after
+writing removes its files (``discard``); a crash in between leaves an orphan that
+``sweep_orphans`` removes. Readers only ever look at files a committed ``DataBatch`` points to.
+
+Typed columns
+-------------
+predictions and reference
+    ``prediction_id`` (string), ``timestamp`` (timestamp[us, UTC]), ``score`` (float64),
+    ``prediction`` (int8, null when not logged), ``f.<feature>`` (float64, or string for a
+    categorical feature), ``s.<attribute>`` (string; sensitive, loaded only on request),
+    ``version`` (string); reference files add ``label`` (int8, null when not given), and their
+    ``prediction_id`` and ``timestamp`` may be null. Rows are sorted by timestamp, so a window
+    boundary inside a day is a binary search, not a filter.
+labels
+    ``prediction_id`` (string), ``label`` (int8), ``label_time`` (timestamp[us, UTC]) and where the
+    labelled prediction is stored: ``batch`` (its ``DataBatch`` id) and ``row`` (its row in that
+    file). A label file lives in the partition of its prediction's day, one file per (version,
+    day), so the labels of a window are in the window's partitions, and joining them is a scatter
+    by position instead of a hash join on 1M string ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from django.conf import settings
+from django.utils import timezone
+
+from registry.models import ModelVersion, RegisteredModel
+
+from .models import BatchKind, DataBatch
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR = "monitoring"
+FEATURE_PREFIX = "f."
+SENSITIVE_PREFIX = "s."
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+BASE_COLUMNS = ("prediction_id", "timestamp", "score", "prediction")
+LABEL_COLUMNS = ("label", "label_time")
+COMPRESSION = "lz4"  # decompresses at memory speed; random floats do not compress anyway
+_NAT = np.iinfo(np.int64).min
+_DAY_US = 86_400_000_000
+
+
+def feature_column(name: str) -> str:
+    return FEATURE_PREFIX + name
+
+
+def sensitive_column(name: str) -> str:
+    return SENSITIVE_PREFIX + name
+
+
+# ------------------------------------------------------------------------------------------------
+# Paths and writing
+# ------------------------------------------------------------------------------------------------
+
+
+def root() -> Path:
+    return Path(settings.VAR_DIR) / DATA_DIR
+
+
+def resolve(path: str) -> Path:
+    """The file behind ``DataBatch.path`` (stored relative to ``VAR_DIR``)."""
+    return Path(settings.VAR_DIR) / path
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file written and renamed into place, waiting for its ``DataBatch`` row."""
+
+    path: str  # relative to VAR_DIR
+    day: date
+    rows: int
+    digest: str  # "sha256:<hex>" of the file's bytes
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Low-cardinality columns worth dictionary encoding (never floats or ids)."""
+    return [
+        f.name
+        for f in schema
+        if f.name in ("prediction", "version", "label")
+        or f.name.startswith(SENSITIVE_PREFIX)
+        or (f.name.startswith(FEATURE_PREFIX) and pa.types.is_string(f.type))
+    ]
+
+
+def write_file(table: pa.Table, *, model_name: str, kind: str, day: date) -> StoredFile:
+    """Write ``table`` as one Parquet partition file: temp name, fsync, ``os.replace``."""
+    directory = root() / model_name / kind / f"day={day.isoformat()}"
+    name = f"{uuid.uuid4().hex}.parquet"
+    tmp = directory / f".{name}.tmp"
+    target = directory / name
+    try:
+        for attempt in range(2):  # the sweeper may remove an empty day directory meanwhile
+            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                pq.write_table(
+                    table,
+                    tmp,
+                    compression=COMPRESSION,
+                    use_dictionary=_dictionary_columns(table.schema),
+                    row_group_size=1 << 20,
+                )
+                break
+            except FileNotFoundError:
+                if attempt:
+                    raise
+        digest = hashlib.sha256()
+        with open(tmp, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    relative = target.relative_to(Path(settings.VAR_DIR)).as_posix()
+    return StoredFile(
+        path=relative, day=day, rows=table.num_rows, digest=f"sha256:{digest.hexdigest()}"
+    )
+
+
+def write_by_day(
+    table: pa.Table, *, model_name: str, kind: str, days: np.ndarray
+) -> list[StoredFile]:
+    """One file per distinct UTC day; ``days`` (datetime64[D]) gives each row's day."""
+    files: list[StoredFile] = []
+    try:
+        for day in np.unique(days):
+            rows = np.flatnonzero(days == day)
+            if rows[-1] - rows[0] + 1 == rows.size:  # contiguous, as in a table sorted by time
+                part = table.slice(int(rows[0]), int(rows.size))
+            else:
+                part = table.take(pa.array(rows))
+            files.append(write_file(part, model_name=model_name, kind=kind, day=day.item()))
+    except BaseException:
+        discard(f.path for f in files)
+        raise
+    return files
+
+
+def combined_digest(files: Sequence[StoredFile]) -> str:
+    """One digest for a request's files (their digests in day order)."""
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: (f.day, f.path)):
+        h.update(f"{f.day.isoformat()}:{f.digest}\n".encode())
+    return f"sha256:{h.hexdigest()}"
+
+
+def discard(paths: Iterable[str]) -> None:
+    """Remove files written for a request that then failed (unless a manifest row has them)."""
+    paths = list(paths)
+    if not paths:
+        return
+    try:
+        kept = set(DataBatch.objects.filter(path__in=paths).values_list("path", flat=True))
+    except Exception:  # e.g. inside a broken transaction: leave them to the sweeper
+        logger.warning("could not check files to discard; the orphan sweeper will", exc_info=True)
+        return
+    for path in paths:
+        if path not in kept:
+            resolve(path).unlink(missing_ok=True)
+
+
+def delete_files(paths: Iterable[str]) -> None:
+    """Delete files whose manifest rows are gone (after a purge commits), and empty day dirs."""
+    directories = set()
+    for path in paths:
+        file = resolve(path)
+        try:
+            file.unlink(missing_ok=True)
+        except OSError:  # the sweeper retries
+            logger.warning("could not delete %s", file, exc_info=True)
+        directories.add(file.parent)
+    for directory in directories:
+        with contextlib.suppress(OSError):  # not empty, or gone
+            directory.rmdir()
+
+
+def sweep_orphans(*, older_than: datetime | None = None) -> list[str]:
+    """Delete partition files that no ``DataBatch`` points to, last modified before ``older_than``.
+
+    ``older_than`` defaults to now minus ``settings.ORPHAN_GRACE``, so a file whose request is
+    still committing is left alone. Stale temporary files go too, and so do empty day
+    directories. Returns the removed paths (relative to ``VAR_DIR``).
+    """
+    base = root()
+    if not base.is_dir():
+        return []
+    if older_than is None:
+        older_than = timezone.now() - settings.ORPHAN_GRACE
+    cutoff = older_than.timestamp()
+    var_dir = Path(settings.VAR_DIR)
+    removed: list[str] = []
+    for directory, subdirs, files in os.walk(base, topdown=False):
+        here = Path(directory)
+        candidates = {}
+        for name in files:
+            file = here / name
+            try:
+                if file.stat().st_mtime < cutoff:
+                    candidates[file.relative_to(var_dir).as_posix()] = file
+            except FileNotFoundError:
+                continue
+        if candidates:
+            referenced = set(
+                DataBatch.objects.filter(path__in=list(candidates)).values_list("path", flat=True)
+            )
+            for relative, file in candidates.items():
+                if relative not in referenced:
+                    file.unlink(missing_ok=True)
+                    removed.append(relative)
+        if here != base and not subdirs and here.name.startswith("day="):
+            try:
+                if not any(here.iterdir()) and here.stat().st_mtime < cutoff:
+                    here.rmdir()
+            except OSError:
+                pass
+    return removed
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+# ------------------------------------------------------------------------------------------------
+
+
+def as_utc(value: datetime | date | str) -> datetime:
+    if isinstance(value, str):
+        value = pd.Timestamp(value).to_pydatetime()
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(), UTC)
+    raise TypeError(f"expected a datetime or date, got {type(value).__name__}")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(value: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (the stored timestamp unit)."""
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _model_id(model: RegisteredModel | str | int) -> int:
+    if isinstance(model, RegisteredModel):
+        return model.pk
+    if isinstance(model, int):
+        return model
+    return RegisteredModel.objects.values_list("pk", flat=True).get(name=model)
+
+
+def _version_id(model_id: int, version: ModelVersion | str | int | None) -> int | None:
+    if version is None or isinstance(version, int):
+        return version
+    if isinstance(version, ModelVersion):
+        return version.pk
+    return ModelVersion.objects.values_list("pk", flat=True).get(model_id=model_id, version=version)
+
+
+def _timestamps_us(table: pa.Table) -> np.ndarray:
+    column = table.column("timestamp")
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    return array.cast(pa.int64()).fill_null(_NAT).to_numpy()
+
+
+@dataclass
+class _Part:
+    """One prediction file's contribution to a window."""
+
+    batch_id: int
+    table: pa.Table
+    offset: int  # rows [offset, offset + table.num_rows) of the file, when positions is None
+    positions: np.ndarray | None = None  # the file rows kept, when they were not one range
+
+
+def _wanted(names: Sequence[str], columns: Sequence[str] | None, with_sensitive: bool) -> list[str]:
+    if columns is None:
+        return [n for n in names if with_sensitive or not n.startswith(SENSITIVE_PREFIX)]
+    present = set(names)
+    return [c for c in columns if c in present]
+
+
+def _read_part(
+    batch: DataBatch,
+    lo: int,
+    hi: int,
+    columns: Sequence[str] | None,
+    with_sensitive: bool,
+) -> _Part:
+    file = pq.ParquetFile(resolve(batch.path), memory_map=True)
+    wanted = _wanted(file.schema_arrow.names, columns, with_sensitive)
+    day_lo = to_us(datetime.combine(batch.day, time(), UTC))
+    inner = lo <= day_lo and day_lo + _DAY_US <= hi
+    read = wanted if inner or "timestamp" in wanted else [*wanted, "timestamp"]
+    table = file.read(columns=read, use_threads=True)
+    part = _Part(batch_id=batch.pk, table=table, offset=0)
+    if not inner:
+        ts = _timestamps_us(table)
+        if ts.size and np.all(ts[1:] >= ts[:-1]):  # written sorted: a window edge is two searches
+            i, j = np.searchsorted(ts, [lo, hi], side="left")
+            part.table, part.offset = table.slice(i, j - i), int(i)
+        else:
+            keep = np.flatnonzero((ts >= lo) & (ts < hi))
+            part.table, part.positions = table.take(pa.array(keep)), keep
+        if "timestamp" not in wanted:
+            part.table = part.table.drop_columns(["timestamp"])
+    return part
+
+
+def _latest_labels(
+    model_id: int, version_id: int | None, days: Iterable[date], batch_ids: Iterable[int]
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per prediction batch: (rows, label, label_time us) of the latest label of each row.
+
+    Latest = greatest ``label_time``; equal times go to the label ingested last.
+    """
+    label_batches = DataBatch.objects.filter(
+        model_id=model_id, kind=BatchKind.LABELS, day__in=sorted(set(days))
+    )
+    if version_id is not None:
+        label_batches = label_batches.filter(version_id=version_id)
+    paths = list(label_batches.order_by("id").values_list("path", flat=True))
+    if not paths:
+        return {}
+    wanted = np.fromiter(batch_ids, dtype=np.int64)
+    batch_parts, row_parts, label_parts, time_parts = [], [], [], []
+    for path in paths:
+        table = pq.read_table(resolve(path), columns=["batch", "row", "label", "label_time"])
+        batch = table.column("batch").to_numpy()
+        keep = np.isin(batch, wanted)
+        if not keep.any():
+            continue
+        batch_parts.append(batch[keep])
+        row_parts.append(table.column("row").to_numpy()[keep])
+        label_parts.append(table.column("label").to_numpy()[keep])
+        time_parts.append(_timestamps_us(table.rename_columns(["b", "r", "l", "timestamp"]))[keep])
+    if not batch_parts:
+        return {}
+    batch = np.concatenate(batch_parts)
+    row = np.concatenate(row_parts)
+    label = np.concatenate(label_parts)
+    label_time = np.concatenate(time_parts)
+    order = np.lexsort((np.arange(batch.size), label_time))  # by time, then ingestion order
+    order = order[::-1]  # latest first
+    key = (batch[order] << 32) | row[order]  # batch ids and rows both fit in 32 bits
+    _, first = np.unique(key, return_index=True)
+    latest = order[first]
+    out: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    by_batch = np.argsort(batch[latest], kind="stable")
+    latest = latest[by_batch]
+    bounds = np.flatnonzero(np.diff(batch[latest])) + 1
+    for chunk in np.split(latest, bounds):
+        out[int(batch[chunk[0]])] = (row[chunk], label[chunk], label_time[chunk])
+    return out
+
+
+def _label_columns(
+    parts: Sequence[_Part], labels: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> tuple[pa.Array, pa.Array]:
+    n = sum(p.table.num_rows for p in parts)
+    label = np.full(n, np.nan)
+    label_time = np.full(n, _NAT, dtype=np.int64)
+    start = 0
+    for part in parts:
+        size = part.table.num_rows
+        found = labels.get(part.batch_id)
+        if found is not None and size:
+            rows, values, times = found
+            if part.positions is None:
+                inside = (rows >= part.offset) & (rows < part.offset + size)
+                at = rows[inside] - part.offset
+            else:
+                at = np.searchsorted(part.positions, rows)
+                inside = (at < size) & (part.positions[np.minimum(at, size - 1)] == rows)
+                at = at[inside]
+            label[start + at] = values[inside]
+            label_time[start + at] = times[inside]
+        start += size
+    times = pa.array(label_time, mask=label_time == _NAT, type=pa.int64()).cast(TIMESTAMP)
+    return pa.array(label, type=pa.float64()), times
+
+
+def _to_frame(table: pa.Table) -> pd.DataFrame:
+    """Arrow to pandas; 0/1 columns become float64 with NaN for absent, as ``stats`` expects."""
+    for name in ("prediction", "label"):
+        if name in table.column_names and not pa.types.is_floating(table.schema.field(name).type):
+            index = table.column_names.index(name)
+            table = table.set_column(index, name, pc.cast(table.column(name), pa.float64()))
+    return table.to_pandas(split_blocks=True, self_destruct=True)
+
+
+def _empty(
+    columns: Sequence[str] | None, feature_names: Sequence[str], labels: bool
+) -> pd.DataFrame:
+    names = (
+        list(columns)
+        if columns is not None
+        else [
+            *BASE_COLUMNS,
+            *(feature_column(f) for f in feature_names),
+            "version",
+        ]
+    )
+    if labels:
+        names += [c for c in LABEL_COLUMNS if c not in names]
+    return _to_frame(pa.schema([pa.field(n, _column_type(n)) for n in names]).empty_table())
+
+
+def _column_type(name: str) -> pa.DataType:
+    """The type of a column no stored file has (categorical features would be strings)."""
+    if name in ("timestamp", "label_time"):
+        return TIMESTAMP
+    if name in ("prediction_id", "version") or name.startswith(SENSITIVE_PREFIX):
+        return pa.string()
+    return pa.float64()
+
+
+def _select(table: pa.Table, columns: Sequence[str]) -> pa.Table:
+    """``columns`` in that order; one that no file had comes back all null."""
+    for name in columns:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, _column_type(name)))
+    return table.select(list(columns))
+
+
+def _read_predictions(
+    batches: Sequence[DataBatch],
+    *,
+    lo: int,
+    hi: int,
+    columns: Sequence[str] | None,
+    with_labels: bool,
+    with_sensitive: bool,
+    model_id: int,
+    version_id: int | None,
+) -> pa.Table | None:
+    parts = [_read_part(b, lo, hi, columns, with_sensitive) for b in batches]
+    parts = [p for p in parts if p.table.num_rows] or parts[:1]
+    if not parts:
+        return None
+    table = pa.concat_tables([p.table for p in parts], promote_options="default")
+    if columns is not None:
+        table = _select(table, columns)
+    if with_labels:
+        labels = _latest_labels(
+            model_id, version_id, {b.day for b in batches}, [p.batch_id for p in parts]
+        )
+        label, label_time = _label_columns(parts, labels)
+        table = table.append_column("label", label).append_column("label_time", label_time)
+    return table
+
+
+def _check_columns(columns: Sequence[str] | None, with_sensitive: bool) -> None:
+    if columns is None:
+        return
+    if isinstance(columns, str):
+        raise TypeError("columns must be a list of column names")
+    hidden = [c for c in columns if c.startswith(SENSITIVE_PREFIX)]
+    if hidden and not with_sensitive:
+        raise ValueError(f"sensitive columns {hidden} need with_sensitive=True")
+
+
+def load_window(
+    *,
+    model: RegisteredModel | str | int,
+    version: ModelVersion | str | int | None,
+    start: datetime | date,
+    end: datetime | date,
+    columns: Sequence[str] | None = None,
+    with_labels: bool = False,
+    with_sensitive: bool = False,
+) -> pd.DataFrame:
+    """The predictions of ``version`` (all versions when ``None``) timed in ``[start, end)``.
+
+    Only the partitions of the days the window touches are read (a manifest query), only the
+    requested ``columns`` (stored names: ``prediction_id``, ``timestamp``, ``score``,
+    ``prediction``, ``f.<feature>``, ``s.<attribute>``, ``version``; all but the sensitive ones
+    when ``None``; a requested column no file has comes back all null) and, on the edge days,
+    only the rows inside the window. Sensitive ``s.*``
+    columns come only with ``with_sensitive=True``. ``with_labels`` adds ``label`` (float64: 0, 1,
+    NaN when unlabelled) and ``label_time``, the latest label per prediction. ``prediction`` is
+    float64 too (NaN when not logged), so both go straight into ``monitoring.stats``. Naive
+    datetimes are UTC. Rows come in storage order (by day, then batch; by time within a batch).
+    """
+    _check_columns(columns, with_sensitive)
+    start, end = as_utc(start), as_utc(end)
+    model_id = _model_id(model)
+    version_id = _version_id(model_id, version)
+    feature_names: list[str] = []
+    if columns is None and isinstance(version, ModelVersion):
+        feature_names = list(version.feature_list)
+    table = None
+    if end > start:
+        batches = DataBatch.objects.filter(
+            model_id=model_id,
+            kind=BatchKind.PREDICTIONS,
+            day__gte=start.date(),
+            day__lte=(end - timedelta(microseconds=1)).date(),
+        )
+        if version_id is not None:
+            batches = batches.filter(version_id=version_id)
+        table = _read_predictions(
+            list(batches.order_by("day", "id")),
+            lo=to_us(start),
+            hi=to_us(end),
+            columns=columns,
+            with_labels=with_labels,
+            with_sensitive=with_sensitive,
+            model_id=model_id,
+            version_id=version_id,
+        )
+    if table is None:
+        return _empty(columns, feature_names, with_labels)
+    return _to_frame(table)
+
+
+def recent_records(
+    *,
+    model: RegisteredModel,
+    version: ModelVersion | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    with_sensitive: bool = False,
+) -> pd.DataFrame:
+    """The newest ``limit`` predictions timed in ``[since, until)`` with their latest labels.
+
+    Reads day partitions newest first and stops as soon as it has ``limit`` rows.
+    """
+    until = as_utc(until) if until is not None else timezone.now() + timedelta(microseconds=1)
+    since = as_utc(since) if since is not None else None
+    batches = DataBatch.objects.filter(
+        model=model, kind=BatchKind.PREDICTIONS, day__lte=(until - timedelta(microseconds=1)).date()
+    )
+    if since is not None:
+        batches = batches.filter(day__gte=since.date())
+    if version is not None:
+        batches = batches.filter(version=version)
+    by_day: dict[date, list[DataBatch]] = defaultdict(list)
+    for batch in batches.order_by("-day", "id"):
+        by_day[batch.day].append(batch)
+    tables, total = [], 0
+    for day, day_batches in by_day.items():
+        day_start = datetime.combine(day, time(), UTC)
+        lo = max(since, day_start) if since is not None else day_start
+        hi = min(until, day_start + timedelta(days=1))
+        table = _read_predictions(
+            day_batches,
+            lo=to_us(lo),
+            hi=to_us(hi),
+            columns=None,
+            with_labels=True,
+            with_sensitive=with_sensitive,
+            model_id=model.pk,
+            version_id=version.pk if version is not None else None,
+        )
+        if table is not None and table.num_rows:
+            tables.append(table)
+            total += table.num_rows
+        if total >= limit:
+            break
+    if not tables:
+        return _empty(None, list(version.feature_list) if version else [], True)
+    table = pa.concat_tables(tables, promote_options="default")
+    frame = _to_frame(table)
+    order = np.argsort(
+        -frame["timestamp"].to_numpy(dtype="datetime64[us]").astype(np.int64), kind="stable"
+    )
+    return frame.iloc[order[:limit]].reset_index(drop=True)
+
+
+def load_reference(
+    version: ModelVersion,
+    *,
+    columns: Sequence[str] | None = None,
+    with_sensitive: bool = False,
+) -> pd.DataFrame:
+    """Every reference record of ``version`` (all its reference batches, oldest first).
+
+    Columns as in ``load_window`` plus ``label`` (float64, NaN when not given).
+    """
+    _check_columns(columns, with_sensitive)
+    paths = DataBatch.objects.filter(version=version, kind=BatchKind.REFERENCE).order_by("id")
+    tables = []
+    for path in paths.values_list("path", flat=True):
+        file = pq.ParquetFile(resolve(path))
+        tables.append(file.read(columns=_wanted(file.schema_arrow.names, columns, with_sensitive)))
+    if not tables:
+        empty = _empty(columns, version.feature_list, False)
+        if columns is None:
+            empty["label"] = pd.Series(dtype="float64")
+        return empty
+    table = pa.concat_tables(tables, promote_options="default")
+    if columns is not None:
+        table = _select(table, columns)
+    return _to_frame(table)
+
+
+# ------------------------------------------------------------------------------------------------
+# Look-ups for ingestion
+# ------------------------------------------------------------------------------------------------
+
+
+def stored_feature_types(version: ModelVersion) -> dict[str, str]:
+    """``{feature: "numeric" | "string"}`` as stored in the version's newest file, if any."""
+    path = (
+        DataBatch.objects.filter(
+            version=version, kind__in=[BatchKind.PREDICTIONS, BatchKind.REFERENCE]
+        )
+        .order_by("-id")
+        .values_list("path", flat=True)
+        .first()
+    )
+    if path is None:
+        return {}
+    try:
+        schema = pq.read_schema(resolve(path))
+    except (OSError, pa.ArrowException):
+        logger.warning("could not read the schema of %s", path, exc_info=True)
+        return {}
+    return {
+        f.name[len(FEATURE_PREFIX) :]: "string" if pa.types.is_string(f.type) else "numeric"
+        for f in schema
+        if f.name.startswith(FEATURE_PREFIX)
+    }
+
+
+def _ids(path: str) -> pa.Array:
+    column = pq.read_table(resolve(path), columns=["prediction_id"]).column("prediction_id")
+    return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+
+
+def stored_duplicates(
+    *, version: ModelVersion, ids: pa.Array, days: Iterable[date]
+) -> dict[int, date]:
+    """Positions in ``ids`` of prediction ids the version already has stored on ``days``."""
+    found: dict[int, date] = {}
+    batches = DataBatch.objects.filter(
+        version=version, kind=BatchKind.PREDICTIONS, day__in=sorted(set(days))
+    )
+    for path, day in batches.values_list("path", "day"):
+        position = pc.index_in(_ids(path), value_set=ids).drop_null().to_numpy()
+        for i in position.tolist():
+            found.setdefault(int(i), day)
+    return found
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where the predictions named by a labels batch are stored (one entry per match)."""
+
+    index: np.ndarray  # position in the labels batch
+    batch_id: np.ndarray  # DataBatch id of the prediction file
+    row: np.ndarray  # row in that file
+    day: np.ndarray  # datetime64[D] partition day
+    version_id: np.ndarray
+    found: np.ndarray  # bool per label: some prediction matched
+
+
+def locate_predictions(*, model: RegisteredModel, ids: pa.Array) -> Located:
+    """Find each id among the model's stored predictions, newest day first.
+
+    A prediction id may be stored under several versions (shadow traffic shares the live
+    request's id): each match is returned. Once every id is found, one more (older) day is
+    scanned for such twins and the scan stops; ids never found cost a scan of every day kept.
+    """
+    found = np.zeros(len(ids), dtype=bool)
+    out: dict[str, list[np.ndarray]] = defaultdict(list)
+    rows = DataBatch.objects.filter(model=model, kind=BatchKind.PREDICTIONS).order_by("-day", "id")
+    stop_before: date | None = None
+    for batch_id, path, day, version_id in rows.values_list("id", "path", "day", "version_id"):
+        if stop_before is not None and day < stop_before:
+            break
+        position = pc.index_in(_ids(path), value_set=ids)
+        hit = np.flatnonzero(position.is_valid().to_numpy(zero_copy_only=False))
+        if hit.size:
+            index = position.take(pa.array(hit)).to_numpy().astype(np.int64)
+            out["index"].append(index)
+            out["row"].append(hit.astype(np.int64))
+            out["batch_id"].append(np.full(hit.size, batch_id, dtype=np.int64))
+            out["day"].append(np.full(hit.size, np.datetime64(day, "D")))
+            out["version_id"].append(np.full(hit.size, version_id or 0, dtype=np.int64))
+            found[index] = True
+        if stop_before is None and found.all():
+            stop_before = day - timedelta(days=1)
+
+    def cat(name: str, dtype: Any) -> np.ndarray:
+        return np.concatenate(out[name]) if out[name] else np.empty(0, dtype=dtype)
+
+    return Located(
+        index=cat("index", np.int64),
+        batch_id=cat("batch_id", np.int64),
+        row=cat("row", np.int64),
+        day=cat("day", "datetime64[D]"),
+        version_id=cat("version_id", np.int64),
+        found=found,
+    )

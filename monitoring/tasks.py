@@ -1,0 +1,76 @@
+"""Celery wrappers of the monitoring services: they take ids and call services.
+
+Every ``monitoring.*`` task goes to the ``monitoring`` queue (CELERY_TASK_ROUTES), so rollback and
+halt never wait behind a monitoring job.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+# --- monitor runs, schedule and alert hand-off ----------------------------------------------
+
+
+@shared_task(name="monitoring.execute_run")
+def execute_run(run_id: int) -> str:
+    """Execute one monitor run (a run already claimed or finished is left alone)."""
+    from .runs import run_execute
+
+    return run_execute(run_id).status
+
+
+@shared_task(name="monitoring.run_daily_checks")
+def run_daily_checks() -> int:
+    """Beat, daily at 02:00 UTC: data drift, prediction drift and fairness of every live version."""
+    from .schedule import schedule_daily
+
+    return len(schedule_daily().enqueued)
+
+
+@shared_task(name="monitoring.run_weekly_checks")
+def run_weekly_checks() -> int:
+    """Beat, Mondays at 03:00 UTC: concept drift, calibration and label drift."""
+    from .schedule import schedule_weekly
+
+    return len(schedule_weekly().enqueued)
+
+
+@shared_task(name="monitoring.create_monthly_audits")
+def create_monthly_audits() -> int:
+    """Beat, the 1st at 04:00 UTC: the monthly human audit task per live model, for the ML Lead."""
+    from .schedule import audit_tasks_create_monthly
+
+    return len(audit_tasks_create_monthly())
+
+
+@shared_task(
+    name="monitoring.route_alert",
+    autoretry_for=(Exception,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    max_retries=20,
+)
+def route_alert(alert_id: int) -> None:
+    """Retry an alert's hand-off to the routing hook (hooks are idempotent)."""
+    from .routing import route
+
+    route(alert_id)
+
+
+# --- production data retention ----------------------------------------------------------------
+
+
+@shared_task(name="monitoring.purge_expired_predictions")
+def purge_expired_predictions() -> int:
+    """Beat, daily: delete prediction and label batches older than each model's retention_days."""
+    from .ingest import purge_expired
+
+    return purge_expired()
+
+
+@shared_task(name="monitoring.sweep_orphan_data")
+def sweep_orphan_data() -> int:
+    """Hourly: remove Parquet files whose manifest row never committed."""
+    from .store import sweep_orphans
+
+    return len(sweep_orphans())

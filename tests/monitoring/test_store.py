@@ -1,0 +1,494 @@
+"""Production data storage: Parquet partitions, windows, labels, reference profiles, retention."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from governance.audit import Actor
+from governance.models import AuditEvent
+from monitoring import ingest, profiles, stats, store
+from monitoring.models import BatchKind, DataBatch, MonitoringPolicy, ReferenceProfile
+from monitoring.tasks import purge_expired_predictions
+from registry.errors import InvalidInput
+from tests.factories import ModelVersionFactory
+
+pytestmark = pytest.mark.django_db
+
+ACTOR = Actor.system("tests")
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+
+
+@pytest.fixture
+def version():
+    return ModelVersionFactory(feature_list=["f1", "f2", "f3"])
+
+
+def records(n, *, start=T0, step=timedelta(minutes=1), prefix="p", seed=0, race=True):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        record = {
+            "prediction_id": f"{prefix}{i}",
+            "timestamp": (start + i * step).isoformat(),
+            "features": {
+                "f1": float(rng.normal()),
+                "f2": int(rng.integers(0, 5)),
+                "f3": "ab"[i % 2],
+            },
+            "score": float(rng.random()),
+            "prediction": i % 2,
+        }
+        if race:
+            record["sensitive"] = {"race": "xyz"[i % 3]}
+        out.append(record)
+    return out
+
+
+def ingest_predictions(version, recs, **kwargs):
+    return ingest.predictions_ingest(
+        model_name=version.model.name, version=version.version, records=recs, actor=ACTOR, **kwargs
+    )
+
+
+def ingest_labels(version, recs):
+    return ingest.labels_ingest(model_name=version.model.name, records=recs, actor=ACTOR)
+
+
+def stored_files(settings) -> list[str]:
+    root = settings.VAR_DIR / "monitoring"
+    return sorted(str(p.relative_to(settings.VAR_DIR)) for p in root.rglob("*") if p.is_file())
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def test_a_batch_spanning_two_days_is_written_as_two_partitions(version, settings):
+    recs = records(4, start=T0 - timedelta(minutes=2))  # 23:58, 23:59, 00:00, 00:01
+
+    batches = ingest_predictions(version, recs)
+
+    assert [(b.day, b.rows) for b in batches] == [(date(2026, 1, 4), 2), (date(2026, 1, 5), 2)]
+    name = version.model.name
+    for batch in batches:
+        assert batch.path.startswith(f"monitoring/{name}/predictions/day={batch.day.isoformat()}/")
+        assert batch.path.endswith(".parquet")
+        assert batch.kind == BatchKind.PREDICTIONS and batch.version == version
+        assert batch.digest.startswith("sha256:") and batch.source == "api"
+    assert stored_files(settings) == sorted(b.path for b in batches)
+    event = AuditEvent.objects.get(action="predictions.ingested")
+    assert event.after["rows"] == 4
+    assert event.after["days"] == ["2026-01-04", "2026-01-05"]
+    assert event.after["digest"].startswith("sha256:")
+
+
+def test_partitions_hold_typed_columns_sorted_by_time(version):
+    recs = records(3)[::-1]  # given newest first
+
+    (batch,) = ingest_predictions(version, recs)
+
+    table = pq.read_table(store.resolve(batch.path))
+    schema = {f.name: f.type for f in table.schema}
+    assert schema == {
+        "prediction_id": pa.string(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "score": pa.float64(),
+        "prediction": pa.int8(),
+        "f.f1": pa.float64(),
+        "f.f2": pa.float64(),
+        "f.f3": pa.string(),
+        "s.race": pa.string(),
+        "version": pa.string(),
+    }
+    assert table.column("prediction_id").to_pylist() == ["p0", "p1", "p2"]
+    assert table.column("version").to_pylist() == [version.version] * 3
+
+
+def test_naive_timestamps_are_read_as_utc(version):
+    recs = records(2)
+    recs[0]["timestamp"] = "2026-01-05T23:30:00"
+    recs[1]["timestamp"] = "2026-01-06T00:30:00+02:00"  # 2026-01-05 22:30 UTC
+
+    (batch,) = ingest_predictions(version, recs)
+
+    assert batch.day == date(2026, 1, 5)
+    window = store.load_window(
+        model=version.model, version=version, start=T0, end=T0 + timedelta(1)
+    )
+    assert window["timestamp"].tolist() == [
+        datetime(2026, 1, 5, 22, 30, tzinfo=UTC),
+        datetime(2026, 1, 5, 23, 30, tzinfo=UTC),
+    ]
+
+
+def test_bad_records_are_refused_naming_row_and_field_and_nothing_is_stored(version, settings):
+    recs = records(5)
+    recs[3]["score"] = 1.5
+    recs[0]["features"] = {"f1": 1.0, "f2": 2.0, "y": 3.0}
+    recs[2]["timestamp"] = "yesterday"
+    recs[4]["prediction_id"] = "p1"
+
+    with pytest.raises(InvalidInput) as caught:
+        ingest_predictions(version, recs)
+
+    assert caught.value.errors == {
+        "records[0].features": ["missing features: f3; unknown features: y"],
+        "records[2].timestamp": [
+            "must be an ISO 8601 date-time, e.g. 2026-01-05T10:00:00Z (naive times are UTC)"
+        ],
+        "records[3].score": ["must be a number in [0, 1]"],
+        "records[4].prediction_id": [
+            "duplicates records[1].prediction_id; ids are unique within a batch"
+        ],
+    }
+    assert not DataBatch.objects.exists()
+    assert stored_files(settings) == []
+    assert not AuditEvent.objects.filter(action="predictions.ingested").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("prediction", 2, "must be 0, 1 or null"),
+        ("score", True, "must be a number in [0, 1]"),
+        ("prediction_id", "", "must be a non-empty string of at most 200 characters"),
+        ("colour", "red", "Unknown field."),
+    ],
+)
+def test_each_bad_field_is_named(version, field, value, message):
+    recs = records(2)
+    recs[1][field] = value
+
+    with pytest.raises(InvalidInput) as caught:
+        ingest_predictions(version, recs)
+
+    assert caught.value.errors == {f"records[1].{field}": [message]}
+
+
+def test_a_prediction_id_already_stored_for_the_version_is_refused(version):
+    ingest_predictions(version, records(3))
+
+    with pytest.raises(InvalidInput) as caught:
+        ingest_predictions(version, records(2, prefix="q") + records(1))
+
+    assert caught.value.errors == {
+        "records[2].prediction_id": [
+            f"already stored for version {version.version} (on 2026-01-05)"
+        ]
+    }
+    assert DataBatch.objects.count() == 1
+
+
+def test_a_feature_keeps_its_type_across_batches(version):
+    ingest_predictions(version, records(2))
+    recs = records(1, prefix="q")
+    recs[0]["features"]["f1"] = "high"
+
+    with pytest.raises(InvalidInput) as caught:
+        ingest_predictions(version, recs)
+
+    assert caught.value.errors == {
+        "records[0].features.f1": ["must be a number or null (f1 is numeric)"]
+    }
+
+
+def test_a_failed_commit_removes_its_files(version, settings, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(ingest.audit, "record", broken)
+
+    with pytest.raises(RuntimeError):
+        ingest_predictions(version, records(3, start=T0 - timedelta(minutes=1)))
+
+    assert not DataBatch.objects.exists()
+    assert stored_files(settings) == []
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def test_load_window_respects_the_half_open_interval(version):
+    ingest_predictions(version, records(6, start=T0, step=timedelta(hours=12)))  # 3 days
+
+    window = store.load_window(
+        model=version.model,
+        version=version,
+        start=T0 + timedelta(hours=12),
+        end=T0 + timedelta(days=2),
+    )
+
+    assert window["prediction_id"].tolist() == ["p1", "p2", "p3"]
+    assert str(window["timestamp"].dtype) == "datetime64[us, UTC]"
+    assert window["timestamp"].min() == T0 + timedelta(hours=12)
+    assert window["timestamp"].max() < T0 + timedelta(days=2)
+
+
+def test_load_window_reads_only_the_partitions_of_its_days(version):
+    batches = ingest_predictions(version, records(3, step=timedelta(days=1)))
+    store.resolve(batches[0].path).write_bytes(b"not parquet")  # day 1, outside the window
+
+    window = store.load_window(
+        model=version.model,
+        version=version,
+        start=T0 + timedelta(days=1),
+        end=T0 + timedelta(days=3),
+    )
+
+    assert window["prediction_id"].tolist() == ["p1", "p2"]
+
+
+def test_load_window_projects_columns_and_hides_sensitive_ones(version):
+    ingest_predictions(version, records(4))
+    end = T0 + timedelta(days=1)
+
+    default = store.load_window(model=version.model, version=version, start=T0, end=end)
+    projected = store.load_window(
+        model=version.model, version=version, start=T0, end=end, columns=["score", "f.f3"]
+    )
+    sensitive = store.load_window(
+        model=version.model, version=version, start=T0, end=end, with_sensitive=True
+    )
+
+    assert "s.race" not in default.columns
+    assert list(projected.columns) == ["score", "f.f3"]
+    absent = store.load_window(
+        model=version.model, version=version, start=T0, end=end, columns=["score", "f.none"]
+    )
+    assert absent["f.none"].isna().all()
+    assert projected["f.f3"].tolist() == ["a", "b", "a", "b"]
+    assert sensitive["s.race"].tolist() == ["x", "y", "z", "x"]
+    assert default["prediction"].dtype == np.float64
+    with pytest.raises(ValueError, match="with_sensitive"):
+        store.load_window(
+            model=version.model, version=version, start=T0, end=end, columns=["s.race"]
+        )
+
+
+def test_load_window_keeps_versions_apart(version):
+    other = ModelVersionFactory(model=version.model, feature_list=["f1", "f2", "f3"])
+    ingest_predictions(version, records(2))
+    ingest_predictions(other, records(3))  # the same ids: shadow traffic shares them
+
+    mine = store.load_window(model=version.model, version=version, start=T0, end=T0 + timedelta(1))
+    both = store.load_window(model=version.model, version=None, start=T0, end=T0 + timedelta(1))
+
+    assert len(mine) == 2 and set(mine["version"]) == {version.version}
+    assert len(both) == 5
+
+
+def test_load_window_joins_the_latest_label_of_each_prediction(version):
+    ingest_predictions(version, records(4, start=T0 - timedelta(minutes=2)))  # two days
+    first, later = "2026-01-10T00:00:00Z", "2026-02-01T00:00:00Z"
+    ingest_labels(
+        version,
+        [
+            {"prediction_id": "p0", "label": 1, "label_time": first},
+            {"prediction_id": "p3", "label": 0, "label_time": first},
+        ],
+    )
+    ingest_labels(version, [{"prediction_id": "p0", "label": 0, "label_time": later}])
+    ingest_labels(  # an older correction arriving last does not win
+        version, [{"prediction_id": "p3", "label": 1, "label_time": "2026-01-06T00:00:00Z"}]
+    )
+
+    window = store.load_window(
+        model=version.model,
+        version=version,
+        start=T0 - timedelta(days=1),
+        end=T0 + timedelta(days=1),
+        columns=["prediction_id", "score"],
+        with_labels=True,
+    )
+
+    labels = dict(zip(window["prediction_id"], window["label"], strict=True))
+    assert labels["p0"] == 0 and labels["p3"] == 0
+    assert np.isnan(labels["p1"]) and np.isnan(labels["p2"])
+    assert window.loc[window["prediction_id"] == "p0", "label_time"].item() == datetime(
+        2026, 2, 1, tzinfo=UTC
+    )
+
+
+def test_labels_join_on_a_window_edge_inside_a_day(version):
+    ingest_predictions(version, records(6, step=timedelta(hours=1)))
+    ingest_labels(version, [{"prediction_id": f"p{i}", "label": i % 2} for i in range(6)])
+
+    window = store.load_window(
+        model=version.model,
+        version=version,
+        start=T0 + timedelta(hours=2),
+        end=T0 + timedelta(hours=5),
+        columns=["prediction_id"],
+        with_labels=True,
+    )
+
+    assert window["prediction_id"].tolist() == ["p2", "p3", "p4"]
+    assert window["label"].tolist() == [0.0, 1.0, 0.0]
+
+
+def test_labels_for_unknown_prediction_ids_are_refused_naming_the_row(version, settings):
+    ingest_predictions(version, records(2))
+    before = stored_files(settings)
+
+    with pytest.raises(InvalidInput) as caught:
+        ingest_labels(
+            version, [{"prediction_id": "p1", "label": 1}, {"prediction_id": "nope", "label": 0}]
+        )
+
+    message = f"no stored prediction of model '{version.model.name}' has this id"
+    assert caught.value.errors == {"records[1].prediction_id": [message]}
+    assert not DataBatch.objects.filter(kind=BatchKind.LABELS).exists()
+    assert stored_files(settings) == before
+
+
+def test_a_label_must_be_0_or_1(version):
+    ingest_predictions(version, records(1))
+
+    with pytest.raises(InvalidInput) as caught:
+        ingest_labels(version, [{"prediction_id": "p0", "label": 2}])
+
+    assert caught.value.errors == {"records[0].label": ["must be 0 or 1"]}
+
+
+def test_labels_are_filed_with_their_predictions_day_and_audited(version):
+    ingest_predictions(version, records(2, start=T0 - timedelta(minutes=1)))
+
+    batches = ingest_labels(
+        version, [{"prediction_id": "p0", "label": 1}, {"prediction_id": "p1", "label": 0}]
+    )
+
+    assert sorted(b.day for b in batches) == [date(2026, 1, 4), date(2026, 1, 5)]
+    assert {b.version_id for b in batches} == {version.pk}
+    event = AuditEvent.objects.get(action="labels.ingested")
+    assert event.after["rows"] == 2 and event.after["days"] == ["2026-01-04", "2026-01-05"]
+
+
+# --- reference data and profiles ----------------------------------------------------------------
+
+
+def test_reference_upload_computes_the_profile_stats_would(version):
+    recs = records(300, race=False)
+    for i, record in enumerate(recs):
+        record["label"] = int(i % 3 == 0)
+        del record["prediction_id"], record["timestamp"]
+
+    result = ingest.reference_ingest(
+        model_name=version.model.name, version=version.version, records=recs, actor=ACTOR
+    )
+
+    expected = stats.build_reference_profile(
+        {
+            "f1": np.array([r["features"]["f1"] for r in recs]),
+            "f2": np.array([float(r["features"]["f2"]) for r in recs]),
+            "f3": np.array([r["features"]["f3"] for r in recs], dtype=object),
+        },
+        np.array([r["score"] for r in recs]),
+        np.array([r["label"] for r in recs]),
+        categorical_features=["f3"],
+    )
+    stored = ReferenceProfile.objects.get(version=version)
+    assert stored.profile == expected
+    assert stored.rows == 300 and stored.batch == result.batches[0]
+    assert profiles.stored_profile(version) == expected
+    event = AuditEvent.objects.get(action="reference.ingested")
+    assert event.after["rows"] == 300 and event.after["reference_rows"] == 300
+
+
+def test_new_reference_data_is_added_and_the_profile_recomputed(version):
+    first, second = records(100, race=False), records(50, prefix="q", seed=1, race=False)
+    for recs in (first, second):
+        ingest.reference_ingest(
+            model_name=version.model.name, version=version.version, records=recs, actor=ACTOR
+        )
+
+    reference = store.load_reference(version)
+
+    assert len(reference) == 150
+    assert ReferenceProfile.objects.get(version=version).rows == 150
+    assert profiles.stored_profile(version) == profiles.profile_for(version)
+    assert DataBatch.objects.filter(kind=BatchKind.REFERENCE).count() == 2
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+def test_purge_removes_only_expired_predictions_and_labels_and_audits_it(version, settings):
+    MonitoringPolicy.objects.create(
+        model=version.model, version=1, settings={**MonitoringPolicy.DEFAULTS, "retention_days": 30}
+    )
+    now = T0 + timedelta(days=40)
+    old = ingest_predictions(version, records(2, start=T0))  # day 0: expired
+    kept = ingest_predictions(version, records(2, start=T0 + timedelta(days=11), prefix="k"))
+    ingest_labels(
+        version, [{"prediction_id": "p0", "label": 1}, {"prediction_id": "k0", "label": 1}]
+    )
+    reference = ingest.reference_ingest(
+        model_name=version.model.name, version=version.version, records=records(5), actor=ACTOR
+    )
+
+    removed = ingest.purge_expired(now=now)
+
+    assert removed == 2  # the old predictions and their labels
+    remaining = DataBatch.objects.order_by("id")
+    assert {b.kind for b in remaining} == {"predictions", "labels", "reference"}
+    assert all(b.day > date(2026, 1, 5) for b in remaining if b.kind != BatchKind.REFERENCE)
+    assert not store.resolve(old[0].path).exists()
+    assert store.resolve(kept[0].path).exists()
+    assert store.resolve(reference.batches[0].path).exists()
+    event = AuditEvent.objects.get(action="predictions.purged")
+    assert event.actor == "system:monitoring.purge_expired_predictions"
+    assert event.model_name == version.model.name
+    assert event.after["rows"] == 2 and event.after["label_rows"] == 1
+    assert event.after["days"] == ["2026-01-05"] and event.after["retention_days"] == 30
+    assert ingest.purge_expired(now=now) == 0  # nothing left to purge, nothing audited
+    assert AuditEvent.objects.filter(action="predictions.purged").count() == 1
+
+
+def test_retention_defaults_to_a_year(version):
+    ingest_predictions(version, records(1))
+
+    assert ingest.purge_expired(now=T0 + timedelta(days=365)) == 0
+    assert ingest.purge_expired(now=T0 + timedelta(days=366)) == 1
+
+
+def test_the_purge_task_runs_the_purge(version, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ingest, "purge_expired", lambda: calls.append(1) or 7)
+
+    assert purge_expired_predictions.name == "monitoring.purge_expired_predictions"
+    assert purge_expired_predictions.run() == 7
+    assert calls == [1]
+
+
+# --- orphans ------------------------------------------------------------------------------------
+
+
+def test_the_orphan_sweeper_removes_old_files_no_batch_points_to(version, settings):
+    (batch,) = ingest_predictions(version, records(2))
+    directory = store.resolve(batch.path).parent
+    orphan = directory / "0123.parquet"
+    fresh_orphan = directory / "4567.parquet"
+    stale_temp = directory / ".89ab.parquet.tmp"
+    for path in (orphan, fresh_orphan, stale_temp):
+        path.write_bytes(b"x")
+    hour_ago = time.time() - 3600
+    for path in (orphan, stale_temp, store.resolve(batch.path)):
+        os.utime(path, (hour_ago, hour_ago))
+
+    removed = store.sweep_orphans(older_than=datetime.now(UTC) - timedelta(minutes=30))
+
+    assert sorted(removed) == sorted(
+        str(p.relative_to(settings.VAR_DIR)) for p in (orphan, stale_temp)
+    )
+    assert store.resolve(batch.path).exists() and fresh_orphan.exists()
