@@ -31,15 +31,35 @@ def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_pa
         "JOIN registry_modelcard c ON c.version_id = v.id ORDER BY v.major, v.minor"
     ).fetchall()
     assert [v[0] for v in versions] == ["1.0.0", "1.1.0", "2.0.0"]
-    assert {v[1] for v in versions} == {"development"}
     assert all(v[4] for v in versions)
     actions = {row[0] for row in db.execute("SELECT action FROM governance_auditevent")}
-    assert {"role.granted", "model.registered", "version.registered"} <= actions
+    assert {
+        "role.granted",
+        "model.registered",
+        "version.registered",
+        "evaluation.recorded",
+        "approval.approved",
+        "lifecycle.submit_for_validation",
+        "predictions.ingested",
+    } <= actions
+    # every version went through review and the gates, and none skipped past staging unreviewed
+    stages = {v[1] for v in versions}
+    assert stages <= {"development", "validation", "staging", "production", "degraded"}
+    kinds = {row[0] for row in db.execute("SELECT kind FROM governance_evaluation")}
+    assert {"unit_tests", "validation"} <= kinds
+    runs = dict(db.execute("SELECT status, COUNT(*) FROM monitoring_monitorrun GROUP BY status"))
+    assert runs.get("succeeded", 0) >= 60
+    drift_alerts = db.execute(
+        "SELECT COUNT(*) FROM monitoring_alert WHERE kind = 'data_drift' "
+        "AND feature = 'calls_for_service_lag_1w'"
+    ).fetchone()[0]
+    assert drift_alerts >= 5  # the drift injected from day 20 is found
 
     mlflow_db = sqlite3.connect(tmp_path / "mlflow.db")
-    tags = mlflow_db.execute(
-        "SELECT name, version, value FROM model_version_tags WHERE key = 'governance.stage'"
-    ).fetchall()
-    assert sorted((n, str(v), s) for n, v, s in tags) == sorted(
-        (v[2], str(v[3]), "development") for v in versions
+    tags = dict(
+        ((name, str(version)), stage)
+        for name, version, stage in mlflow_db.execute(
+            "SELECT name, version, value FROM model_version_tags WHERE key = 'governance.stage'"
+        )
     )
+    assert tags == {(v[2], str(v[3])): v[1] for v in versions}

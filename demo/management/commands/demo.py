@@ -111,7 +111,22 @@ class Command(BaseCommand):
             self.step(f"registered {MODEL_NAME} {version} ({logged.uri})")
             self.splits[version] = (model, validation, features)
         self._walk_lifecycle(ci)
+        self._traffic(frame, seed)
         self.step("done")
+
+    def _traffic(self, frame, seed: int) -> None:
+        """Production traffic for the live version (or, if no version went live, the first)."""
+        from demo.traffic import seed_traffic
+        from governance.lifecycle import live_lifecycle
+
+        live = live_lifecycle(RegisteredModel.objects.get(name=MODEL_NAME))
+        text = live.version.version if live else "1.0.0"
+        model, validation, _ = self.splits[text]
+        version = ModelVersion.objects.get(model__name=MODEL_NAME, version=text)
+        for line in seed_traffic(
+            version=version, model=model, frame=frame, validation=validation, seed=seed
+        ):
+            self.step(line)
 
     def _walk_lifecycle(self, ci: Actor) -> None:
         """Take the versions through the lifecycle with demo people in each role.
