@@ -82,25 +82,30 @@ FEATURES_V2: list[str] = [
 # (month, day) of dates whose week sees extra incidents: New Year, May Day, midsummer,
 # Halloween, Christmas and New Year's Eve.
 _HOLIDAYS: tuple[tuple[int, int], ...] = ((1, 1), (5, 1), (6, 21), (10, 31), (12, 25), (12, 31))
-# Hot areas as (row, col) centre in unit coordinates, amplitude on the log rate, width.
+# Hot areas as (row, col) centre in unit coordinates, amplitude on the log rate, width. Kept
+# small next to the cell-level noise so neighbourhood and risk are only mildly related.
 _HOT_AREAS: tuple[tuple[float, float, float, float], ...] = (
-    (0.45, 0.42, 0.6, 0.12),  # old-town nightlife
-    (0.85, 0.12, 0.5, 0.10),  # harbour
-    (0.30, 0.85, 0.4, 0.10),  # eastfield estates
+    (0.45, 0.42, 0.25, 0.12),  # old-town nightlife
+    (0.85, 0.12, 0.20, 0.10),  # harbour
+    (0.30, 0.85, 0.15, 0.10),  # eastfield estates
 )
-# Weighted Voronoi seeds (row, col, reach): larger reach claims more cells, so sizes differ.
+# Weighted Voronoi seeds (row, col, reach): larger reach claims more cells, so sizes differ
+# (124 / 104 / 91 / 81 cells on the default 20x20 grid). Four regions rather than more keep
+# every group large enough for stable per-group error rates on a 12-week validation window.
 _NEIGHBOURHOOD_SEEDS: dict[str, tuple[float, float, float]] = {
-    "old-town": (0.45, 0.40, -0.12),
+    "old-town": (0.45, 0.40, -0.10),
     "northgate": (0.00, 0.40, 0.05),
     "harbour": (0.95, 0.10, 0.00),
-    "eastfield": (0.35, 1.00, 0.00),
-    "riverside": (0.95, 0.70, 0.02),
+    "eastfield": (0.45, 1.00, 0.00),
 }
-# Tunables of the incident process (log scale).
-_BASE_LOG_RATE = 0.45
-_CELL_NOISE_SD = 0.3
-_AR_RHO, _AR_SIGMA = 0.75, 0.3
-_SEASON_AMPLITUDE = 0.25
+# Incident process on the log scale. High base rates keep Poisson noise modest; a slow AR(1)
+# latent (rho 0.9) gives persistence the lag features can pick up.
+_BASE_LOG_RATE = 2.5
+_CELL_NOISE_SD = 0.7
+_AR_RHO, _AR_SIGMA = 0.9, 0.15
+_SEASON_AMPLITUDE = 0.12
+# Share of a group's non-hotspot rows that turn into unforeseeable hotspots after a fairness shift.
+_FAIRNESS_FLIP_SHARE = 0.15
 _STD_NORMAL = NormalDist()
 _HISTORY_WEEKS = 52  # simulated before `start` so every lag is computed from real counts
 
@@ -148,6 +153,11 @@ def make_dataset(
     is computed from simulated counts. ``hotspot`` marks counts at or above the
     ``HOTSPOT_QUANTILE`` quantile of all counts in the returned frame (threshold stored in
     ``df.attrs["hotspot_threshold"]``).
+
+    The four neighbourhoods are contiguous regions of unequal size. Cell noise is stratified
+    per neighbourhood, so their hotspot rates differ only through the hot areas and land use
+    (about 0.19 to 0.23 for the default seed): enough for a fairness analysis to read, small
+    enough that a sound model keeps its equalized-odds difference under 0.10.
     """
     if grid < 2 or weeks < 1:
         raise ValueError("grid must be >= 2 and weeks >= 1")
@@ -170,9 +180,9 @@ def make_dataset(
     vacant_properties = rng.poisson(1.5 + 10.0 * shapes[1] + 8.0 * shapes[2]).astype(float)
     risk = (
         amplitudes @ shapes
-        + 0.025 * bars_and_clubs
-        + 0.03 * vacant_properties
-        + 0.1 * np.log(population_density)
+        + 0.015 * bars_and_clubs
+        + 0.02 * vacant_properties
+        + 0.05 * np.log(population_density)
         + _CELL_NOISE_SD * _stratified_normal(rng, neighbourhood)
     )
 
@@ -209,7 +219,8 @@ def make_dataset(
     )
     rate = np.exp(log_rate)
     incidents = rng.poisson(rate)
-    calls = rng.poisson(1.6 * rate + 0.3 * population_density[None, :])
+    # Calls for service mix crime-driven calls with a population-driven baseline.
+    calls = rng.poisson(1.2 * rate + 4.0 * population_density[None, :])
 
     # --- lag features, computed from the simulated series ------------------------------
     h = _HISTORY_WEEKS
@@ -284,9 +295,9 @@ def train_model(
             (
                 "clf",
                 HistGradientBoostingClassifier(
-                    learning_rate=0.05,
-                    max_iter=200,
-                    max_leaf_nodes=15,
+                    learning_rate=0.1,
+                    max_iter=120,
+                    max_depth=4,
                     min_samples_leaf=50,
                     early_stopping=False,
                     random_state=seed,
@@ -313,26 +324,34 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, *, bins: i
 
 
 def _ratio(values: list[float]) -> float:
-    """min/max across groups; 1.0 (perfect parity) when every group has a zero rate."""
-    hi = max(values)
+    """min/max across groups; 1.0 (parity) when no group has a non-zero rate."""
+    hi = max(values, default=0.0)
     return float(min(values) / hi) if hi > 0 else 1.0
+
+
+def _gap(values: list[float]) -> float:
+    return float(max(values) - min(values)) if values else 0.0
 
 
 def evaluate(
     model: Pipeline, validation: pd.DataFrame, features: list[str], *, threshold: float = 0.5
 ) -> dict[str, float]:
-    """Discrimination, calibration and group-parity metrics as plain floats for the registry."""
+    """Discrimination, calibration and group-parity metrics as plain floats for the registry.
+
+    A group without negatives (positives) has no FPR (FNR) and is left out of that rate's
+    ratio and gap rather than counted as zero, which would fake a disparity.
+    """
     y = validation[TARGET].to_numpy()
     proba = model.predict_proba(validation[features])[:, 1]
     pred = (proba >= threshold).astype(int)
     groups = validation[GROUP].to_numpy()
     fprs, fnrs = [], []
     for g in np.unique(groups):
-        m = groups == g
-        yg, pg = y[m], pred[m]
-        neg, pos = (yg == 0).sum(), (yg == 1).sum()
-        fprs.append(float(((pg == 1) & (yg == 0)).sum() / neg) if neg else 0.0)
-        fnrs.append(float(((pg == 0) & (yg == 1)).sum() / pos) if pos else 0.0)
+        yg, pg = y[groups == g], pred[groups == g]
+        if (yg == 0).any():
+            fprs.append(float(pg[yg == 0].mean()))
+        if (yg == 1).any():
+            fnrs.append(float(1.0 - pg[yg == 1].mean()))
     return {
         "auc": float(roc_auc_score(y, proba)),
         "accuracy": float(accuracy_score(y, pred)),
@@ -343,8 +362,8 @@ def evaluate(
         "ece": expected_calibration_error(y, proba),
         "fpr_ratio": _ratio(fprs),
         "fnr_ratio": _ratio(fnrs),
-        # TPR gap equals FNR gap, so this is max(TPR gap, FPR gap) across groups.
-        "equalized_odds_difference": float(max(max(fnrs) - min(fnrs), max(fprs) - min(fprs))),
+        # The TPR gap equals the FNR gap, so this is max(TPR gap, FPR gap) across groups.
+        "equalized_odds_difference": max(_gap(fnrs), _gap(fprs)),
     }
 
 
@@ -370,7 +389,7 @@ def make_production_traffic(
 
     Rows are resampled from ``df`` so that, absent a shift, every feature keeps its training
     distribution. From ``drift_from_day`` (0-based) the ``drift_features`` are multiplied by
-    their factor; nothing else moves. From ``fairness_shift_from_day`` a third of the
+    their factor; nothing else moves. From ``fairness_shift_from_day`` 15 % of the
     non-hotspot rows of ``fairness_group`` -- chosen among the lowest-risk ones -- become
     hotspots the features cannot foresee, so that group's false-negative rate rises.
     """
@@ -412,7 +431,8 @@ def make_production_traffic(
         )
         # Low recent activity is what makes these new hotspots invisible to the model.
         activity = out["incidents_mean_4w"].to_numpy()[eligible] + rng.random(len(eligible))
-        low = eligible[np.argsort(activity, kind="stable")[: len(eligible) // 2]]
-        flip = rng.choice(low, size=(2 * len(low)) // 3, replace=False) if len(low) else low
+        quiet = eligible[np.argsort(activity, kind="stable")[: len(eligible) // 2]]
+        n_flip = round(_FAIRNESS_FLIP_SHARE * len(eligible))
+        flip = np.sort(rng.choice(quiet, size=n_flip, replace=False))
         out.loc[flip, TARGET] = 1
     return out
