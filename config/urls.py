@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/v1/", include("governance.api.urls")),
     path("api/v1/", include("monitoring.urls")),
     path("api/v1/", include("monitoring.run_urls")),
+    path("api/v1/", include("incidents.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

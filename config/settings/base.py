@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "registry",
     "governance",
     "monitoring",
+    "incidents",
     "demo",
 ]
 
@@ -221,7 +222,9 @@ ORPHAN_GRACE = timedelta(hours=env.int("ORPHAN_GRACE_HOURS", default=6))
 # CI posts validation splits as JSON; larger batches belong in a CSV or Parquet upload.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024 * 1024)
 # Where alerts go once written: the incidents layer replaces this with its router.
-MONITORING_ALERT_HOOK = env("MONITORING_ALERT_HOOK", default="monitoring.routing.default_route")
+MONITORING_ALERT_HOOK = env("MONITORING_ALERT_HOOK", default="incidents.routing.route_alert")
+NOTIFICATION_WEBHOOK_URL = env("NOTIFICATION_WEBHOOK_URL", default="")
+NOTIFICATION_WEBHOOK_SECRET = env("NOTIFICATION_WEBHOOK_SECRET", default="")
 IDEMPOTENCY_TTL = timedelta(hours=env.int("IDEMPOTENCY_TTL_HOURS", default=24))
 
 LOGGING = {

@@ -1,0 +1,188 @@
+"""Incidents, their timeline, rollbacks and the notification outbox."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from monitoring.models import Alert
+from registry.models import ModelVersion, RegisteredModel
+
+
+class IncidentKind(models.TextChoices):
+    PERFORMANCE = "performance"
+    FAIRNESS = "fairness"
+    OUTAGE = "outage"
+    ETHICS = "ethics"
+    MANUAL_ROLLBACK = "manual_rollback"
+
+
+class IncidentStatus(models.TextChoices):
+    OPEN = "open"
+    MITIGATING = "mitigating"
+    RESOLVED = "resolved"
+    REVIEWED = "reviewed"
+
+
+ACTIVE_STATUSES = (IncidentStatus.OPEN, IncidentStatus.MITIGATING)
+
+
+class Incident(models.Model):
+    kind = models.CharField(max_length=20, choices=IncidentKind.choices)
+    severity = models.CharField(max_length=10, help_text="medium, high or critical")
+    playbook = models.CharField(
+        max_length=10, blank=True, help_text="1 performance, 2 fairness, 3 outage"
+    )
+    title = models.CharField(max_length=300)
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="incidents")
+    version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="incidents"
+    )
+    alerts = models.ManyToManyField(Alert, blank=True, related_name="incidents")
+    status = models.CharField(
+        max_length=12, choices=IncidentStatus.choices, default=IncidentStatus.OPEN
+    )
+    opened_by = models.CharField(max_length=200)
+    review_due_at = models.DateTimeField(null=True, blank=True)
+    review_notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["model", "kind", "status"])]
+
+    def __str__(self) -> str:
+        return f"incident {self.pk} ({self.kind}, {self.model_id})"
+
+
+class EventKind(models.TextChoices):
+    OPENED = "opened"
+    ALERT = "alert", "alert joined"
+    STEP = "step"
+    DECISION = "decision"
+    NOTIFICATION = "notification"
+    ROLLBACK = "rollback"
+    STATUS = "status"
+
+
+class IncidentEvent(models.Model):
+    """The incident's timeline: every step, decision and notification, with time and actor."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    actor = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=EventKind.choices)
+    message = models.TextField()
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+
+class RollbackStatus(models.TextChoices):
+    REQUESTED = "requested"
+    SWITCHED = "switched"
+    VERIFIED = "verified"
+    COMPLETED = "completed"
+    NO_STANDBY = "no_standby"
+    FAILED = "failed"
+
+
+class Rollback(models.Model):
+    """One rollback of one failing version; the unique constraint makes it happen at most once."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.PROTECT, related_name="rollbacks")
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
+    from_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    to_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    status = models.CharField(
+        max_length=12, choices=RollbackStatus.choices, default=RollbackStatus.REQUESTED
+    )
+    automatic = models.BooleanField(default=True)
+    reason = models.TextField()
+    requested_by = models.CharField(max_length=200)
+    requested_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    switched_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    verification = models.TextField(blank=True, help_text="How v(n-1) was verified serving")
+    task_id = models.CharField(max_length=100, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["from_version"], name="uniq_rollback_per_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"rollback {self.pk} of version {self.from_version_id} ({self.status})"
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email"
+    PAGE = "page"
+    WEBHOOK = "webhook"
+
+
+class NotificationStatus(models.TextChoices):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Notification(models.Model):
+    """One outbound message (the outbox); delivered at most once per dedup key."""
+
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    role = models.CharField(max_length=32, blank=True)
+    model = models.ForeignKey(
+        RegisteredModel, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    incident = models.ForeignKey(
+        Incident, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications"
+    )
+    recipients = models.JSONField(default=list, blank=True)
+    subject = models.CharField(max_length=300)
+    body = models.TextField(blank=True)
+    event = models.CharField(max_length=10, default="trigger", help_text="trigger or resolve")
+    incident_key = models.CharField(
+        max_length=200, blank=True, help_text="Paging dedup key shared by trigger and resolve"
+    )
+    dedup_key = models.CharField(max_length=250, unique=True)
+    status = models.CharField(
+        max_length=10, choices=NotificationStatus.choices, default=NotificationStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.role or self.recipients}: {self.subject}"
+
+
+class DeliveryAttempt(models.Model):
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="delivery_attempts"
+    )
+    number = models.PositiveIntegerField()
+    at = models.DateTimeField(default=timezone.now)
+    outcome = models.CharField(max_length=10, help_text="sent, retry or failed")
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["notification", "number"]

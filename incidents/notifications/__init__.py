@@ -1,0 +1,192 @@
+"""The notification outbox: rows written in the caller's transaction, delivered after commit.
+
+``notify_role`` writes one ``Notification`` per dedup key (a second call with the same key is a
+no-op) and enqueues delivery after commit. ``deliver_due`` claims due rows with a conditional
+UPDATE (a lease), so two workers never send the same row; temporary failures (network, 429, 5xx)
+back off exponentially, permanent ones (other 4xx, nothing configured) stop; every attempt is a
+``DeliveryAttempt`` row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from governance.models import RoleGrant
+
+from ..models import Channel, DeliveryAttempt, Notification, NotificationStatus
+from .base import PermanentFailure, TemporaryFailure
+from .email import EmailChannel
+from .page import PageChannel
+from .webhook import WebhookChannel
+
+logger = logging.getLogger(__name__)
+
+CHANNELS = {
+    Channel.EMAIL: EmailChannel(),
+    Channel.PAGE: PageChannel(),
+    Channel.WEBHOOK: WebhookChannel(),
+}
+BACKOFF_BASE = timedelta(seconds=10)
+BACKOFF_MAX = timedelta(minutes=30)
+MAX_ATTEMPTS = 12
+LEASE = timedelta(minutes=2)
+
+
+def recipients_for(role: str, model=None, *, channel: str = Channel.EMAIL) -> list[str]:
+    """Holders of ``role`` globally or for ``model``: emails for email, usernames otherwise."""
+    scope = Q(model__isnull=True) | Q(model=model) if model is not None else Q(model__isnull=True)
+    user_ids = RoleGrant.objects.filter(scope, role=role).values("user_id")
+    users = get_user_model().objects.filter(pk__in=user_ids, is_active=True).order_by("pk")
+    if channel == Channel.EMAIL:
+        return list(dict.fromkeys(u.email for u in users if u.email))
+    return [u.get_username() for u in users]
+
+
+def notify_role(
+    *,
+    channel: str,
+    role: str,
+    model=None,
+    subject: str,
+    body: str = "",
+    dedup_key: str,
+    incident=None,
+    event: str = "trigger",
+    incident_key: str = "",
+) -> tuple[Notification, bool]:
+    """Write one outbox row (once per ``dedup_key``); delivery is enqueued after commit."""
+    with transaction.atomic():
+        existing = Notification.objects.filter(dedup_key=dedup_key).first()
+        if existing is not None:
+            return existing, False
+        try:
+            with transaction.atomic():
+                notification = Notification.objects.create(
+                    channel=channel,
+                    role=role,
+                    model=model,
+                    incident=incident,
+                    recipients=recipients_for(role, model, channel=channel),
+                    subject=subject[:300],
+                    body=body,
+                    dedup_key=dedup_key[:250],
+                    event=event,
+                    incident_key=incident_key[:200],
+                )
+        except IntegrityError:
+            return Notification.objects.get(dedup_key=dedup_key), False
+        transaction.on_commit(lambda: enqueue_delivery(), robust=True)
+    return notification, True
+
+
+def enqueue_delivery(countdown: float | None = None) -> None:
+    from ..tasks import deliver_notifications
+
+    deliver_notifications.apply_async(countdown=countdown)
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(BACKOFF_BASE * (2 ** max(attempts - 1, 0)), BACKOFF_MAX)
+
+
+def _claim(notification_id: int, now) -> bool:
+    """Atomically take the row for one attempt: only one worker wins the UPDATE."""
+    return (
+        Notification.objects.filter(
+            pk=notification_id, status=NotificationStatus.PENDING, next_attempt_at__lte=now
+        )
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(claimed_until=now + LEASE, attempts=F("attempts") + 1)
+        == 1
+    )
+
+
+def deliver_one(notification_id: int) -> str:
+    """One attempt at one due row; returns the outcome (``sent``, ``retry``, ``failed``, ``-``)."""
+    now = timezone.now()
+    if not _claim(notification_id, now):
+        return "-"
+    notification = Notification.objects.select_related("model", "incident").get(pk=notification_id)
+    started = time.monotonic()
+    status_code, error = None, ""
+    try:
+        delivered = CHANNELS[notification.channel].send(notification)
+        status_code, outcome = delivered.status_code, "sent"
+    except TemporaryFailure as exc:
+        status_code, error = exc.status_code, str(exc)
+        outcome = "retry" if notification.attempts < MAX_ATTEMPTS else "failed"
+    except PermanentFailure as exc:
+        status_code, error, outcome = exc.status_code, str(exc), "failed"
+    except Exception as exc:  # an unexpected bug in a channel: keep it retrying, visibly
+        logger.exception("notification %s: channel error", notification_id)
+        error = f"{type(exc).__name__}: {exc}"
+        outcome = "retry" if notification.attempts < MAX_ATTEMPTS else "failed"
+    duration_ms = int((time.monotonic() - started) * 1000)
+    finished = timezone.now()
+    with transaction.atomic():
+        DeliveryAttempt.objects.create(
+            notification=notification,
+            number=notification.attempts,
+            at=finished,
+            outcome=outcome,
+            status_code=status_code,
+            error=error,
+            duration_ms=duration_ms,
+        )
+        fields = {"claimed_until": None, "last_error": error}
+        if outcome == "sent":
+            fields.update(status=NotificationStatus.SENT, sent_at=finished)
+        elif outcome == "failed":
+            fields.update(status=NotificationStatus.FAILED)
+        else:
+            fields.update(next_attempt_at=finished + backoff(notification.attempts))
+        Notification.objects.filter(pk=notification.pk).update(**fields)
+    if notification.incident_id and outcome != "retry":
+        from ..timeline import add_event
+
+        with transaction.atomic():
+            add_event(
+                notification.incident,
+                kind="notification",
+                actor="system:notifications",
+                message=f"{notification.channel} to {notification.role or 'recipients'}: "
+                f"{outcome}" + (f" ({error})" if error else ""),
+                data={"notification": notification.pk, "attempts": notification.attempts},
+            )
+    return outcome
+
+
+def deliver_due(*, limit: int = 100) -> dict[str, int]:
+    """Attempt every due pending row once; returns counts by outcome."""
+    now = timezone.now()
+    ids = list(
+        Notification.objects.filter(status=NotificationStatus.PENDING, next_attempt_at__lte=now)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .order_by("next_attempt_at", "id")
+        .values_list("pk", flat=True)[:limit]
+    )
+    counts: dict[str, int] = {}
+    for pk in ids:
+        outcome = deliver_one(pk)
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def next_due_in() -> float | None:
+    """Seconds until the earliest pending row is due (for re-scheduling the task)."""
+    row = (
+        Notification.objects.filter(status=NotificationStatus.PENDING)
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
+    if row is None:
+        return None
+    return max((row - timezone.now()).total_seconds(), 0.0)

@@ -1,0 +1,313 @@
+"""Rollback: an idempotent state machine over one ``Rollback`` row.
+
+requested -(start_rollback + restore, one transaction)-> switched -(v(n-1) verified serving)->
+verified -(complete_rollback: the failing version to cold archive)-> completed, with the
+post-incident review scheduled 48 hours out. Without a warm-standby version: no_standby (nothing
+switched, the ML Lead paged). Each step runs in its own transaction under a row lock on the
+rollback and commits its status with its effect, so a retried or redelivered task resumes from the
+stored status and never rolls back twice. The unique constraint on ``from_version`` means a failing
+version is rolled back at most once, however many alerts or people ask.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from functools import partial
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from governance import audit
+from governance import lifecycle as lifecycle_rules
+from governance.audit import Actor
+from governance.permissions import can
+from governance.roles import Action, Role
+from registry import services as registry_services
+from registry.errors import Conflict, Forbidden, InvalidInput
+from registry.models import ModelVersion, RegisteredModel
+
+from .models import (
+    Channel,
+    EventKind,
+    Incident,
+    IncidentKind,
+    IncidentStatus,
+    Rollback,
+    RollbackStatus,
+)
+from .notifications import notify_role
+from .timeline import add_event
+
+logger = logging.getLogger(__name__)
+
+SYSTEM = Actor.system("incidents.rollback")
+REVIEW_AFTER = timedelta(hours=48)
+TERMINAL = frozenset({RollbackStatus.COMPLETED, RollbackStatus.NO_STANDBY, RollbackStatus.FAILED})
+
+
+def rollback_create(
+    *, incident: Incident, version: ModelVersion, reason: str, actor: Actor, automatic: bool
+) -> Rollback | None:
+    """The rollback row of ``version`` (inside the caller's transaction, which holds the model
+    lock); None when that version already has one. The task is enqueued after commit."""
+    if Rollback.objects.filter(from_version=version).exists():
+        return None
+    try:
+        with transaction.atomic():
+            rollback = Rollback.objects.create(
+                incident=incident,
+                model_id=version.model_id,
+                from_version=version,
+                reason=reason,
+                requested_by=actor.label[:200],
+                automatic=automatic,
+            )
+    except IntegrityError:
+        return None
+    if incident.status == IncidentStatus.OPEN:
+        incident.status = IncidentStatus.MITIGATING
+        incident.save(update_fields=["status"])
+    add_event(
+        incident,
+        kind=EventKind.ROLLBACK,
+        actor=actor.label,
+        message=f"rollback of {version.version} requested"
+        + (" automatically" if automatic else "")
+        + f": {reason}",
+        data={"rollback": rollback.pk, "from_version": version.version},
+    )
+    transaction.on_commit(partial(enqueue_rollback, rollback.pk), robust=True)
+    return rollback
+
+
+def enqueue_rollback(rollback_id: int) -> None:
+    from .tasks import run_rollback
+
+    result = run_rollback.apply_async(args=[rollback_id], queue="urgent")
+    Rollback.objects.filter(pk=rollback_id, task_id="").update(task_id=result.id or "")
+
+
+def rollback_manual(
+    *, model_name: str, reason: str, actor: Actor, scopes=None
+) -> tuple[Incident, Rollback]:
+    """An ML Lead's rollback of the live version: the same path as the automatic one."""
+    if actor.user is None or not can(actor.user, Action.ROLLBACK, model=model_name, scopes=scopes):
+        raise Forbidden(f"rolling back {model_name} needs the 'rollback' permission")
+    if not (reason or "").strip():
+        raise InvalidInput({"reason": ["required: why the live version is rolled back"]})
+    reason = reason.strip()
+    model = registry_services.model_get(model_name)
+    with transaction.atomic():
+        RegisteredModel.objects.select_for_update().get(pk=model.pk)
+        live = lifecycle_rules.live_lifecycle(model)
+        if live is None:
+            raise Conflict(f"no version of {model_name} is serving; there is nothing to roll back")
+        if Rollback.objects.filter(from_version=live.version).exists():
+            raise Conflict(f"{live.version} is already being rolled back (or was)")
+        incident = Incident.objects.create(
+            kind=IncidentKind.MANUAL_ROLLBACK,
+            severity="high",
+            title=f"manual rollback of {model_name} {live.version.version}",
+            model=model,
+            version=live.version,
+            opened_by=actor.label[:200],
+        )
+        add_event(incident, kind=EventKind.OPENED, actor=actor.label, message=incident.title)
+        rollback = rollback_create(
+            incident=incident, version=live.version, reason=reason, actor=actor, automatic=False
+        )
+        audit.record(
+            actor=actor,
+            action="incidents.rollback_requested",
+            obj=rollback,
+            model_name=model_name,
+            after={"incident": incident.pk, "version": live.version.version, "automatic": False},
+            reason=reason,
+        )
+    return incident, rollback
+
+
+def rollback_run(rollback_id: int, *, task_id: str = "") -> str:
+    """Advance the rollback to a terminal status, resuming wherever a previous run stopped."""
+    status = ""
+    for _ in range(len(RollbackStatus.values)):
+        status = _advance(rollback_id, task_id=task_id)
+        if status in TERMINAL:
+            break
+    return status
+
+
+def _advance(rollback_id: int, *, task_id: str) -> str:
+    with transaction.atomic():
+        rollback = (
+            Rollback.objects.select_for_update(of=("self",))
+            .select_related("incident", "model", "from_version", "to_version")
+            .get(pk=rollback_id)
+        )
+        if rollback.status in TERMINAL:
+            return rollback.status
+        rollback.attempts += 1
+        if task_id:
+            rollback.task_id = task_id[:100]
+        step = {
+            RollbackStatus.REQUESTED: _switch,
+            RollbackStatus.SWITCHED: _verify,
+            RollbackStatus.VERIFIED: _complete,
+        }[rollback.status]
+        before = rollback.status
+        step(rollback)
+        rollback.save()
+        audit.record(
+            actor=SYSTEM,
+            action=f"incidents.rollback_{rollback.status}",
+            obj=rollback,
+            model_name=rollback.model.name,
+            before={"status": before},
+            after={
+                "status": rollback.status,
+                "from_version": rollback.from_version.version,
+                "to_version": rollback.to_version.version if rollback.to_version else None,
+                "incident": rollback.incident_id,
+            },
+            reason=rollback.last_error or rollback.reason,
+        )
+    return rollback.status
+
+
+def _switch(rollback: Rollback) -> None:
+    """start_rollback restores v(n-1) in the same transaction, or refuses without a standby."""
+    now = timezone.now()
+    rollback.started_at = rollback.started_at or now
+    version = rollback.from_version
+    try:
+        with transaction.atomic():
+            lifecycle = lifecycle_rules.transition(
+                version=version,
+                name="start_rollback",
+                actor=SYSTEM,
+                comment=f"rollback {rollback.pk}: {rollback.reason}",
+                automatic=True,
+            )
+    except Conflict as exc:
+        text = " ".join([str(exc), *exc.reasons])
+        if "warm-standby" in text:
+            _no_standby(rollback, text)
+        else:
+            _fail(rollback, f"start_rollback refused: {text}")
+        return
+    rollback.to_version = ModelVersion.objects.get(pk=lifecycle.superseded_id)
+    rollback.status = RollbackStatus.SWITCHED
+    rollback.switched_at = timezone.now()
+    add_event(
+        rollback.incident,
+        kind=EventKind.ROLLBACK,
+        actor=SYSTEM.label,
+        message=f"switched: {version.version} in rollback, {rollback.to_version.version} "
+        "restored with its artifact, thresholds and feature list",
+        data={"rollback": rollback.pk},
+    )
+
+
+def _no_standby(rollback: Rollback, detail: str) -> None:
+    rollback.status = RollbackStatus.NO_STANDBY
+    rollback.last_error = detail
+    incident = rollback.incident
+    add_event(
+        incident,
+        kind=EventKind.ROLLBACK,
+        actor=SYSTEM.label,
+        message=f"no warm-standby version to restore: nothing was switched; "
+        f"{rollback.from_version.version} keeps serving. The ML Lead is paged.",
+        data={"rollback": rollback.pk},
+    )
+    notify_role(
+        channel=Channel.PAGE,
+        role=Role.ML_LEAD,
+        model=rollback.model,
+        incident=incident,
+        subject=f"[{rollback.model.name}] rollback impossible: no warm-standby version",
+        body=f"Rollback of {rollback.from_version.version} found no warm-standby version to "
+        f"restore. Nothing was switched. Reason for the rollback: {rollback.reason}",
+        dedup_key=f"rollback-{rollback.pk}-no-standby",
+        incident_key=f"incident-{incident.pk}",
+    )
+
+
+def _fail(rollback: Rollback, detail: str) -> None:
+    rollback.status = RollbackStatus.FAILED
+    rollback.last_error = detail
+    add_event(
+        rollback.incident,
+        kind=EventKind.ROLLBACK,
+        actor=SYSTEM.label,
+        message=f"rollback failed: {detail}",
+        data={"rollback": rollback.pk},
+    )
+    notify_role(
+        channel=Channel.PAGE,
+        role=Role.ML_LEAD,
+        model=rollback.model,
+        incident=rollback.incident,
+        subject=f"[{rollback.model.name}] rollback failed",
+        body=detail,
+        dedup_key=f"rollback-{rollback.pk}-failed",
+        incident_key=f"incident-{rollback.incident_id}",
+    )
+
+
+def _verify(rollback: Rollback) -> None:
+    """v(n-1) must be the model's serving version (the gateway routes to the serving version)."""
+    live = lifecycle_rules.live_lifecycle(rollback.model)
+    if live is None or live.version_id != rollback.to_version_id:
+        now = live.version.version if live else "nothing"
+        _fail(rollback, f"{rollback.to_version.version} is not serving after the switch ({now} is)")
+        return
+    rollback.status = RollbackStatus.VERIFIED
+    rollback.verified_at = timezone.now()
+    rollback.verification = (
+        f"lifecycle: {live.version.version} is in {live.stage}, the serving stage the gateway "
+        "routes to"
+    )
+    add_event(
+        rollback.incident,
+        kind=EventKind.ROLLBACK,
+        actor=SYSTEM.label,
+        message=f"verified: {live.version.version} serves ({rollback.verification})",
+        data={"rollback": rollback.pk},
+    )
+
+
+def _complete(rollback: Rollback) -> None:
+    comment = (
+        f"rolled back (rollback {rollback.pk}); {rollback.to_version.version} verified serving: "
+        f"{rollback.reason}"
+    )
+    try:
+        with transaction.atomic():
+            lifecycle_rules.transition(
+                version=rollback.from_version,
+                name="complete_rollback",
+                actor=SYSTEM,
+                comment=comment,
+                automatic=True,
+            )
+    except Conflict as exc:
+        _fail(rollback, f"complete_rollback refused: {' '.join([str(exc), *exc.reasons])}")
+        return
+    now = timezone.now()
+    rollback.status = RollbackStatus.COMPLETED
+    rollback.completed_at = now
+    incident = rollback.incident
+    incident.status = IncidentStatus.RESOLVED
+    incident.resolved_at = now
+    incident.review_due_at = now + REVIEW_AFTER
+    incident.save(update_fields=["status", "resolved_at", "review_due_at"])
+    add_event(
+        incident,
+        kind=EventKind.ROLLBACK,
+        actor=SYSTEM.label,
+        message=f"completed: {rollback.from_version.version} retired to cold archive; "
+        f"post-incident review due {incident.review_due_at:%Y-%m-%d %H:%M} UTC",
+        data={"rollback": rollback.pk},
+    )

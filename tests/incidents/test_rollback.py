@@ -1,0 +1,137 @@
+"""Automatic and manual rollback: exactly once, v(n-1) restored, review scheduled."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from governance import audit
+from governance.models import Archive, Lifecycle
+from incidents import rollback as rollback_service
+from incidents import tasks
+from incidents.models import Incident, Notification, Rollback
+from incidents.routing import route_alert
+from tests.incidents.helpers import alert_on, live_pair, live_single, stage
+
+pytestmark = pytest.mark.django_db
+
+
+def test_two_critical_alerts_roll_back_exactly_once_to_the_previous_version_and_schedule_review(
+    django_capture_on_commit_callbacks, enqueued
+):
+    v1, v2 = live_pair()
+    first = route_alert(alert_on(v2))
+    assert first["action"] == "opened" and first["rollback"] is None
+    assert stage(v2) == "degraded" and not Rollback.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        second = route_alert(alert_on(v2))
+    assert second["action"] == "joined" and second["rollback"] is not None
+    assert enqueued["rollback"] == [second["rollback"]]
+    assert route_alert(alert_on(v2))["rollback"] is None  # a third alert: never twice
+    rollback = Rollback.objects.get()
+
+    assert tasks.run_rollback.apply(args=[rollback.pk]).get() == "completed"
+    rollback.refresh_from_db()
+    assert (rollback.from_version, rollback.to_version) == (v2, v1)
+    assert rollback.switched_at and rollback.verified_at and rollback.completed_at
+    assert stage(v1) == "production"
+    rolled = Lifecycle.objects.get(version=v2)
+    assert rolled.stage == "retired" and rolled.archive == Archive.COLD
+    incident = Incident.objects.get()
+    assert incident.kind == "fairness" and incident.playbook == "2"
+    assert incident.alerts.count() == 3 and incident.status == "resolved"
+    due = incident.review_due_at - timezone.now()
+    assert timedelta(hours=47) < due <= timedelta(hours=48)
+    messages = list(incident.events.values_list("message", flat=True))
+    assert any(m.startswith("switched:") for m in messages)
+    assert any(m.startswith("completed:") for m in messages)
+    page = Notification.objects.get(channel="page", role="ethics_officer")
+    assert page.dedup_key == f"incident-{incident.pk}-page-ethics_officer"
+    assert audit.verify().valid
+
+
+def test_one_critical_alert_alone_does_not_roll_back():
+    _, v2 = live_pair()
+    assert route_alert(alert_on(v2))["rollback"] is None
+    assert not Rollback.objects.exists() and stage(v2) == "degraded"
+
+
+def test_the_policy_sets_how_many_critical_alerts_roll_back():
+    _, v2 = live_pair()
+    from monitoring.policies import monitoring_policy_current
+
+    policy = monitoring_policy_current(v2.model)
+    policy.settings = {**policy.settings, "critical_alerts_for_rollback": 3}
+    policy.save()
+    assert route_alert(alert_on(v2))["rollback"] is None
+    assert route_alert(alert_on(v2))["rollback"] is None
+    assert route_alert(alert_on(v2))["rollback"] is not None
+
+
+def test_a_retried_rollback_task_does_not_roll_back_twice():
+    v1, v2 = live_pair()
+    route_alert(alert_on(v2))
+    rollback = Rollback.objects.get(pk=route_alert(alert_on(v2))["rollback"])
+    # The worker dies after the switch committed: the redelivered task resumes from "switched".
+    assert rollback_service._advance(rollback.pk, task_id="t1") == "switched"
+    assert stage(v2) == "rollback" and stage(v1) == "production"
+    assert rollback_service.rollback_run(rollback.pk, task_id="t2") == "completed"
+    assert rollback_service.rollback_run(rollback.pk, task_id="t3") == "completed"
+    assert tasks.run_rollback.apply(args=[rollback.pk]).get() == "completed"
+    assert stage(v1) == "production" and stage(v2) == "retired"
+    from governance.models import AuditEvent
+
+    actions = list(AuditEvent.objects.values_list("action", flat=True))
+    assert actions.count("lifecycle.start_rollback") == 1
+    assert actions.count("lifecycle.restore") == 1
+    assert actions.count("lifecycle.complete_rollback") == 1
+    assert audit.verify().valid
+
+
+def test_without_a_standby_version_nothing_switches_and_the_ml_lead_is_paged():
+    version = live_single()
+    route_alert(alert_on(version))
+    rollback_id = route_alert(alert_on(version))["rollback"]
+    assert rollback_service.rollback_run(rollback_id) == "no_standby"
+    assert stage(version) == "degraded"
+    incident = Incident.objects.get()
+    assert incident.rollbacks.get().status == "no_standby"
+    assert any("no warm-standby" in m for m in incident.events.values_list("message", flat=True))
+    page = Notification.objects.get(role="ml_lead", channel="page")
+    assert page.incident == incident and "no warm-standby" in page.subject
+    assert rollback_service.rollback_run(rollback_id) == "no_standby"  # retried: unchanged
+
+
+def test_manual_rollback_api_returns_202_with_the_incident_and_403_for_ci(api_client):
+    v1, v2 = live_pair()
+    url = f"/api/v1/models/{v2.model.name}/rollback/"
+    refused = api_client("ci").post(url, {"reason": "bias spike"})
+    assert refused.status_code == 403
+    lead = api_client("ml_lead", username="lead-1")
+    assert lead.post(url, {}).status_code == 400
+    response = lead.post(url, {"reason": "bias spike on northgate"})
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    assert body["kind"] == "manual_rollback" and body["version"] == "1.1.0"
+    assert body["rollbacks"][0]["status"] == "requested"
+    assert lead.post(url, {"reason": "again"}).status_code == 409
+    rollback_service.rollback_run(body["rollbacks"][0]["id"])
+    assert stage(v1) == "production" and stage(v2) == "retired"
+    detail = lead.get(f"/api/v1/incidents/{body['id']}/").json()
+    assert detail["rollbacks"][0]["status"] == "completed" and detail["review_due_at"]
+    listed = lead.get("/api/v1/incidents/", {"model": v2.model.name, "status": "resolved"})
+    assert [i["id"] for i in listed.json()["results"]] == [body["id"]]
+    assert lead.get("/api/v1/incidents/", {"status": "open"}).json()["results"] == []
+
+
+def test_rollback_management_command_runs_the_rollback(engineer):
+    from tests.governance.lifecycle_helpers import person
+
+    v1, v2 = live_pair()
+    lead = person("ml_lead", "cmd-lead")
+    call_command("rollback", v2.model.name, reason="outage", user=lead.user.username)
+    assert stage(v1) == "production" and stage(v2) == "retired"
+    with pytest.raises(CommandError, match="rollback"):
+        call_command("rollback", v2.model.name, reason="x", user=engineer.username)
