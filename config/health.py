@@ -46,11 +46,21 @@ def _mlflow() -> str:
     return settings.MLFLOW_TRACKING_URI.split("://")[0]
 
 
+def _serving() -> dict:
+    from serving.readiness import serving_status
+
+    return serving_status(load=True)
+
+
 @require_GET
 def readyz(request):
     checks = {"database": _timed(_database), "broker": _timed(_broker), "mlflow": _timed(_mlflow)}
     ready = all(c["ok"] for c in checks.values())
+    try:
+        models = _serving()
+    except Exception as exc:  # the gateway's state is reported, never allowed to break readiness
+        models = {"error": f"{type(exc).__name__}: {exc}"}
     return JsonResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
+        {"status": "ready" if ready else "unavailable", "checks": checks, "models": models},
         status=200 if ready else 503,
     )

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "governance",
     "monitoring",
     "incidents",
+    "serving",
     "demo",
 ]
 

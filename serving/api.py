@@ -1,0 +1,204 @@
+"""The gateway's REST endpoints: predict, and the halt switch."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from governance.api.idempotency import idempotent
+from governance.api.serializers import StrictSerializer
+from governance.api.views import IDEMPOTENCY_HEADER, actor_of
+from governance.permissions import request_scopes
+from governance.roles import Action
+
+from . import gateway
+from .access import GatewayTokenAuthentication, PredictPermission
+from .halt import RELEASE_ROLES, halt_engage, halt_list, halt_release_approve, waiting_for
+from .models import Halt
+from .router import read_generations
+
+# --- predict ------------------------------------------------------------------------------------
+
+_PREDICTION_FIELDS = {
+    "prediction_id": serializers.CharField(help_text="Quote it when posting the label"),
+    "score": serializers.FloatField(help_text="Positive-class probability"),
+    "prediction": serializers.IntegerField(help_text="score >= the version's threshold"),
+}
+_PREDICT_RESPONSE = inline_serializer(
+    "PredictResponse",
+    {
+        "model": serializers.CharField(),
+        "version": serializers.CharField(help_text="The version that scored (null if mixed)"),
+        "predictions": inline_serializer("Prediction", _PREDICTION_FIELDS, many=True),
+        "stale": serializers.BooleanField(
+            help_text="true: the model could not serve; these are the last cached predictions"
+        ),
+    },
+)
+_PREDICT_REQUEST = inline_serializer(
+    "PredictRequest",
+    {
+        "instances": serializers.ListField(
+            child=serializers.DictField(), help_text="1 to 1000 objects of feature values"
+        ),
+        "sensitive": serializers.ListField(
+            child=serializers.DictField(),
+            required=False,
+            help_text="Optional: per instance, sensitive attributes to log (never scored)",
+        ),
+    },
+)
+
+
+class PredictView(APIView):
+    """One token query, one generation read; everything else is cached per routing generation."""
+
+    authentication_classes = [GatewayTokenAuthentication]
+    permission_classes = [PredictPermission]
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
+    throttle_classes: list = []
+    generations = None
+
+    @extend_schema(
+        summary="Score instances with the live version of a model",
+        description=(
+            "Validates each instance against the live version's feature list (400 naming "
+            "missing, unexpected or non-numeric features), scores it and applies the version's "
+            "decision threshold. 503 with `halted: true` while a halt is engaged (no prediction "
+            "at all); 503 with `stale: true` when the model cannot serve and some instance has "
+            "no cached prediction. Needs the `predict` permission (the ci role, or a grant for "
+            "the model)."
+        ),
+        request=_PREDICT_REQUEST,
+        responses={200: _PREDICT_RESPONSE},
+        examples=[
+            OpenApiExample(
+                "two instances", value={"instances": [{"f1": 0.2, "f2": 1.5, "f3": -0.3}]}
+            )
+        ],
+    )
+    def initial(self, request, *args, **kwargs):
+        # One read serves authentication, the permission check and routing.
+        self.generations = read_generations(kwargs.get("name", ""))
+        super().initial(request, *args, **kwargs)
+
+    def post(self, request: Request, name: str) -> Response:
+        code, body = gateway.serve(name, request.data, generations=self.generations)
+        return Response(body, status=code)
+
+
+# --- halt ---------------------------------------------------------------------------------------
+
+
+class HaltRequestSerializer(StrictSerializer):
+    scope = serializers.CharField(help_text="A model name, or 'global' for every model")
+    reason = serializers.CharField(help_text="Why inference must stop")
+
+
+class HaltReleaseRequestSerializer(StrictSerializer):
+    scope = serializers.CharField()
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    role = serializers.ChoiceField(
+        choices=[str(r) for r in RELEASE_ROLES],
+        required=False,
+        help_text="The role you approve in (default: the one still missing that you hold)",
+    )
+
+
+class HaltReleaseApprovalSerializer(serializers.Serializer):
+    user = serializers.CharField(source="user.username")
+    role = serializers.CharField()
+    comment = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class HaltSerializer(serializers.ModelSerializer):
+    active = serializers.BooleanField()
+    engaged_by = serializers.CharField(source="engaged_by_label")
+    release_approvals = HaltReleaseApprovalSerializer(many=True)
+    waiting_for = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Halt
+        fields = [
+            "id",
+            "scope",
+            "reason",
+            "active",
+            "engaged_by",
+            "engaged_at",
+            "released_at",
+            "release_approvals",
+            "waiting_for",
+        ]
+
+    def get_waiting_for(self, obj) -> list[str]:
+        return waiting_for(obj)
+
+
+class HaltView(APIView):
+    required_actions = {"GET": Action.READ, "POST": Action.HALT}
+    any_model_for = {"GET", "POST"}  # the service checks the scope itself
+
+    @extend_schema(
+        summary="Halts in force", responses=HaltSerializer(many=True), operation_id="halt_list"
+    )
+    def get(self, request: Request) -> Response:
+        return Response(HaltSerializer(halt_list(), many=True).data)
+
+    @extend_schema(
+        summary="Engage the emergency halt of one model or of all ('global')",
+        description=(
+            "Takes effect on the next predict request of every gateway process: predict answers "
+            "503 with `halted: true`. 201 when engaged now, 200 with the halt already in force. "
+            "Roles: ml_lead, ethics_officer, oncall (global scope: a global grant)."
+        ),
+        request=HaltRequestSerializer,
+        responses={201: HaltSerializer, 200: HaltSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        body = HaltRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        halt, created = halt_engage(
+            **body.validated_data, actor=actor_of(request), scopes=request_scopes(request)
+        )
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(HaltSerializer(halt).data, status=code)
+
+
+class HaltReleaseView(APIView):
+    required_actions = {"POST": Action.RELEASE_HALT}
+    any_model_for = {"POST"}
+
+    @extend_schema(
+        summary="Approve the release of a halt",
+        description=(
+            "Records one approval. The halt is released once an ML Lead and an Ethics Officer "
+            "(two different people; the one who engaged it may be either) have approved. 409 "
+            "when no halt is engaged for the scope."
+        ),
+        request=HaltReleaseRequestSerializer,
+        responses={200: HaltSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        body = HaltReleaseRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        outcome = halt_release_approve(
+            scope=data["scope"],
+            role=data.get("role"),
+            comment=data["reason"],
+            actor=actor_of(request),
+            scopes=request_scopes(request),
+        )
+        return Response({**HaltSerializer(outcome.halt).data, "released": outcome.released})

@@ -1,0 +1,50 @@
+"""The gateway's settings, each with a default, read through ``setting(name)``.
+
+Set any of them in ``config/settings``; the defaults suit the embedded single-machine setup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Dotted path of ``hook(*, model, version, kind, detail)``, told when the live model cannot
+    # serve (playbook 3). The incidents app points it at the function that opens an outage.
+    "SERVING_OUTAGE_HOOK": "serving.cache.log_outage",
+    # Tell the hook about the same (model, kind) at most this often per process.
+    "SERVING_OUTAGE_REPORT_SECONDS": 60.0,
+    # "auto": Redis when CELERY_BROKER_URL is a redis:// URL, else a database row.
+    "SERVING_GENERATION_BACKEND": "auto",
+    "SERVING_REDIS_URL": None,  # default: CELERY_BROKER_URL
+    # Safety net: rebuild a route after this many seconds even if no bump was seen.
+    # None: 5 s with Redis (an INCR after commit could be lost), never with the database backend
+    # (there the bump commits with the change).
+    "SERVING_ROUTE_MAX_AGE": None,
+    "SERVING_MAX_INSTANCES": 1000,
+    # After a failed load, the next attempt waits this long (stale answers meanwhile).
+    "SERVING_LOAD_RETRY_SECONDS": 5.0,
+    # Score sklearn predict_proba models directly once a probe showed it equals the pyfunc.
+    "SERVING_FAST_PATH": True,
+    # Prediction log: flush every N predictions or T seconds (0: only when flush() is called).
+    # Each flush is one Parquet file and manifest row per (model, version) in the monitoring store.
+    "SERVING_LOG_BATCH_SIZE": 5000,
+    "SERVING_LOG_FLUSH_SECONDS": 5.0,
+    "SERVING_LOG_MAX_BUFFER": 200_000,
+    # Stale cache: entries per process (LRU); the shared copy lives in the database.
+    "SERVING_STALE_CACHE_SIZE": 100_000,
+    "SERVING_STALE_CACHE_DAYS": 7,
+    "SERVING_STALE_STORE_MAX_PER_FLUSH": 5000,
+    # Shadow scoring of the staging version, after the response: workers and queue bound.
+    "SERVING_SHADOW_WORKERS": 1,
+    "SERVING_SHADOW_MAX_PENDING": 1000,
+}
+
+
+def setting(name: str) -> Any:
+    return getattr(settings, name, DEFAULTS[name])
+
+
+GLOBAL = "global"  # the reserved scope of the global halt (registry.models.RESERVED_MODEL_NAMES)
+GRANTS = "__grants__"  # generation key bumped when role grants or tokens change

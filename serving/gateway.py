@@ -1,0 +1,113 @@
+"""The predict service: route, halt check, validation, scoring, thresholds, logging, shadow.
+
+``serve`` is the one code path of a prediction, used by the API and by the promotion check.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from registry.errors import NotFound
+
+from . import cache, log, router, shadow
+from .conf import setting
+from .loader import ArtifactError
+from .validation import feature_matrix, parse_body
+
+
+def prediction_ids(n: int) -> list[str]:
+    """n random (version 4) UUIDs from one read of the OS's random source."""
+    raw = os.urandom(16 * n)
+    return [str(uuid.UUID(bytes=raw[i : i + 16], version=4)) for i in range(0, 16 * n, 16)]
+
+
+def halted_body(halt) -> dict:
+    return {
+        "halted": True,
+        "scope": halt.scope,
+        "reason": halt.reason,
+        "engaged_at": halt.engaged_at,
+        "detail": f"inference is halted ({'all models' if halt.scope == 'global' else halt.scope})"
+        ": no prediction is served until an ML Lead and an Ethics Officer approve the release.",
+    }
+
+
+def serve(
+    model_name: str,
+    payload: Any,
+    *,
+    generations=None,
+    record: bool = True,
+    ignore_halt: bool = False,
+) -> tuple[int, dict]:
+    """(status, body) of one predict request. ``record=False``: not logged, cached or shadowed."""
+    route = router.route_for(model_name, generations)
+    if route.model_id is None:
+        raise NotFound(f"no model named '{model_name}'")
+    if route.halt is not None and not ignore_halt:
+        return 503, halted_body(route.halt)
+    if route.live is None:
+        return 503, {"detail": f"no version of {model_name} is in a serving stage", "stale": False}
+    instances, sensitive = parse_body(payload, max_instances=int(setting("SERVING_MAX_INSTANCES")))
+    live = route.live
+    model = route.live_model
+    X = feature_matrix(
+        instances,
+        live.features,
+        live.feature_set,
+        integer_features=model.integer_features if model is not None else frozenset(),
+    )
+    try:
+        if model is None:
+            raise route.live_error or ArtifactError("load_failed", "the model is not loaded")
+        scores = model.score(X, live.features)
+        if scores.shape != (len(X),) or not np.isfinite(scores).all():
+            raise ValueError(f"the model returned {scores.shape} scores for {len(X)} instances")
+    except Exception as exc:
+        kind = exc.kind if isinstance(exc, ArtifactError) else "predict_failed"
+        detail = exc.detail if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"
+        if record:
+            cache.report_outage(model=model_name, version=live.version, kind=kind, detail=detail)
+        return cache.stale_answer(route, X, f"{live.version} {kind}: {detail}")
+    predictions = (scores >= live.threshold).astype(np.int8)
+    ids = prediction_ids(len(X))
+    body = {
+        "model": model_name,
+        "version": live.version,
+        "predictions": [
+            {"prediction_id": i, "score": s, "prediction": p}
+            for i, s, p in zip(ids, scores.tolist(), predictions.tolist(), strict=True)
+        ],
+        "stale": False,
+    }
+    if record:
+        now = time.time()
+        log.record(
+            log.LoggedBatch(
+                model_name=model_name,
+                version=live.version,
+                features=live.features,
+                prediction_ids=ids,
+                timestamp=now,
+                X=X,
+                scores=scores,
+                predictions=predictions,
+                sensitive=sensitive,
+            )
+        )
+        cache.remember(
+            model_name=model_name,
+            version=live.version,
+            features=live.features,
+            prediction_ids=ids,
+            X=X,
+            scores=scores,
+            predictions=predictions,
+        )
+        shadow.submit(route, X, ids, now, sensitive)
+    return 200, body

@@ -1,0 +1,258 @@
+"""Which version serves each model, cached per process and checked against the routing generation.
+
+``route_for(name, generations)`` is called on every request with the generations just read (one
+database or Redis round trip for the model, ``global`` and ``__grants__``). While they equal the
+ones the cached route was built at, the route is used as it is: no query. When they moved, the
+route is rebuilt under a per-model lock: the serving and staging versions, the warm-standby
+versions and the halts in force are read, and the live model is loaded (verified) *before* the
+new route replaces the old one. Requests that arrive meanwhile wait for it, so once a generation
+is seen no response comes from the version it replaced, and none fails for the swap. A staging
+(shadow) version not yet in memory is loaded in the background and joins the route when ready:
+live requests never wait for a shadow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db.models import Q
+
+from . import background, generation, loader
+from .conf import GLOBAL, GRANTS, setting
+from .loader import ArtifactError, ArtifactRef, LoadedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    id: int
+    version: str
+    threshold: float
+    features: tuple[str, ...]
+    feature_set: frozenset[str]
+    artifact: ArtifactRef
+
+
+@dataclass(frozen=True)
+class HaltRef:
+    scope: str
+    reason: str
+    engaged_at: str
+
+
+@dataclass(frozen=True)
+class Route:
+    model_name: str
+    model_id: int | None
+    generation: tuple[int, ...] | None
+    built_at: float
+    live: VersionRef | None = None
+    live_model: LoadedModel | None = None
+    live_error: ArtifactError | None = None
+    shadows: tuple[tuple[VersionRef, LoadedModel], ...] = ()
+    halt: HaltRef | None = None
+    stale_versions: frozenset[str] = frozenset()  # whose cached predictions may be served
+
+
+_routes: dict[str, Route] = {}
+_locks: dict[str, threading.Lock] = {}
+_locks_lock = threading.Lock()
+
+
+def generation_keys(model_name: str) -> tuple[str, str, str]:
+    return (model_name, GLOBAL, GRANTS)
+
+
+def read_generations(model_name: str) -> tuple[int, ...] | None:
+    return generation.read(generation_keys(model_name))
+
+
+def _lock_for(name: str) -> threading.Lock:
+    with _locks_lock:
+        return _locks.setdefault(name, threading.Lock())
+
+
+def _max_age() -> float | None:
+    configured = setting("SERVING_ROUTE_MAX_AGE")
+    if configured is not None:
+        return float(configured) or None
+    return 5.0 if generation.backend().name == "redis" else None
+
+
+def _current(route: Route | None, gens: Sequence[int] | None) -> bool:
+    if route is None or gens is None or route.generation != tuple(gens[:2]):
+        return False
+    max_age = _max_age()
+    return max_age is None or time.monotonic() - route.built_at < max_age
+
+
+def route_for(model_name: str, generations: Sequence[int] | None = None) -> Route:
+    """The route of ``model_name`` as of ``generations`` (read now when not given)."""
+    gens = read_generations(model_name) if generations is None else generations
+    route = _routes.get(model_name)
+    if _current(route, gens):
+        if route.live is not None and route.live_model is None:
+            return _retry_live(route)
+        return route
+    with _lock_for(model_name):
+        route = _routes.get(model_name)
+        if _current(route, gens):
+            return route
+        # Read again under the lock: another thread may have rebuilt it for a newer generation.
+        gens = read_generations(model_name)
+        if _current(route, gens):
+            return route
+        route = _build(model_name, None if gens is None else tuple(gens[:2]))
+        if route.model_id is not None:
+            _routes[model_name] = route
+            _retain()
+        return route
+
+
+def _retry_live(route: Route) -> Route:
+    """The live model failed to load: try again when due, without making requests wait."""
+    if not loader.retry_due(route.live.artifact.digest):
+        return route
+    lock = _lock_for(route.model_name)
+    if not lock.acquire(blocking=False):
+        return route
+    try:
+        current = _routes.get(route.model_name, route)
+        if current.live_model is not None or current.live is None:
+            return current
+        try:
+            model = loader.load(current.live.artifact)
+        except ArtifactError as exc:
+            fresh = dataclasses.replace(current, live_error=exc)
+        else:
+            fresh = dataclasses.replace(current, live_model=model, live_error=None)
+            logger.info("%s %s loads again", route.model_name, current.live.version)
+        _routes[route.model_name] = fresh
+        return fresh
+    finally:
+        lock.release()
+
+
+def _version_ref(version) -> VersionRef:
+    features = tuple(version.feature_list or ())
+    threshold = (version.thresholds or {}).get("decision", 0.5)
+    return VersionRef(
+        id=version.pk,
+        version=version.version,
+        threshold=float(threshold),
+        features=features,
+        feature_set=frozenset(features),
+        artifact=ArtifactRef(
+            digest=version.artifact_digest,
+            mlflow_name=version.mlflow_name,
+            mlflow_version=str(version.mlflow_version),
+            features=features,
+            label=f"{version.model.name} {version.version}",
+        ),
+    )
+
+
+def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
+    from governance.models import SERVING_STAGES, Archive, Lifecycle, Stage
+    from registry.models import RegisteredModel
+
+    from .models import Halt
+
+    built_at = time.monotonic()
+    model_id = RegisteredModel.objects.filter(name=model_name).values_list("pk", flat=True).first()
+    if model_id is None:
+        return Route(model_name=model_name, model_id=None, generation=gens, built_at=built_at)
+    rows = list(
+        Lifecycle.objects.filter(version__model_id=model_id)
+        .filter(
+            Q(stage__in=[*SERVING_STAGES, Stage.STAGING])
+            | Q(stage=Stage.RETIRED, archive=Archive.WARM)
+        )
+        .select_related("version__model")
+        .order_by("-stage_entered_at", "-pk")
+    )
+    halts = {
+        h.scope: h
+        for h in Halt.objects.filter(scope__in=[model_name, GLOBAL], released_at__isnull=True)
+    }
+    halt = halts.get(GLOBAL) or halts.get(model_name)
+    live_rows = [r for r in rows if r.stage in SERVING_STAGES]
+    live = _version_ref(live_rows[0].version) if live_rows else None
+    live_model, live_error = None, None
+    if live is not None:
+        try:
+            live_model = loader.load(live.artifact)
+        except ArtifactError as exc:
+            live_error = exc
+            logger.error("%s %s cannot serve: %s", model_name, live.version, exc)
+    shadows, pending = [], []
+    for row in rows:
+        if row.stage != Stage.STAGING:
+            continue
+        ref = _version_ref(row.version)
+        model = loader.loaded(ref.artifact.digest)
+        if model is not None:
+            shadows.append((ref, model))
+        else:
+            pending.append(ref)  # loaded in the background: live requests never wait for it
+    stale_versions = frozenset(
+        r.version.version for r in rows if r.stage in SERVING_STAGES or r.stage == Stage.RETIRED
+    )
+    route = Route(
+        model_name=model_name,
+        model_id=model_id,
+        generation=gens,
+        built_at=built_at,
+        live=live,
+        live_model=live_model,
+        live_error=live_error,
+        shadows=tuple(shadows),
+        halt=HaltRef(halt.scope, halt.reason, halt.engaged_at.isoformat()) if halt else None,
+        stale_versions=stale_versions,
+    )
+    if pending:
+        background.call_soon(_load_shadows, route, pending)
+    return route
+
+
+def _load_shadows(route: Route, refs: list[VersionRef]) -> None:
+    """Load staging versions, then add them to the route if it is still the current one."""
+    loaded = []
+    for ref in refs:
+        try:
+            loaded.append((ref, loader.load(ref.artifact)))
+        except ArtifactError as exc:
+            logger.warning("no shadow scoring for %s %s: %s", route.model_name, ref.version, exc)
+    if not loaded:
+        return
+    with _lock_for(route.model_name):
+        current = _routes.get(route.model_name)
+        if current is not None and current.built_at == route.built_at:
+            _routes[route.model_name] = dataclasses.replace(
+                current, shadows=current.shadows + tuple(loaded)
+            )
+
+
+def _retain() -> None:
+    keep = set()
+    for route in list(_routes.values()):
+        if route.live_model is not None:
+            keep.add(route.live_model.digest)
+        keep.update(model.digest for _, model in route.shadows)
+    loader.retain(keep)
+
+
+def cached_route(model_name: str) -> Route | None:
+    return _routes.get(model_name)
+
+
+def clear() -> None:
+    """Forget every route (tests; a process that wants to start cold)."""
+    with _locks_lock:
+        _routes.clear()

@@ -1,0 +1,249 @@
+"""The shadow evaluation: the staging version against the live one, on the same logged traffic.
+
+Reads the predictions the gateway logged for both versions since the candidate entered staging
+(``monitoring.store.load_window``), pairs them by ``prediction_id`` (a shadow prediction shares
+its live twin's id, so labels posted for one label both) and judges, with the thresholds of the
+model's validation policy:
+
+- ``agreement``: share of paired instances where both versions predict the same class, at least
+  ``shadow_agreement_min``;
+- ``score_distribution``: KS two-sample test of the shadow scores against the live scores,
+  p-value at least ``shadow_ks_pvalue_min``;
+- ``metrics`` and ``fairness``: the validation gates (``governance.gates``) on the labelled shadow
+  records (the live version's figures on the same records alongside); no labelled records, or no
+  sensitive attributes, fail them: a version is not promoted on performance or fairness nobody
+  measured;
+- ``shadow_period``: the candidate has been in staging for ``shadow_days``.
+
+``shadow_evaluate`` only computes the report; ``shadow_evaluation_record`` stores it as the
+version's ``shadow`` evidence (what ``promote`` requires) and, when it failed, takes
+``fail_shadow``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from governance import audit
+from governance.audit import Actor
+from governance.models import Evaluation, EvidenceKind, Lifecycle, Stage, ValidationPolicy
+from governance.policies import validation_policy_current
+from registry.errors import Conflict
+from registry.models import ModelVersion
+
+logger = logging.getLogger(__name__)
+ACTOR = Actor.system("serving gateway")
+
+
+def _gate(name: str, passed: bool, values: dict, thresholds: dict, reasons: list[str]) -> dict:
+    return {
+        "gate": name,
+        "passed": passed,
+        "values": values,
+        "thresholds": thresholds,
+        "reasons": reasons,
+    }
+
+
+def _frame(model, version, start, end):
+    from monitoring import store
+
+    return store.load_window(
+        model=model, version=version, start=start, end=end, with_labels=True, with_sensitive=True
+    )
+
+
+def _batch(frame, sensitive_columns: list[str]):
+    """Labelled rows as a governance ``EvidenceBatch`` (what the validation gates take)."""
+    from governance.evidence import EvidenceBatch
+
+    labels = frame["label"].to_numpy(dtype=np.float64)
+    keep = ~np.isnan(labels)
+    sensitive = {
+        column[2:]: frame[column].to_numpy()[keep].astype(str)
+        for column in sensitive_columns
+        if frame[column].notna().to_numpy()[keep].all()
+    }
+    predictions = frame["prediction"].to_numpy(dtype=np.float64)[keep]
+    return EvidenceBatch(
+        scores=frame["score"].to_numpy(dtype=np.float64)[keep],
+        labels=labels[keep].astype(np.int8),
+        predictions=predictions,
+        sensitive=sensitive,
+        timestamps=None,
+        digest="",
+        attributes=tuple(sensitive),
+    )
+
+
+def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
+    """The shadow report of ``version`` (in the shape of the governance gate reports)."""
+    from governance import gates
+    from monitoring import stats
+
+    lifecycle = Lifecycle.objects.select_related("version__model").get(version=version)
+    model = version.model
+    baseline = lifecycle.shadow_baseline
+    if baseline is None:
+        raise Conflict(
+            f"{version} has no live version to be compared with (a first version is judged "
+            "by its shadow_replay evidence)"
+        )
+    policy = validation_policy_current(model)
+    thresholds = {**ValidationPolicy.DEFAULTS, **policy.thresholds}
+    start, end = lifecycle.stage_entered_at, timezone.now()
+    shadow = _frame(model, version, start, end)
+    live = _frame(model, baseline, start, end)
+    paired = shadow.merge(live, on="prediction_id", suffixes=("", "_live"))
+    gates_out = []
+
+    agreement_min = float(thresholds["shadow_agreement_min"])
+    n = len(paired)
+    if n:
+        agree = float(
+            np.mean(
+                paired["prediction"].to_numpy(dtype=float)
+                == paired["prediction_live"].to_numpy(dtype=float)
+            )
+        )
+        reasons = (
+            [] if agree >= agreement_min else [f"agreement {agree:.4f} is below {agreement_min}"]
+        )
+    else:
+        agree, reasons = None, ["no paired shadow and live predictions were logged"]
+    gates_out.append(
+        _gate(
+            "agreement",
+            not reasons,
+            {"agreement": agree, "paired": n},
+            {"shadow_agreement_min": agreement_min},
+            reasons,
+        )
+    )
+
+    ks_min = float(thresholds["shadow_ks_pvalue_min"])
+    if n:
+        ks = stats.ks_two_sample(
+            paired["score_live"].to_numpy(dtype=float), paired["score"].to_numpy(dtype=float)
+        ).to_dict()
+        reasons = (
+            []
+            if ks["p_value"] >= ks_min
+            else [f"KS p-value {ks['p_value']:.3g} is below {ks_min}: the scores moved"]
+        )
+    else:
+        ks, reasons = {}, ["no paired predictions to compare"]
+    gates_out.append(
+        _gate("score_distribution", not reasons, ks, {"shadow_ks_pvalue_min": ks_min}, reasons)
+    )
+
+    sensitive_columns = [
+        c for c in paired.columns if c.startswith("s.") and not c.endswith("_live")
+    ]
+    labelled = _batch(paired, sensitive_columns) if n else None
+    threshold = float(version.thresholds.get("decision", 0.5))
+    if labelled is not None and len(labelled):
+        metrics = gates.metrics_gate(labelled, decision_threshold=threshold, thresholds=thresholds)
+        live_batch = _batch(
+            paired.assign(score=paired["score_live"], prediction=paired["prediction_live"]),
+            sensitive_columns,
+        )
+        live_perf = stats.performance_metrics(
+            live_batch.labels,
+            live_batch.scores,
+            live_batch.predictions,
+            decision_threshold=float(baseline.thresholds.get("decision", 0.5)),
+        ).to_dict()
+        metrics["values"]["live_auc"] = live_perf["auc"]
+        metrics["values"]["live_version"] = baseline.version
+        predicted = stats.predicted_class(
+            labelled.scores, labelled.predictions, decision_threshold=threshold
+        )
+        fairness = gates.fairness_gate(labelled, predicted, thresholds=thresholds)
+    else:
+        why = ["no labelled shadow records yet: post labels for the live prediction ids"]
+        metrics = _gate("metrics", False, {"n": 0}, {"auc_min": thresholds["auc_min"]}, why)
+        fairness = _gate("fairness", False, {}, {}, list(why))
+    gates_out += [metrics, fairness]
+
+    shadow_days = float(thresholds["shadow_days"])
+    days = (end - start).total_seconds() / 86400
+    reasons = [] if days >= shadow_days else [f"{days:.2f} of {shadow_days:g} days in shadow"]
+    gates_out.append(
+        _gate(
+            "shadow_period",
+            not reasons,
+            {"since": start.isoformat(), "days": round(days, 4)},
+            {"shadow_days": shadow_days},
+            reasons,
+        )
+    )
+    return {
+        "passed": all(g["passed"] for g in gates_out),
+        "policy_version": policy.version,
+        "version": version.version,
+        "live_version": baseline.version,
+        "window": {"start": start.isoformat(), "end": end.isoformat()},
+        "records": {"shadow": len(shadow), "live": len(live), "paired": n},
+        "gates": gates_out,
+    }
+
+
+def shadow_evaluation_record(*, version: ModelVersion, actor: Actor = ACTOR) -> Evaluation:
+    """Store the shadow report as the version's ``shadow`` evidence; a failure sends it back.
+
+    Like every new evidence, it voids the version's standing approvals. A failing report takes
+    ``fail_shadow`` (staging -> validation) in a transaction of its own.
+    """
+    from governance import lifecycle
+    from governance.approvals import approvals_void
+    from registry import services as registry_services
+
+    report = shadow_evaluate(version)
+    digest = hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()
+    with transaction.atomic():
+        registry_services.model_get(version.model.name, lock=True)  # serialise with promotions
+        evaluation = Evaluation.objects.create(
+            version=version,
+            kind=EvidenceKind.SHADOW,
+            policy=validation_policy_current(version.model),
+            passed=bool(report["passed"]),
+            report=report,
+            evidence_digest=digest,
+            records=report["records"]["paired"],
+            created_by=actor.label[:200],
+        )
+        voided = approvals_void(version=version, reason="new evidence: shadow", actor=actor)
+        audit.record(
+            actor=actor,
+            action="evaluation.recorded",
+            obj=evaluation,
+            model_name=version.model.name,
+            after={
+                "version": version.version,
+                "kind": EvidenceKind.SHADOW,
+                "passed": evaluation.passed,
+                "policy_version": report["policy_version"],
+                "evidence_digest": digest,
+                "records": evaluation.records,
+                "approvals_voided": voided,
+            },
+        )
+    stage = Lifecycle.objects.filter(version=version).values_list("stage", flat=True).first()
+    if not evaluation.passed and stage == Stage.STAGING:
+        failed = ", ".join(g["gate"] for g in report["gates"] if not g["passed"])
+        lifecycle.transition(
+            version=version,
+            name="fail_shadow",
+            actor=actor,
+            automatic=True,
+            comment=f"shadow evaluation {evaluation.pk} failed: {failed}",
+        )
+    return evaluation

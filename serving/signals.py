@@ -1,0 +1,50 @@
+"""Reactions to governance changes (connected in ``ServingConfig.ready``); thin, they call services.
+
+- Every lifecycle transition bumps the model's routing generation (in the transaction, or after
+  commit with Redis; see ``generation``), so each gateway reloads its route on its next request.
+- A promotion or restore enqueues, after commit, the gateway's verification of the new version
+  (which then takes ``begin_monitoring``) and the warm-standby refresh.
+- A grant change, a token deletion or a user change bumps the ``__grants__`` generation, which
+  voids the cached token checks and PREDICT decisions.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from django.db import transaction
+
+from . import generation
+from .conf import GRANTS
+
+logger = logging.getLogger(__name__)
+
+NEW_LIVE = frozenset({"promote", "restore"})
+URGENT = "urgent"  # rollback and halt never wait behind monitoring jobs (DESIGN.md section 5)
+
+
+def lifecycle_changed(sender, instance, name, source, target, **kwargs) -> None:
+    if kwargs.get("exception") is not None:
+        return
+    version = instance.version
+    generation.bump(version.model.name)
+    if name in NEW_LIVE:
+        transaction.on_commit(partial(enqueue_verification, version.pk), robust=True)
+        transaction.on_commit(partial(enqueue_warm_standby, version.model_id), robust=True)
+
+
+def grants_changed(sender, **kwargs) -> None:
+    generation.bump(GRANTS)
+
+
+def enqueue_verification(version_id: int) -> None:
+    from .tasks import verify_promotion
+
+    verify_promotion.apply_async((version_id,), queue=URGENT)
+
+
+def enqueue_warm_standby(model_id: int) -> None:
+    from .tasks import warm_standby
+
+    warm_standby.apply_async((model_id,), queue=URGENT)
