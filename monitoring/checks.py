@@ -244,7 +244,20 @@ def data_drift(window, profile, version, settings, thresholds) -> CheckResult:
     n = len(window)
     _require_rows(n, int(settings["min_rows"]), "predictions")
     missing = [f for f in expected if FEATURE_PREFIX + f not in window.columns]
-    empty = [f for f in expected if f not in missing and window[FEATURE_PREFIX + f].isna().all()]
+    # float64 columns (what the store gives numeric features) convert to a view for free and
+    # their NaN count answers "empty" too; other columns convert one at a time below
+    ready: dict[str, tuple[np.ndarray, int]] = {}
+    empty = []
+    for name in expected:
+        if name in missing:
+            continue
+        column = window[FEATURE_PREFIX + name]
+        if column.dtype == np.float64 and features[name].get("kind") == "numeric":
+            ready[name] = _feature_values(column, name, features)
+            if ready[name][1] == n:
+                empty.append(name)
+        elif column.isna().all():
+            empty.append(name)
     if missing or empty:
         parts = []
         if missing:
@@ -256,7 +269,9 @@ def data_drift(window, profile, version, settings, thresholds) -> CheckResult:
     per_feature: dict[str, Any] = {}
     points: list[Point] = []
     for name in expected:
-        values, missing_values = _feature_values(window[FEATURE_PREFIX + name], name, features)
+        values, missing_values = ready.pop(name, None) or _feature_values(
+            window[FEATURE_PREFIX + name], name, features
+        )
         try:
             result = stats.psi_from_profile(features[name], values)
         except ValueError as exc:
@@ -541,12 +556,12 @@ def _extremes_p(groups: list[dict], rate: str) -> tuple[float, str, str]:
     return min(1.0, p * pairs), lo["group"], hi["group"]
 
 
-def _groups(column: pd.Series) -> np.ndarray:
-    """Group names as a fixed-width string array ("(missing)" for nulls), built from the
-    factorised codes: far cheaper than converting 1M objects one by one."""
+def _groups(column: pd.Series) -> stats.GroupCodes:
+    """Each record's group as a code into the group names ("(missing)" for nulls): factorised
+    once by hashing, so no million strings are built or sorted (stats sorts the few names)."""
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    names = np.array([str(u) for u in uniques] + ["(missing)"])
-    return names[codes]
+    codes = np.where(codes < 0, len(uniques), codes)  # not in place: codes may be read-only
+    return stats.GroupCodes(codes, [str(u) for u in uniques] + ["(missing)"])
 
 
 def fairness(window, profile, version, settings, thresholds) -> CheckResult:

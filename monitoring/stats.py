@@ -22,8 +22,8 @@ import dataclasses
 import itertools
 import math
 import warnings
-from collections.abc import Collection, Mapping
-from typing import Any, Literal, TypedDict
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal, NamedTuple, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +44,7 @@ __all__ = [
     "CategoricalFeatureProfile",
     "FairnessReport",
     "FeatureProfile",
+    "GroupCodes",
     "GroupFairness",
     "KSResult",
     "LabelDriftResult",
@@ -95,6 +96,9 @@ PROFILE_VERSION = 1
 # Up to this many edges, counting ``x < edge`` per edge (one vectorised pass each) beats
 # ``np.searchsorted`` + ``np.bincount`` by ~4x; beyond it the O(n log k) path wins.
 _COMPARE_LOOP_MAX_EDGES = 32
+# Values compared per chunk in that loop: 256 KiB of float64, which stays in L2 for every edge
+# (about 1.7x faster than one pass over the whole column per edge at 1M values).
+_BIN_CHUNK = 1 << 15
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,6 +188,8 @@ def _validate_labels(values: npt.ArrayLike, name: str = "labels") -> LabelArray:
     arr = _as_1d(values, name)
     if arr.dtype.kind == "b":
         out = arr.astype(np.int8)
+    elif arr.dtype.kind in "iu" and arr.size and arr.min() >= 0 and arr.max() <= 1:
+        out = arr.astype(np.int8)  # integer 0/1 already: skip the float round trip
     else:
         try:
             num = _float_array(arr, name)
@@ -287,9 +293,12 @@ def _numeric_bin_counts(values: FloatArray, edges: FloatArray) -> tuple[IntArray
     n_valid = values.size - n_missing
     if edges.size <= _COMPARE_LOOP_MAX_EDGES:
         # cumulative counts: below[i] = #(x < e_i); NaN compares False so it is never counted.
-        below = np.fromiter(
-            (np.count_nonzero(values < e) for e in edges), dtype=np.int64, count=edges.size
-        )
+        # Chunk by chunk, so each chunk comes from memory once and meets every edge in cache.
+        below = np.zeros(edges.size, dtype=np.int64)
+        edge_values = edges.tolist()
+        for start in range(0, values.size if edge_values else 0, _BIN_CHUNK):
+            chunk = values[start : start + _BIN_CHUNK]
+            below += [np.count_nonzero(chunk < e) for e in edge_values]
         counts = np.diff(np.concatenate(([0], below, [n_valid]))).astype(np.int64)
     else:
         idx = np.searchsorted(edges, values, side="right")  # NaN sorts last -> last bin
@@ -587,11 +596,7 @@ def ks_two_sample(
         method: Literal["exact", "asymp"] = "asymp" if fell_back else "exact"
         return KSResult(float(res.statistic), float(res.pvalue), n1, n2, method)
     # Same arithmetic as scipy's ks_2samp (bit-identical statistic), asymptotic p-value.
-    pooled = np.concatenate([ref, cur])
-    cddiffs = (
-        np.searchsorted(ref, pooled, side="right") / n1
-        - np.searchsorted(cur, pooled, side="right") / n2
-    )
+    cddiffs = _ecdf_differences(ref, cur)
     max_s = cddiffs.max()
     min_s = np.clip(-cddiffs.min(), 0, 1)
     d = float(min_s if min_s > max_s else max_s)
@@ -599,6 +604,33 @@ def ks_two_sample(
     en = m * n / (m + n)
     p_value = float(np.clip(sps.kstwo.sf(d, np.round(en)), 0, 1))
     return KSResult(d, p_value, n1, n2, "asymp")
+
+
+def _ecdf_differences(ref: FloatArray, cur: FloatArray) -> FloatArray:
+    """``F_ref(x) - F_cur(x)`` (as ``#ref <= x / n1 - #cur <= x / n2``) at enough points ``x``
+    to hold the same largest and smallest value as scipy's set over the whole pooled sample.
+
+    Both inputs are sorted. Scipy evaluates at every pooled value; here only at the values of
+    the smaller sample, on both sides (``<= x`` and ``< x``, the left limit), plus the 0 that
+    scipy's largest pooled value gives. Between two consecutive points ``s_j < s_(j+1)`` of the
+    smaller sample its ECDF is constant while the other one's only rises, so over the points of
+    the larger sample in between, the difference is bounded by its value at ``s_j`` on one side
+    and by its left limit at ``s_(j+1)`` on the other; both of those are values scipy computes
+    too (the left limit is its value at the largest pooled value below ``s_(j+1)``, or 0). Same
+    counts, same division: the extremes are bit-identical, at a cost of O(min(n1, n2) log n)
+    instead of O((n1 + n2) log n).
+    """
+    n1, n2 = ref.size, cur.size
+    points = ref if n1 <= n2 else cur
+    return np.concatenate(
+        [
+            np.searchsorted(ref, points, side="right") / n1
+            - np.searchsorted(cur, points, side="right") / n2,
+            np.searchsorted(ref, points, side="left") / n1
+            - np.searchsorted(cur, points, side="left") / n2,
+            [0.0],
+        ]
+    )
 
 
 def ks_from_profile(
@@ -625,6 +657,12 @@ def predicted_class(
     if not (isinstance(decision_threshold, int | float) and 0.0 <= decision_threshold <= 1.0):
         raise ValueError(f"decision_threshold must lie in [0, 1], got {decision_threshold!r}")
     score_arr = _validate_scores(scores)
+    if predictions is not None:
+        logged_classes = _as_1d(predictions, "predictions")
+        if logged_classes.dtype.kind in "biu":  # every record logged its class: no NaN
+            _check_lengths(("scores", score_arr), ("predictions", logged_classes))
+            if logged_classes.min() >= 0 and logged_classes.max() <= 1:  # scores: not empty
+                return logged_classes.astype(np.int8)
     from_scores = (score_arr >= decision_threshold).astype(np.int8)
     if predictions is None:
         return from_scores
@@ -652,13 +690,33 @@ def roc_auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float | None:
 
 
 def _auc(y: LabelArray, s: FloatArray) -> float | None:
-    n_pos = int(y.sum())
+    """``U / (n_pos * n_neg)`` with ``U = R_pos - n_pos (n_pos + 1) / 2`` counted exactly.
+
+    One sort of ``(score, label)`` packed into an int64 (a non-negative float64 orders like its
+    bit pattern; the label is the lowest bit, so negatives come first among equal scores). A
+    positive at sorted position ``i`` has ``i`` records before it; summed over the positives,
+    minus the ``n_pos (n_pos - 1) / 2`` positives among them, that counts each negative below
+    or tied with each positive. Ties count 1/2, so ``n_pos_run * n_neg_run / 2`` comes off per
+    run of equal scores (only looked for when two equal scores exist). ``U`` is a multiple of
+    1/2 below 2**52, exact in float64, so the result equals the mid-rank formula's bit for bit.
+    """
+    n_pos = int(np.count_nonzero(y))
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
-    ranks = sps.rankdata(s)
-    rank_sum = float(ranks[y == 1].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    key = (s + 0.0).view(np.int64) << 1  # + 0.0 makes -0.0 (which passes validation) +0.0
+    key |= y
+    key.sort()
+    positive = (key & 1).astype(bool)
+    twice_u = 2 * int(np.flatnonzero(positive).sum()) - n_pos * (n_pos - 1)
+    value = key >> 1
+    tied = value[1:] == value[:-1]
+    if tied.any():
+        starts = np.flatnonzero(np.concatenate(([True], ~tied)))
+        run_pos = np.add.reduceat(positive.astype(np.int64), starts)
+        run_size = np.diff(np.append(starts, value.size))
+        twice_u -= int((run_pos * (run_size - run_pos)).sum())
+    return twice_u / 2 / (n_pos * n_neg)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -908,17 +966,67 @@ def _min_max_ratio(values: list[float]) -> float | None:
     return 1.0 if hi == 0.0 else lo / hi  # hi == 0 implies lo == 0: 0/0 := 1 (parity)
 
 
+class GroupCodes(NamedTuple):
+    """A sensitive attribute already factorised: record ``i`` is in group ``str(names[codes[i]])``.
+
+    Means the same to ``group_fairness``/``fairness_metrics`` as the array of those names (names
+    whose ``str`` is equal are one group; names no record has are not reported), but spares
+    sorting a million strings: only the few names are sorted. ``codes`` are integers in
+    ``[0, len(names))``, e.g. from ``pandas.factorize`` (with its -1 for missing mapped to a name
+    of its own).
+    """
+
+    codes: npt.ArrayLike
+    names: Sequence[Any]
+
+
+Groups = npt.ArrayLike | GroupCodes
+
+
+def _as_groups(values: Groups, name: str) -> np.ndarray | GroupCodes:
+    if not isinstance(values, GroupCodes):
+        return _as_1d(values, name)
+    codes = _as_1d(values.codes, f"codes of {name}")
+    names = list(values.names)
+    if codes.dtype.kind not in "iu":
+        raise ValueError(f"codes of {name} must be integers, got dtype {codes.dtype}")
+    if codes.size and (codes.min() < 0 or codes.max() >= len(names)):
+        raise ValueError(
+            f"codes of {name} must lie in [0, {len(names)}); "
+            f"found values in [{codes.min()}, {codes.max()}]"
+        )
+    return GroupCodes(codes, names)
+
+
+def _group_length(groups: np.ndarray | GroupCodes) -> np.ndarray:
+    """The per-record array of a group column (for the length check)."""
+    return groups.codes if isinstance(groups, GroupCodes) else groups
+
+
 def _group_fairness(
-    attribute: str, y: LabelArray, pred: LabelArray, groups: np.ndarray, min_group_size: int
+    attribute: str,
+    y: LabelArray,
+    pred: LabelArray,
+    groups: np.ndarray | GroupCodes,
+    min_group_size: int,
 ) -> AttributeFairness:
-    keys, inverse = np.unique(
-        _category_keys(groups, f"groups of {attribute!r}"), return_inverse=True
-    )
+    name = f"groups of {attribute!r}"
+    if isinstance(groups, GroupCodes):
+        names = _category_keys(np.array(groups.names, dtype=object), name)
+        keys, remap = np.unique(names, return_inverse=True)
+        inverse = remap[groups.codes]
+    else:
+        keys, inverse = np.unique(_category_keys(groups, name), return_inverse=True)
     k = keys.size
-    n = np.bincount(inverse, minlength=k)
-    pos = np.bincount(inverse, weights=y, minlength=k).astype(np.int64)
-    pred_pos = np.bincount(inverse, weights=pred, minlength=k).astype(np.int64)
-    tp = np.bincount(inverse, weights=y * pred, minlength=k).astype(np.int64)
+    # one count per (group, label, predicted class): 4 cells per group
+    cells = np.bincount(inverse * 4 + y * 2 + pred, minlength=4 * k).reshape(k, 4)
+    n = cells.sum(axis=1)
+    occurring = n > 0  # names no record has (only possible with GroupCodes) are not groups
+    if not occurring.all():
+        keys, cells, n = keys[occurring], cells[occurring], n[occurring]
+    pos = cells[:, 2] + cells[:, 3]
+    pred_pos = cells[:, 1] + cells[:, 3]
+    tp = cells[:, 3]
     rows: list[GroupFairness] = []
     for i, key in enumerate(keys.tolist()):
         n_i, pos_i, pp_i, tp_i = int(n[i]), int(pos[i]), int(pred_pos[i]), int(tp[i])
@@ -963,7 +1071,7 @@ def _group_fairness(
 def group_fairness(
     labels: npt.ArrayLike,
     predicted: npt.ArrayLike,
-    groups: npt.ArrayLike,
+    groups: Groups,
     *,
     attribute: str = "group",
     min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
@@ -980,15 +1088,17 @@ def group_fairness(
     _check_positive_int(min_group_size, "min_group_size")
     y = _validate_labels(labels)
     pred = _validate_labels(predicted, "predicted")
-    g = _as_1d(groups, f"groups of {attribute!r}")
-    _check_lengths(("labels", y), ("predicted", pred), (f"values of {attribute!r}", g))
+    g = _as_groups(groups, f"groups of {attribute!r}")
+    _check_lengths(
+        ("labels", y), ("predicted", pred), (f"values of {attribute!r}", _group_length(g))
+    )
     return _group_fairness(attribute, y, pred, g, min_group_size)
 
 
 def fairness_metrics(
     labels: npt.ArrayLike,
     predicted: npt.ArrayLike,
-    sensitive_attributes: Mapping[str, npt.ArrayLike],
+    sensitive_attributes: Mapping[str, Groups],
     *,
     min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
 ) -> FairnessReport:
@@ -996,11 +1106,11 @@ def fairness_metrics(
     _check_positive_int(min_group_size, "min_group_size")
     y = _validate_labels(labels)
     pred = _validate_labels(predicted, "predicted")
-    attrs = {name: _as_1d(v, f"values of {name!r}") for name, v in sensitive_attributes.items()}
+    attrs = {name: _as_groups(v, f"values of {name!r}") for name, v in sensitive_attributes.items()}
     _check_lengths(
         ("labels", y),
         ("predicted", pred),
-        *((f"values of {name!r}", arr) for name, arr in attrs.items()),
+        *((f"values of {name!r}", _group_length(arr)) for name, arr in attrs.items()),
     )
     return FairnessReport(
         min_group_size=min_group_size,

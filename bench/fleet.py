@@ -1,0 +1,420 @@
+"""Fleet benchmark: the daily checks of many live models through real Celery workers.
+
+    .venv/bin/python bench/fleet.py [--models 500] [--rows 100000] [--workers 2] [--concurrency 1]
+                                    [--admin-url postgres://postgres@127.0.0.1:5432/postgres]
+                                    [--redis-url redis://127.0.0.1:6379/9] [--timeout 900]
+
+Runs against a temporary PostgreSQL database (created on ``--admin-url``'s server, dropped at
+the end), a temporary var directory and the Redis database of ``--redis-url`` (flushed before and
+after: give it one nobody else uses). Set-up, not timed:
+
+- model 0 gets its data through the real services: a 100k-row reference upload (its stored
+  profile), ``--rows`` predictions over the 7 days before today (two of the 20 features shifted,
+  so every model raises one medium data-drift alert) and their labels;
+- models 1..N-1 share model 0's prediction files (manifest rows pointing at the same Parquet
+  files, as the issue allows, to spare the disk), its profile and a copy of its label files
+  (label files name the prediction batch they label, so each model needs its own);
+- every version is put straight into ``production`` (a queryset update, not the lifecycle walk
+  the platform requires: this is fixture set-up), and its monitoring and validation policies
+  exist, as they do on any day after the first.
+
+Timed: ``monitoring.run_daily_checks`` (what beat sends at 02:00) is enqueued; a worker fans out
+one run per (model, check), 3 per model, and the workers execute them (load the window, compute,
+store the metric points and alerts, hand the alert to the routing hook). The wall time runs from
+the enqueue to the last run's ``finished_at``. With ``--workers 2 --concurrency 1`` there are two
+worker processes of one child each (``-c 1``), as on two machines.
+
+Every figure is one JSON object per line, as in ``bench/drift.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+import drift  # noqa: E402  (bench/drift.py: data, version facts, output)
+
+TARGET_S = 300
+SHIFTED = {"x15": 0.8, "x16": 1.0}
+REFERENCE_ROWS = 100_000
+
+
+def emit(bench: str, value, unit: str, **extra) -> None:
+    drift.emit(bench, value, unit, **extra)
+
+
+def create_database(admin_url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def set_up(models: int, rows: int) -> dict:
+    """Create the fleet (see the module docstring); returns what the timed part needs."""
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow.parquet as pq
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import transaction
+
+    from governance.audit import Actor
+    from governance.models import Lifecycle, Stage
+    from governance.policies import validation_policy_current
+    from monitoring import store
+    from monitoring.ingest import labels_ingest, predictions_ingest, reference_ingest
+    from monitoring.models import BatchKind, DataBatch, ReferenceProfile
+    from monitoring.policies import monitoring_policy_current
+    from registry.models import ModelVersion, RegisteredModel
+
+    t0 = time.perf_counter()
+    call_command("migrate", verbosity=0, interactive=False)
+    user = get_user_model().objects.create(username="bench")
+    actor = Actor.system("bench")
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = end - timedelta(days=drift.DAYS)
+
+    first = RegisteredModel.objects.create(name="fleet-0000")
+    version = ModelVersion.objects.create(**drift.version_fields(first, user))
+    reference = drift.make_data(REFERENCE_ROWS, seed=1, current=False)
+    reference_ingest(
+        model_name=first.name,
+        version=version.version,
+        upload=drift.upload_files(reference, start=start, reference=True),
+        actor=actor,
+    )
+    current = drift.make_data(rows, seed=2, current=True, shifted=SHIFTED)
+    predictions, labels = drift.upload_files(current, start=start)
+    predictions_ingest(
+        model_name=first.name, version=version.version, upload=predictions, actor=actor
+    )
+    labels_ingest(model_name=first.name, upload=labels, actor=actor)
+    del reference, current, predictions, labels
+
+    profile = ReferenceProfile.objects.get(version=version)
+    prediction_batches = list(
+        DataBatch.objects.filter(model=first, kind=BatchKind.PREDICTIONS).order_by("id")
+    )
+    label_batches = list(DataBatch.objects.filter(model=first, kind=BatchKind.LABELS))
+    label_tables = [
+        (batch.day, pq.read_table(store.resolve(batch.path))) for batch in label_batches
+    ]
+
+    with transaction.atomic():
+        others = RegisteredModel.objects.bulk_create(
+            [RegisteredModel(name=f"fleet-{i:04d}") for i in range(1, models)]
+        )
+        versions = [
+            version,
+            *ModelVersion.objects.bulk_create(
+                [ModelVersion(**drift.version_fields(m, user)) for m in others]
+            ),
+        ]
+        Lifecycle.objects.bulk_create([Lifecycle(version=v) for v in versions])
+        Lifecycle.objects.filter(version__in=versions).update(
+            stage=Stage.PRODUCTION, promoted_at=end - timedelta(days=30)
+        )
+        ReferenceProfile.objects.bulk_create(
+            [
+                ReferenceProfile(version=v, profile=profile.profile, rows=profile.rows)
+                for v in versions[1:]
+            ]
+        )
+    for model in [first, *others]:
+        monitoring_policy_current(model)
+        validation_policy_current(model)
+
+    import pyarrow as pa
+
+    for v in versions[1:]:
+        copies = DataBatch.objects.bulk_create(
+            [
+                DataBatch(
+                    model_id=v.model_id,
+                    version=v,
+                    kind=BatchKind.PREDICTIONS,
+                    day=b.day,
+                    path=b.path,  # model 0's file
+                    rows=b.rows,
+                    digest=b.digest,
+                    source=b.source,
+                    created_by="bench",
+                )
+                for b in prediction_batches
+            ]
+        )
+        renumber = {b.pk: c.pk for b, c in zip(prediction_batches, copies, strict=True)}
+        rows_out = []
+        for day, table in label_tables:
+            old = table.column("batch").to_numpy()
+            new = pa.array([renumber[int(b)] for b in old], type=pa.int64())
+            copy = table.set_column(table.column_names.index("batch"), "batch", new)
+            directory = store.root() / v.model.name / BatchKind.LABELS / f"day={day.isoformat()}"
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / f"{uuid.uuid4().hex}.parquet"
+            pq.write_table(copy, path, compression=store.COMPRESSION)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            rows_out.append(
+                DataBatch(
+                    model_id=v.model_id,
+                    version=v,
+                    kind=BatchKind.LABELS,
+                    day=day,
+                    path=path.relative_to(store.root().parent).as_posix(),
+                    rows=copy.num_rows,
+                    digest=f"sha256:{digest}",
+                    source="bench",
+                    created_by="bench",
+                )
+            )
+        DataBatch.objects.bulk_create(rows_out)
+    return {"setup_s": time.perf_counter() - t0, "window_end": end}
+
+
+def start_workers(count: int, concurrency: int, env: dict) -> list[subprocess.Popen]:
+    workers = []
+    for i in range(count):
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "-Q",
+                    "monitoring,default,urgent",
+                    "-c",
+                    str(concurrency),
+                    "--loglevel",
+                    "WARNING",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-n",
+                    f"fleet{i}-{os.getpid()}@%h",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=None,
+                start_new_session=True,
+            )
+        )
+    return workers
+
+
+def wait_ready(workers: list[subprocess.Popen], timeout: float = 120) -> None:
+    from config.celery import app
+
+    names = {f"fleet{i}-{os.getpid()}" for i in range(len(workers))}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(w.poll() is not None for w in workers):
+            raise RuntimeError("a worker exited during start-up")
+        answered = {name.split("@")[0] for reply in app.control.ping(timeout=1.0) for name in reply}
+        if names <= answered:
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the workers did not answer a ping in time")
+
+
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    for worker in workers:  # only the processes this script started, by their own group
+        if worker.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def measure(models: int, timeout: float, workers: list[subprocess.Popen]) -> dict:
+    from django.db.models import Max, Min
+    from django.utils import timezone
+
+    from monitoring.models import Alert, MonitorRun, RunStatus
+    from monitoring.tasks import run_daily_checks
+
+    expected = models * 3
+    enqueued_at = timezone.now()
+    t0 = time.monotonic()
+    run_daily_checks.delay()
+    done = 0
+    while time.monotonic() - t0 < timeout:
+        done = MonitorRun.objects.exclude(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).count()
+        if done >= expected:
+            break
+        if any(w.poll() is not None for w in workers):
+            raise RuntimeError("a worker exited during the run")
+        time.sleep(0.5)
+    runs = MonitorRun.objects.all()
+    span = runs.aggregate(
+        created_first=Min("created_at"), created_last=Max("created_at"), last=Max("finished_at")
+    )
+    statuses: dict[str, int] = {}
+    durations: dict[str, list[float]] = {}
+    for kind, status, started, finished, reason in runs.values_list(
+        "kind", "status", "started_at", "finished_at", "reason"
+    ):
+        statuses[f"{kind}:{status}"] = statuses.get(f"{kind}:{status}", 0) + 1
+        if started and finished:
+            durations.setdefault(kind, []).append((finished - started).total_seconds())
+        if status == RunStatus.FAILED and len(statuses) < 20:
+            print(f"failed run ({kind}): {reason}", file=sys.stderr)
+    last = span["last"] or timezone.now()
+    return {
+        "expected": expected,
+        "done": done,
+        "finished": done >= expected,
+        "wall_s": (last - enqueued_at).total_seconds(),
+        "fanout_s": ((span["created_last"] or enqueued_at) - enqueued_at).total_seconds(),
+        "statuses": statuses,
+        "durations": durations,
+        "alerts": Alert.objects.count(),
+        "alerts_by_kind": {
+            kind: Alert.objects.filter(kind=kind).count()
+            for kind in set(Alert.objects.values_list("kind", flat=True))
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=int, default=500)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the runs")
+    args = parser.parse_args()
+
+    name = f"bench_fleet_{os.getpid()}"
+    var = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+    database_url = create_database(args.admin_url, name)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.dev",
+        "DJANGO_DEBUG": "false",
+        "DATABASE_URL": database_url,
+        "GOVERNANCE_VAR_DIR": str(var),
+        "CELERY_BROKER_URL": args.redis_url,
+        "LOG_LEVEL": "WARNING",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    os.environ.update(env)
+    import redis
+
+    broker = redis.Redis.from_url(args.redis_url)
+    broker.flushdb()
+    workers: list[subprocess.Popen] = []
+    try:
+        drift.setup_django("config.settings.dev")
+        fleet = set_up(args.models, args.rows)
+        emit(
+            "fleet_setup",
+            round(fleet["setup_s"], 1),
+            "s",
+            models=args.models,
+            rows=args.rows,
+            note="not timed below: migrate, ingest model 0, share its files with the others",
+        )
+        from django.db import connections
+
+        connections.close_all()
+        workers = start_workers(args.workers, args.concurrency, env)
+        wait_ready(workers)
+        result = measure(args.models, args.timeout, workers)
+    finally:
+        stop_workers(workers)
+        with contextlib.suppress(Exception):
+            from django.db import connections
+
+            connections.close_all()
+        with contextlib.suppress(Exception):
+            broker.flushdb()
+        drop_database(args.admin_url, name)
+        shutil.rmtree(var, ignore_errors=True)
+
+    wall, done, expected = result["wall_s"], result["done"], result["expected"]
+    rate = done / wall if wall > 0 else 0.0
+    label = f"{args.workers}x-c{args.concurrency}"
+    emit(
+        "fleet_daily_checks_wall",
+        round(wall, 1),
+        "s",
+        models=args.models,
+        runs=expected,
+        runs_done=done,
+        finished=result["finished"],
+        rows_per_window=args.rows,
+        workers=label,
+        target=TARGET_S if args.models == 500 else None,
+        met=(wall <= TARGET_S and result["finished"]) if args.models == 500 else None,
+        fanout_s=round(result["fanout_s"], 1),
+    )
+    emit("fleet_runs_per_second", round(rate, 2), "runs/s", workers=label)
+    if args.models != 500 or not result["finished"]:
+        estimate = 500 * 3 / rate if rate else None
+        emit(
+            "fleet_500_models_extrapolated",
+            round(estimate, 1) if estimate else None,
+            "s",
+            extrapolated=True,
+            basis=f"{done} runs of {args.models} models at {rate:.2f} runs/s",
+            target=TARGET_S,
+        )
+    for kind, values in sorted(result["durations"].items()):
+        emit(
+            f"fleet_run_{kind}_median",
+            round(statistics.median(values), 3),
+            "s",
+            p95=round(sorted(values)[int(0.95 * (len(values) - 1))], 3),
+            runs=len(values),
+            note="started_at to finished_at: load the window, compute, commit points and alert",
+        )
+    busy = sum(sum(v) for v in result["durations"].values())
+    emit(
+        "fleet_worker_busy_share",
+        round(busy / (wall * args.workers * args.concurrency), 2) if wall else None,
+        "fraction",
+        note="sum of run durations / (wall time x worker processes)",
+    )
+    succeeded = sum(v for k, v in result["statuses"].items() if k.endswith(":succeeded"))
+    emit("fleet_runs_succeeded", succeeded, "runs", of=expected, outcomes=result["statuses"])
+    emit("fleet_alerts", result["alerts"], "alerts", by_kind=result["alerts_by_kind"])
+    return 0 if result["finished"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
