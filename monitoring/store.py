@@ -361,6 +361,13 @@ def _latest_labels(
     row = np.concatenate(row_parts)
     label = np.concatenate(label_parts)
     label_time = np.concatenate(time_parts)
+    key = (batch << 32) | row  # batch ids and rows both fit in 32 bits
+    if pd.Index(key).is_unique:  # the usual case, one label per prediction: no sort needed
+        return {
+            int(b): (row[mask], label[mask], label_time[mask])
+            for b in pd.unique(batch)
+            for mask in [batch == b]
+        }
     order = np.lexsort((np.arange(batch.size), label_time))  # by time, then ingestion order
     order = order[::-1]  # latest first
     key = (batch[order] << 32) | row[order]  # batch ids and rows both fit in 32 bits
