@@ -128,6 +128,7 @@ def _absorb() -> None:
                     _to_store[key] = (features, X[i], entry)
             while len(_lru) > limit:
                 _lru.popitem(last=False)
+        time.sleep(0)  # let a request thread take the GIL between batches
 
 
 def flush(*, final: bool = False) -> int:

@@ -176,6 +176,7 @@ def flush(*, final: bool = False) -> int:
             return 0
         ingested, kept = 0, []
         for group in _groups(batches):
+            time.sleep(0)  # let a request thread take the GIL between groups
             count = sum(len(b) for b in group)
             try:
                 _call(ingest, group[0].model_name, group[0].version, _parquet(group))

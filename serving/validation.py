@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -10,6 +13,18 @@ import numpy as np
 from registry.errors import InvalidInput
 
 _NUMBERS = (int, float)
+_NUMBER_SET = frozenset(_NUMBERS)
+
+
+@lru_cache(maxsize=256)
+def _getter(features: tuple[str, ...]):
+    """The instance's values in ``features`` order, as a tuple (C speed)."""
+    if len(features) == 1:
+        name = features[0]
+        return lambda instance: (instance[name],)
+    return itemgetter(*features)
+
+
 _MAX_REPORTED = 20  # problems listed in one 400
 
 
@@ -69,6 +84,7 @@ def feature_matrix(
     """The instances as a float64 matrix, columns in ``features`` order; InvalidInput otherwise."""
     rows = []
     problems: dict[str, list[str]] = {}
+    values_of = _getter(features)
     for i, instance in enumerate(instances):
         if type(instance) is not dict:
             problems[f"instances[{i}]"] = ["must be an object of feature values"]
@@ -83,14 +99,14 @@ def feature_matrix(
                 messages.append("unexpected features: " + ", ".join(extra))
             problems[f"instances[{i}]"] = messages
         else:
-            rows.append([instance[f] for f in features])
+            rows.append(values_of(instance))
             continue
         if len(problems) >= _MAX_REPORTED:
             break
     if problems:
         raise InvalidInput(problems)
-    kinds = {type(v) for row in rows for v in row}
-    if not kinds <= {int, float}:
+    kinds = set(map(type, chain.from_iterable(rows)))
+    if not kinds <= _NUMBER_SET:
         _raise_bad_values(rows, features)
     try:
         X = np.array(rows, dtype=np.float64)

@@ -1,0 +1,856 @@
+"""Benchmark of the serving gateway against the plain alternatives, on this machine, in one run.
+
+    .venv/bin/python bench/serving.py [--seconds 10] [--clients 4] [--no-peers]
+
+Everything runs on localhost in a fresh var directory (SQLite, a local MLflow store), or on the
+database named by DATABASE_URL. A 20-feature logistic regression is logged to MLflow and
+registered; version 1.0.0 is walked to production and a PATCH 1.0.1 to staging (so the gateway
+shadows it). Then:
+
+- in-process: the bare model call (sklearn ``predict_proba`` on a DataFrame, the pyfunc's
+  ``predict``, and the gateway's fast path), and one full gateway request through Django's WSGI
+  handler without a network (authentication, routing, halt check, validation, thresholds,
+  logging, shadow hand-off); the governance overhead is the difference;
+- ``gunicorn config.wsgi:application -w 2`` on a free port, 4 concurrent keep-alive clients
+  (``http.client``, threads): throughput, p50 and p99 for 1-instance and 100-instance requests;
+- swap latency, committed promotion (and rollback, a restore from warm standby) to the first
+  response from the new version, with the failed requests counted; halt latency, committed halt
+  to the first 503, and release to the first 200 again;
+- at shutdown, the prediction log: every prediction served is accounted for (ingested, or kept
+  on disk while the monitoring store is missing);
+- peers under the same load: a plain WSGI app (no framework: the floor) under the same gunicorn,
+  and ``mlflow models serve -w 2`` for the same model, with keep-alive and with
+  ``Connection: close``.
+
+Prints one JSON object per figure per line: ``{"bench": ..., "value": ..., "unit": ..., ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# This file is bench/serving.py: its directory must not shadow the ``serving`` app.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+VENV_BIN = REPO / ".venv" / "bin"
+FEATURES = [f"f{i}" for i in range(20)]
+MODEL = "bench-gateway"
+
+SETTINGS = """
+from config.settings.dev import *  # noqa: F403
+from config.settings.dev import INSTALLED_APPS
+
+if "serving" not in INSTALLED_APPS:
+    INSTALLED_APPS = [*INSTALLED_APPS, "serving"]
+ROOT_URLCONF = "serving.test_urls"
+DEBUG = False
+# Keep database connections between requests (the embedded SQLite default has none: opening and
+# closing a WAL connection per request costs ~5 ms here).
+DATABASES["default"]["CONN_MAX_AGE"] = 600  # noqa: F405
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"serving.log": {"level": "ERROR"}},
+}
+"""
+
+PLAIN_WSGI = '''
+"""The floor: a WSGI app with no framework, no auth, no logging: parse, predict, answer."""
+import json, os
+import mlflow.pyfunc
+import numpy as np
+
+_model = mlflow.pyfunc.load_model(os.environ["BENCH_MODEL_PATH"])
+_raw = _model.get_raw_model()
+_features = json.loads(os.environ["BENCH_FEATURES"])
+
+
+def app(environ, start_response):
+    size = int(environ.get("CONTENT_LENGTH") or 0)
+    body = json.loads(environ["wsgi.input"].read(size))
+    X = np.array([[row[f] for f in _features] for row in body["instances"]], dtype=float)
+    scores = _raw.predict_proba(X)[:, 1].tolist()
+    out = json.dumps({"predictions": [{"score": s, "prediction": int(s >= 0.5)} for s in scores]})
+    data = out.encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(data)))])
+    return [data]
+'''
+
+
+def emit(bench: str, value, unit: str, **extra) -> None:
+    print(json.dumps({"bench": bench, "value": value, "unit": unit, **extra}), flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# --- set-up -------------------------------------------------------------------------------------
+
+
+def prepare_environment(workdir: Path) -> None:
+    extra = os.environ.get("BENCH_GATEWAY_SETTINGS", "")  # e.g. "SERVING_SHADOW_WORKERS = 2"
+    lines = [line.strip() for line in extra.split(";") if line.strip()]
+    (workdir / "bench_serving_settings.py").write_text("\n".join([SETTINGS, *lines, ""]))
+    (workdir / "bench_plain_wsgi.py").write_text(PLAIN_WSGI)
+    os.environ.setdefault("GOVERNANCE_VAR_DIR", str(workdir / "var"))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench_serving_settings"
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(workdir), str(REPO)])
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    sys.path[:0] = [str(workdir), str(REPO)]
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def log_model(seed: int) -> str:
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from demo.mlflow_logging import log_sklearn_model
+    from registry import mlflow_bridge
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(2000, len(FEATURES))), columns=FEATURES)
+    weights = rng.normal(size=len(FEATURES))
+    labels = (frame.to_numpy() @ weights + rng.normal(size=2000) > 0).astype(int)
+    model = LogisticRegression().fit(frame, labels)
+    return log_sklearn_model(
+        model,
+        registered_name=MODEL,
+        input_example=frame.head(3),
+        params={"C": 1.0},
+        metrics={"auc": 0.8},
+        experiment_id=mlflow_bridge.ensure_experiment(),
+        run_name=f"bench-{seed}",
+    ).uri
+
+
+def register(version: str, uri: str, engineer: str):
+    from datetime import date
+
+    from governance import services
+    from governance.audit import Actor
+    from registry.services import VersionSpec
+
+    return services.version_register(
+        model_name=MODEL,
+        spec=VersionSpec(
+            version=version,
+            mlflow_uri=uri,
+            training_data_hash="sha256:" + "ab" * 32,
+            training_data_start=date(2025, 1, 1),
+            training_data_end=date(2025, 12, 31),
+            responsible_engineer=engineer,
+            feature_list=FEATURES,
+            thresholds={"decision": 0.5},
+            model_card={"intended_use": "benchmark", "owners": [engineer]},
+        ),
+        actor=Actor.system("bench"),
+    )
+
+
+def setup_models() -> dict:
+    """1.0.0 live, 1.0.1 staged and signed (the shadow; promoted during the swap benchmark)."""
+    from governance import services
+    from governance.audit import Actor
+    from tests.governance.lifecycle_helpers import sign_promotion, to_production_first, to_staging
+
+    system = Actor.system("bench")
+    services.role_grant(username="bench-engineer", roles=["ml_engineer"], actor=system)
+    services.model_register(name=MODEL, actor=system)
+    v1 = register("1.0.0", log_model(1), "bench-engineer")
+    to_production_first(v1)
+    v2 = register("1.0.1", log_model(2), "bench-engineer")
+    to_staging(v2)
+    sign_promotion(v2)
+    services.role_grant(username="bench-ci", roles=["ci"], actor=system)
+    _, token = services.token_create(username="bench-ci", actor=system)
+    return {"v1": v1, "v2": v2, "token": token}
+
+
+def instances(n: int, seed: int = 0) -> list[dict]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [dict(zip(FEATURES, row.tolist(), strict=True)) for row in rng.normal(size=(n, 20))]
+
+
+# --- in-process figures -------------------------------------------------------------------------
+
+
+def timed(fn, *, n: int, warm: int = 50) -> list[float]:
+    for _ in range(warm):
+        fn()
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def in_process(ctx: dict) -> None:
+    import io
+
+    import pandas as pd
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from registry import mlflow_bridge
+    from serving import loader, shadow
+
+    v1 = ctx["v1"]
+    import mlflow.pyfunc
+
+    pyfunc = mlflow.pyfunc.load_model(str(mlflow_bridge.cache_path(v1.artifact_digest)))
+    raw = pyfunc.get_raw_model()
+    for size in (1, 100):
+        frame = pd.DataFrame(instances(size), columns=FEATURES)
+        sk = timed(lambda f=frame: raw.predict_proba(f), n=2000)
+        pf = timed(lambda f=frame: pyfunc.predict(f), n=2000)
+        emit(
+            "bare_predict_sklearn",
+            round(statistics.median(sk), 3),
+            "ms",
+            instances=size,
+            note="sklearn predict_proba on a DataFrame, p50",
+        )
+        emit(
+            "bare_predict_pyfunc",
+            round(statistics.median(pf), 3),
+            "ms",
+            instances=size,
+            note="mlflow pyfunc predict (schema enforcement included), p50",
+        )
+
+    handler = WSGIHandler()
+    token = ctx["token"]
+
+    def request(body: bytes):
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": f"/api/v1/predict/{MODEL}/",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "HTTP_HOST": "127.0.0.1",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": f"Token {token}",
+        }
+        status = []
+        chunks = handler(environ, lambda s, h: status.append(s))
+        data = b"".join(chunks)
+        assert status[0].startswith("200"), (status, data[:300])
+        return data
+
+    for size in (1, 100):
+        body = json.dumps({"instances": instances(size)}).encode()
+        request(body)
+        model = loader.loaded(v1.artifact_digest)
+        X = pd.DataFrame(instances(size), columns=FEATURES).to_numpy()
+        scorer = timed(lambda x=X, m=model: m.score(x, tuple(FEATURES)), n=2000)
+        full = timed(lambda b=body: request(b), n=2000)
+        shadow.drain()
+        p50_full, p50_scorer = statistics.median(full), statistics.median(scorer)
+        emit(
+            "gateway_scorer",
+            round(p50_scorer, 3),
+            "ms",
+            instances=size,
+            fast_path=model.fast is not None,
+            note="the model call the gateway makes, p50",
+        )
+        emit(
+            "gateway_in_process",
+            round(p50_full, 3),
+            "ms",
+            instances=size,
+            p99=round(percentile(full, 99), 3),
+            note="one request through Django's WSGI handler, no network, p50",
+        )
+        emit(
+            "gateway_overhead",
+            round(p50_full - p50_scorer, 3),
+            "ms",
+            instances=size,
+            target="< 2 ms at p50",
+            note="auth + routing + halt check + validation + thresholds + logging + shadow "
+            "hand-off: in-process p50 minus the scorer's p50",
+        )
+        frame = pd.DataFrame(instances(size), columns=FEATURES)
+        pf = timed(lambda f=frame: pyfunc.predict(f), n=500)
+        emit(
+            "gateway_vs_bare_pyfunc",
+            round(p50_full - statistics.median(pf), 3),
+            "ms",
+            instances=size,
+            note="in-process gateway p50 minus a bare pyfunc predict p50",
+        )
+    shadow.drain()
+    from serving import log
+
+    log.clear()  # the in-process requests are not part of what gunicorn must account for
+
+
+# --- servers ------------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, name: str, cmd: list[str], port: int, env: dict | None = None, ready=None):
+        self.name, self.cmd, self.port = name, cmd, port
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (open while the server runs)
+            prefix=f"bench-{name}-", suffix=".log", delete=False
+        )
+        self.process = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
+        self.ready_path = ready or "/healthz"
+
+    def wait(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: see {self.log.name}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", self.ready_path)
+                conn.getresponse().read()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not start: see {self.log.name}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # our own process group, started above
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+SERVED: dict[str, int] = {}  # live predictions the gateway answered, per version
+_served_lock = threading.Lock()
+_VERSION = re.compile(rb'"version":"([^"]+)"')
+
+
+def _count_served(data: bytes) -> None:
+    if b'"stale":true' in data:
+        return
+    match = _VERSION.search(data)
+    if match is not None:
+        with _served_lock:
+            version = match.group(1).decode()
+            SERVED[version] = SERVED.get(version, 0) + data.count(b'"prediction_id"')
+
+
+class Client:
+    def __init__(self, port: int, *, keepalive: bool = True):
+        self.port, self.keepalive = port, keepalive
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def post(self, path: str, body: bytes, headers: dict) -> tuple[int, bytes]:
+        if not self.keepalive:
+            headers = {**headers, "Connection": "close"}
+        for attempt in range(2):
+            try:
+                self.conn.request("POST", path, body, headers)
+                response = self.conn.getresponse()
+                data = response.read()
+                if not self.keepalive or response.will_close:
+                    self.conn.close()
+                if response.status == 200 and path.startswith("/api/v1/predict/"):
+                    _count_served(data)
+                return response.status, data
+            except (ConnectionError, http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def load(
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict,
+    *,
+    clients: int,
+    seconds: float,
+    keepalive: bool = True,
+    warmup: float = 1.0,
+) -> dict:
+    stop = threading.Event()
+    measuring = threading.Event()
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+
+    def run(i: int) -> None:
+        client = Client(port, keepalive=keepalive)
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                status, _ = client.post(path, body, headers)
+                ok = status == 200
+            except Exception:
+                ok = False
+            if measuring.is_set():
+                latencies[i].append((time.perf_counter() - started) * 1000)
+                errors[i] += 0 if ok else 1
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(warmup)
+    measuring.set()
+    started = time.perf_counter()
+    time.sleep(seconds)
+    measuring.clear()
+    elapsed = time.perf_counter() - started
+    stop.set()
+    for thread in threads:
+        thread.join()
+    every = [x for part in latencies for x in part]
+    return {
+        "requests": len(every),
+        "errors": sum(errors),
+        "throughput": round(len(every) / elapsed, 1),
+        "p50": round(percentile(every, 50), 2),
+        "p99": round(percentile(every, 99), 2),
+    }
+
+
+def warm_up(port: int, path: str, body: bytes, headers: dict, *, clients: int = 4) -> None:
+    """Until every worker has loaded the models: 50 requests in a row under 50 ms each."""
+    deadline = time.monotonic() + 120
+    fast = 0
+    with contextlib.ExitStack() as stack:
+        pool = [Client(port) for _ in range(clients)]
+        stack.callback(lambda: [c.conn.close() for c in pool])
+        while fast < 50 and time.monotonic() < deadline:
+            results: list[float] = []
+
+            def one(client: Client, out: list[float]) -> None:
+                started = time.perf_counter()
+                client.post(path, body, headers)
+                out.append(time.perf_counter() - started)
+
+            threads = [threading.Thread(target=one, args=(c, results)) for c in pool]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            fast = fast + len(results) if max(results) < 0.05 else 0
+
+
+def report_load(server: str, size: int, result: dict, **extra) -> None:
+    common = {"server": server, "instances": size, "clients": extra.pop("clients"), **extra}
+    emit(
+        "throughput",
+        result["throughput"],
+        "req/s",
+        **common,
+        errors=result["errors"],
+        requests=result["requests"],
+    )
+    emit("latency_p50", result["p50"], "ms", **common)
+    emit("latency_p99", result["p99"], "ms", **common)
+
+
+# --- swap and halt --------------------------------------------------------------------------------
+
+
+class Observer:
+    """Clients hammering predict; each response noted with its start, end, status and version."""
+
+    def __init__(self, port: int, token: str, clients: int):
+        self.port, self.token = port, token
+        self.stop = threading.Event()
+        self.seen: list[tuple[float, float, int, str | None]] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
+        self.body = json.dumps({"instances": instances(1)}).encode()
+
+    def run(self) -> None:
+        client = Client(self.port)
+        headers = {"Authorization": f"Token {self.token}", "Content-Type": "application/json"}
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                status, data = client.post(f"/api/v1/predict/{MODEL}/", self.body, headers)
+                version = json.loads(data).get("version") if status == 200 else None
+            except Exception:
+                status, version = 0, None
+            with self.lock:
+                self.seen.append((started, time.monotonic(), status, version))
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    def measure(self, committed: float, wanted, unwanted, *, settle: float = 1.0) -> dict:
+        """Latency: commit to the end of the first request started after it that shows ``wanted``.
+
+        Violations: requests started after the commit that still show ``unwanted``; failures:
+        answers that are neither, from half a second before the commit to ``settle`` after.
+        """
+        time.sleep(settle)
+        with self.lock:
+            after = [r for r in self.seen if r[0] >= committed]
+            window = [r for r in self.seen if committed - 0.5 <= r[1] <= committed + settle]
+        hits = [end for start, end, status, version in after if wanted(status, version)]
+        return {
+            "latency_ms": round((min(hits) - committed) * 1000, 1) if hits else None,
+            "violations": sum(1 for _, _, s, v in after if unwanted(s, v)),
+            "failed_requests": sum(
+                1 for _, _, s, v in window if not wanted(s, v) and not unwanted(s, v)
+            ),
+            "requests": len(window),
+        }
+
+
+def swap_and_halt(ctx: dict, port: int, clients: int) -> None:
+    from serving.halt import halt_engage, halt_release_approve
+    from tests.governance.lifecycle_helpers import person, step
+
+    v1, v2 = ctx["v1"], ctx["v2"]
+
+    def version_is(wanted: str):
+        return lambda status, version: status == 200 and version == wanted
+
+    with Observer(port, ctx["token"], clients) as seen:
+        step(v2, "promote", actor=person("ci"))
+        result = seen.measure(time.monotonic(), version_is("1.0.1"), version_is("1.0.0"))
+        emit(
+            "swap_latency_promotion",
+            result.pop("latency_ms"),
+            "ms",
+            target="< 1000 ms",
+            **result,
+            note="commit of promote (1.0.1 was loaded as the shadow) to the first answer of "
+            "1.0.1 to a request sent after the commit; violations: requests sent after the "
+            "commit answered by 1.0.0",
+        )
+        step(v2, "start_rollback", comment="bench rollback", actor=person("ml_lead"))
+        result = seen.measure(time.monotonic(), version_is("1.0.0"), version_is("1.0.1"))
+        emit(
+            "swap_latency_rollback",
+            result.pop("latency_ms"),
+            "ms",
+            target="< 1000 ms",
+            **result,
+            note="commit of start_rollback+restore to the first answer of 1.0.0 (loaded from "
+            "warm standby on disk) to a request sent after the commit",
+        )
+        lead, ethics = person("ml_lead"), person("ethics_officer")
+        halt_engage(scope=MODEL, reason="bench halt", actor=lead)
+        result = seen.measure(
+            time.monotonic(), lambda s, v: s == 503, lambda s, v: s == 200, settle=0.5
+        )
+        emit(
+            "halt_latency",
+            result.pop("latency_ms"),
+            "ms",
+            target="< 1000 ms (specification: 1 minute)",
+            **result,
+            note="commit of the halt to the first 503 for a request sent after it; violations: "
+            "requests sent after the commit that got a prediction",
+        )
+        halt_release_approve(scope=MODEL, actor=lead)
+        halt_release_approve(scope=MODEL, actor=ethics)
+        result = seen.measure(
+            time.monotonic(), lambda s, v: s == 200, lambda s, v: s == 503, settle=0.5
+        )
+        emit(
+            "halt_release_latency",
+            result.pop("latency_ms"),
+            "ms",
+            **result,
+            note="commit of the second release approval to the first 200",
+        )
+    from serving.standby import warm_standby_refresh
+
+    for entry in warm_standby_refresh(model_id=v1.model_id):
+        emit(
+            "warm_standby_load",
+            entry.get("load_ms"),
+            "ms",
+            version=entry["version"],
+            note="digest check + pyfunc load of a warm-standby artifact from the local cache",
+        )
+
+
+def logged_by_version() -> dict[str, int]:
+    """Predictions in the monitoring store (source gateway) plus any left on disk, per version."""
+    from django.db.models import Sum
+
+    from serving import log
+
+    counts: dict[str, int] = {}
+    try:
+        from monitoring.models import DataBatch
+
+        rows = (
+            DataBatch.objects.filter(model__name=MODEL, kind="predictions", source="gateway")
+            .values_list("version__version")
+            .annotate(n=Sum("rows"))
+        )
+        counts.update({version: int(n) for version, n in rows})
+    except ImportError:
+        pass
+    counts["(on disk)"] = log.spilled_predictions()
+    return counts
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--no-peers", action="store_true", help="skip the plain WSGI and MLflow")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    servers: list[Server] = []
+    try:
+        prepare_environment(workdir)
+        from django.conf import settings
+
+        # The in-process figures must not write to the store the gunicorn run is checked against.
+        settings.SERVING_LOG_FLUSH_SECONDS = 0
+        ctx = setup_models()
+        emit("setup", 1, "ok", model=MODEL, features=len(FEATURES), live="1.0.0", shadow="1.0.1")
+        in_process(ctx)
+
+        token = ctx["token"]
+        headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+        port = free_port()
+        gateway = Server(
+            "gateway",
+            [
+                str(VENV_BIN / "gunicorn"),
+                "config.wsgi:application",
+                "-w",
+                "2",
+                "-b",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+                "--graceful-timeout",
+                "20",
+            ],
+            port,
+        )
+        servers.append(gateway)
+        gateway.wait()
+        bodies = {n: json.dumps({"instances": instances(n, seed=n)}).encode() for n in (1, 100)}
+        warm_up(port, f"/api/v1/predict/{MODEL}/", bodies[1], headers)
+        for size, body in bodies.items():
+            result = load(
+                port,
+                f"/api/v1/predict/{MODEL}/",
+                body,
+                headers,
+                clients=args.clients,
+                seconds=args.seconds,
+                warmup=2.0,
+            )
+            report_load(
+                "gateway",
+                size,
+                result,
+                clients=args.clients,
+                workers=2,
+                note="gunicorn sync workers; each sees live 1.0.0 and shadows 1.0.1",
+            )
+        swap_and_halt(ctx, port, args.clients)
+        code = gateway.stop()
+        servers.remove(gateway)
+        stored = logged_by_version()
+        emit(
+            "prediction_log_at_shutdown",
+            stored.get("1.0.0", 0) - SERVED.get("1.0.0", 0),
+            "records missing",
+            gunicorn_exit=code,
+            served_live=SERVED,
+            logged=stored,
+            note="after a clean shutdown (SIGTERM), live predictions of 1.0.0 logged minus those "
+            "the clients received (0: none lost; 1.0.0 never ran as a shadow). 1.0.1 also has "
+            "its shadow predictions, logged under the live prediction ids",
+        )
+
+        if not args.no_peers:
+            peers(ctx, args)
+    finally:
+        for server in servers:
+            server.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def peers(ctx: dict, args) -> None:
+    from registry import mlflow_bridge
+
+    path = str(mlflow_bridge.cache_path(ctx["v1"].artifact_digest))
+    bodies = {n: instances(n, seed=n) for n in (1, 100)}
+
+    port = free_port()
+    plain = Server(
+        "plain-wsgi",
+        [
+            str(VENV_BIN / "gunicorn"),
+            "bench_plain_wsgi:app",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        port,
+        env={"BENCH_MODEL_PATH": path, "BENCH_FEATURES": json.dumps(FEATURES)},
+    )
+    try:
+        _wait_post(port, "/", json.dumps({"instances": bodies[1]}).encode())
+        for size, rows in bodies.items():
+            result = load(
+                port,
+                "/",
+                json.dumps({"instances": rows}).encode(),
+                {"Content-Type": "application/json"},
+                clients=args.clients,
+                seconds=args.seconds,
+            )
+            report_load(
+                "plain-wsgi",
+                size,
+                result,
+                clients=args.clients,
+                workers=2,
+                note="gunicorn -w 2, no framework, no auth, no logging: the floor",
+            )
+    finally:
+        plain.stop()
+
+    port = free_port()
+    mlflow_server = Server(
+        "mlflow",
+        [
+            str(VENV_BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            path,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "2",
+            "--env-manager",
+            "local",
+        ],
+        port,
+        env={"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"},  # it runs uvicorn
+        ready="/ping",
+    )
+    try:
+        mlflow_server.wait(timeout=120)
+        for size, rows in bodies.items():
+            payload = json.dumps(
+                {
+                    "dataframe_split": {
+                        "columns": FEATURES,
+                        "data": [[r[f] for f in FEATURES] for r in rows],
+                    }
+                }
+            ).encode()
+            for keepalive in (True, False):
+                result = load(
+                    port,
+                    "/invocations",
+                    payload,
+                    {"Content-Type": "application/json"},
+                    clients=args.clients,
+                    seconds=args.seconds,
+                    keepalive=keepalive,
+                )
+                report_load(
+                    "mlflow-models-serve",
+                    size,
+                    result,
+                    clients=args.clients,
+                    workers=2,
+                    connection="keep-alive" if keepalive else "close",
+                )
+    finally:
+        mlflow_server.stop()
+
+
+def _wait_post(port: int, path: str, body: bytes, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("POST", path, body, {"Content-Type": "application/json"})
+            if conn.getresponse().status == 200:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"nothing answers on port {port}")
+
+
+if __name__ == "__main__":
+    main()
