@@ -9,8 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
@@ -153,21 +151,6 @@ class PredictionListSerializer(serializers.Serializer):
 # --- helpers ------------------------------------------------------------------------------------
 
 
-class _BodyLimitMixin:
-    def handle_exception(self, exc):
-        if isinstance(exc, RequestDataTooBig):  # Django would answer with an HTML 400
-            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-            return Response(
-                {
-                    "detail": f"The body is larger than the {limit} bytes accepted as JSON; "
-                    "upload the records as a CSV or Parquet file instead (multipart/form-data "
-                    "with 'file')."
-                },
-                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            )
-        return super().handle_exception(exc)
-
-
 def _body(request: Request) -> tuple[dict[str, Any], Any]:
     """``(fields, upload)``: the JSON object, or the form fields and the uploaded ``file``."""
     if request.content_type.startswith("multipart/"):
@@ -268,7 +251,7 @@ _PREDICTIONS_EXAMPLE = {
 # --- views --------------------------------------------------------------------------------------
 
 
-class PredictionListCreateView(_BodyLimitMixin, GenericAPIView):
+class PredictionListCreateView(GenericAPIView):
     required_actions = {"GET": Action.READ, "POST": Action.INGEST}
     parser_classes = [JSONParser, MultiPartParser]
     serializer_class = PredictionIngestSerializer
@@ -349,7 +332,7 @@ class PredictionListCreateView(_BodyLimitMixin, GenericAPIView):
         return Response(_ingest_result(batches), status=status.HTTP_201_CREATED)
 
 
-class LabelCreateView(_BodyLimitMixin, GenericAPIView):
+class LabelCreateView(GenericAPIView):
     required_actions = {"POST": Action.INGEST}
     parser_classes = [JSONParser, MultiPartParser]
     serializer_class = LabelIngestSerializer
@@ -391,7 +374,7 @@ class LabelCreateView(_BodyLimitMixin, GenericAPIView):
         return Response(_ingest_result(batches), status=status.HTTP_201_CREATED)
 
 
-class ReferenceCreateView(_BodyLimitMixin, GenericAPIView):
+class ReferenceCreateView(GenericAPIView):
     required_actions = {"POST": Action.INGEST}
     parser_classes = [JSONParser, MultiPartParser]
     serializer_class = ReferenceIngestSerializer

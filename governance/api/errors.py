@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -18,6 +20,15 @@ _STATUS = {
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):  # Django alone would answer with an HTML 400
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(
+            {
+                "detail": f"The body is larger than the {limit} bytes accepted as JSON; upload "
+                "the records as a CSV or Parquet file instead (multipart/form-data, field 'file')."
+            },
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, DomainError):
         code = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 400)
         body: dict = {"detail": str(exc)}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
@@ -139,19 +137,6 @@ class EvaluationListCreateView(GenericAPIView):
     serializer_class = EvaluationSerializer
     parser_classes = [JSONParser, MultiPartParser]
     queryset = Evaluation.objects.none()  # for the schema only; get() builds the real one
-
-    def handle_exception(self, exc):
-        if isinstance(exc, RequestDataTooBig):  # Django would answer with an HTML 400
-            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-            return Response(
-                {
-                    "detail": f"The body is larger than the {limit} bytes accepted as JSON; "
-                    "upload the records as a CSV or Parquet file instead (multipart/form-data "
-                    "with 'kind' and 'file')."
-                },
-                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            )
-        return super().handle_exception(exc)
 
     @extend_schema(
         summary="A version's evaluations (gate reports), newest first",
