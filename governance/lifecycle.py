@@ -303,6 +303,6 @@ def _trim_warm_standby(model: RegisteredModel, *, actor: Actor) -> list[int]:
 
 
 def _mirror(version_id: int) -> None:
-    from .services import _enqueue_mirror
+    from .services import mlflow_mirror_or_retry
 
-    _enqueue_mirror(version_id)
+    mlflow_mirror_or_retry(version_id)

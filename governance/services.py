@@ -87,11 +87,11 @@ def version_register(*, model_name: str, spec: VersionSpec, actor: Actor) -> Mod
                 "stage": lifecycle.stage,
             },
         )
-        transaction.on_commit(partial(_enqueue_mirror, version.pk), robust=True)
+        transaction.on_commit(partial(mlflow_mirror_or_retry, version.pk), robust=True)
     return version
 
 
-def _enqueue_mirror(version_id: int) -> None:
+def mlflow_mirror_or_retry(version_id: int) -> None:
     """Mirror at once (a local call, usually milliseconds); if MLflow is down, a task retries."""
     try:
         mlflow_mirror(version_id=version_id)
