@@ -16,8 +16,9 @@ shadows it). Then:
 - swap latency, committed promotion (and rollback, a restore from warm standby) to the first
   response from the new version, with the failed requests counted; halt latency, committed halt
   to the first 503, and release to the first 200 again;
-- at shutdown, the prediction log: every prediction served is accounted for (ingested, or kept
-  on disk while the monitoring store is missing);
+- the prediction log: the gunicorn workers write a Parquet spool, a Celery worker (``-c 1``, on
+  the same machine, running meanwhile) ingests it into the monitoring store; after a clean
+  shutdown, every prediction served is accounted for once the worker has drained the spool;
 - peers under the same load: a plain WSGI app (no framework: the floor) under the same gunicorn,
   and ``mlflow models serve -w 2`` for the same model, with keep-alive and with
   ``Connection: close``.
@@ -53,15 +54,13 @@ MODEL = "bench-gateway"
 
 SETTINGS = """
 from config.settings.dev import *  # noqa: F403
-from config.settings.dev import INSTALLED_APPS
 
-if "serving" not in INSTALLED_APPS:
-    INSTALLED_APPS = [*INSTALLED_APPS, "serving"]
-ROOT_URLCONF = "serving.test_urls"
 DEBUG = False
 # Keep database connections between requests (the embedded SQLite default has none: opening and
 # closing a WAL connection per request costs ~5 ms here).
 DATABASES["default"]["CONN_MAX_AGE"] = 600  # noqa: F405
+# The worker ingests the prediction spool while the load runs, not after it (default 60 s).
+SERVING_LOG_INGEST_SECONDS = 5.0
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -96,7 +95,25 @@ def app(environ, start_response):
 
 
 def emit(bench: str, value, unit: str, **extra) -> None:
-    print(json.dumps({"bench": bench, "value": value, "unit": unit, **extra}), flush=True)
+    load1 = round(os.getloadavg()[0], 2)
+    line = {"bench": bench, "value": value, "unit": unit, **extra, "load1": load1}
+    print(json.dumps(line), flush=True)
+
+
+THROUGHPUT: dict[tuple[str, int], float] = {}  # (server, instances) -> req/s, for the ratios
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds used so far by the live processes of a process group (from /proc)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # pgrp; utime and stime follow at 11 and 12
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -117,7 +134,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def prepare_environment(workdir: Path) -> None:
-    extra = os.environ.get("BENCH_GATEWAY_SETTINGS", "")  # e.g. "SERVING_SHADOW_WORKERS = 2"
+    extra = os.environ.get("BENCH_GATEWAY_SETTINGS", "")  # e.g. "SERVING_LOG_BATCH_SIZE = 20000"
     lines = [line.strip() for line in extra.split(";") if line.strip()]
     (workdir / "bench_serving_settings.py").write_text("\n".join([SETTINGS, *lines, ""]))
     (workdir / "bench_plain_wsgi.py").write_text(PLAIN_WSGI)
@@ -488,6 +505,8 @@ def warm_up(port: int, path: str, body: bytes, headers: dict, *, clients: int = 
 
 def report_load(server: str, size: int, result: dict, **extra) -> None:
     common = {"server": server, "instances": size, "clients": extra.pop("clients"), **extra}
+    key = (server, size)
+    THROUGHPUT[key] = max(THROUGHPUT.get(key, 0.0), result["throughput"])
     emit(
         "throughput",
         result["throughput"],
@@ -630,6 +649,18 @@ def swap_and_halt(ctx: dict, port: int, clients: int) -> None:
         )
 
 
+def wait_for_ingestion(timeout: float) -> bool:
+    """Until the prediction spool is empty (the worker took and ingested every file)."""
+    from serving import log
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(log.spool_dir().glob("spool-*")):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def logged_by_version() -> dict[str, int]:
     """Predictions in the monitoring store (source gateway) plus any left on disk, per version."""
     from django.db.models import Sum
@@ -695,10 +726,31 @@ def main() -> None:
             port,
         )
         servers.append(gateway)
+        # The worker that ingests the gateway's prediction spool, on the same machine.
+        worker = Server(
+            "celery-worker",
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "default",
+                "-c",
+                "1",
+                "-n",
+                "bench@%h",
+                "--loglevel",
+                "WARNING",
+            ],
+            0,
+        )
+        servers.append(worker)
         gateway.wait()
         bodies = {n: json.dumps({"instances": instances(n, seed=n)}).encode() for n in (1, 100)}
         warm_up(port, f"/api/v1/predict/{MODEL}/", bodies[1], headers)
         for size, body in bodies.items():
+            cpu = {s.name: group_cpu(s.process.pid) for s in (gateway, worker)}
             result = load(
                 port,
                 f"/api/v1/predict/{MODEL}/",
@@ -708,18 +760,47 @@ def main() -> None:
                 seconds=args.seconds,
                 warmup=2.0,
             )
+            used = {
+                f"cpu_s_{s.name}": round(group_cpu(s.process.pid) - cpu[s.name], 1)
+                for s in (gateway, worker)
+            }
             report_load(
                 "gateway",
                 size,
                 result,
                 clients=args.clients,
                 workers=2,
-                note="gunicorn sync workers; each sees live 1.0.0 and shadows 1.0.1",
+                **used,
+                note="gunicorn sync workers; each sees live 1.0.0 and shadows 1.0.1; a Celery "
+                "worker (-c 1) ingests the prediction spool meanwhile; cpu_s_*: CPU seconds of "
+                "each process group over the warm-up and the measured seconds",
             )
         swap_and_halt(ctx, port, args.clients)
         code = gateway.stop()
         servers.remove(gateway)
+        started = time.monotonic()
+        drained = wait_for_ingestion(timeout=180)
+        emit(
+            "prediction_log_ingested_after_shutdown",
+            round(time.monotonic() - started, 1),
+            "s",
+            drained=drained,
+            note="from the gateway's exit until the worker has ingested the whole spool",
+        )
+        worker_cpu = group_cpu(worker.process.pid)
+        worker.stop()
+        servers.remove(worker)
         stored = logged_by_version()
+        rows = sum(n for version, n in stored.items() if not version.startswith("("))
+        emit(
+            "prediction_log_worker_cpu",
+            round(worker_cpu / max(rows, 1) * 1e6, 2),
+            "s per 1M predictions",
+            cpu_s=round(worker_cpu, 1),
+            predictions=rows,
+            note="CPU of the Celery worker over the whole run (start-up included) per "
+            "prediction it ingested (live and shadow)",
+        )
         emit(
             "prediction_log_at_shutdown",
             stored.get("1.0.0", 0) - SERVED.get("1.0.0", 0),
@@ -734,6 +815,18 @@ def main() -> None:
 
         if not args.no_peers:
             peers(ctx, args)
+            for size in (1, 100):
+                ours = THROUGHPUT.get(("gateway", size))
+                best = THROUGHPUT.get(("mlflow-models-serve", size))
+                if ours and best:
+                    emit(
+                        "gateway_vs_mlflow",
+                        round(ours / best, 2),
+                        "x",
+                        instances=size,
+                        target=">= 1.7x",
+                        note="gateway throughput over MLflow's best mode in this run",
+                    )
     finally:
         for server in servers:
             server.stop()

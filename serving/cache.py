@@ -2,11 +2,12 @@
 
 Every live prediction is remembered per (model, instance key), the key being the sha256 of the
 canonical instance JSON (features sorted by name, values as floats). Remembering is deferred: a
-request only appends its arrays; the keys are computed when the cache is next read or flushed.
-Entries live in a bounded LRU per process and, flushed in batches by the background thread, in
-the ``StalePrediction`` table so that every gateway process can serve them (new or changed
-answers only, at most ``SERVING_STALE_STORE_MAX_PER_FLUSH`` per flush: the shared copy is
-best effort, the in-process one complete).
+request only appends its arrays (the newest ``SERVING_STALE_CACHE_SIZE`` rows are kept). The
+per-row work waits for a reader: the rows go into a bounded LRU per process only when the cache
+is read (an outage), and each flush of the background thread writes the newest rows, at most
+``SERVING_STALE_STORE_MAX_PER_FLUSH``, to the ``StalePrediction`` table that every gateway
+process can read (new or changed answers only: the shared copy is best effort). Keying every
+served row as it came cost more CPU than the rest of a 100-instance request's logging.
 
 When the live model cannot serve, the gateway answers with these entries and ``"stale": true``,
 or 503 when some instance has none. Only predictions of versions that governance still considers
@@ -23,9 +24,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import repeat
+from typing import NamedTuple
 
 import numpy as np
 from django.utils.module_loading import import_string
@@ -36,8 +38,7 @@ from .conf import setting
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):  # a tuple: one is built per served prediction
     version: str
     prediction_id: str
     score: float
@@ -46,8 +47,10 @@ class Entry:
 
 
 _lru: OrderedDict[tuple, Entry] = OrderedDict()  # (model, canonical names, row bytes) -> entry
-_incoming: deque = deque()
-_to_store: dict[tuple, tuple[tuple[str, ...], np.ndarray, Entry]] = {}
+_incoming: deque = deque()  # served batches not yet in the LRU (the newest ~cache-size rows)
+_unstored: deque = deque()  # served batches not yet offered to the shared table (the newest)
+_rows = {"incoming": 0, "unstored": 0}
+_stored: OrderedDict[tuple, tuple[str, float]] = OrderedDict()  # what the shared copy holds
 _lock = threading.Lock()
 _store_lock = threading.Lock()
 
@@ -99,47 +102,69 @@ def remember(
     scores: np.ndarray,
     predictions: np.ndarray,
 ) -> None:
-    """Note served predictions (cheap: the work is done later, off the request path)."""
+    """Note served predictions (cheap: two appends; the per-row work waits for a reader)."""
     background.ensure_started()
-    _incoming.append((model_name, version, features, prediction_ids, X, scores, predictions))
+    batch = (model_name, version, features, prediction_ids, X, scores, predictions, time.time())
+    with _lock:
+        _append(_incoming, "incoming", batch, int(setting("SERVING_STALE_CACHE_SIZE")))
+        _append(_unstored, "unstored", batch, int(setting("SERVING_STALE_STORE_MAX_PER_FLUSH")))
+
+
+def _append(queue: deque, name: str, batch: tuple, limit: int) -> None:
+    """Append, then drop the oldest batches the newest ``limit`` rows make useless."""
+    queue.append(batch)
+    _rows[name] += len(batch[3])
+    while len(queue) > 1 and _rows[name] - len(queue[0][3]) >= limit:
+        _rows[name] -= len(queue.popleft()[3])
+
+
+def _take(queue: deque, name: str) -> list[tuple]:
+    with _lock:
+        batches = list(queue)
+        queue.clear()
+        _rows[name] = 0
+    return batches
 
 
 def _absorb() -> None:
-    """Move what requests noted into the LRU and the write-behind set."""
+    """Move what requests noted into the LRU (when the cache is read: an outage, a test)."""
     limit = int(setting("SERVING_STALE_CACHE_SIZE"))
-    store_limit = int(setting("SERVING_STALE_STORE_MAX_PER_FLUSH"))
-    while True:
-        try:
-            model_name, version, features, ids, X, scores, predictions = _incoming.popleft()
-        except IndexError:
-            return
-        now = time.time()
+    for model_name, version, features, ids, X, scores, predictions, at in _take(
+        _incoming, "incoming"
+    ):
         keys = _row_keys(model_name, features, X)
-        scores_, predictions_ = scores.tolist(), predictions.tolist()
+        entries = map(
+            Entry, repeat(version), ids, scores.tolist(), predictions.tolist(), repeat(at)
+        )
         with _lock:
-            for i, key in enumerate(keys):
-                known = _lru.get(key)
-                entry = Entry(version, ids[i], scores_[i], int(predictions_[i]), now)
-                _lru[key] = entry
-                _lru.move_to_end(key)
-                # The shared copy only needs what changed (same instance, same answer: skip).
-                changed = known is None or (known.version, known.score) != (version, entry.score)
-                if changed and (key in _to_store or len(_to_store) < store_limit):
-                    _to_store[key] = (features, X[i], entry)
+            for key, entry in zip(keys, entries, strict=True):
+                _lru.pop(key, None)
+                _lru[key] = entry  # (re)inserted last: the most recently used
             while len(_lru) > limit:
                 _lru.popitem(last=False)
         time.sleep(0)  # let a request thread take the GIL between batches
 
 
 def flush(*, final: bool = False) -> int:
-    """Write the entries remembered since the last flush to the shared table."""
+    """Write the newest served predictions to the shared table (new or changed answers only).
+
+    Best effort and bounded: at most ``SERVING_STALE_STORE_MAX_PER_FLUSH`` rows are considered
+    per flush, the newest; the in-process cache is complete for its size.
+    """
     from .models import StalePrediction
 
-    _absorb()
     with _store_lock:
-        with _lock:
-            pending = dict(_to_store)
-            _to_store.clear()
+        pending: dict[tuple, tuple] = {}
+        for model_name, version, features, ids, X, scores, predictions, at in reversed(
+            _take(_unstored, "unstored")
+        ):
+            keys = _row_keys(model_name, features, X)
+            scores_, predictions_ = scores.tolist(), predictions.tolist()
+            for i, key in enumerate(keys):
+                if key in pending or _stored.get(key) == (version, scores_[i]):
+                    continue  # a newer answer is taken, or the shared copy has this one
+                entry = Entry(version, ids[i], scores_[i], predictions_[i], at)
+                pending[key] = (features, X[i], entry)
         if not pending:
             return 0
         rows = [
@@ -162,12 +187,15 @@ def flush(*, final: bool = False) -> int:
                 unique_fields=["model_name", "instance_key"],
                 update_fields=["version", "prediction_id", "score", "prediction", "updated_at"],
             )
-        except Exception as exc:
+        except Exception as exc:  # the next flush offers the newest answers again
             logger.warning("could not store %d stale-cache entries: %s", len(rows), exc)
-            with _lock:
-                for key, value in pending.items():
-                    _to_store.setdefault(key, value)
             return 0
+        limit = int(setting("SERVING_STALE_CACHE_SIZE"))
+        for key, (_, _, e) in pending.items():
+            _stored.pop(key, None)
+            _stored[key] = (e.version, e.score)
+        while len(_stored) > limit:
+            _stored.popitem(last=False)
         return len(rows)
 
 
@@ -265,9 +293,11 @@ def report_outage(*, model: str, version: str | None, kind: str, detail: str) ->
 def clear() -> None:
     with _lock:
         _lru.clear()
-        _to_store.clear()
+        _stored.clear()
         _reported.clear()
-    _incoming.clear()
+        _incoming.clear()
+        _unstored.clear()
+        _rows.update(incoming=0, unstored=0)
 
 
 background.register_flusher(flush)

@@ -27,17 +27,24 @@ DEFAULTS: dict[str, Any] = {
     "SERVING_LOAD_RETRY_SECONDS": 5.0,
     # Score sklearn predict_proba models directly once a probe showed it equals the pyfunc.
     "SERVING_FAST_PATH": True,
-    # Prediction log: flush every N predictions or T seconds (0: only when flush() is called).
-    # Each flush is one Parquet file and manifest row per (model, version) in the monitoring store.
-    "SERVING_LOG_BATCH_SIZE": 5000,
+    # Prediction log: the gateway writes a spool file every N predictions or T seconds (0: only
+    # when flush() is called) and enqueues serving.ingest_prediction_log at most every I seconds;
+    # the worker merges the spool into one monitoring-store ingestion per M predictions, and puts
+    # back a claim older than C seconds (its worker died).
+    # Each ingestion reads the ids the version already stored that day: fewer, larger is cheaper.
+    "SERVING_LOG_BATCH_SIZE": 20_000,
     "SERVING_LOG_FLUSH_SECONDS": 5.0,
-    "SERVING_LOG_MAX_BUFFER": 200_000,
-    # Stale cache: entries per process (LRU); the shared copy lives in the database.
+    "SERVING_LOG_INGEST_SECONDS": 60.0,
+    "SERVING_LOG_INGEST_MAX_ROWS": 200_000,
+    "SERVING_LOG_CLAIM_SECONDS": 900.0,
+    # Stale cache: the newest rows kept per process (keyed into an LRU only when read), and the
+    # shared copy in the database (at most the newest M rows written per flush).
     "SERVING_STALE_CACHE_SIZE": 100_000,
     "SERVING_STALE_CACHE_DAYS": 7,
     "SERVING_STALE_STORE_MAX_PER_FLUSH": 5000,
-    # Shadow scoring of the staging version, after the response: workers and queue bound.
-    "SERVING_SHADOW_WORKERS": 1,
+    # Shadow scoring of the staging version, after the response: one thread per process scores
+    # what is queued every T seconds, in one call per version; at most N requests wait.
+    "SERVING_SHADOW_INTERVAL": 0.05,
     "SERVING_SHADOW_MAX_PENDING": 1000,
 }
 

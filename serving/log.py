@@ -1,19 +1,28 @@
-"""The prediction log: every live and shadow prediction, buffered and written in batches.
+"""The prediction log: live and shadow predictions, spooled by the gateway, ingested by a worker.
 
 A request appends one compact batch (its arrays; no per-record work) to an in-memory buffer. The
-background flusher (``serving.background``) hands the buffer to the monitoring store every
-``SERVING_LOG_BATCH_SIZE`` predictions or ``SERVING_LOG_FLUSH_SECONDS``, and once more at exit:
-one call of ``monitoring.ingest.predictions_ingest(model_name=..., version=..., upload=...,
-actor=Actor.system("serving gateway"), source="gateway")`` per (model, version), the records as
-an in-memory Parquet file in the documented upload layout (``prediction_id, timestamp, score,
-prediction``, one column per feature, ``sensitive.<attribute>``). That costs a fraction of
-building one JSON-shaped dict per record, which matters on the request processes' CPUs.
+gateway's background flusher (``serving.background``) writes the buffer every
+``SERVING_LOG_BATCH_SIZE`` predictions or ``SERVING_LOG_FLUSH_SECONDS``, and once more at exit,
+as spool files in ``VAR_DIR/serving/spool/``: Arrow IPC (a memory copy; Parquet's encoding is
+left to the worker), one per model, version and column set, in the documented upload layout
+(``prediction_id, timestamp, score, prediction``, one column per feature,
+``sensitive.<attribute>``), written under a temporary name, then renamed. Then it enqueues
+``serving.ingest_prediction_log`` (at most once per ``SERVING_LOG_INGEST_SECONDS`` per process,
+and always at exit). The gateway does no database work for the log.
 
-Nothing is dropped. While the monitoring app has no ``ingest`` module, every flush writes its
-batches as Parquet files to ``VAR_DIR/serving/unflushed/``; when ingestion fails they stay in
-memory for the next flush (on disk at exit, or past ``SERVING_LOG_MAX_BUFFER``); records the
-store refuses (400) are kept aside as ``refused-*.parquet`` for inspection. A flush that finds the
-store working ingests the files left on disk (each claimed by a rename first).
+Why a worker ingests: ``monitoring.ingest.predictions_ingest`` refuses prediction ids the
+version already has stored that day, so each call reads every id of the day; run by the gateway
+every few thousand predictions, that took half the gateway's CPU at 100-instance requests. The
+worker (``ingest_spooled``) claims the spool files (a rename, so two workers never take the
+same file), merges them per model, version and column set up to ``SERVING_LOG_INGEST_MAX_ROWS``
+and makes one ``predictions_ingest(..., upload=<Parquet>, actor=Actor.system("serving
+gateway"), source="gateway")`` call per merged table: one file and manifest row per day, audited.
+
+Nothing is dropped. A spool file leaves the disk only once its predictions are committed to the
+store. When the store fails, the claimed files go back to the spool and the task retries; when
+it refuses a merged table (400, 404), the files are tried one by one and a file it refuses is
+kept aside as ``refused-*.arrow`` (read it with ``pandas.read_feather``). A claim older than
+``SERVING_LOG_CLAIM_SECONDS`` (its worker died) is put back.
 
 Shadow predictions carry the live prediction's ``prediction_id`` (under the staging version), so
 labels posted for a live prediction also label its shadow twin.
@@ -21,6 +30,7 @@ labels posted for a live prediction also label its shadow twin.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import io
@@ -108,20 +118,32 @@ def table(batches: list[LoggedBatch]):
     return pa.table(columns).replace_schema_metadata(metadata)
 
 
-def _parquet(batches: list[LoggedBatch]) -> bytes:
-    import pyarrow.parquet as pq
+def _arrow_file(batches: list[LoggedBatch]) -> bytes:
+    """The batches as an Arrow IPC file: a memory copy (Parquet encoding is the worker's job)."""
+    import pyarrow as pa
 
-    sink = io.BytesIO()
-    pq.write_table(table(batches), sink, compression="snappy")
-    return sink.getvalue()
+    data = table(batches)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, data.schema) as writer:
+        writer.write_table(data)
+    return sink.getvalue().to_pybytes()
+
+
+def _read_arrow(path: Path):
+    """A spool file's table (memory-mapped: reading the schema or the row count is cheap)."""
+    import pyarrow as pa
+
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 
 _buffer: list[LoggedBatch] = []
 _count = 0
 _lock = threading.Lock()
 _flush_lock = threading.Lock()
-_warned_at = 0.0
 _ingest_fn = None
+_announce_pending = True  # a new process announces what an earlier one left in the spool
+_announced_at = float("-inf")
+_SPOOL_GLOB = "spool-*.arrow"
 
 
 def record(batch: LoggedBatch) -> None:
@@ -141,6 +163,89 @@ def buffered() -> int:
     return _count
 
 
+def spool_dir() -> Path:
+    return Path(settings.VAR_DIR) / "serving" / "spool"
+
+
+def flush(*, final: bool = False) -> int:
+    """Write what is buffered to the spool and announce it to the workers; returns the count.
+
+    No database work: the ingestion runs in a Celery worker (``ingest_spooled``).
+    """
+    global _count
+    with _flush_lock:
+        with _lock:
+            batches, _buffer[:] = list(_buffer), []
+            _count = 0
+        spooled = 0
+        groups = _groups(batches)
+        for index, group in enumerate(groups):
+            time.sleep(0)  # let a request thread take the GIL between groups
+            try:
+                _spool(group, tag="spool")
+            except OSError as exc:  # a full disk: keep them for the next flush
+                kept = [batch for rest in groups[index:] for batch in rest]
+                held = sum(len(b) for b in kept)
+                with _lock:
+                    _buffer[:0] = kept
+                    _count += held
+                logger.error("could not write the prediction spool, %d kept: %s", held, exc)
+                break
+            spooled += sum(len(b) for b in group)
+        if spooled or (_announce_pending and next(spool_dir().glob(_SPOOL_GLOB), None)):
+            _announce(final=final)
+        return spooled
+
+
+def _announce(*, final: bool) -> None:
+    """Enqueue the ingestion, at most once per interval (a worker takes every file present)."""
+    global _announce_pending, _announced_at
+    now = time.monotonic()
+    if not final and now - _announced_at < float(setting("SERVING_LOG_INGEST_SECONDS")):
+        _announce_pending = True  # the flusher's next round announces it
+        return
+    try:
+        enqueue_ingest()
+    except Exception as exc:  # the broker may be down: the files wait on disk
+        _announce_pending = True
+        logger.warning("could not enqueue the prediction log ingestion: %s", exc)
+        return
+    _announced_at, _announce_pending = now, False
+
+
+def enqueue_ingest() -> None:
+    from .tasks import ingest_prediction_log
+
+    ingest_prediction_log.apply_async()
+
+
+def _groups(batches: list[LoggedBatch]) -> list[list[LoggedBatch]]:
+    groups: dict[tuple, list[LoggedBatch]] = {}
+    for batch in batches:
+        groups.setdefault(batch.group, []).append(batch)
+    return list(groups.values())
+
+
+def _spool(batches: list[LoggedBatch], *, tag: str) -> Path:
+    directory = spool_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{tag}-{time.time_ns()}-{os.getpid()}-{threading.get_ident()}.arrow"
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(_arrow_file(batches))
+    partial.rename(path)  # a reader never sees half a file
+    return path
+
+
+def spilled_predictions() -> int:
+    """Predictions waiting in the spool (written by gateways, not yet ingested)."""
+    directory = spool_dir()
+    names = [*directory.glob(_SPOOL_GLOB), *directory.glob("spool-*.arrow.claimed-*")]
+    return sum(_read_arrow(p).num_rows for p in names)
+
+
+# --- the worker's side ------------------------------------------------------------------------
+
+
 def _ingest():
     """``monitoring.ingest.predictions_ingest`` when that module exists, else None."""
     global _ingest_fn
@@ -156,64 +261,132 @@ def _ingest():
     return _ingest_fn
 
 
-def _spill_dir() -> Path:
-    return Path(settings.VAR_DIR) / "serving" / "unflushed"
+@dataclass
+class _Claimed:
+    spool_name: Path  # where it goes back to
+    path: Path  # where it is while claimed
+    rows: int
+    key: tuple  # (model, version, column names)
+    model_name: str
+    version: str
 
 
-def flush(*, final: bool = False) -> int:
-    """Hand what is buffered to the monitoring store; returns the predictions ingested."""
-    global _count
-    with _flush_lock:
-        with _lock:
-            batches, _buffer[:] = list(_buffer), []
-            _count = 0
-        ingest = _ingest()
-        if ingest is None:
-            if batches:
-                for group in _groups(batches):
-                    _spill(group, tag="unflushed")
-                _warn_no_store(sum(len(b) for b in batches))
+def ingest_spooled() -> int:
+    """Ingest the spool into the monitoring store; returns the predictions ingested.
+
+    Raises on a failure of the store (the claimed files are back in the spool): retry later.
+    """
+    ingest = _ingest()
+    if ingest is None:
+        return 0
+    _reclaim_stale()
+    done = 0
+    while True:
+        claimed = _claim(int(setting("SERVING_LOG_INGEST_MAX_ROWS")))
+        if not claimed:
+            return done
+        done += _ingest_claimed(ingest, claimed)
+
+
+def _claim(max_rows: int) -> list[_Claimed]:
+    """Claim spool files, oldest first, until about ``max_rows`` predictions."""
+    directory = spool_dir()
+    if not directory.is_dir():
+        return []
+    claimed: list[_Claimed] = []
+    rows = 0
+    for path in sorted(directory.glob(_SPOOL_GLOB)):
+        target = path.with_name(f"{path.name}.claimed-{int(time.time())}")
+        try:
+            path.rename(target)
+        except OSError:
+            continue  # another worker claimed it
+        try:
+            data = _read_arrow(target)
+            schema = data.schema
+            info = schema.metadata or {}
+            model_name, version = info[_MODEL_KEY].decode(), info[_VERSION_KEY].decode()
+        except Exception as exc:  # not a spool file we can read: keep it aside
+            logger.error("unreadable prediction spool file %s: %s", path, exc)
+            target.rename(path.with_name(path.name.replace("spool-", "refused-", 1)))
+            continue
+        key = (model_name, version, tuple(schema.names))
+        claimed.append(_Claimed(path, target, data.num_rows, key, model_name, version))
+        rows += data.num_rows
+        if rows >= max_rows:
+            break
+    return claimed
+
+
+def _ingest_claimed(ingest, claimed: list[_Claimed]) -> int:
+    groups: dict[tuple, list[_Claimed]] = {}
+    for item in claimed:
+        groups.setdefault(item.key, []).append(item)
+    try:
+        return sum(_ingest_group(ingest, group) for group in groups.values())
+    except Exception:
+        for item in claimed:  # what is still claimed goes back to the spool for the retry
+            with contextlib.suppress(FileNotFoundError):
+                item.path.rename(item.spool_name)
+        raise
+
+
+def _ingest_group(ingest, group: list[_Claimed]) -> int:
+    """One ``predictions_ingest`` call for files of one model, version and column set."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    first = group[0]
+    merged = pa.concat_tables(_read_arrow(item.path) for item in group)
+    sink = io.BytesIO()
+    pq.write_table(merged, sink, compression="none")  # the store writes its own files
+    data = sink.getvalue()
+    try:
+        _call(ingest, first.model_name, first.version, data)
+    except Exception as exc:
+        if not _permanent(exc):
+            raise
+        if len(group) == 1:
+            _refuse(first, exc)
             return 0
-        ingested, kept = 0, []
-        for group in _groups(batches):
-            time.sleep(0)  # let a request thread take the GIL between groups
-            count = sum(len(b) for b in group)
-            try:
-                _call(ingest, group[0].model_name, group[0].version, _parquet(group))
-                ingested += count
-            except Exception as exc:
-                if _permanent(exc):
-                    logger.error(
-                        "the monitoring store refused %d predictions of %s %s (%s); kept in %s",
-                        count,
-                        group[0].model_name,
-                        group[0].version,
-                        exc,
-                        _spill(group, tag="refused"),
-                    )
-                else:
-                    logger.warning("prediction log flush failed, will retry: %s", exc)
-                    kept.extend(group)
-        if kept:
-            held = sum(len(b) for b in kept)
-            if final or held > int(setting("SERVING_LOG_MAX_BUFFER")):
-                for group in _groups(kept):
-                    _spill(group, tag="unflushed")
-                logger.warning("kept %d predictions in %s", held, _spill_dir())
-            else:
-                with _lock:
-                    _buffer[:0] = kept
-                    _count += held
-        else:
-            ingested += _replay_spilled(ingest)
-        return ingested
+        return sum(_ingest_group(ingest, [item]) for item in group)  # find the refused file
+    for item in group:
+        item.path.unlink()
+    return sum(item.rows for item in group)
 
 
-def _groups(batches: list[LoggedBatch]) -> list[list[LoggedBatch]]:
-    groups: dict[tuple, list[LoggedBatch]] = {}
-    for batch in batches:
-        groups.setdefault(batch.group, []).append(batch)
-    return list(groups.values())
+def _refuse(item: _Claimed, exc: Exception) -> None:
+    refused = item.spool_name.with_name(item.spool_name.name.replace("spool-", "refused-", 1))
+    item.path.rename(refused)
+    logger.error(
+        "the monitoring store refused %d predictions of %s %s (%s); kept in %s",
+        item.rows,
+        item.model_name,
+        item.version,
+        exc,
+        refused,
+    )
+
+
+def _reclaim_stale() -> None:
+    """Put back files claimed by a worker that died before it finished.
+
+    Also removes old ``.partial`` files: halves of spool files whose gateway was killed while
+    writing them (a clean exit always finishes its file).
+    """
+    directory = spool_dir()
+    if not directory.is_dir():
+        return
+    limit = time.time() - float(setting("SERVING_LOG_CLAIM_SECONDS"))
+    for path in directory.glob("spool-*.arrow.claimed-*"):
+        name, _, stamp = path.name.rpartition(".claimed-")
+        if stamp.isdigit() and int(stamp) < limit:
+            with contextlib.suppress(OSError):
+                path.rename(path.with_name(name))
+    for path in directory.glob("spool-*.arrow.partial"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < limit:
+                path.unlink()
 
 
 def _call(ingest, model_name: str, version: str, data: bytes) -> None:
@@ -234,76 +407,14 @@ def _permanent(exc: Exception) -> bool:
     return isinstance(exc, InvalidInput | NotFound)
 
 
-def _warn_no_store(count: int) -> None:
-    global _warned_at
-    if count and time.monotonic() - _warned_at > 60:
-        _warned_at = time.monotonic()
-        logger.warning(
-            "monitoring.ingest is not installed: %d predictions written to %s until it is",
-            count,
-            _spill_dir(),
-        )
-
-
-def _spill(batches: list[LoggedBatch], *, tag: str) -> Path:
-    directory = _spill_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{tag}-{os.getpid()}-{time.time_ns()}.parquet"
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(_parquet(batches))
-    partial.rename(path)  # a reader never sees half a file
-    return path
-
-
-def spilled_predictions() -> int:
-    """Predictions waiting on disk (written while the store was missing or failing)."""
-    import pyarrow.parquet as pq
-
-    return sum(pq.read_metadata(p).num_rows for p in _spill_dir().glob("unflushed-*.parquet"))
-
-
-def _replay_spilled(ingest) -> int:
-    """Ingest files left by earlier flushes; each file is claimed by renaming it first."""
-    import pyarrow.parquet as pq
-
-    directory = _spill_dir()
-    if not directory.is_dir():
-        return 0
-    done = 0
-    for path in sorted(directory.glob("unflushed-*.parquet")):
-        claimed = path.with_name(path.name + f".claimed-{os.getpid()}")
-        try:
-            path.rename(claimed)
-        except OSError:
-            continue  # another process claimed it
-        meta = pq.read_schema(claimed).metadata or {}
-        try:
-            _call(
-                ingest,
-                meta[_MODEL_KEY].decode(),
-                meta[_VERSION_KEY].decode(),
-                claimed.read_bytes(),
-            )
-        except Exception as exc:
-            if _permanent(exc):
-                logger.error("the monitoring store refused %s: %s", path, exc)
-                claimed.rename(path.with_name(path.name.replace("unflushed-", "refused-", 1)))
-                continue
-            logger.warning("could not replay %s yet: %s", path, exc)
-            claimed.rename(path)
-            return done
-        done += pq.read_metadata(claimed).num_rows
-        claimed.unlink()
-    return done
-
-
 def clear() -> None:
     """Drop everything buffered (tests)."""
-    global _count, _ingest_fn
+    global _count, _ingest_fn, _announce_pending, _announced_at
     with _lock:
         _buffer.clear()
         _count = 0
     _ingest_fn = None
+    _announce_pending, _announced_at = True, float("-inf")
 
 
 background.register_flusher(flush)

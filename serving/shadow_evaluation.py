@@ -13,11 +13,18 @@ model's validation policy:
   records (the live version's figures on the same records alongside); no labelled records, or no
   sensitive attributes, fail them: a version is not promoted on performance or fairness nobody
   measured;
+- ``live_version``: the version it was compared with still serves (``promote`` replaces that
+  one and no other; after a rollback or another promotion it must be staged again);
 - ``shadow_period``: the candidate has been in staging for ``shadow_days``.
 
 ``shadow_evaluate`` only computes the report; ``shadow_evaluation_record`` stores it as the
 version's ``shadow`` evidence (what ``promote`` requires) and, when it failed, takes
-``fail_shadow``.
+``fail_shadow``. ``shadow_evaluations_due`` lists the versions whose shadow period is over and
+that have no evaluation for their current stay in staging: beat's hourly
+``serving.record_shadow_evaluations`` records one for each (``once_per_stay``, so a second run,
+or two workers at once, record nothing more). Not due: a first version (no live version to
+shadow: its ``shadow_replay`` evidence stands in) and a PATCH of the live version (fast-tracked:
+``promote`` needs no shadow evidence from it).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -37,6 +45,7 @@ from governance.models import Evaluation, EvidenceKind, Lifecycle, Stage, Valida
 from governance.policies import validation_policy_current
 from registry.errors import Conflict
 from registry.models import ModelVersion
+from registry.semver import Bump
 
 logger = logging.getLogger(__name__)
 ACTOR = Actor.system("serving gateway")
@@ -118,6 +127,12 @@ def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
         )
     else:
         agree, reasons = None, ["no paired shadow and live predictions were logged"]
+        uncovered = sorted(set(version.feature_list or ()) - set(baseline.feature_list or ()))
+        if uncovered:  # the gateway validates requests against the live version's features
+            reasons.append(
+                f"{version.version} needs features the live {baseline.version} is not sent "
+                f"({', '.join(uncovered)}): the gateway cannot shadow it"
+            )
     gates_out.append(
         _gate(
             "agreement",
@@ -173,6 +188,28 @@ def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
         fairness = _gate("fairness", False, {}, {}, list(why))
     gates_out += [metrics, fairness]
 
+    from governance.lifecycle import live_lifecycle
+
+    live_now = live_lifecycle(model, exclude=version)
+    now_version = live_now.version.version if live_now else "none"
+    reasons = (
+        []
+        if live_now is not None and live_now.version_id == baseline.pk
+        else [
+            f"the live version changed since {version.version} entered staging (was "
+            f"{baseline.version}, now {now_version}): stage it again to shadow the new one"
+        ]
+    )
+    gates_out.append(
+        _gate(
+            "live_version",
+            not reasons,
+            {"shadowed": baseline.version, "live": now_version},
+            {},
+            reasons,
+        )
+    )
+
     shadow_days = float(thresholds["shadow_days"])
     days = (end - start).total_seconds() / 86400
     reasons = [] if days >= shadow_days else [f"{days:.2f} of {shadow_days:g} days in shadow"]
@@ -196,11 +233,16 @@ def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
     }
 
 
-def shadow_evaluation_record(*, version: ModelVersion, actor: Actor = ACTOR) -> Evaluation:
+def shadow_evaluation_record(
+    *, version: ModelVersion, actor: Actor = ACTOR, once_per_stay: bool = False
+) -> Evaluation | None:
     """Store the shadow report as the version's ``shadow`` evidence; a failure sends it back.
 
-    Like every new evidence, it voids the version's standing approvals. A failing report takes
-    ``fail_shadow`` (staging -> validation) in a transaction of its own.
+    Like every new evidence, it voids the version's standing approvals: the promotion is signed
+    on the shadow result. A failing report takes ``fail_shadow`` (staging -> validation) in a
+    transaction of its own. ``once_per_stay`` (the scheduled run): under the model lock, a
+    version that left staging gets none (None) and one that already has an evaluation for this
+    stay in staging gets no second one (the existing one is returned).
     """
     from governance import lifecycle
     from governance.approvals import approvals_void
@@ -210,6 +252,14 @@ def shadow_evaluation_record(*, version: ModelVersion, actor: Actor = ACTOR) -> 
     digest = hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()
     with transaction.atomic():
         registry_services.model_get(version.model.name, lock=True)  # serialise with promotions
+        if once_per_stay:
+            stay = Lifecycle.objects.filter(version=version).values("stage", "stage_entered_at")
+            current = stay.first()
+            if current is None or current["stage"] != Stage.STAGING:
+                return None
+            earlier = _evaluation_since(version, current["stage_entered_at"])
+            if earlier is not None:
+                return earlier
         evaluation = Evaluation.objects.create(
             version=version,
             kind=EvidenceKind.SHADOW,
@@ -247,3 +297,54 @@ def shadow_evaluation_record(*, version: ModelVersion, actor: Actor = ACTOR) -> 
             comment=f"shadow evaluation {evaluation.pk} failed: {failed}",
         )
     return evaluation
+
+
+def _evaluation_since(version: ModelVersion, since: datetime) -> Evaluation | None:
+    return (
+        Evaluation.objects.filter(version=version, kind=EvidenceKind.SHADOW, created_at__gte=since)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def _shadow_days(model_id: int) -> float:
+    """The policy's shadow period, read only (a sweep creates no policy row)."""
+    policy = ValidationPolicy.objects.filter(model_id=model_id).order_by("-version").first()
+    thresholds = {**ValidationPolicy.DEFAULTS, **(policy.thresholds if policy else {})}
+    return float(thresholds["shadow_days"])
+
+
+def shadow_evaluations_due(*, now: datetime | None = None) -> list[int]:
+    """Ids of the staging versions whose shadow period is over and that await their evaluation.
+
+    Those shadowing a live version (``shadow_baseline``; a first version has none), not a PATCH
+    of the live version (fast-tracked, as ``promote`` judges it), in staging for at least the
+    policy's ``shadow_days``, with no shadow evaluation since they entered staging.
+    """
+    from governance.lifecycle import declared_bump
+
+    now = now or timezone.now()
+    rows = (
+        Lifecycle.objects.filter(stage=Stage.STAGING, shadow_baseline__isnull=False)
+        .select_related("version__model")
+        .order_by("stage_entered_at", "pk")
+    )
+    due = []
+    for row in rows:
+        version = row.version
+        if now < row.stage_entered_at + timedelta(days=_shadow_days(version.model_id)):
+            continue
+        if _evaluation_since(version, row.stage_entered_at) is not None:
+            continue
+        if declared_bump(version) == Bump.PATCH:
+            continue
+        due.append(version.pk)
+    return due
+
+
+def shadow_evaluation_record_due(*, version_id: int, actor: Actor = ACTOR) -> Evaluation | None:
+    """The scheduled evaluation of one version (idempotent: see ``once_per_stay``)."""
+    version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
+    if version is None:
+        return None
+    return shadow_evaluation_record(version=version, actor=actor, once_per_stay=True)

@@ -48,3 +48,9 @@ def enqueue_warm_standby(model_id: int) -> None:
     from .tasks import warm_standby
 
     warm_standby.apply_async((model_id,), queue=URGENT)
+
+
+def enqueue_shadow_evaluation(version_id: int) -> None:
+    from .tasks import record_shadow_evaluation
+
+    record_shadow_evaluation.apply_async((version_id,))

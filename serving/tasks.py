@@ -1,12 +1,15 @@
 """Celery wrappers: they take ids and call services.
 
 The gateway enqueues ``verify_promotion`` and ``warm_standby`` on the urgent queue (a restore must
-not wait behind monitoring jobs): ``signals.enqueue_*``.
+not wait behind monitoring jobs): ``signals.enqueue_*``; and ``ingest_prediction_log`` after it
+writes its prediction spool (``log.enqueue_ingest``). Beat runs ``record_shadow_evaluations``
+hourly, which fans out one ``record_shadow_evaluation`` per due version.
 """
 
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import OperationalError
 
 
 @shared_task(name="serving.warm_standby")
@@ -29,6 +32,48 @@ def verify_promotion(version_id: int) -> dict:
     from .readiness import verify_promotion as verify
 
     return verify(version_id=version_id)
+
+
+@shared_task(
+    name="serving.ingest_prediction_log",
+    autoretry_for=(Exception,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=20,
+)
+def ingest_prediction_log() -> int:
+    """Move the gateways' prediction spool into the monitoring store (enqueued by each flush)."""
+    from .log import ingest_spooled
+
+    return ingest_spooled()
+
+
+@shared_task(name="serving.record_shadow_evaluations")
+def record_shadow_evaluations() -> list[int]:
+    """Beat, hourly: one ``record_shadow_evaluation`` per version whose shadow period is over."""
+    from .shadow_evaluation import shadow_evaluations_due
+    from .signals import enqueue_shadow_evaluation
+
+    due = shadow_evaluations_due()
+    for version_id in due:
+        enqueue_shadow_evaluation(version_id)
+    return due
+
+
+@shared_task(
+    name="serving.record_shadow_evaluation",
+    autoretry_for=(OperationalError,),
+    retry_backoff=30,
+    max_retries=5,
+)
+def record_shadow_evaluation(version_id: int) -> dict | None:
+    """Record the shadow evaluation of one version (once per stay in staging)."""
+    from .shadow_evaluation import shadow_evaluation_record_due
+
+    evaluation = shadow_evaluation_record_due(version_id=version_id)
+    if evaluation is None:
+        return None
+    return {"evaluation": evaluation.pk, "passed": evaluation.passed}
 
 
 @shared_task(name="serving.trim_stale_cache")

@@ -20,8 +20,9 @@ def _reset() -> None:
 
 
 @pytest.fixture(autouse=True)
-def cold_gateway(settings):
+def cold_gateway(settings, tmp_path):
     settings.SERVING_LOG_FLUSH_SECONDS = 0  # tests flush by hand
+    settings.VAR_DIR = tmp_path  # each test its own prediction spool
     settings.SERVING_OUTAGE_HOOK = "tests.serving.helpers.record_outage"
     helpers.OUTAGES.clear()
     _reset()
@@ -35,6 +36,10 @@ def enqueued(monkeypatch) -> list[tuple[str, int]]:
     calls: list[tuple[str, int]] = []
     monkeypatch.setattr(signals, "enqueue_verification", lambda i: calls.append(("verify", i)))
     monkeypatch.setattr(signals, "enqueue_warm_standby", lambda i: calls.append(("warm", i)))
+    monkeypatch.setattr(log, "enqueue_ingest", lambda: calls.append(("ingest", 0)))
+    monkeypatch.setattr(
+        signals, "enqueue_shadow_evaluation", lambda i: calls.append(("shadow_evaluation", i))
+    )
     return calls
 
 

@@ -100,6 +100,14 @@ def predict(client, model: str, rows: list[dict], **extra):
     return client.post(f"/api/v1/predict/{model}/", {"instances": rows, **extra}, format="json")
 
 
+def log_to_store() -> int:
+    """What the gateway's flusher and then the worker do: spool the log, ingest the spool."""
+    from serving import log
+
+    log.flush()
+    return log.ingest_spooled()
+
+
 def warm(client, model: str) -> None:
     """One request, then wait for the background loads (shadow versions load off the path)."""
     from serving import background, log, shadow

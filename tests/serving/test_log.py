@@ -1,18 +1,31 @@
-"""The prediction log: every prediction reaches the monitoring store, batched; none is lost."""
+"""The prediction log: gateways spool every prediction, a worker ingests the spool; none is lost."""
 
+import io
+import os
+import sys
 import time
 
 import pytest
-from django.conf import settings as django_settings
 
-from serving import background, log
-from tests.serving.helpers import instances, live, predict
+from registry.errors import InvalidInput
+from serving import background, log, tasks
+from tests.serving.helpers import instances, live, log_to_store, predict
 
 pytestmark = pytest.mark.django_db
 
 
-def test_live_predictions_are_handed_to_monitoring_ingest_with_their_features(
-    mlflow_models, ci, ingested
+def _store(monkeypatch, fn) -> None:
+    """Replace the (stand-in) monitoring store's predictions_ingest."""
+    monkeypatch.setattr(sys.modules["monitoring.ingest"], "predictions_ingest", fn)
+    log._ingest_fn = None
+
+
+def _down(**kwargs):
+    raise ConnectionError("database restarting")
+
+
+def test_live_predictions_are_spooled_by_the_gateway_and_ingested_by_the_worker(
+    mlflow_models, ci, ingested, enqueued
 ):
     version = live(mlflow_models, seed=41)
     rows = [*instances(2)]
@@ -21,6 +34,11 @@ def test_live_predictions_are_handed_to_monitoring_ingest_with_their_features(
     assert ingested == []  # nothing is written on the request path
 
     assert log.flush() == 2
+    assert ingested == []  # the gateway only writes the spool ...
+    assert log.spilled_predictions() == 2
+    assert enqueued == [("ingest", 0)]  # ... and tells the workers
+
+    assert log.ingest_spooled() == 2
 
     [call] = ingested
     assert call["model_name"] == version.model.name
@@ -34,142 +52,202 @@ def test_live_predictions_are_handed_to_monitoring_ingest_with_their_features(
     assert first["prediction"] == body["predictions"][0]["prediction"]
     assert first["sensitive.district"] == "north"
     assert str(first["timestamp"].tzinfo) == "UTC"
+    assert log.spilled_predictions() == 0
+    assert not list(log.spool_dir().iterdir())
 
 
-def test_requests_are_batched_per_model_and_version(mlflow_models, ci, ingested):
+def test_requests_are_batched_per_flush_and_flushes_merged_per_ingestion(
+    mlflow_models, ci, ingested
+):
     version = live(mlflow_models, seed=41)
     for _ in range(5):
         predict(ci, version.model.name, instances(3))
     assert log.buffered() == 15
-
     log.flush()
-
-    assert len(ingested) == 1 and len(ingested[0]["records"]) == 15
     assert log.buffered() == 0
+    for _ in range(2):  # two more spool files
+        predict(ci, version.model.name, instances(2))
+        log.flush()
+
+    assert log.ingest_spooled() == 19
+
+    assert [len(call["records"]) for call in ingested] == [19]  # one call for three files
 
 
-def test_without_monitoring_ingest_predictions_go_to_disk_and_are_ingested_once_it_exists(
-    mlflow_models, ci, monkeypatch, settings, tmp_path, ingested
+def test_the_worker_caps_one_ingestion_at_the_configured_rows(
+    mlflow_models, ci, ingested, settings
 ):
-    settings.VAR_DIR = tmp_path
+    settings.SERVING_LOG_INGEST_MAX_ROWS = 4
     version = live(mlflow_models, seed=41)
-    monkeypatch.setattr(log, "_ingest", lambda: None)  # the monitoring app is not there yet
-    body = predict(ci, version.model.name, instances(4)).json()
+    for _ in range(3):
+        predict(ci, version.model.name, instances(3))
+        log.flush()
 
-    assert log.flush() == 0
-    assert log.buffered() == 0
-    assert log.spilled_predictions() == 4
+    assert log.ingest_spooled() == 9
 
-    monkeypatch.undo()  # a later process, with monitoring.ingest installed
-    monkeypatch.setattr(django_settings, "VAR_DIR", tmp_path)
-    ingested_now = _install_ingest(monkeypatch)
-    assert log.flush() == 4
-    [call] = ingested_now
-    assert [r["prediction_id"] for r in call["records"]] == [
-        p["prediction_id"] for p in body["predictions"]
-    ]
-    assert {f: call["records"][0][f] for f in ("f1", "f2", "f3")} == instances(4)[0]
-    assert log.spilled_predictions() == 0
-    assert not list((tmp_path / "serving" / "unflushed").glob("*.parquet*"))
+    assert [len(call["records"]) for call in ingested] == [6, 3]
 
 
-def test_a_clean_shutdown_keeps_what_the_store_could_not_take(
-    mlflow_models, ci, monkeypatch, settings, tmp_path, ingested
+def test_the_ingestion_is_enqueued_at_most_once_per_interval_and_never_forgotten(
+    mlflow_models, ci, ingested, enqueued, settings
 ):
-    settings.VAR_DIR = tmp_path
+    settings.SERVING_LOG_INGEST_SECONDS = 3600
     version = live(mlflow_models, seed=41)
+    predict(ci, version.model.name, instances(1))
+    log.flush()
+    predict(ci, version.model.name, instances(1))
+    log.flush()
+    assert enqueued == [("ingest", 0)]  # the second file waits for the interval
+
+    settings.SERVING_LOG_INGEST_SECONDS = 0  # the interval is over
+    assert log.flush() == 0  # the flusher's next round, with nothing new buffered
+
+    assert enqueued == [("ingest", 0), ("ingest", 0)]
+    log.flush()
+    assert len(enqueued) == 2  # nothing new, nothing announced
+
+
+def test_a_clean_shutdown_spools_everything_and_announces_it_at_once(
+    mlflow_models, ci, ingested, enqueued, settings
+):
+    settings.SERVING_LOG_INGEST_SECONDS = 3600
+    version = live(mlflow_models, seed=41)
+    predict(ci, version.model.name, instances(2))
+    log.flush()
     predict(ci, version.model.name, instances(3))
-    import sys
 
-    def down(**kwargs):
-        raise ConnectionError("database restarting")
-
-    monkeypatch.setattr(sys.modules["monitoring.ingest"], "predictions_ingest", down)
-    log._ingest_fn = None
-
-    log.flush(final=True)  # what atexit does
+    background.flush_all(final=True)  # what atexit does
 
     assert log.buffered() == 0
-    assert log.spilled_predictions() == 3
+    assert log.spilled_predictions() == 5
+    assert enqueued == [("ingest", 0), ("ingest", 0)]
 
 
-def _install_ingest(monkeypatch):
-    import importlib.machinery
-    import sys
-    import types
-
-    import pyarrow.parquet as pq
-
-    calls = []
-    module = types.ModuleType("monitoring.ingest")
-    module.__spec__ = importlib.machinery.ModuleSpec("monitoring.ingest", loader=None)
-    module.predictions_ingest = lambda **kwargs: calls.append(
-        {**kwargs, "records": pq.read_table(kwargs["upload"]).to_pylist()}
-    )
-    monkeypatch.setitem(sys.modules, "monitoring.ingest", module)
-    log.clear()
-    return calls
-
-
-def test_a_failing_store_keeps_the_records_for_the_next_flush(
-    mlflow_models, ci, monkeypatch, ingested
+def test_a_new_gateway_process_announces_what_an_earlier_one_left_in_the_spool(
+    mlflow_models, ci, ingested, enqueued
 ):
     version = live(mlflow_models, seed=41)
     predict(ci, version.model.name, instances(2))
-    import sys
+    log.flush()
+    enqueued.clear()
 
-    module = sys.modules["monitoring.ingest"]
-    working = module.predictions_ingest
+    log.clear()  # a fresh process: nothing buffered, nothing announced yet
+    log.flush()
 
-    def down(**kwargs):
-        raise ConnectionError("database restarting")
+    assert enqueued == [("ingest", 0)]
 
-    monkeypatch.setattr(module, "predictions_ingest", down)
-    log._ingest_fn = None
+
+def test_a_spool_that_cannot_be_written_keeps_the_predictions_for_the_next_flush(
+    mlflow_models, ci, ingested, monkeypatch
+):
+    version = live(mlflow_models, seed=41)
+    predict(ci, version.model.name, instances(3))
+    written = log._spool
+
+    def disk_full(batches, *, tag):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(log, "_spool", disk_full)
     assert log.flush() == 0
-    assert log.buffered() == 2
+    assert log.buffered() == 3
 
-    monkeypatch.setattr(module, "predictions_ingest", working)
-    log._ingest_fn = None
-    assert log.flush() == 2
+    monkeypatch.setattr(log, "_spool", written)
+    assert log.flush() == 3
+    assert log.ingest_spooled() == 3
+
+
+def test_a_failing_store_puts_the_files_back_for_the_retry(
+    mlflow_models, ci, ingested, monkeypatch
+):
+    version = live(mlflow_models, seed=41)
+    predict(ci, version.model.name, instances(2))
+    log.flush()
+    working = sys.modules["monitoring.ingest"].predictions_ingest
+
+    _store(monkeypatch, _down)
+    with pytest.raises(ConnectionError):
+        log.ingest_spooled()
+    assert log.spilled_predictions() == 2
+    assert not list(log.spool_dir().glob("*.claimed-*"))
+
+    _store(monkeypatch, working)
+    assert log.ingest_spooled() == 2
     assert len(ingested[0]["records"]) == 2
 
 
-def test_records_the_store_refuses_are_set_aside_not_retried(
-    mlflow_models, ci, monkeypatch, settings, tmp_path, ingested
+def test_a_file_the_store_refuses_is_set_aside_and_the_others_are_ingested(
+    mlflow_models, ci, ingested, monkeypatch
 ):
-    from registry.errors import InvalidInput
+    version = live(mlflow_models, seed=41)
+    for start in (0.0, 99.0, 5.0):
+        predict(ci, version.model.name, instances(2, start=start))
+        log.flush()
+    working = sys.modules["monitoring.ingest"].predictions_ingest
 
-    settings.VAR_DIR = tmp_path
+    def refuse_99(**kwargs):
+        import pyarrow.parquet as pq
+
+        f1 = pq.read_table(io.BytesIO(kwargs["upload"].getvalue())).column("f1").to_pylist()
+        if 99.0 in f1:
+            raise InvalidInput({"records[0].f1": "out of range"})
+        working(**kwargs)
+
+    _store(monkeypatch, refuse_99)
+
+    assert log.ingest_spooled() == 4
+
+    assert [len(call["records"]) for call in ingested] == [2, 2]
+    assert len(list(log.spool_dir().glob("refused-*.arrow"))) == 1
+    assert log.spilled_predictions() == 0
+
+
+def test_a_claim_left_by_a_dead_worker_is_taken_again(mlflow_models, ci, ingested, settings):
+    settings.SERVING_LOG_CLAIM_SECONDS = 60
     version = live(mlflow_models, seed=41)
     predict(ci, version.model.name, instances(2))
-    import sys
+    log.flush()
+    [path] = log.spool_dir().glob("spool-*.arrow")
+    path.rename(path.with_name(f"{path.name}.claimed-{int(time.time()) - 30}"))
 
-    def refuse(**kwargs):
-        raise InvalidInput({"records[0].score": "bad"})
+    assert log.ingest_spooled() == 0  # a live claim: another worker is on it
 
-    monkeypatch.setattr(sys.modules["monitoring.ingest"], "predictions_ingest", refuse)
-    log._ingest_fn = None
+    [claimed] = log.spool_dir().glob("*.claimed-*")
+    claimed.rename(path.with_name(f"{path.name}.claimed-{int(time.time()) - 120}"))
+    half = log.spool_dir() / "spool-1-2-3.arrow.partial"  # a gateway killed mid-write
+    half.write_bytes(b"ARROW1")
+    os.utime(half, (time.time() - 120, time.time() - 120))
+    assert log.ingest_spooled() == 2
+    assert not half.exists()
 
-    assert log.flush() == 0
-    assert log.buffered() == 0
-    assert list((tmp_path / "serving" / "unflushed").glob("refused-*.parquet"))
+
+def test_the_task_ingests_the_spool(mlflow_models, ci, ingested):
+    version = live(mlflow_models, seed=41)
+    predict(ci, version.model.name, instances(3))
+    log.flush()
+
+    assert tasks.ingest_prediction_log.apply().get() == 3
+
+    assert len(ingested[0]["records"]) == 3
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_background_flusher_writes_every_n_predictions(mlflow_models, ci, settings, ingested):
+def test_the_background_flusher_writes_every_n_predictions(
+    mlflow_models, ci, settings, ingested, enqueued
+):
     settings.SERVING_LOG_FLUSH_SECONDS = 30
     settings.SERVING_LOG_BATCH_SIZE = 5
     version = live(mlflow_models, seed=41)
+    enqueued.clear()  # the promotion's own tasks
     predict(ci, version.model.name, instances(5))  # a full batch wakes the flusher
 
     deadline = time.monotonic() + 5
-    while not ingested and time.monotonic() < deadline:
+    while not enqueued and time.monotonic() < deadline:
         time.sleep(0.02)
     settings.SERVING_LOG_FLUSH_SECONDS = 0  # let the thread end
     background.wake()
 
-    assert [len(c["records"]) for c in ingested] == [5]
+    assert enqueued == [("ingest", 0)]
+    assert log.spilled_predictions() == 5
 
 
 def test_sensitive_attributes_must_be_the_same_on_every_instance(mlflow_models, ci):
@@ -202,7 +280,7 @@ def test_predictions_reach_the_real_monitoring_store(mlflow_models, ci, committe
     shadow.drain()
 
     with committed():
-        assert log.flush() == 6
+        assert log_to_store() == 6
 
     assert set(DataBatch.objects.values_list("source", flat=True)) == {"gateway"}
     now = timezone.now()
@@ -216,3 +294,44 @@ def test_predictions_reach_the_real_monitoring_store(mlflow_models, ci, committe
     assert sorted(live_frame["score"]) == pytest.approx(
         sorted(p["score"] for p in body["predictions"])
     )
+
+
+EXITING_GATEWAY = """
+import django, numpy as np
+django.setup()
+from serving import log
+from serving.gateway import prediction_ids
+X = np.arange(12, dtype=float).reshape(4, 3)
+log.record(log.LoggedBatch(
+    model_name="m", version="1.0.0", features=("f1", "f2", "f3"), prediction_ids=prediction_ids(4),
+    timestamp=1.0, X=X, scores=np.full(4, 0.5), predictions=np.ones(4, dtype=np.int8),
+))
+"""
+
+
+def test_a_process_that_exits_normally_leaves_its_buffer_in_the_spool(tmp_path, settings):
+    """No flush was due: atexit writes what was buffered (gunicorn's clean worker exit)."""
+    import subprocess
+
+    from django.conf import settings as django_settings
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "GOVERNANCE_VAR_DIR": str(tmp_path),
+        "CELERY_BROKER_URL": "filesystem://",
+    }
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", EXITING_GATEWAY],
+        env=env,
+        cwd=django_settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    settings.VAR_DIR = tmp_path
+    assert log.spilled_predictions() == 4
+    assert list((tmp_path / "celery" / "queue").iterdir())  # and the ingestion was enqueued

@@ -1,5 +1,6 @@
 """Serving the live version: scores, thresholds, feature validation and who may call it."""
 
+import numpy as np
 import pytest
 
 from governance import services
@@ -238,3 +239,22 @@ def test_a_factory_version_without_a_real_artifact_cannot_serve(ci, db, settings
     response = predict(ci, version.model.name, instances())
     assert response.status_code == 503
     assert response.json()["stale"] is True
+
+
+def test_a_binary_logistic_regression_is_scored_with_sklearns_own_arithmetic():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 4))
+    y = (X[:, 0] + rng.normal(scale=0.3, size=300) > 0).astype(int)
+    binary = LogisticRegression().fit(X, y)
+    rows = rng.normal(size=(50, 4))
+
+    scores = loader._linear_scorer(binary)(rows)
+
+    assert np.array_equal(scores, binary.predict_proba(rows)[:, 1])  # bit for bit
+    three_classes = LogisticRegression().fit(X, y + (X[:, 1] > 1))
+    assert loader._linear_scorer(three_classes) is None
+    assert loader._linear_scorer(make_pipeline(StandardScaler(), binary)) is None

@@ -6,7 +6,15 @@ import time
 import pytest
 
 from serving import loader, shadow
-from tests.serving.helpers import instances, live, predict, pyfunc_scores, staged, warm
+from tests.serving.helpers import (
+    instances,
+    live,
+    log_to_store,
+    predict,
+    pyfunc_scores,
+    staged,
+    warm,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -21,9 +29,7 @@ def test_the_staging_version_scores_each_request_and_is_logged_as_its_shadow(
 
     body = predict(ci, v1.model.name, rows).json()
     assert shadow.drain()
-    from serving import log
-
-    log.flush()
+    log_to_store()
 
     assert body["version"] == "1.0.0"
     by_version = {call["version"]: call for call in ingested}
@@ -86,9 +92,7 @@ def test_no_shadow_without_a_staging_version(mlflow_models, ci, ingested):
     v1 = live(mlflow_models, "1.0.0", seed=31)
     predict(ci, v1.model.name, instances(2))
     shadow.drain()
-    from serving import log
-
-    log.flush()
+    log_to_store()
     assert [c["version"] for c in ingested] == ["1.0.0"]
 
 
@@ -105,3 +109,37 @@ def test_a_shadow_that_cannot_load_never_holds_up_live_requests(mlflow_models, c
 
     assert [(a.status_code, a.json()["version"]) for a in answers] == [(200, "1.0.0")] * 3
     assert loader.loaded(broken.artifact_digest) is None
+
+
+def test_queued_requests_are_shadow_scored_in_one_call_and_logged_per_request(
+    mlflow_models, ci, ingested, monkeypatch
+):
+    v1 = live(mlflow_models, "1.0.0", seed=31)
+    v2 = staged(mlflow_models, v1.model, "1.1.0", seed=32)
+    warm(ci, v1.model.name)
+    shadow_model = loader.loaded(v2.artifact_digest)
+    real = shadow_model.score
+    entered, gate, calls = threading.Event(), threading.Event(), []
+
+    def counted(X, features):
+        calls.append(len(X))
+        entered.set()
+        gate.wait(5)
+        return real(X, features)
+
+    monkeypatch.setattr(shadow_model, "score", counted)
+    first = predict(ci, v1.model.name, instances(1)).json()
+    assert entered.wait(5)  # the shadow thread holds the first request
+    queued = [predict(ci, v1.model.name, instances(n, start=n)).json() for n in (2, 3, 4)]
+    gate.set()
+    assert shadow.drain()
+    log_to_store()
+
+    assert calls == [1, 9]  # the three queued requests in one model call
+    shadow_records = [c["records"] for c in ingested if c["version"] == "1.1.0"]
+    logged = {r["prediction_id"]: r["score"] for records in shadow_records for r in records}
+    for body, n in zip([first, *queued], (1, 2, 3, 4), strict=True):
+        rows = instances(n, start=n) if n > 1 else instances(1)
+        assert [logged[p["prediction_id"]] for p in body["predictions"]] == pytest.approx(
+            pyfunc_scores(v2, rows)
+        )

@@ -1,4 +1,8 @@
-"""The shadow evaluation on logged traffic: agreement, KS, performance, fairness, the period."""
+"""The shadow evaluation on logged traffic: agreement, KS, performance, fairness, the period.
+
+And its schedule: the hourly task records it once the shadow period is over, which is what lets
+a MINOR or MAJOR successor of the live version be promoted (or sends it back to validation).
+"""
 
 from datetime import timedelta
 
@@ -6,11 +10,27 @@ import numpy as np
 import pytest
 import time_machine
 
-from governance.models import Evaluation, EvidenceKind
-from serving import log, shadow
-from serving.shadow_evaluation import shadow_evaluate, shadow_evaluation_record
-from tests.governance.lifecycle_helpers import stage
-from tests.serving.helpers import live, predict, staged, warm
+from governance.models import AuditEvent, Evaluation, EvidenceKind, Lifecycle
+from registry.errors import Conflict
+from serving import shadow, tasks
+from serving.shadow_evaluation import (
+    shadow_evaluate,
+    shadow_evaluation_record,
+    shadow_evaluation_record_due,
+    shadow_evaluations_due,
+)
+from tests.governance.lifecycle_helpers import (
+    approve,
+    evidence,
+    new_version,
+    person,
+    sign_promotion,
+    stage,
+    step,
+    to_production_first,
+    to_staging,
+)
+from tests.serving.helpers import live, log_to_store, predict, staged, warm
 
 pytestmark = pytest.mark.django_db
 ingest = pytest.importorskip("monitoring.ingest")
@@ -38,7 +58,7 @@ def serve_and_label(ci, name, committed, *, labelled: bool = True) -> None:
         ids += [p["prediction_id"] for p in body["predictions"]]
     shadow.drain()
     with committed():
-        log.flush()
+        log_to_store()
         if labelled:
             ingest.labels_ingest(
                 model_name=name,
@@ -127,3 +147,215 @@ def test_a_passing_record_is_the_shadow_evidence_promote_needs(mlflow_models, ci
     assert evaluation.passed is True
     assert Evaluation.objects.filter(version=v2, kind=EvidenceKind.SHADOW).count() == 1
     assert stage(v2) == "staging"
+
+
+# --- the hourly schedule ------------------------------------------------------------------------
+
+
+def _restage(version) -> None:
+    """Back from validation to staging: new validation evidence and the ML Lead's approval."""
+    evidence(version, EvidenceKind.VALIDATION)
+    approve(version, "approve_for_staging", "ml_lead")
+    step(version, "approve_for_staging", actor=person("ci"))
+
+
+def test_a_minor_successor_is_promoted_after_seven_days_of_shadow_and_its_recorded_evaluation(
+    mlflow_models, ci, committed
+):
+    v1 = live(mlflow_models, "1.0.0", seed=61)
+    v2 = candidate(mlflow_models, v1)
+    serve_and_label(ci, v1.model.name, committed)
+    sign_promotion(v2)  # signed early: the shadow evidence will void it
+
+    with time_machine.travel(timedelta(days=3)):
+        assert shadow_evaluations_due() == []
+        with pytest.raises(Conflict) as early:
+            step(v2, "promote", actor=person("ci"))
+    assert any("shadow period ends" in r for r in early.value.reasons)
+
+    with time_machine.travel(timedelta(days=7, minutes=5)):
+        assert shadow_evaluations_due() == [v2.pk]
+        evaluation = shadow_evaluation_record_due(version_id=v2.pk)
+        assert evaluation.passed is True and stage(v2) == "staging"
+        assert shadow_evaluations_due() == []  # recorded once for this stay
+        with pytest.raises(Conflict) as unsigned:
+            step(v2, "promote", actor=person("ci"))
+        assert all("shadow" not in r for r in unsigned.value.reasons)  # only the sign-offs
+        sign_promotion(v2)  # on the shadow result
+        step(v2, "promote", actor=person("ci"))
+
+    assert stage(v2) == "production" and stage(v1) == "retired"
+    event = AuditEvent.objects.get(action="evaluation.recorded", after__kind="shadow")
+    assert event.actor == "system:serving gateway" and event.after["passed"] is True
+
+
+def test_a_failing_scheduled_evaluation_takes_fail_shadow_and_the_next_stay_is_due_again(
+    mlflow_models, ci, committed
+):
+    v1 = live(mlflow_models, "1.0.0", seed=61)
+    v2 = candidate(mlflow_models, v1, thresholds={"decision": 0.97})  # disagrees with 1.0.0
+    serve_and_label(ci, v1.model.name, committed)
+
+    with time_machine.travel(timedelta(days=8)):
+        outcome = tasks.record_shadow_evaluation.apply(args=(v2.pk,)).get()
+        assert outcome["passed"] is False
+        assert stage(v2) == "validation"
+        assert shadow_evaluations_due() == []
+        sent_back = AuditEvent.objects.get(action="lifecycle.fail_shadow")
+        assert sent_back.actor == "system:serving gateway"
+        assert f"shadow evaluation {outcome['evaluation']} failed" in sent_back.reason
+        assert "agreement" in sent_back.reason
+        _restage(v2)  # fixed, validated again: a new stay in staging
+
+    with time_machine.travel(timedelta(days=12)):
+        assert shadow_evaluations_due() == []  # four days into the new stay
+    with time_machine.travel(timedelta(days=16)):
+        assert shadow_evaluations_due() == [v2.pk]
+
+
+def test_the_scheduled_record_is_idempotent(mlflow_models, ci, committed):
+    v1 = live(mlflow_models, "1.0.0", seed=61)
+    v2 = candidate(mlflow_models, v1)
+    serve_and_label(ci, v1.model.name, committed)
+
+    with time_machine.travel(timedelta(days=8)):
+        first = shadow_evaluation_record_due(version_id=v2.pk)
+        again = tasks.record_shadow_evaluation.apply(args=(v2.pk,)).get()
+
+    assert again == {"evaluation": first.pk, "passed": True}
+    assert Evaluation.objects.filter(version=v2, kind=EvidenceKind.SHADOW).count() == 1
+    assert AuditEvent.objects.filter(action="evaluation.recorded").count() == 1
+
+
+def test_a_version_that_left_staging_gets_no_scheduled_evaluation(mlflow_models, ci):
+    v1 = live(mlflow_models, "1.0.0", seed=61)
+    v2 = candidate(mlflow_models, v1)
+    with time_machine.travel(timedelta(days=8)):
+        due = shadow_evaluations_due()
+        Lifecycle.objects.filter(version=v2).update(stage="validation")  # moved meanwhile
+
+        assert due == [v2.pk]
+        assert shadow_evaluation_record_due(version_id=v2.pk) is None
+    assert not Evaluation.objects.filter(version=v2, kind=EvidenceKind.SHADOW).exists()
+
+
+@pytest.mark.parametrize(("successor", "due"), [("1.1.0", True), ("2.0.0", True), ("1.0.1", False)])
+def test_minor_and_major_successors_are_due_a_fast_tracked_patch_is_not(successor, due):
+    v1 = new_version("1.0.0")
+    to_production_first(v1)
+    v2 = new_version(successor, model=v1.model)
+    to_staging(v2)
+
+    with time_machine.travel(timedelta(days=7, minutes=1)):
+        assert shadow_evaluations_due() == ([v2.pk] if due else [])
+
+
+def test_a_first_version_in_staging_is_never_due():
+    v1 = new_version("1.0.0")
+    to_staging(v1)  # no live version: its shadow_replay evidence stands in
+
+    with time_machine.travel(timedelta(days=30)):
+        assert shadow_evaluations_due() == []
+
+
+def test_the_shadow_period_comes_from_the_validation_policy():
+    from governance.policies import validation_policy_update
+
+    v1 = new_version("1.0.0")
+    to_production_first(v1)
+    validation_policy_update(
+        model=v1.model,
+        changes={"shadow_days": 3},
+        comment="short shadow for a low-risk model",
+        actor=person("ethics_officer"),
+    )
+    v2 = new_version("1.1.0", model=v1.model)
+    to_staging(v2)
+
+    with time_machine.travel(timedelta(days=3, minutes=1)):
+        assert shadow_evaluations_due() == [v2.pk]
+
+
+def test_the_hourly_task_fans_out_one_evaluation_per_due_version(enqueued):
+    v1 = new_version("1.0.0")
+    to_production_first(v1)
+    v2 = new_version("1.1.0", model=v1.model)
+    to_staging(v2)
+    enqueued.clear()
+
+    with time_machine.travel(timedelta(days=8)):
+        assert tasks.record_shadow_evaluations.apply().get() == [v2.pk]
+
+    assert enqueued == [("shadow_evaluation", v2.pk)]
+
+
+def test_a_major_successor_with_new_features_cannot_be_shadowed_and_says_why():
+    v1 = new_version("1.0.0", feature_list=["f1", "f2", "f3"])
+    to_production_first(v1)
+    v2 = new_version("2.0.0", model=v1.model, feature_list=["f1", "f2", "f3", "f4"])
+    to_staging(v2)
+
+    with time_machine.travel(timedelta(days=8)):
+        evaluation = shadow_evaluation_record_due(version_id=v2.pk)
+
+    [agreement] = [g for g in evaluation.report["gates"] if g["gate"] == "agreement"]
+    assert evaluation.passed is False
+    assert "features the live 1.0.0 is not sent (f4)" in agreement["reasons"][1]
+    assert stage(v2) == "validation"
+
+
+def test_a_version_whose_shadowed_live_version_was_replaced_is_sent_back_to_be_staged_again():
+    v1 = new_version("1.0.0")
+    to_production_first(v1)
+    v2 = new_version("1.1.0", model=v1.model)
+    to_staging(v2)  # shadows 1.0.0
+    patch = new_version("1.0.1", model=v1.model)
+    to_staging(patch)
+    sign_promotion(patch)
+    step(patch, "promote", actor=person("ci"))  # 1.0.1 serves now
+
+    with time_machine.travel(timedelta(days=8)):
+        evaluation = shadow_evaluation_record_due(version_id=v2.pk)
+
+    [gate] = [g for g in evaluation.report["gates"] if g["gate"] == "live_version"]
+    assert gate["passed"] is False
+    assert "was 1.0.0, now 1.0.1" in gate["reasons"][0]
+    assert stage(v2) == "validation"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_workers_racing_to_record_the_same_evaluation_record_it_once():
+    import threading
+
+    from django.db import connection
+
+    from governance import audit
+
+    v1 = new_version("1.0.0")
+    to_production_first(v1)
+    v2 = new_version("1.1.0", model=v1.model)
+    to_staging(v2)
+    barrier, errors = threading.Barrier(4), []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            shadow_evaluation_record_due(version_id=v2.pk)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with time_machine.travel(timedelta(days=8)):
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert errors == []
+    assert Evaluation.objects.filter(version=v2, kind=EvidenceKind.SHADOW).count() == 1
+    assert AuditEvent.objects.filter(action="lifecycle.fail_shadow").count() == 1
+    assert stage(v2) == "validation"
+    assert audit.verify().valid

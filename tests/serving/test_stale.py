@@ -215,3 +215,41 @@ def test_predictions_of_a_rolled_back_version_are_never_served_stale(
 
     assert response.status_code == 503  # v2 was rolled back: its answers are not deployable
     assert response.json()["stale"] is True
+
+
+def test_serving_does_no_per_row_cache_work_until_the_cache_is_read(mlflow_models, ci):
+    version = live(mlflow_models, seed=11)
+    predict(ci, version.model.name, instances(4))
+
+    assert len(cache._lru) == 0  # the request only noted its arrays
+
+    X = np.array([[r["f1"], r["f2"], r["f3"]] for r in instances(4)])
+    found = cache.lookup(version.model.name, ("f1", "f2", "f3"), X)
+    assert [e.version for e in found] == ["1.0.0"] * 4
+    assert len(cache._lru) == 4
+
+
+def test_the_shared_copy_gets_new_or_changed_answers_only(mlflow_models, ci):
+    version = live(mlflow_models, seed=11)
+    name = version.model.name
+    predict(ci, name, instances(3))
+    predict(ci, name, instances(3))  # the same instances, the same answers
+
+    assert cache.flush() == 3
+    predict(ci, name, instances(3))
+    assert cache.flush() == 0  # the shared copy already has these answers
+    assert StalePrediction.objects.count() == 3
+
+
+def test_each_flush_offers_at_most_the_newest_rows_to_the_shared_copy(mlflow_models, ci, settings):
+    settings.SERVING_STALE_STORE_MAX_PER_FLUSH = 2
+    version = live(mlflow_models, seed=11)
+    name = version.model.name
+    first = predict(ci, name, instances(2, start=0.0)).json()
+    newest = predict(ci, name, instances(2, start=5.0)).json()
+
+    assert cache.flush() == 2
+
+    stored = set(StalePrediction.objects.values_list("prediction_id", flat=True))
+    assert stored == {p["prediction_id"] for p in newest["predictions"]}
+    assert not stored & {p["prediction_id"] for p in first["predictions"]}
