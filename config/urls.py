@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/v1/", include("monitoring.urls")),
     path("api/v1/", include("monitoring.run_urls")),
     path("api/v1/", include("incidents.urls")),
+    path("api/v1/", include("incidents.ethics_urls")),
     path("api/v1/", include("serving.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

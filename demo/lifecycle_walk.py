@@ -18,7 +18,7 @@ from registry.models import ModelVersion
 from . import data
 
 # How far each demo version goes.
-TARGET = {"1.0.0": "production", "1.1.0": "staging", "2.0.0": "validation"}
+TARGET = {"1.0.0": "production", "1.0.1": "production", "1.1.0": "staging", "2.0.0": "validation"}
 
 
 def _person(username: str) -> Actor:
@@ -90,10 +90,12 @@ def walk(
             sign("promote", "ethics_officer", "olu-ethics", "Parity across neighbourhoods holds")
             yield f"{text}: in 7-day shadow mode; waits for the product manager's sign-off"
             return
-        replay = _records(model, validation, features, with_time=True)
-        if not evidence("shadow_replay", records=replay):
-            yield f"{text}: shadow replay failed; back in validation"
-            return
+        if lifecycle.live_lifecycle(version.model) is None:
+            replay = _records(model, validation, features, with_time=True)
+            if not evidence("shadow_replay", records=replay):
+                yield f"{text}: shadow replay failed; back in validation"
+                return
+        # else a PATCH of the live version: fast-tracked, no shadow period
         sign("promote", "ml_lead", "lee-lead", "Replay over 12 weeks matches validation")
         sign("promote", "ethics_officer", "olu-ethics", "No group disparity beyond policy")
         sign("promote", "product_manager", "pia-pm", "Analysts briefed; go")

@@ -1,7 +1,10 @@
-"""Incidents API: list and detail with the timeline, manual rollback."""
+"""Incidents API: list and detail with steps and timeline, step completion, manual rollback,
+and the playbooks."""
 
 from __future__ import annotations
 
+from django.db.models import Count, Q
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
@@ -15,7 +18,18 @@ from governance.permissions import can, request_scopes, roles_of
 from governance.roles import Action, actions_for
 from registry.errors import NotFound
 
-from .models import Incident, IncidentEvent, IncidentStatus, Rollback
+from .models import (
+    OPEN_STEP_STATUSES,
+    Incident,
+    IncidentEvent,
+    IncidentStatus,
+    Playbook,
+    PlaybookStep,
+    Rollback,
+    StepRun,
+    StepStatus,
+)
+from .playbooks import step_complete
 from .rollback import rollback_manual
 
 
@@ -50,10 +64,60 @@ class RollbackSerializer(serializers.ModelSerializer):
         ]
 
 
+class StepRunSerializer(serializers.ModelSerializer):
+    overdue = serializers.SerializerMethodField(help_text="Waiting past its due time")
+
+    class Meta:
+        model = StepRun
+        fields = [
+            "order",
+            "action",
+            "responsible",
+            "roles",
+            "automated",
+            "task",
+            "condition",
+            "decisions",
+            "is_review",
+            "status",
+            "due_at",
+            "overdue",
+            "escalated_at",
+            "completed_at",
+            "completed_by",
+            "note",
+            "decision",
+            "justification",
+            "outcome",
+            "last_error",
+        ]
+
+    def get_overdue(self, obj: StepRun) -> bool:
+        return (
+            obj.status == StepStatus.WAITING
+            and obj.due_at is not None
+            and obj.due_at < timezone.now()
+        )
+
+
+class IncidentHaltSerializer(serializers.Serializer):
+    """The emergency halt an incident engaged (serving's halt, as the incident shows it)."""
+
+    id = serializers.IntegerField()
+    scope = serializers.CharField()
+    reason = serializers.CharField()
+    engaged_by = serializers.CharField(source="engaged_by_label")
+    engaged_at = serializers.DateTimeField()
+    released_at = serializers.DateTimeField(allow_null=True)
+
+
 class IncidentSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model.name")
     version = serializers.CharField(source="version.version", allow_null=True)
     alerts = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    open_steps = serializers.IntegerField(
+        read_only=True, help_text="Steps pending, running or waiting for a person"
+    )
 
     class Meta:
         model = Incident
@@ -72,24 +136,84 @@ class IncidentSerializer(serializers.ModelSerializer):
             "resolved_at",
             "review_due_at",
             "review_notes",
+            "open_steps",
         ]
 
 
 class IncidentDetailSerializer(IncidentSerializer):
+    steps = StepRunSerializer(many=True, read_only=True)
+    halt = IncidentHaltSerializer(read_only=True, allow_null=True)
     timeline = EventSerializer(source="events", many=True, read_only=True)
     rollbacks = RollbackSerializer(many=True, read_only=True)
 
     class Meta(IncidentSerializer.Meta):
-        fields = [*IncidentSerializer.Meta.fields, "rollbacks", "timeline"]
+        fields = [*IncidentSerializer.Meta.fields, "halt", "steps", "rollbacks", "timeline"]
 
 
 class RollbackRequestSerializer(StrictSerializer):
     reason = serializers.CharField()
 
 
+class StepCompleteSerializer(StrictSerializer):
+    note = serializers.CharField(
+        allow_blank=True, help_text="What was done or found (required; kept on the step)"
+    )
+    decision = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="One of the step's decisions (e.g. rollback, no_rollback, halt, restored, "
+        "escalate); not_applicable for a conditional step that does not apply",
+    )
+    justification = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Required for a decision not to roll back",
+    )
+
+
+class PlaybookStepSerializer(serializers.ModelSerializer):
+    deadline_seconds = serializers.SerializerMethodField(
+        help_text="Offset from the incident's opening; null when the specification gives none"
+    )
+
+    class Meta:
+        model = PlaybookStep
+        fields = [
+            "order",
+            "action",
+            "responsible",
+            "roles",
+            "escalate_to",
+            "automated",
+            "task",
+            "deadline",
+            "deadline_seconds",
+            "condition",
+            "decisions",
+            "is_review",
+        ]
+
+    def get_deadline_seconds(self, obj: PlaybookStep) -> int | None:
+        return None if obj.deadline is None else int(obj.deadline.total_seconds())
+
+
+class PlaybookSerializer(serializers.ModelSerializer):
+    steps = PlaybookStepSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Playbook
+        fields = ["number", "name", "description", "updated_at", "steps"]
+
+
 def _incidents():
-    return Incident.objects.select_related("model", "version").prefetch_related(
-        "alerts", "events", "rollbacks__from_version", "rollbacks__to_version"
+    return (
+        Incident.objects.select_related("model", "version", "halt")
+        .prefetch_related(
+            "alerts", "events", "steps", "rollbacks__from_version", "rollbacks__to_version"
+        )
+        .annotate(open_steps=Count("steps", filter=Q(steps__status__in=OPEN_STEP_STATUSES)))
     )
 
 
@@ -118,6 +242,7 @@ class IncidentListView(GenericAPIView):
 
     @extend_schema(
         summary="Incidents, newest first",
+        responses=IncidentSerializer(many=True),
         parameters=[
             OpenApiParameter("model", str, description="a model name"),
             OpenApiParameter("status", str, enum=IncidentStatus.values),
@@ -139,7 +264,12 @@ class IncidentDetailView(GenericAPIView):
     serializer_class = IncidentDetailSerializer
     queryset = Incident.objects.none()
 
-    @extend_schema(summary="One incident with its rollbacks and timeline")
+    @extend_schema(
+        summary="One incident with its playbook steps, halt, rollbacks and timeline",
+        description="`steps` is the incident's copy of its playbook: automated steps (`task`) "
+        "and steps waiting for a person in one of `roles` until `due_at` (`overdue` once past "
+        "it; escalated to the ML Lead at `escalated_at`).",
+    )
     def get(self, request: Request, pk: int) -> Response:
         incident = _readable(request, _incidents()).filter(pk=pk).first()
         if incident is None:
@@ -171,3 +301,57 @@ class ModelRollbackView(GenericAPIView):
         )
         fresh = _incidents().get(pk=incident.pk)
         return Response(IncidentDetailSerializer(fresh).data, status=status.HTTP_202_ACCEPTED)
+
+
+class StepCompleteView(GenericAPIView):
+    """A person in one of the step's roles completes a waiting playbook step."""
+
+    required_actions = {"POST": Action.COMPLETE_STEP}
+    any_model_for = {"POST"}  # step_complete checks the step's roles for the incident's model
+    serializer_class = StepCompleteSerializer
+
+    @extend_schema(
+        summary="Complete a playbook step of an incident",
+        description="`step` is the step's `order`. Needs one of the step's roles for the "
+        "incident's model (403 names them). A step offering decisions needs `decision`; "
+        "`rollback` (needs the rollback permission) rolls the live version back, `halt` "
+        "engages the model's emergency halt, `escalate` pages the ML Lead; a decision not to "
+        "roll back needs `justification`. Only waiting steps can be completed (409); the "
+        "post-incident review comes last, its note is kept as the incident's review notes and "
+        "the incident becomes `reviewed`.",
+        request=StepCompleteSerializer,
+        responses={200: StepRunSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request: Request, pk: int, order: int) -> Response:
+        body = StepCompleteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = step_complete(
+            incident_id=pk,
+            order=order,
+            note=body.validated_data["note"],
+            decision=body.validated_data["decision"],
+            justification=body.validated_data["justification"],
+            actor=actor_of(request),
+            scopes=request_scopes(request),
+        )
+        return Response(StepRunSerializer(run).data)
+
+
+class PlaybookListView(GenericAPIView):
+    required_actions = {"GET": Action.READ}
+    any_model_for = {"GET"}
+    serializer_class = PlaybookSerializer
+    queryset = Playbook.objects.none()
+
+    @extend_schema(
+        summary="The incident-response playbooks with their steps",
+        description="Incidents copy their playbook's steps when they open; later edits (in the "
+        "admin, audited) apply to new incidents only.",
+        responses=PlaybookSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        qs = Playbook.objects.prefetch_related("steps").order_by("number")
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(PlaybookSerializer(page, many=True).data)

@@ -45,6 +45,14 @@ class Incident(models.Model):
     opened_by = models.CharField(max_length=200)
     review_due_at = models.DateTimeField(null=True, blank=True)
     review_notes = models.TextField(blank=True)
+    halt = models.ForeignKey(
+        "serving.Halt",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="incidents",
+        help_text="The emergency halt this incident engaged",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     resolved_at = models.DateTimeField(null=True, blank=True)
 
@@ -186,3 +194,145 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["notification", "number"]
+
+
+# --- Playbooks (data) and their runs ----------------------------------------------------------
+
+
+class Playbook(models.Model):
+    """One incident-response playbook of the specification (section 7), editable in the admin."""
+
+    number = models.CharField(max_length=10, unique=True, help_text="1, 2, 3 … as incidents cite")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"playbook {self.number}: {self.name}"
+
+
+class PlaybookStep(models.Model):
+    """An ordered step: automated (``task`` names what performs it) or assigned to roles.
+
+    ``deadline`` is the offset from the incident's opening (the tables' 30 min … 48 h); None means
+    the specification gives none. ``decisions`` lists what a person may decide when completing the
+    step (e.g. ``rollback`` / ``no_rollback``); a decision not to roll back needs a justification.
+    """
+
+    playbook = models.ForeignKey(Playbook, on_delete=models.CASCADE, related_name="steps")
+    order = models.PositiveSmallIntegerField()
+    action = models.CharField(max_length=300)
+    responsible = models.CharField(max_length=200, help_text="As the specification's table says")
+    roles = models.JSONField(
+        default=list, blank=True, help_text="Role slugs that may complete the step"
+    )
+    escalate_to = models.CharField(
+        max_length=32, default="ml_lead", help_text="Role told when the step is overdue"
+    )
+    automated = models.BooleanField(default=False)
+    task = models.CharField(
+        max_length=60, blank=True, help_text="For automated steps: the action that performs it"
+    )
+    deadline = models.DurationField(null=True, blank=True)
+    condition = models.CharField(
+        max_length=100, blank=True, help_text="Applies only if … (else completed as not applicable)"
+    )
+    decisions = models.JSONField(default=list, blank=True)
+    is_review = models.BooleanField(default=False, help_text="The post-incident review")
+
+    class Meta:
+        ordering = ["playbook", "order"]
+        constraints = [
+            models.UniqueConstraint(fields=["playbook", "order"], name="uniq_playbook_step_order")
+        ]
+
+    def __str__(self) -> str:
+        return f"playbook {self.playbook.number} step {self.order}: {self.action}"
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending"  # automated, not yet run
+    RUNNING = "running"  # automated, claimed by a worker
+    WAITING = "waiting"  # assigned to a role, not yet completed
+    DONE = "done"
+    SKIPPED = "skipped"  # not applicable (condition), or superseded
+    FAILED = "failed"  # automated, gave up with last_error
+
+
+OPEN_STEP_STATUSES = (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.WAITING)
+
+
+class StepRun(models.Model):
+    """One step of one incident's playbook: a snapshot of the step, so later edits of the
+    playbook never change an incident already running."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="steps")
+    step = models.ForeignKey(
+        PlaybookStep, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    order = models.PositiveSmallIntegerField()
+    action = models.CharField(max_length=300)
+    responsible = models.CharField(max_length=200)
+    roles = models.JSONField(default=list, blank=True)
+    escalate_to = models.CharField(max_length=32, default="ml_lead")
+    automated = models.BooleanField(default=False)
+    task = models.CharField(max_length=60, blank=True)
+    condition = models.CharField(max_length=100, blank=True)
+    decisions = models.JSONField(default=list, blank=True)
+    is_review = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=StepStatus.choices)
+    due_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    completed_by = models.CharField(max_length=200, blank=True)
+    note = models.TextField(blank=True)
+    decision = models.CharField(max_length=40, blank=True)
+    justification = models.TextField(blank=True)
+    outcome = models.JSONField(default=dict, blank=True, help_text="What an automated step did")
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["incident", "order"]
+        constraints = [
+            models.UniqueConstraint(fields=["incident", "order"], name="uniq_incident_step")
+        ]
+        indexes = [models.Index(fields=["status", "due_at"])]
+
+    def __str__(self) -> str:
+        return f"incident {self.incident_id} step {self.order} ({self.status})"
+
+
+# --- Ethics hard limits ------------------------------------------------------------------------
+
+
+class EthicsPolicy(models.Model):
+    """Hard limits per model, versioned like the other policies: a breach halts the model.
+
+    ``fairness_limits`` maps a fairness aggregate to its hard bound, e.g.
+    ``{"equalized_odds_difference": {"max": 0.2}, "fpr_ratio": {"min": 0.5}}``;
+    ``prohibited_features`` lists features no serving version may use.
+    """
+
+    model = models.ForeignKey(
+        RegisteredModel, on_delete=models.PROTECT, related_name="ethics_policies"
+    )
+    version = models.PositiveIntegerField()
+    fairness_limits = models.JSONField(default=dict, blank=True)
+    prohibited_features = models.JSONField(default=list, blank=True)
+    reason = models.TextField()
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "version"], name="uniq_ethics_policy_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"ethics policy v{self.version} of {self.model_id}"

@@ -12,9 +12,12 @@ version is rolled back at most once, however many alerts or people ask.
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -129,12 +132,23 @@ def rollback_manual(
 
 
 def rollback_run(rollback_id: int, *, task_id: str = "") -> str:
-    """Advance the rollback to a terminal status, resuming wherever a previous run stopped."""
+    """Advance the rollback to a terminal status, resuming wherever a previous run stopped.
+
+    ``settings.INCIDENTS_ROLLBACK_PAUSE_AFTER_SWITCH`` (a drill and test knob, 0 in production)
+    holds the task right after the switch commits, so a drill can kill the worker mid-rollback.
+    """
     status = ""
     for _ in range(len(RollbackStatus.values)):
         status = _advance(rollback_id, task_id=task_id)
         if status in TERMINAL:
             break
+        if status == RollbackStatus.SWITCHED:  # this run made the switch: it has committed
+            pause = float(getattr(settings, "INCIDENTS_ROLLBACK_PAUSE_AFTER_SWITCH", 0) or 0)
+            if pause > 0:
+                logger.warning(
+                    "rollback %s: drill pause of %.1f s after the switch", rollback_id, pause
+                )
+                time.sleep(pause)
     return status
 
 
@@ -257,25 +271,81 @@ def _fail(rollback: Rollback, detail: str) -> None:
 
 
 def _verify(rollback: Rollback) -> None:
-    """v(n-1) must be the model's serving version (the gateway routes to the serving version)."""
-    live = lifecycle_rules.live_lifecycle(rollback.model)
-    if live is None or live.version_id != rollback.to_version_id:
-        now = live.version.version if live else "nothing"
-        _fail(rollback, f"{rollback.to_version.version} is not serving after the switch ({now} is)")
+    """v(n-1) must answer a real prediction through the gateway's code path, not just hold the
+    serving stage: a probe (the version's features, all zero) is scored by ``gateway.serve``
+    (not logged, cached or shadowed; through a halt, which stops traffic, not the rollback)."""
+    target = rollback.to_version
+    probe = _probe(rollback.model.name, target)
+    if not probe.ok:
+        _fail(
+            rollback,
+            f"{target.version} did not serve a probe through the gateway after the switch "
+            f"({probe.attempts} attempts): {probe.detail}",
+        )
         return
     rollback.status = RollbackStatus.VERIFIED
     rollback.verified_at = timezone.now()
     rollback.verification = (
-        f"lifecycle: {live.version.version} is in {live.stage}, the serving stage the gateway "
-        "routes to"
+        f"gateway: {target.version} scored a probe of {len(target.feature_list or [])} "
+        f"features: score {probe.score:.6g}, {probe.latency_ms:.1f} ms "
+        f"(attempt {probe.attempts} of {VERIFY_ATTEMPTS})"
     )
     add_event(
         rollback.incident,
         kind=EventKind.ROLLBACK,
         actor=SYSTEM.label,
-        message=f"verified: {live.version.version} serves ({rollback.verification})",
-        data={"rollback": rollback.pk},
+        message=f"verified: {target.version} serves ({rollback.verification})",
+        data={
+            "rollback": rollback.pk,
+            "score": probe.score,
+            "latency_ms": round(probe.latency_ms, 1),
+            "attempts": probe.attempts,
+        },
     )
+
+
+# The switch has committed when _verify runs, so the gateway should serve v(n-1) at once; a few
+# short retries cover a routing generation not seen yet (a few hundred ms in all), no more.
+VERIFY_ATTEMPTS = 5
+VERIFY_RETRY_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class Probe:
+    ok: bool
+    attempts: int
+    detail: str = ""
+    score: float | None = None
+    latency_ms: float = 0.0
+
+
+def _probe(model_name: str, version: ModelVersion) -> Probe:
+    """Score one all-zero instance through ``serving.gateway.serve`` until ``version`` answers."""
+    from serving import gateway
+
+    payload = {"instances": [dict.fromkeys(version.feature_list or [], 0.0)]}
+    detail = ""
+    for attempt in range(1, VERIFY_ATTEMPTS + 1):
+        if attempt > 1:
+            time.sleep(VERIFY_RETRY_SECONDS)
+        started = time.perf_counter()
+        try:
+            code, body = gateway.serve(model_name, payload, record=False, ignore_halt=True)
+        except Exception as exc:  # NotFound, InvalidInput, a broken model: all mean "not serving"
+            detail = f"{type(exc).__name__}: {exc}"
+            continue
+        latency_ms = (time.perf_counter() - started) * 1000
+        answered = body.get("version")
+        if code == 200 and not body.get("stale") and answered == version.version:
+            score = float(body["predictions"][0]["score"])
+            return Probe(ok=True, attempts=attempt, score=score, latency_ms=latency_ms)
+        if body.get("stale"):
+            detail = f"HTTP {code}, not live: {body.get('detail') or 'stale answer'}"
+        elif answered:
+            detail = f"HTTP {code}, answered by {answered}"
+        else:
+            detail = f"HTTP {code}: {body.get('detail') or 'no version answered'}"
+    return Probe(ok=False, attempts=VERIFY_ATTEMPTS, detail=detail)
 
 
 def _complete(rollback: Rollback) -> None:
@@ -311,3 +381,6 @@ def _complete(rollback: Rollback) -> None:
         f"post-incident review due {incident.review_due_at:%Y-%m-%d %H:%M} UTC",
         data={"rollback": rollback.pk},
     )
+    from .playbooks import incident_resolved  # playbooks imports this module
+
+    incident_resolved(incident, actor=SYSTEM)

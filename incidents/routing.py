@@ -31,18 +31,14 @@ from monitoring.policies import monitoring_policy_current, policy_settings
 from monitoring.routing import default_route
 from registry.models import RegisteredModel
 
-from .models import ACTIVE_STATUSES, Channel, EventKind, Incident, IncidentKind, Rollback
+from .ethics import ethics_check_alert
+from .models import Channel, EventKind, Incident, IncidentKind, Rollback
 from .notifications import notify_role
 from .rollback import rollback_create
+from .services import incident_active, incident_open
 from .timeline import add_event
 
 SYSTEM = Actor.system("incidents.routing")
-PLAYBOOK = {
-    IncidentKind.PERFORMANCE: "1",
-    IncidentKind.FAIRNESS: "2",
-    IncidentKind.ETHICS: "2",
-    IncidentKind.OUTAGE: "3",
-}
 PAGED_ROLE = {Severity.HIGH: Role.ML_LEAD, Severity.CRITICAL: Role.ETHICS_OFFICER}
 _RANK = {Severity.MEDIUM: 0, Severity.HIGH: 1, Severity.CRITICAL: 2}
 
@@ -55,6 +51,8 @@ def route_alert(alert: Alert) -> dict:
     """Route one alert; returns what was done (for logs and tests)."""
     outcome: dict = {"default": default_route(alert)}
     if alert.severity not in PAGED_ROLE:
+        if halted := ethics_check_alert(alert):  # no incident of its own: an ethics incident
+            outcome["ethics"] = halted
         return outcome
     stage = Lifecycle.objects.filter(version=alert.version).values_list("stage", flat=True).first()
     if stage not in SERVING_STAGES:
@@ -68,6 +66,9 @@ def route_alert(alert: Alert) -> dict:
             return outcome
         incident, opened = _open_or_join(alert, model)
         outcome.update(incident=incident.pk, action="opened" if opened else "joined")
+        # an ethics hard-limit breach stops inference at once; the incident records the halt
+        if halted := ethics_check_alert(alert, incident=incident):
+            outcome["ethics"] = halted
         role = PAGED_ROLE[alert.severity]
         notify_role(
             channel=Channel.PAGE,
@@ -109,40 +110,31 @@ def route_alert(alert: Alert) -> dict:
 
 def _open_or_join(alert: Alert, model: RegisteredModel) -> tuple[Incident, bool]:
     kind = incident_kind(alert)
-    incident = (
-        Incident.objects.filter(model=model, kind=kind, status__in=ACTIVE_STATUSES)
-        .order_by("created_at", "id")
-        .first()
-    )
+    incident = incident_active(model, kind)
     opened = incident is None
     if opened:
-        incident = Incident.objects.create(
+        incident = incident_open(
+            model=model,
             kind=kind,
             severity=alert.severity,
-            playbook=PLAYBOOK.get(kind, ""),
             title=f"{alert.severity} {alert.kind} alert on {model.name} {alert.version.version}",
-            model=model,
             version=alert.version,
-            opened_by=SYSTEM.label,
-        )
-        add_event(
-            incident,
-            kind=EventKind.OPENED,
-            actor=SYSTEM.label,
+            actor=SYSTEM,
             message=f"opened by alert {alert.pk}: {_describe(alert)}",
-            data={"alert": alert.pk, "playbook": incident.playbook},
-        )
-    else:
-        add_event(
-            incident,
-            kind=EventKind.ALERT,
-            actor=SYSTEM.label,
-            message=f"alert {alert.pk} joined: {_describe(alert)}",
             data={"alert": alert.pk},
+            alert=alert,
         )
-        if _RANK[alert.severity] > _RANK.get(incident.severity, 0):
-            incident.severity = alert.severity
-            incident.save(update_fields=["severity"])
+        return incident, opened
+    add_event(
+        incident,
+        kind=EventKind.ALERT,
+        actor=SYSTEM.label,
+        message=f"alert {alert.pk} joined: {_describe(alert)}",
+        data={"alert": alert.pk},
+    )
+    if _RANK[alert.severity] > _RANK.get(incident.severity, 0):
+        incident.severity = alert.severity
+        incident.save(update_fields=["severity"])
     incident.alerts.add(alert)
     return incident, opened
 

@@ -26,3 +26,27 @@ def deliver_notifications() -> dict:
     if wait is not None:
         enqueue_delivery(countdown=max(wait, 1.0))
     return counts
+
+
+@shared_task(name="incidents.run_playbook", acks_late=True)
+def run_playbook(incident_id: int) -> list[dict]:
+    """Run the incident's due automated steps in order; safe to redeliver."""
+    from .playbooks import playbook_advance
+
+    return playbook_advance(incident_id)
+
+
+@shared_task(name="incidents.escalate_overdue_steps")
+def escalate_overdue_steps() -> int:
+    """Tell the escalation role about every overdue human step (once per step)."""
+    from .playbooks import steps_escalate_overdue
+
+    return steps_escalate_overdue()
+
+
+@shared_task(name="incidents.check_ethics_limits")
+def check_ethics_limits() -> list[dict]:
+    """Halt every model whose serving version breaches its ethics policy's hard limits."""
+    from .ethics import ethics_check_all
+
+    return ethics_check_all()

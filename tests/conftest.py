@@ -36,6 +36,24 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
+@pytest.fixture(autouse=True)
+def _seeded_data_after_flush(request):
+    """A transactional test's flush empties every table, the playbooks a data migration seeded
+    included: put them back so every test starts from what ``migrate`` gives a real install."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("transaction"):
+        return
+    request.getfixturevalue("transactional_db")
+    from incidents.models import Playbook
+
+    if not Playbook.objects.exists():
+        import importlib
+
+        from django.apps import apps
+
+        importlib.import_module("incidents.migrations.0003_seed_playbooks").seed(apps, None)
+
+
 @pytest.fixture(scope="session")
 def mlflow_models():
     """A factory of real MLflow model versions, logged once per name for the session."""

@@ -158,6 +158,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # choice sets that share a field name get names of their own instead of hashed ones
+    "ENUM_NAME_OVERRIDES": {
+        "IncidentKindEnum": "incidents.models.IncidentKind",
+        "IncidentStatusEnum": "incidents.models.IncidentStatus",
+        "StepStatusEnum": "incidents.models.StepStatus",
+        "RollbackStatusEnum": "incidents.models.RollbackStatus",
+        "NotificationStatusEnum": "incidents.models.NotificationStatus",
+    },
 }
 
 # --- MLflow -----------------------------------------------------------------------------------
@@ -182,7 +190,12 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # A message a killed worker held comes back after this many seconds (acks_late): short, so
+    # a rollback interrupted by a dead worker still completes within the specification's 5 min.
+    # Every task is idempotent, so a long task redelivered while still running changes nothing.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=120)
+    }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -202,6 +215,14 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-orphan-evidence": {"task": "governance.sweep_orphan_evidence", "schedule": 3600.0},
     "sweep-orphan-monitoring-data": {"task": "monitoring.sweep_orphan_data", "schedule": 3600.0},
     "trim-stale-cache": {"task": "serving.trim_stale_cache", "schedule": 86400.0},
+    "escalate-overdue-steps": {"task": "incidents.escalate_overdue_steps", "schedule": 60.0},
+    "check-ethics-limits": {"task": "incidents.check_ethics_limits", "schedule": 300.0},
+    # a safety net: gateways announce their prediction-log spool themselves while they run
+    "ingest-prediction-log": {"task": "serving.ingest_prediction_log", "schedule": 60.0},
+    "record-shadow-evaluations": {
+        "task": "serving.record_shadow_evaluations",
+        "schedule": 3600.0,
+    },
     "purge-expired-predictions": {
         "task": "monitoring.purge_expired_predictions",
         "schedule": 86400.0,
@@ -227,10 +248,22 @@ ORPHAN_GRACE = timedelta(hours=env.int("ORPHAN_GRACE_HOURS", default=6))
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024 * 1024)
 # Where alerts go once written: the incidents layer replaces this with its router.
 MONITORING_ALERT_HOOK = env("MONITORING_ALERT_HOOK", default="incidents.routing.route_alert")
-# Told when the live model cannot serve (playbook 3); the incidents layer will open an outage.
-SERVING_OUTAGE_HOOK = env("SERVING_OUTAGE_HOOK", default="serving.cache.log_outage")
+# Told when the live model cannot serve: the incidents layer opens a playbook-3 outage incident.
+SERVING_OUTAGE_HOOK = env("SERVING_OUTAGE_HOOK", default="incidents.outage.report_outage")
+# How governance (a lower layer) tells people: the incidents layer's notification outbox.
+GOVERNANCE_NOTIFY_HOOK = env(
+    "GOVERNANCE_NOTIFY_HOOK", default="incidents.notifications.notify_role_by_email"
+)
 NOTIFICATION_WEBHOOK_URL = env("NOTIFICATION_WEBHOOK_URL", default="")
 NOTIFICATION_WEBHOOK_SECRET = env("NOTIFICATION_WEBHOOK_SECRET", default="")
+# Outbox retries wait base * 2^(attempt-1) seconds, capped.
+NOTIFICATION_BACKOFF_SECONDS = env.float("NOTIFICATION_BACKOFF_SECONDS", default=10.0)
+NOTIFICATION_BACKOFF_MAX_SECONDS = env.float("NOTIFICATION_BACKOFF_MAX_SECONDS", default=1800.0)
+# Drill and test knob only (keep 0 in production): a rollback task sleeps this many seconds right
+# after its switch commits, so a drill can kill the worker in the middle of a rollback.
+INCIDENTS_ROLLBACK_PAUSE_AFTER_SWITCH = env.float(
+    "INCIDENTS_ROLLBACK_PAUSE_AFTER_SWITCH", default=0.0
+)
 IDEMPOTENCY_TTL = timedelta(hours=env.int("IDEMPOTENCY_TTL_HOURS", default=24))
 
 LOGGING = {

@@ -33,6 +33,7 @@ CHANNELS = {
     Channel.PAGE: PageChannel(),
     Channel.WEBHOOK: WebhookChannel(),
 }
+# Defaults of ``settings.NOTIFICATION_BACKOFF_SECONDS`` / ``NOTIFICATION_BACKOFF_MAX_SECONDS``.
 BACKOFF_BASE = timedelta(seconds=10)
 BACKOFF_MAX = timedelta(minutes=30)
 MAX_ATTEMPTS = 12
@@ -93,7 +94,14 @@ def enqueue_delivery(countdown: float | None = None) -> None:
 
 
 def backoff(attempts: int) -> timedelta:
-    return min(BACKOFF_BASE * (2 ** max(attempts - 1, 0)), BACKOFF_MAX)
+    """Wait before the next attempt: base * 2^(attempts-1), capped (both from settings)."""
+    from django.conf import settings
+
+    base = getattr(settings, "NOTIFICATION_BACKOFF_SECONDS", None)
+    cap = getattr(settings, "NOTIFICATION_BACKOFF_MAX_SECONDS", None)
+    base = BACKOFF_BASE if base is None else timedelta(seconds=float(base))
+    cap = BACKOFF_MAX if cap is None else timedelta(seconds=float(cap))
+    return min(base * (2 ** max(attempts - 1, 0)), cap)
 
 
 def _claim(notification_id: int, now) -> bool:
@@ -190,3 +198,21 @@ def next_due_in() -> float | None:
     if row is None:
         return None
     return max((row - timezone.now()).total_seconds(), 0.0)
+
+
+def notify_role_by_email(
+    *, role: str, model=None, subject: str, body: str, dedup_key: str
+) -> list[str]:
+    """``settings.GOVERNANCE_NOTIFY_HOOK``: governance's notices as one EMAIL outbox row per
+    dedup key (stage escalations, monthly audits); returns the row's recipients."""
+    notification, created = notify_role(
+        channel=Channel.EMAIL,
+        role=role,
+        model=model,
+        subject=subject,
+        body=body,
+        dedup_key=dedup_key,
+    )
+    if created and not notification.recipients:
+        logger.warning("notify %s [%s]: nobody with an email address to tell", role, dedup_key)
+    return list(notification.recipients)

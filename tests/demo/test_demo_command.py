@@ -30,7 +30,7 @@ def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_pa
         "FROM registry_modelversion v JOIN governance_lifecycle l ON l.version_id = v.id "
         "JOIN registry_modelcard c ON c.version_id = v.id ORDER BY v.major, v.minor"
     ).fetchall()
-    assert [v[0] for v in versions] == ["1.0.0", "1.1.0", "2.0.0"]
+    assert [v[0] for v in versions] == ["1.0.0", "1.0.1", "1.1.0", "2.0.0"]
     assert all(v[4] for v in versions)
     actions = {row[0] for row in db.execute("SELECT action FROM governance_auditevent")}
     assert {
@@ -44,9 +44,31 @@ def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_pa
     } <= actions
     # every version went through review and the gates, and none skipped past staging unreviewed
     stages = {v[0]: v[1] for v in versions}
-    # 1.0.0 went live and the injected fairness shift (a critical alert) degraded it;
+    # 1.0.0 went live, PATCH 1.0.1 (a lower threshold) replaced it; the injected fairness shift
+    # raised critical alerts on 1.0.1 and the second rolled it back to 1.0.0 automatically;
     # 1.1.0 failed its fairness gate; 2.0.0 passed its gates and waits for the ML Lead
-    assert stages == {"1.0.0": "degraded", "1.1.0": "development", "2.0.0": "validation"}
+    assert stages == {
+        "1.0.0": "production",
+        "1.0.1": "retired",
+        "1.1.0": "development",
+        "2.0.0": "validation",
+    }
+    [(rollback_status, verification)] = db.execute(
+        "SELECT status, verification FROM incidents_rollback"
+    ).fetchall()
+    assert rollback_status == "completed" and verification.startswith("gateway: 1.0.0 scored")
+    [(incident_id, kind, playbook, status)] = db.execute(
+        "SELECT id, kind, playbook, status FROM incidents_incident"
+    ).fetchall()
+    assert (kind, playbook, status) == ("fairness", "2", "resolved")
+    steps = dict(
+        db.execute(
+            'SELECT "order", status FROM incidents_steprun WHERE incident_id = ?', [incident_id]
+        )
+    )
+    # the playbook is in progress: automated steps and the first people's steps done
+    assert [steps[n] for n in (1, 2, 3, 4)] == ["done"] * 4
+    assert {steps[n] for n in (5, 6, 7, 8)} == {"waiting"}
     critical = db.execute(
         "SELECT COUNT(*) FROM monitoring_alert WHERE severity = 'critical'"
     ).fetchone()[0]

@@ -20,6 +20,8 @@ from governance.audit import Actor
 from governance.models import AuditEvent, Escalation, Lifecycle, RoleGrant, Stage
 from governance.policies import validation_policy_update
 from governance.tasks import escalate_overdue_stages
+from incidents.models import Notification
+from incidents.notifications import deliver_due
 from tests.factories import ModelVersionFactory, RegisteredModelFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -46,6 +48,23 @@ def holder(username: str, role: str, *, model=None, email: str | None = None):
 
 def escalation_events():
     return AuditEvent.objects.filter(action="lifecycle.escalated")
+
+
+@pytest.fixture(autouse=True)
+def outbox_deliveries(monkeypatch) -> list:
+    """Notices go through the incidents outbox (``GOVERNANCE_NOTIFY_HOOK``): its delivery task is
+    recorded instead of sent to a broker; tests deliver with ``delivered()``."""
+    calls: list = []
+    monkeypatch.setattr(
+        "incidents.notifications.enqueue_delivery", lambda countdown=None: calls.append(countdown)
+    )
+    return calls
+
+
+def delivered() -> list:
+    """What the delivery task does: send the due outbox rows; returns the mail sent so far."""
+    deliver_due()
+    return mail.outbox
 
 
 @pytest.fixture
@@ -245,12 +264,22 @@ def test_staging_escalation_emails_the_ml_leads_and_ethics_officers_of_that_mode
 
     [escalation] = run_at(T0 + 7 * DAY + SECOND)
 
-    told = {tuple(sorted(message.to)) for message in mail.outbox}
+    assert mail.outbox == []  # written to the outbox, sent by its delivery task
+    told = {tuple(sorted(message.to)) for message in delivered()}
     assert told == {
         ("lead@example.org", "model-lead@example.org"),
         ("ethics@example.org",),
     }
     assert all(str(patch) in message.subject for message in mail.outbox)
+    rows = Notification.objects.order_by("role")
+    assert [(n.channel, n.role, n.status) for n in rows] == [
+        ("email", "ethics_officer", "sent"),
+        ("email", "ml_lead", "sent"),
+    ]
+    assert {n.dedup_key for n in rows} == {
+        f"escalation:{escalation.pk}:ml_lead",
+        f"escalation:{escalation.pk}:ethics_officer",
+    }
     escalation.refresh_from_db()
     assert escalation.notified == [
         {"role": "ml_lead", "addresses": ["lead@example.org", "model-lead@example.org"]},
@@ -266,7 +295,7 @@ def test_development_escalation_asks_the_ml_engineers_for_peer_review(run_at):
 
     run_at(T0 + 15 * DAY)
 
-    [message] = mail.outbox
+    [message] = delivered()
     assert message.to == ["peer@example.org"]
     assert "development" in message.subject
 
@@ -279,7 +308,7 @@ def test_degraded_escalation_emails_the_ml_lead(run_at):
 
     run_at(T0 + timedelta(hours=48) + SECOND)
 
-    [message] = mail.outbox
+    [message] = delivered()
     assert message.to == ["lead@example.org"]
 
 
@@ -289,12 +318,71 @@ def test_no_email_is_sent_again_when_the_sweep_runs_again(run_at):
     put_in_stage(version, Stage.VALIDATION, T0)
 
     run_at(T0 + 4 * DAY)
+    delivered()
     run_at(T0 + 4 * DAY + timedelta(minutes=15))
 
-    assert len(mail.outbox) == 1
+    assert len(delivered()) == 1
+    assert Notification.objects.count() == 1
 
 
-def test_notify_role_skips_and_logs_users_without_an_email_address(caplog):
+def test_notify_role_writes_one_outbox_email_per_dedup_key_to_holders_with_an_address(
+    django_capture_on_commit_callbacks, outbox_deliveries
+):
+    model = RegisteredModelFactory()
+    holder("lead", "ml_lead")
+    holder("silent", "ml_lead", model=model, email="")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        told = notify.notify_role(
+            role="ml_lead", model=model, subject="s", body="b", dedup_key="test:1"
+        )
+        again = notify.notify_role(
+            role="ml_lead", model=model, subject="s", body="b", dedup_key="test:1"
+        )
+
+    assert told == again == ["lead@example.org"]
+    row = Notification.objects.get()
+    assert (row.channel, row.role, row.model) == ("email", "ml_lead", model)
+    assert row.dedup_key == "test:1"
+    assert outbox_deliveries == [None]  # delivery enqueued once, after commit
+    assert [m.to for m in delivered()] == [["lead@example.org"]]
+    assert delivered() == mail.outbox and len(mail.outbox) == 1  # never sent twice
+
+
+def test_notify_role_without_a_model_tells_only_global_holders_and_sends_nothing_to_nobody():
+    model = RegisteredModelFactory()
+    holder("scoped", "ml_lead", model=model)
+
+    assert (
+        notify.notify_role(role="ml_lead", model=None, subject="s", body="b", dedup_key="k") == []
+    )
+    assert delivered() == []
+    assert Notification.objects.get().status == "failed"  # visible in the outbox: nobody to tell
+
+
+recorded: list[dict] = []
+
+
+def recording_hook(**notice) -> list[str]:
+    recorded.append(notice)
+    return ["someone@example.org"]
+
+
+def test_notify_role_hands_the_notice_to_the_configured_hook(settings):
+    settings.GOVERNANCE_NOTIFY_HOOK = "tests.governance.test_sla.recording_hook"
+    recorded.clear()
+
+    told = notify.notify_role(role="ml_lead", model=None, subject="s", body="b", dedup_key="k")
+
+    assert told == ["someone@example.org"]
+    assert recorded == [
+        {"role": "ml_lead", "model": None, "subject": "s", "body": "b", "dedup_key": "k"}
+    ]
+    assert not Notification.objects.exists()
+
+
+def test_the_plain_email_hook_emails_at_once_and_logs_users_without_an_address(caplog, settings):
+    settings.GOVERNANCE_NOTIFY_HOOK = "governance.notify.email_role"
     model = RegisteredModelFactory()
     holder("lead", "ml_lead")
     holder("silent", "ml_lead", model=model, email="")
@@ -307,16 +395,7 @@ def test_notify_role_skips_and_logs_users_without_an_email_address(caplog):
     assert told == ["lead@example.org"]
     assert mail.outbox[0].to == ["lead@example.org"]
     assert "silent has no email address" in caplog.text
-
-
-def test_notify_role_without_a_model_tells_only_global_holders_and_sends_nothing_to_nobody():
-    model = RegisteredModelFactory()
-    holder("scoped", "ml_lead", model=model)
-
-    assert (
-        notify.notify_role(role="ml_lead", model=None, subject="s", body="b", dedup_key="k") == []
-    )
-    assert mail.outbox == []
+    assert not Notification.objects.exists()
 
 
 # --- the periodic task -------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Automatic and manual rollback: exactly once, v(n-1) restored, review scheduled."""
+"""Automatic and manual rollback: exactly once, v(n-1) restored and verified serving through
+the gateway (real MLflow models), review scheduled."""
 
 from datetime import timedelta
 
@@ -14,14 +15,29 @@ from incidents import tasks
 from incidents.models import Incident, Notification, Rollback
 from incidents.routing import route_alert
 from tests.incidents.helpers import alert_on, live_pair, live_single, stage
+from tests.serving.helpers import live, promote_patch
 
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def serving_pair(mlflow_models):
+    """(v1 in warm standby, v2 live), both real MLflow models the gateway can load."""
+    from serving import loader, router
+
+    router.clear()
+    loader.clear()
+    v1 = live(mlflow_models, "1.0.0", seed=0)
+    v2 = promote_patch(mlflow_models, v1.model, "1.0.1", seed=1)
+    yield v1, v2
+    router.clear()
+    loader.clear()
+
+
 def test_two_critical_alerts_roll_back_exactly_once_to_the_previous_version_and_schedule_review(
-    django_capture_on_commit_callbacks, enqueued
+    django_capture_on_commit_callbacks, enqueued, serving_pair
 ):
-    v1, v2 = live_pair()
+    v1, v2 = serving_pair
     first = route_alert(alert_on(v2))
     assert first["action"] == "opened" and first["rollback"] is None
     assert stage(v2) == "degraded" and not Rollback.objects.exists()
@@ -36,6 +52,7 @@ def test_two_critical_alerts_roll_back_exactly_once_to_the_previous_version_and_
     rollback.refresh_from_db()
     assert (rollback.from_version, rollback.to_version) == (v2, v1)
     assert rollback.switched_at and rollback.verified_at and rollback.completed_at
+    assert rollback.verification.startswith("gateway: 1.0.0 scored a probe of 3 features")
     assert stage(v1) == "production"
     rolled = Lifecycle.objects.get(version=v2)
     assert rolled.stage == "retired" and rolled.archive == Archive.COLD
@@ -47,7 +64,7 @@ def test_two_critical_alerts_roll_back_exactly_once_to_the_previous_version_and_
     messages = list(incident.events.values_list("message", flat=True))
     assert any(m.startswith("switched:") for m in messages)
     assert any(m.startswith("completed:") for m in messages)
-    page = Notification.objects.get(channel="page", role="ethics_officer")
+    page = Notification.objects.get(channel="page", role="ethics_officer", event="trigger")
     assert page.dedup_key == f"incident-{incident.pk}-page-ethics_officer"
     assert audit.verify().valid
 
@@ -70,8 +87,8 @@ def test_the_policy_sets_how_many_critical_alerts_roll_back():
     assert route_alert(alert_on(v2))["rollback"] is not None
 
 
-def test_a_retried_rollback_task_does_not_roll_back_twice():
-    v1, v2 = live_pair()
+def test_a_retried_rollback_task_does_not_roll_back_twice(serving_pair):
+    v1, v2 = serving_pair
     route_alert(alert_on(v2))
     rollback = Rollback.objects.get(pk=route_alert(alert_on(v2))["rollback"])
     # The worker dies after the switch committed: the redelivered task resumes from "switched".
@@ -104,8 +121,8 @@ def test_without_a_standby_version_nothing_switches_and_the_ml_lead_is_paged():
     assert rollback_service.rollback_run(rollback_id) == "no_standby"  # retried: unchanged
 
 
-def test_manual_rollback_api_returns_202_with_the_incident_and_403_for_ci(api_client):
-    v1, v2 = live_pair()
+def test_manual_rollback_api_returns_202_with_the_incident_and_403_for_ci(api_client, serving_pair):
+    v1, v2 = serving_pair
     url = f"/api/v1/models/{v2.model.name}/rollback/"
     refused = api_client("ci").post(url, {"reason": "bias spike"})
     assert refused.status_code == 403
@@ -114,7 +131,7 @@ def test_manual_rollback_api_returns_202_with_the_incident_and_403_for_ci(api_cl
     response = lead.post(url, {"reason": "bias spike on northgate"})
     assert response.status_code == 202, response.json()
     body = response.json()
-    assert body["kind"] == "manual_rollback" and body["version"] == "1.1.0"
+    assert body["kind"] == "manual_rollback" and body["version"] == "1.0.1"
     assert body["rollbacks"][0]["status"] == "requested"
     assert lead.post(url, {"reason": "again"}).status_code == 409
     rollback_service.rollback_run(body["rollbacks"][0]["id"])
@@ -126,12 +143,90 @@ def test_manual_rollback_api_returns_202_with_the_incident_and_403_for_ci(api_cl
     assert lead.get("/api/v1/incidents/", {"status": "open"}).json()["results"] == []
 
 
-def test_rollback_management_command_runs_the_rollback(engineer):
+def test_rollback_management_command_runs_the_rollback(engineer, serving_pair):
     from tests.governance.lifecycle_helpers import person
 
-    v1, v2 = live_pair()
+    v1, v2 = serving_pair
     lead = person("ml_lead", "cmd-lead")
     call_command("rollback", v2.model.name, reason="outage", user=lead.user.username)
     assert stage(v1) == "production" and stage(v2) == "retired"
     with pytest.raises(CommandError, match="rollback"):
         call_command("rollback", v2.model.name, reason="x", user=engineer.username)
+
+
+def test_verification_scores_a_real_prediction_of_the_restored_version_through_the_gateway(
+    serving_pair,
+):
+    from serving import gateway
+    from tests.serving.helpers import pyfunc_scores
+
+    v1, v2 = serving_pair
+    route_alert(alert_on(v2))
+    rollback_id = route_alert(alert_on(v2))["rollback"]
+    assert rollback_service._advance(rollback_id, task_id="t1") == "switched"
+    assert rollback_service._advance(rollback_id, task_id="t1") == "verified"
+    rollback = Rollback.objects.get(pk=rollback_id)
+    expected = pyfunc_scores(v1, [{"f1": 0.0, "f2": 0.0, "f3": 0.0}])[0]
+    assert f"score {expected:.6g}" in rollback.verification
+    assert " ms (attempt 1 of 5)" in rollback.verification
+    event = rollback.incident.events.get(message__startswith="verified:")
+    assert event.data["score"] == pytest.approx(expected) and event.data["latency_ms"] >= 0
+    code, body = gateway.serve(
+        v1.model.name, {"instances": [{"f1": 1, "f2": 0, "f3": 0}]}, record=False
+    )
+    assert (code, body["version"], body["stale"]) == (200, "1.0.0", False)
+
+
+def test_a_restored_version_that_cannot_load_fails_the_rollback_and_pages_the_ml_lead():
+    # live_pair's versions have no artifact anywhere: the gateway cannot score v1.
+    _, v2 = live_pair()
+    route_alert(alert_on(v2))
+    rollback_id = route_alert(alert_on(v2))["rollback"]
+    assert rollback_service.rollback_run(rollback_id) == "failed"
+    rollback = Rollback.objects.get(pk=rollback_id)
+    assert rollback.verified_at is None and not rollback.verification
+    assert "1.0.0 did not serve a probe through the gateway" in rollback.last_error
+    assert "(5 attempts)" in rollback.last_error
+    assert stage(v2) == "rollback"  # never archived without a verified v(n-1)
+    page = Notification.objects.get(role="ml_lead", channel="page")
+    assert "rollback failed" in page.subject and "did not serve" in page.body
+    assert rollback_service.rollback_run(rollback_id) == "failed"  # retried: unchanged
+
+
+def test_verification_retries_briefly_until_the_gateway_serves_the_restored_version(
+    serving_pair, monkeypatch
+):
+    from serving import gateway
+
+    _, v2 = serving_pair
+    real_serve, calls = gateway.serve, []
+
+    def not_seen_yet(model_name, payload, **kwargs):
+        calls.append(kwargs)
+        if len(calls) < 3:  # the routing generation of the switch not seen yet
+            return 200, {"version": v2.version, "stale": False, "predictions": []}
+        return real_serve(model_name, payload, **kwargs)
+
+    monkeypatch.setattr(gateway, "serve", not_seen_yet)
+    route_alert(alert_on(v2))
+    rollback_id = route_alert(alert_on(v2))["rollback"]
+    assert rollback_service.rollback_run(rollback_id) == "completed"
+    assert "(attempt 3 of 5)" in Rollback.objects.get(pk=rollback_id).verification
+    assert all(c == {"record": False, "ignore_halt": True} for c in calls)
+
+
+def test_a_halted_model_still_rolls_back_and_stays_halted(serving_pair):
+    from serving import gateway
+    from serving.halt import halt_engage
+    from tests.governance.lifecycle_helpers import person
+
+    v1, v2 = serving_pair
+    halt_engage(scope=v2.model.name, reason="ethics breach", actor=person("ml_lead"))
+    route_alert(alert_on(v2))
+    rollback_id = route_alert(alert_on(v2))["rollback"]
+    assert rollback_service.rollback_run(rollback_id) == "completed"
+    assert stage(v1) == "production" and stage(v2) == "retired"
+    code, body = gateway.serve(
+        v1.model.name, {"instances": [{"f1": 0, "f2": 0, "f3": 0}]}, record=False
+    )
+    assert code == 503 and body["halted"] is True

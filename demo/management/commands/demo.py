@@ -39,9 +39,12 @@ USERS = {
 # (version, kind, features, weeks of data used, hyperparameters, what changed)
 VERSIONS = [
     ("1.0.0", "logreg", "V1", 80, {"C": 1.0}, "First model: logistic regression, 8 features."),
+    ("1.0.1", "logreg", "V1", 80, {"C": 1.0}, "Decision threshold lowered from 0.50 to 0.45."),
     ("1.1.0", "logreg", "V1", 92, {"C": 1.0}, "Retrained on 12 more weeks, same architecture."),
     ("2.0.0", "gbm", "V2", 92, {"max_depth": 4}, "Gradient boosting on all 13 features."),
 ]
+# PATCH 1.0.1 changes only the decision threshold: fast-tracked to production over 1.0.0.
+THRESHOLDS = {"1.0.1": 0.45}
 
 
 class Command(BaseCommand):
@@ -99,7 +102,7 @@ class Command(BaseCommand):
                 hyperparameters={"kind": kind, "seed": seed, **params},
                 metrics=metrics,
                 feature_list=list(features),
-                thresholds={"decision": 0.5},
+                thresholds={"decision": THRESHOLDS.get(version, 0.5)},
                 responsible_engineer="erin-engineer",
                 model_card=_card(version, kind, features, metrics, change),
                 ethics_audit_date=date.today() if version == "1.0.0" else None,
@@ -112,7 +115,16 @@ class Command(BaseCommand):
             self.splits[version] = (model, validation, features)
         self._walk_lifecycle(ci)
         self._traffic(frame, seed)
+        self._incidents()
         self.step("done")
+
+    def _incidents(self) -> None:
+        """What the urgent worker does with the alerts, done here so the demo shows it at once
+        (the tasks were also enqueued; the worker finds them finished), then people at work."""
+        from demo.incidents import work_incidents
+
+        for line in work_incidents(MODEL_NAME):
+            self.step(line)
 
     def _traffic(self, frame, seed: int) -> None:
         """Production traffic for the live version (or, if no version went live, the first)."""

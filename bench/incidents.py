@@ -1,0 +1,461 @@
+"""Rollback and halt drills: a real Celery worker on Redis, PostgreSQL, real MLflow models.
+
+    .venv/bin/python bench/incidents.py [--drills 20] [--concurrency 2]
+                                        [--admin-url postgres://postgres@127.0.0.1:5432/postgres]
+                                        [--redis-url redis://127.0.0.1:6379/4]
+
+Runs against a temporary PostgreSQL database (created on ``--admin-url``'s server, dropped at the
+end), a temporary var directory (its own MLflow store and artifact cache) and the Redis database
+of ``--redis-url`` (flushed before and after: give it one nobody else uses). One worker,
+``celery -A config worker -Q urgent,default -c 2``, as in production.
+
+Set-up, not timed: ``--drills`` models, each with two logistic regressions logged to MLflow and
+registered through ``version_register`` (distinct artifacts, so every restore loads its own model
+from the warm-standby cache on disk), 1.0.0 walked to production and a PATCH 1.0.1 promoted over
+it (1.0.0 goes to warm standby), through the lifecycle with the test suite's evidence and
+approval helpers. The worker verifies each promotion (1.0.1 enters ``monitoring``).
+
+Each drill, one model at a time, with this process acting as a gateway that serves the model
+(``serving.gateway.serve``, the code path of the predict API; not logged):
+
+- a first critical fairness alert is written and routed (incident, page; the version degrades);
+  the worker drains what it enqueued;
+- **rollback**: a second critical alert is committed; the clock starts. It is routed (as the
+  monitoring task's hook does), which creates the rollback and enqueues it on ``urgent``; the
+  worker switches (start_rollback + restore), verifies 1.0.0 with a real prediction through its
+  own gateway and completes. The clock stops at the first prediction of this process's gateway,
+  polled every 10 ms, answered by 1.0.0 (not stale);
+- **halt**: the model's halt is engaged by an ML Lead (``serving.halt.halt_engage``; the clock
+  starts before the call, so its commit is included) and stops at the first refused prediction
+  (503, ``halted``) of the same gateway, polled every millisecond.
+
+Every figure is one JSON object per line, as in the other benches, with the specification's limit
+(``spec_limit_s``) and the issue's target beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# This file is bench/incidents.py: its directory must not shadow the ``incidents`` app.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(REPO))
+
+FEATURES = [f"f{i}" for i in range(10)]
+PROBE = {"instances": [dict.fromkeys(FEATURES, 0.25)]}
+ROLLBACK_SPEC_S, ROLLBACK_TARGET_S = 300.0, 5.0
+HALT_SPEC_S, HALT_TARGET_S = 60.0, 1.0
+
+
+def emit(bench: str, value, unit: str, **extra) -> None:
+    line = {"bench": bench, "value": value, "unit": unit, **extra}
+    line.setdefault("load1", round(os.getloadavg()[0], 2))
+    print(json.dumps(line), flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def create_database(admin_url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{admin_url.rsplit('/', 1)[0]}/{name}"
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- set-up ---------------------------------------------------------------------------------------
+
+
+def log_model(name: str, seed: int) -> str:
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from demo.mlflow_logging import log_sklearn_model
+    from registry import mlflow_bridge
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(1000, len(FEATURES))), columns=FEATURES)
+    weights = rng.normal(size=len(FEATURES))
+    labels = (frame.to_numpy() @ weights + rng.normal(size=1000) > 0).astype(int)
+    return log_sklearn_model(
+        LogisticRegression().fit(frame, labels),
+        registered_name=name,
+        input_example=frame.head(3),
+        params={"C": 1.0},
+        metrics={"auc": 0.8},
+        experiment_id=mlflow_bridge.ensure_experiment(),
+        run_name=f"{name}-{seed}",
+    ).uri
+
+
+def register(model: str, version: str, uri: str):
+    from datetime import date
+
+    from governance import services
+    from governance.audit import Actor
+    from registry.services import VersionSpec
+
+    return services.version_register(
+        model_name=model,
+        spec=VersionSpec(
+            version=version,
+            mlflow_uri=uri,
+            training_data_hash="sha256:" + "ab" * 32,
+            training_data_start=date(2025, 1, 1),
+            training_data_end=date(2025, 12, 31),
+            responsible_engineer="bench-engineer",
+            feature_list=FEATURES,
+            thresholds={"decision": 0.5},
+            model_card={"intended_use": "rollback drill", "owners": ["bench-engineer"]},
+        ),
+        actor=Actor.system("bench"),
+    )
+
+
+def set_up(drills: int) -> list[tuple]:
+    """``drills`` models, each (v1 in warm standby, v2 live); see the module docstring."""
+    from django.core.management import call_command
+
+    from governance import services
+    from governance.audit import Actor
+    from tests.governance.lifecycle_helpers import (
+        person,
+        sign_promotion,
+        step,
+        to_production_first,
+        to_staging,
+    )
+
+    call_command("migrate", verbosity=0, interactive=False)
+    system = Actor.system("bench")
+    services.role_grant(username="bench-engineer", roles=["ml_engineer"], actor=system)
+    pairs = []
+    for i in range(drills):
+        name = f"drill-{i:02d}"
+        services.model_register(name=name, actor=system)
+        v1 = register(name, "1.0.0", log_model(name, seed=2 * i + 1))
+        to_production_first(v1)
+        v2 = register(name, "1.0.1", log_model(name, seed=2 * i + 2))
+        to_staging(v2)
+        sign_promotion(v2)
+        step(v2, "promote", actor=person("ci"))
+        pairs.append((v1, v2))
+    return pairs
+
+
+# --- the worker -----------------------------------------------------------------------------------
+
+
+def start_worker(env: dict, concurrency: int, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "urgent,default",
+            "-c",
+            str(concurrency),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"drills-{os.getpid()}@%h",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_ready(worker: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    from config.celery import app
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited during start-up: see {log}")
+        replies = app.control.ping(timeout=1.0)
+        if any(n.startswith(f"drills-{os.getpid()}@") for r in replies for n in r):
+            return
+    raise RuntimeError(f"the worker did not answer a ping in time: see {log}")
+
+
+def stop_worker(worker: subprocess.Popen | None) -> None:
+    if worker is None or worker.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGTERM)  # the group this script started
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+def drain(broker, timeout: float = 60.0) -> None:
+    """Until the worker has nothing queued or running (Redis lists and the unacked hash)."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while time.monotonic() < deadline:
+        busy = broker.llen("urgent") + broker.llen("default") + broker.hlen("unacked")
+        quiet = quiet + 1 if busy == 0 else 0
+        if quiet >= 3:
+            return
+        time.sleep(0.05)
+    raise RuntimeError("the worker did not drain its queues in time")
+
+
+# --- drills ---------------------------------------------------------------------------------------
+
+
+def served(model: str) -> tuple[int, dict]:
+    from serving import gateway
+
+    return gateway.serve(model, PROBE, record=False)
+
+
+def poll(model: str, done, *, interval: float, timeout: float) -> float | None:
+    """perf_counter() at the end of the first answer for which ``done(code, body)`` holds."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        code, body = served(model)
+        if done(code, body):
+            return time.perf_counter()
+        time.sleep(interval)
+    return None
+
+
+def drill(v1, v2, broker) -> dict:
+    from incidents.models import Rollback
+    from incidents.routing import route_alert
+    from serving.halt import halt_engage
+    from tests.governance.lifecycle_helpers import person
+    from tests.incidents.helpers import alert_on
+
+    name = v2.model.name
+    assert served(name)[1].get("version") == v2.version, "v2 must serve before the drill"
+    route_alert(alert_on(v2, "fairness", "critical"))
+    drain(broker)
+    assert served(name)[1].get("version") == v2.version, "one critical alert rolls nothing back"
+
+    second = alert_on(v2, "fairness", "critical")  # committed: the clock starts
+    started = time.perf_counter()
+    routed = route_alert(second)
+    if routed.get("rollback") is None:
+        raise RuntimeError(f"the second critical alert started no rollback: {routed}")
+    v1_serves = poll(
+        name,
+        lambda code, body: code == 200 and not body["stale"] and body["version"] == v1.version,
+        interval=0.01,
+        timeout=ROLLBACK_SPEC_S,
+    )
+    deadline = time.monotonic() + 60
+    rollback = Rollback.objects.get(pk=routed["rollback"])
+    while rollback.status not in {"completed", "failed", "no_standby"}:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+        rollback.refresh_from_db()
+    if rollback.status != "completed":
+        raise RuntimeError(f"rollback {rollback.pk}: {rollback.status} {rollback.last_error}")
+
+    def since_alert(at) -> float:
+        return (at - second.created_at).total_seconds()
+
+    lead = person("ml_lead")  # before the clock: a grant moves every route's generation
+    drain(broker)
+    served(name)  # the gateway serves traffic all the time: its route is current
+    halt_started = time.perf_counter()
+    halt_engage(scope=name, reason="drill: ethics hard limit", actor=lead)
+    halt_returned = time.perf_counter()
+    refused = poll(
+        name,
+        lambda code, body: code == 503 and body.get("halted") is True,
+        interval=0.001,
+        timeout=HALT_SPEC_S,
+    )
+    return {
+        "rollback_s": None if v1_serves is None else v1_serves - started,
+        "switched_s": since_alert(rollback.switched_at),
+        "verified_s": since_alert(rollback.verified_at),
+        "completed_s": since_alert(rollback.completed_at),
+        "attempts": rollback.attempts,
+        "verification": rollback.verification,
+        "halt_s": None if refused is None else refused - halt_started,
+        "halt_call_s": halt_returned - halt_started,
+    }
+
+
+def summarise(name: str, values: list[float], *, spec: float, target: float, note: str) -> None:
+    met = max(values) <= spec
+    common = {"drills": len(values), "spec_limit_s": spec, "target_s": target}
+    emit(
+        f"{name}_p50",
+        round(statistics.median(values), 3),
+        "s",
+        **common,
+        samples=[round(v, 3) for v in values],
+        note=note,
+    )
+    emit(
+        f"{name}_p95",
+        round(percentile(values, 95), 3),
+        "s",
+        **common,
+        target_met=percentile(values, 95) < target,
+    )
+    emit(f"{name}_max", round(max(values), 3), "s", **common, spec_met=met)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--drills", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/4")
+    parser.add_argument("--keep", action="store_true", help="keep the var directory")
+    args = parser.parse_args()
+
+    name = f"bench_incidents_{os.getpid()}"
+    var = Path(tempfile.mkdtemp(prefix="bench-incidents-"))
+    database_url = create_database(args.admin_url, name)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.dev",
+        "DJANGO_DEBUG": "false",
+        "DATABASE_URL": database_url,
+        "GOVERNANCE_VAR_DIR": str(var),
+        "CELERY_BROKER_URL": args.redis_url,
+        "LOG_LEVEL": "WARNING",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    os.environ.update(env)
+    import redis
+
+    broker = redis.Redis.from_url(args.redis_url)
+    broker.flushdb()
+    worker = None
+    results: list[dict] = []
+    try:
+        import django
+
+        django.setup()
+        started = time.perf_counter()
+        pairs = set_up(args.drills)
+        log = var / "worker.log"
+        worker = start_worker(env, args.concurrency, log)
+        wait_ready(worker, log)
+        drain(broker, timeout=300)  # the promotions' verification and warm-standby tasks
+        from governance.models import Lifecycle
+
+        monitoring = Lifecycle.objects.filter(
+            version__in=[v2 for _, v2 in pairs], stage="monitoring"
+        ).count()
+        emit(
+            "incident_drills_setup",
+            round(time.perf_counter() - started, 1),
+            "s",
+            models=args.drills,
+            v2_verified_by_worker=monitoring,
+            worker=f"celery -Q urgent,default -c {args.concurrency}",
+            note="not timed below: log 2 models per drill to MLflow, register, walk the lifecycle",
+        )
+        for v1, v2 in pairs:
+            results.append(drill(v1, v2, broker))
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited: see {log}")
+    finally:
+        stop_worker(worker)
+        with contextlib.suppress(Exception):
+            from django.db import connections
+
+            connections.close_all()
+        with contextlib.suppress(Exception):
+            broker.flushdb()
+        drop_database(args.admin_url, name)
+        if not args.keep:
+            shutil.rmtree(var, ignore_errors=True)
+
+    rollback = [r["rollback_s"] for r in results if r["rollback_s"] is not None]
+    if len(rollback) != len(results):
+        emit("rollback_not_serving_within_spec", len(results) - len(rollback), "drills")
+    summarise(
+        "rollback_to_v1_serving",
+        rollback,
+        spec=ROLLBACK_SPEC_S,
+        target=ROLLBACK_TARGET_S,
+        note="second critical alert committed -> first prediction of this process's gateway "
+        "answered by 1.0.0; routing, the task on urgent, switch, verification by a real "
+        "prediction in the worker, and this gateway's reload of 1.0.0 from warm standby",
+    )
+    for part in ("switched_s", "verified_s", "completed_s"):
+        values = [r[part] for r in results]
+        emit(
+            f"rollback_{part[:-2]}_after_alert_p50",
+            round(statistics.median(values), 3),
+            "s",
+            max=round(max(values), 3),
+            note="database timestamps of the rollback row, from the alert's created_at",
+        )
+    emit(
+        "rollback_task_runs",
+        max(r["attempts"] for r in results),
+        "attempts (max)",
+        note="3 = switch, verify, complete in one run: no retry was needed",
+        example_verification=results[0]["verification"] if results else None,
+    )
+    halts = [r["halt_s"] for r in results if r["halt_s"] is not None]
+    summarise(
+        "halt_to_first_refusal",
+        halts,
+        spec=HALT_SPEC_S,
+        target=HALT_TARGET_S,
+        note="halt_engage called (its commit included) -> first 503 'halted' from this process's "
+        "gateway",
+    )
+    calls = [r["halt_call_s"] for r in results]
+    emit(
+        "halt_engage_call_p50",
+        round(statistics.median(calls), 3),
+        "s",
+        max=round(max(calls), 3),
+        note="of which the halt_engage call itself (checks, halt row, audit event, commit)",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,510 @@
+"""The ethics layer: hard limits per model whose breach stops all inference (spec section 5.1).
+
+An ``EthicsPolicy`` (versioned, edited only by an Ethics Officer through
+``ethics_policy_update``) holds hard bounds on the fairness aggregates of every sensitive
+attribute and a list of prohibited features. A model without a policy has no hard limits.
+
+Breaches are looked for in three places, always on the model's *serving* version only:
+
+* ``ethics_check_alert``: at the start of alert routing, a fairness alert's run metrics;
+* ``ethics_check_model``: the serving version's feature list and its latest fairness run (after a
+  policy change, and from the beat task);
+* ``ethics_check_all``: every model with a policy and a serving version (beat).
+
+A breach calls ``ethics_halt``: in one transaction the gateway's kill switch is engaged for the
+model (``halt_engage(automatic=True)``), an ``ethics`` incident (critical, playbook 2) is opened
+or joined with the halt and a timeline event saying what engaged it and why, the playbook starts
+and the Ethics Officer is paged. With the model already halted and its ethics incident active,
+nothing happens again: never a second halt, never a second incident.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+
+from governance import audit
+from governance.audit import Actor
+from governance.lifecycle import live_lifecycle
+from governance.models import SERVING_STAGES, Lifecycle
+from governance.permissions import can
+from governance.roles import Action, Role
+from monitoring.models import Alert, Check, MonitorRun, RunStatus
+from registry import services as registry_services
+from registry.errors import Forbidden, InvalidInput
+from registry.models import ModelVersion, RegisteredModel
+from serving.halt import active_halt, halt_engage
+
+from .models import (
+    Channel,
+    EthicsPolicy,
+    EventKind,
+    Incident,
+    IncidentKind,
+)
+from .notifications import notify_role
+from .services import incident_active, incident_open
+from .timeline import add_event
+
+logger = logging.getLogger(__name__)
+
+SYSTEM = Actor.system("incidents.ethics")
+# The per-attribute aggregates monitoring's fairness check stores (monitoring.checks.fairness):
+# ratios are min/max over groups and differences max-min, so every one lies in [0, 1].
+FAIRNESS_AGGREGATES = (
+    "equalized_odds_difference",
+    "fpr_ratio",
+    "fnr_ratio",
+    "demographic_parity_ratio",
+    "tpr_difference",
+    "fpr_difference",
+)
+BOUNDS = ("max", "min")
+
+
+@dataclass(frozen=True)
+class Breach:
+    """One hard limit crossed: a fairness aggregate beyond its bound, or a prohibited feature."""
+
+    policy_version: int
+    version: str
+    attribute: str = ""
+    metric: str = ""
+    value: float | None = None
+    bound: str = ""  # "max" or "min"
+    limit: float | None = None
+    feature: str = ""
+    source: str = ""  # where the value was read: "alert 12 (run 34)", "run 34"
+
+    def describe(self) -> str:
+        if self.feature:
+            return f"prohibited feature '{self.feature}' is in the feature list of {self.version}"
+        beyond = "above the hard maximum" if self.bound == "max" else "below the hard minimum"
+        return (
+            f"{self.metric} of '{self.attribute}' on {self.version} is {self.value:.4g}, "
+            f"{beyond} {self.limit:.4g}" + (f" ({self.source})" if self.source else "")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in ("", None)}
+
+
+# --- the policy --------------------------------------------------------------------------------
+
+
+def ethics_policy_current(model: RegisteredModel) -> EthicsPolicy | None:
+    """The newest policy version, or None: a model without a policy has no hard limits."""
+    return EthicsPolicy.objects.filter(model=model).order_by("-version").first()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_limits(fairness_limits: Any) -> dict[str, dict[str, float]]:
+    """The limits as ``{aggregate: {"max"|"min": float}}``; InvalidInput names each bad entry."""
+    if not isinstance(fairness_limits, dict):
+        raise InvalidInput(
+            {"fairness_limits": 'must be an object such as {"fpr_ratio": {"min": 0.5}}'}
+        )
+    errors: dict[str, str] = {}
+    clean: dict[str, dict[str, float]] = {}
+    for key, bound in fairness_limits.items():
+        field = f"fairness_limits.{key}"
+        if key not in FAIRNESS_AGGREGATES:
+            errors[field] = f"not a fairness aggregate; use one of {', '.join(FAIRNESS_AGGREGATES)}"
+            continue
+        if not isinstance(bound, dict) or not bound or set(bound) - set(BOUNDS):
+            errors[field] = 'must be {"max": number} or {"min": number} (or both)'
+            continue
+        for side, limit in bound.items():
+            if not _number(limit):
+                errors[f"{field}.{side}"] = "must be a number"
+            elif not 0 <= limit <= 1:
+                errors[f"{field}.{side}"] = "must lie between 0 and 1 (fairness aggregates do)"
+        if f"{field}.max" not in errors and f"{field}.min" not in errors:
+            if "max" in bound and "min" in bound and bound["min"] > bound["max"]:
+                errors[field] = "the minimum is above the maximum: nothing could pass"
+            else:
+                clean[key] = {side: float(limit) for side, limit in sorted(bound.items())}
+    if errors:
+        raise InvalidInput(errors)
+    return clean
+
+
+def validate_prohibited(prohibited_features: Any) -> list[str]:
+    if not isinstance(prohibited_features, list):
+        raise InvalidInput({"prohibited_features": "must be a list of feature names"})
+    errors = {
+        f"prohibited_features.{i}": "must be a non-empty string"
+        for i, name in enumerate(prohibited_features)
+        if not isinstance(name, str) or not name.strip()
+    }
+    if errors:
+        raise InvalidInput(errors)
+    return list(dict.fromkeys(name.strip() for name in prohibited_features))
+
+
+def ethics_policy_update(
+    *,
+    model_name: str,
+    fairness_limits: dict[str, dict[str, float]],
+    prohibited_features: list[str],
+    reason: str,
+    actor: Actor,
+    scopes=None,
+) -> EthicsPolicy:
+    """A new policy version (Ethics Officer only); the model is checked against it after commit."""
+    if actor.user is None or not can(
+        actor.user, Action.APPROVE_AS_ETHICS_OFFICER, model=model_name, scopes=scopes
+    ):
+        raise Forbidden(f"changing the ethics policy of {model_name} needs the Ethics Officer")
+    errors: dict[str, str | list[str]] = {}
+    limits: dict[str, dict[str, float]] = {}
+    prohibited: list[str] = []
+    try:
+        limits = validate_limits(fairness_limits)
+    except InvalidInput as exc:
+        errors.update(exc.errors)
+    try:
+        prohibited = validate_prohibited(prohibited_features)
+    except InvalidInput as exc:
+        errors.update(exc.errors)
+    if not (reason or "").strip():
+        errors["reason"] = "required: why the hard limits change"
+    if errors:
+        raise InvalidInput(errors)
+    model = registry_services.model_get(model_name)
+    with transaction.atomic():
+        RegisteredModel.objects.select_for_update().get(pk=model.pk)
+        current = ethics_policy_current(model)
+        policy = EthicsPolicy.objects.create(
+            model=model,
+            version=(current.version if current else 0) + 1,
+            fairness_limits=limits,
+            prohibited_features=prohibited,
+            reason=reason.strip(),
+            created_by=actor.label[:200],
+        )
+        audit.record(
+            actor=actor,
+            action="incidents.ethics_policy_updated",
+            obj=policy,
+            model_name=model.name,
+            before=_policy_state(current),
+            after=_policy_state(policy),
+            reason=policy.reason,
+        )
+        transaction.on_commit(partial(_check_after_update, model.pk), robust=True)
+    return policy
+
+
+def _policy_state(policy: EthicsPolicy | None) -> dict[str, Any] | None:
+    if policy is None:
+        return None
+    return {
+        "version": policy.version,
+        "fairness_limits": policy.fairness_limits,
+        "prohibited_features": policy.prohibited_features,
+    }
+
+
+def _check_after_update(model_id: int) -> None:
+    ethics_check_model(RegisteredModel.objects.get(pk=model_id))
+
+
+# --- finding breaches --------------------------------------------------------------------------
+
+
+def fairness_breaches(
+    policy: EthicsPolicy, attributes: dict[str, Any], *, version: str, source: str
+) -> list[Breach]:
+    """Every (attribute, aggregate) of a fairness run beyond the policy's hard bounds.
+
+    Attributes monitoring did not judge (fewer than two groups of the minimum size) are skipped:
+    their aggregates describe one group, not a disparity. Undefined values are no breach.
+    """
+    found: list[Breach] = []
+    for attribute, entry in sorted((attributes or {}).items()):
+        if not isinstance(entry, dict):
+            continue
+        judged = entry.get("judged", int(entry.get("n_judged_groups", 2)) >= 2)
+        if not judged:
+            continue
+        for metric, bound in sorted((policy.fairness_limits or {}).items()):
+            value = entry.get(metric)
+            if not _number(value):
+                continue
+            for side, limit in sorted(bound.items()):
+                crossed = value > limit if side == "max" else value < limit
+                if crossed:
+                    found.append(
+                        Breach(
+                            policy_version=policy.version,
+                            version=version,
+                            attribute=attribute,
+                            metric=metric,
+                            value=float(value),
+                            bound=side,
+                            limit=float(limit),
+                            source=source,
+                        )
+                    )
+    return found
+
+
+def _attributes_of(alert: Alert) -> dict[str, Any]:
+    """Per-attribute aggregates: the alert's run metrics, else its details' violations."""
+    run = alert.run
+    attributes = (run.metrics or {}).get("attributes") if run is not None else None
+    if attributes:
+        return attributes
+    rebuilt: dict[str, dict[str, Any]] = {}
+    for violation in (alert.details or {}).get("violations", []):
+        attribute, metric = violation.get("attribute"), violation.get("metric")
+        if attribute and metric:
+            rebuilt.setdefault(attribute, {})[metric] = violation.get("value")
+    return rebuilt
+
+
+def _serving(version: ModelVersion) -> bool:
+    stage = Lifecycle.objects.filter(version=version).values_list("stage", flat=True).first()
+    return stage in SERVING_STAGES
+
+
+def alert_breaches(alert: Alert) -> list[Breach]:
+    """The hard bounds a fairness alert on a serving version crosses (none for other alerts)."""
+    if alert.kind != Check.FAIRNESS:
+        return []
+    policy = ethics_policy_current(alert.model)
+    if policy is None or not policy.fairness_limits or not _serving(alert.version):
+        return []
+    return fairness_breaches(
+        policy,
+        _attributes_of(alert),
+        version=alert.version.version,
+        source=f"alert {alert.pk}, run {alert.run_id}",
+    )
+
+
+def ethics_check_alert(alert: Alert, *, incident: Incident | None = None) -> dict | None:
+    """A fairness alert on a serving version: halt if any attribute crosses a hard bound.
+
+    Routing passes the fairness incident the alert opened or joined, so one alert makes one
+    incident, which records the halt; alone, the check opens (or joins) an ethics incident.
+    """
+    breaches = alert_breaches(alert)
+    if not breaches:
+        return None
+    return ethics_halt(
+        model=alert.model, version=alert.version, breaches=breaches, incident=incident
+    )
+
+
+def latest_fairness_run(version: ModelVersion) -> MonitorRun | None:
+    return (
+        MonitorRun.objects.filter(version=version, kind=Check.FAIRNESS, status=RunStatus.SUCCEEDED)
+        .order_by("-window_end", "-id")
+        .first()
+    )
+
+
+def model_breaches(model: RegisteredModel, policy: EthicsPolicy | None = None) -> list[Breach]:
+    """What the serving version breaches now: prohibited features, then its latest fairness run.
+
+    Sensitive attributes are not checked against the prohibited list: the gateway logs them
+    beside a prediction for the fairness checks and never scores them.
+    """
+    policy = policy or ethics_policy_current(model)
+    live = live_lifecycle(model)
+    if policy is None or live is None:
+        return []
+    version = live.version
+    features = {str(f).strip().casefold(): str(f) for f in version.feature_list or []}
+    found = [
+        Breach(policy_version=policy.version, version=version.version, feature=features[key])
+        for key in dict.fromkeys(p.strip().casefold() for p in policy.prohibited_features or [])
+        if key in features
+    ]
+    if policy.fairness_limits:
+        run = latest_fairness_run(version)
+        if run is not None:
+            found += fairness_breaches(
+                policy,
+                (run.metrics or {}).get("attributes") or {},
+                version=version.version,
+                source=f"run {run.pk}",
+            )
+    return found
+
+
+def ethics_check_model(model: RegisteredModel) -> dict | None:
+    """Halt ``model`` if its serving version breaches its ethics policy; None when it does not."""
+    breaches = model_breaches(model)
+    if not breaches:
+        return None
+    live = live_lifecycle(model)
+    return ethics_halt(model=model, version=live.version if live else None, breaches=breaches)
+
+
+def ethics_check_all() -> list[dict]:
+    """Beat: check every model with a policy and a serving version; returns what was halted.
+
+    One failing model does not stop the others; the first error is raised at the end so the
+    task shows it.
+    """
+    outcomes: list[dict] = []
+    first_error: Exception | None = None
+    model_ids = (
+        EthicsPolicy.objects.filter(model__versions__lifecycle__stage__in=SERVING_STAGES)
+        .values_list("model_id", flat=True)
+        .distinct()
+    )
+    for model in RegisteredModel.objects.filter(pk__in=list(model_ids)).order_by("name"):
+        try:
+            outcome = ethics_check_model(model)
+        except Exception as exc:
+            logger.exception("ethics check of %s failed", model.name)
+            first_error = first_error or exc
+            continue
+        if outcome is not None:
+            outcomes.append(outcome)
+    if first_error is not None:
+        raise first_error
+    return outcomes
+
+
+# --- the halt ----------------------------------------------------------------------------------
+
+
+def ethics_halt(
+    *,
+    model: RegisteredModel,
+    version: ModelVersion | None,
+    breaches: list[Breach],
+    actor: Actor = SYSTEM,
+    incident: Incident | None = None,
+) -> dict:
+    """Stop all inference of ``model`` and record why, in one transaction (idempotent).
+
+    Returns ``{"model", "action", "halt", "incident", "breaches"}``; ``action`` is ``halted``
+    (new halt and incident), ``joined`` (new halt, active incident), ``recorded`` (a halt someone
+    engaged already stays; the incident records the breach) or ``already halted`` (nothing done).
+    """
+    if not breaches:
+        raise ValueError("ethics_halt needs at least one breach")
+    described = [b.describe() for b in breaches]
+    policy_version = breaches[0].policy_version
+    reason = f"ethics hard limits breached (ethics policy v{policy_version}): " + "; ".join(
+        described
+    )
+    with transaction.atomic():
+        RegisteredModel.objects.select_for_update().get(pk=model.pk)
+        existing_halt = active_halt(model.name)
+        if incident is None:
+            incident = incident_active(model, IncidentKind.ETHICS)
+        if (
+            existing_halt is not None
+            and incident is not None
+            and incident.halt_id == existing_halt.pk
+        ):
+            return {
+                "model": model.name,
+                "action": "already halted",
+                "halt": existing_halt.pk,
+                "incident": incident.pk,
+                "breaches": [b.to_dict() for b in breaches],
+            }
+        opened = incident is None
+        if opened:
+            incident = incident_open(
+                model=model,
+                kind=IncidentKind.ETHICS,
+                severity="critical",
+                title=f"ethics hard limit breached on {model.name}"
+                + (f" {version.version}" if version else "")
+                + ": inference halted",
+                version=version,
+                actor=actor,
+                message=f"opened by the ethics check: {reason}",
+                data={"policy_version": policy_version},
+            )
+        halt, created = halt_engage(scope=model.name, reason=reason, actor=actor, automatic=True)
+        incident.halt = halt
+        incident.save(update_fields=["halt"])
+        breach_data = [b.to_dict() for b in breaches]
+        if created:
+            message = f"emergency halt of {model.name} engaged by {actor.label}: {reason}"
+        else:
+            message = (
+                f"the emergency halt of {model.name} engaged by {halt.engaged_by_label} at "
+                f"{halt.engaged_at:%Y-%m-%d %H:%M:%S} UTC ({halt.reason}) stays in force; "
+                f"the ethics check found: {'; '.join(described)}"
+            )
+        add_event(
+            incident,
+            kind=EventKind.DECISION,
+            actor=actor.label,
+            message=message,
+            data={
+                "halt": halt.pk,
+                "halt_engaged_by": halt.engaged_by_label,
+                "halt_created": created,
+                "policy_version": policy_version,
+                "breaches": breach_data,
+            },
+        )
+        role = Role.ETHICS_OFFICER
+        dedup_key = f"incident-{incident.pk}-page-{role}"
+        if not opened:  # a new halt within the same incident is paged again
+            dedup_key += f"-halt-{halt.pk}"
+        notify_role(
+            channel=Channel.PAGE,
+            role=role,
+            model=model,
+            incident=incident,
+            subject=f"[{model.name}] EMERGENCY HALT: ethics hard limit breached "
+            f"(incident {incident.pk}, playbook {incident.playbook})",
+            body=message,
+            dedup_key=dedup_key,
+            incident_key=f"incident-{incident.pk}",
+        )
+        add_event(
+            incident,
+            kind=EventKind.NOTIFICATION,
+            actor=actor.label,
+            message=f"paging {role} (emergency halt)",
+            data={"role": role, "halt": halt.pk},
+        )
+        action = "halted" if opened else "joined"
+        if not created:
+            action = "recorded"
+        audit.record(
+            actor=actor,
+            action="incidents.ethics_halt",
+            obj=incident,
+            model_name=model.name,
+            after={
+                "incident": incident.pk,
+                "incident_opened": opened,
+                "halt": halt.pk,
+                "halt_created": created,
+                "version": version.version if version else None,
+                "policy_version": policy_version,
+                "breaches": breach_data,
+            },
+            reason=reason,
+        )
+    logger.warning("ethics halt of %s (%s): %s", model.name, action, reason)
+    return {
+        "model": model.name,
+        "action": action,
+        "halt": halt.pk,
+        "incident": incident.pk,
+        "breaches": breach_data,
+    }

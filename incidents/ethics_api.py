@@ -1,0 +1,174 @@
+"""The ethics policy of a model over the API: read it, and (Ethics Officer) replace it.
+
+``PUT`` writes a new policy version through ``ethics_policy_update`` (audited); the model is
+checked against the new limits as soon as it commits, so a breach halts it before the response.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
+from rest_framework import serializers
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from governance.api.idempotency import idempotent
+from governance.api.serializers import StrictSerializer
+from governance.api.views import IDEMPOTENCY_HEADER, actor_of
+from governance.permissions import request_scopes
+from governance.roles import Action
+from registry import services as registry_services
+from registry.errors import InvalidInput
+
+from .ethics import (
+    FAIRNESS_AGGREGATES,
+    ethics_policy_current,
+    ethics_policy_update,
+    validate_limits,
+    validate_prohibited,
+)
+from .models import EthicsPolicy
+
+LIMITS_SCHEMA = {
+    "type": "object",
+    "description": "Hard bounds per fairness aggregate, checked on every sensitive attribute of "
+    f"the serving version: keys among {', '.join(FAIRNESS_AGGREGATES)}; each value "
+    '{"max": number} or {"min": number} (or both), between 0 and 1.',
+    "additionalProperties": {
+        "type": "object",
+        "properties": {"max": {"type": "number"}, "min": {"type": "number"}},
+        "minProperties": 1,
+        "additionalProperties": False,
+    },
+    "example": {"equalized_odds_difference": {"max": 0.25}, "fpr_ratio": {"min": 0.5}},
+}
+
+
+@extend_schema_field(LIMITS_SCHEMA)
+class LimitsField(serializers.JSONField):
+    """Any JSON: the service validates it and names each bad entry."""
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1},
+        "description": "Features no serving version may use",
+        "example": ["ethnicity"],
+    }
+)
+class FeatureNamesField(serializers.JSONField):
+    """Any JSON: the service validates it and names each bad entry."""
+
+
+class EthicsPolicySerializer(serializers.Serializer):
+    model = serializers.CharField()
+    version = serializers.IntegerField(
+        allow_null=True, help_text="null: the model has no ethics policy, so no hard limits"
+    )
+    fairness_limits = LimitsField()
+    prohibited_features = FeatureNamesField()
+    reason = serializers.CharField(allow_blank=True)
+    created_by = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField(allow_null=True)
+
+
+class EthicsPolicyWriteSerializer(StrictSerializer):
+    fairness_limits = LimitsField(required=False, default=dict)
+    prohibited_features = FeatureNamesField(required=False, default=list)
+    reason = serializers.CharField(
+        required=False, default="", allow_blank=True, help_text="Why the hard limits change"
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        """Every problem of the body at once, each under the name of what is wrong."""
+        errors: dict[str, list[str]] = {}
+        for check, name in (
+            (validate_limits, "fairness_limits"),
+            (validate_prohibited, "prohibited_features"),
+        ):
+            try:
+                check(attrs[name])
+            except InvalidInput as exc:
+                errors.update(exc.errors)
+        if not str(attrs.get("reason") or "").strip():
+            errors["reason"] = ["required: why the hard limits change"]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+def _shown(name: str, policy: EthicsPolicy | None) -> dict:
+    if policy is None:
+        return {
+            "model": name,
+            "version": None,
+            "fairness_limits": {},
+            "prohibited_features": [],
+            "reason": "",
+            "created_by": "",
+            "created_at": None,
+        }
+    return EthicsPolicySerializer(
+        {
+            "model": name,
+            "version": policy.version,
+            "fairness_limits": policy.fairness_limits,
+            "prohibited_features": policy.prohibited_features,
+            "reason": policy.reason,
+            "created_by": policy.created_by,
+            "created_at": policy.created_at,
+        }
+    ).data
+
+
+class EthicsPolicyView(GenericAPIView):
+    required_actions = {"GET": Action.READ, "PUT": Action.APPROVE_AS_ETHICS_OFFICER}
+    serializer_class = EthicsPolicyWriteSerializer
+
+    @extend_schema(
+        summary="The model's current ethics policy (hard limits whose breach halts it)",
+        responses={200: EthicsPolicySerializer},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        model = registry_services.model_get(name)
+        return Response(_shown(model.name, ethics_policy_current(model)))
+
+    @extend_schema(
+        summary="Replace the ethics policy (Ethics Officer): a new version, checked at once",
+        description="Writes a new policy version (audited). Right after it commits the model's "
+        "serving version is checked against it: a prohibited feature in its feature list or a "
+        "fairness aggregate of its latest fairness run beyond a hard bound engages the emergency "
+        "halt and opens an ethics incident. Errors name the field, e.g. "
+        "`fairness_limits.fpr_ratio`.",
+        request=EthicsPolicyWriteSerializer,
+        responses={200: EthicsPolicySerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+        examples=[
+            OpenApiExample(
+                "Hard limits",
+                value={
+                    "fairness_limits": {
+                        "equalized_odds_difference": {"max": 0.25},
+                        "demographic_parity_ratio": {"min": 0.6},
+                    },
+                    "prohibited_features": ["ethnicity", "religion"],
+                    "reason": "Board decision 2026-03: hard floor under the soft limits",
+                },
+                request_only=True,
+            )
+        ],
+    )
+    @idempotent
+    def put(self, request: Request, name: str) -> Response:
+        body = EthicsPolicyWriteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        policy = ethics_policy_update(
+            model_name=name,
+            fairness_limits=body.validated_data["fairness_limits"],
+            prohibited_features=body.validated_data["prohibited_features"],
+            reason=body.validated_data["reason"],
+            actor=actor_of(request),
+            scopes=request_scopes(request),
+        )
+        return Response(_shown(policy.model.name, policy))
