@@ -297,6 +297,31 @@ def test_an_overdue_human_step_escalates_to_the_ml_lead_exactly_once():
     assert incident.events.filter(message__contains="escalated to ml_lead").count() == 3
 
 
+@pytest.mark.parametrize(
+    ("playbook", "order", "deadline"),
+    [("2", 3, timedelta(hours=1)), ("3", 4, timedelta(minutes=30))],
+)
+def test_playbooks_2_and_3_escalate_their_first_overdue_human_step_once(playbook, order, deadline):
+    person("ml_lead")
+    if playbook == "2":
+        incident, _ = fairness_incident()
+    else:
+        incident = outage_incident(live_pair()[1])
+    playbook_advance(incident.pk)
+    step = incident.steps.get(order=order)
+    assert step.due_at == incident.created_at + deadline
+
+    before = steps_escalate_overdue(now=step.due_at - timedelta(seconds=1))
+    at = steps_escalate_overdue(now=step.due_at + timedelta(seconds=1))
+    again = steps_escalate_overdue(now=step.due_at + timedelta(minutes=5))
+
+    assert (before, at, again) == (0, 1, 0)
+    step.refresh_from_db()
+    assert step.escalated_at == step.due_at + timedelta(seconds=1)
+    page = Notification.objects.get(dedup_key=f"step-{step.pk}-overdue-page")
+    assert (page.channel, page.role) == ("page", "ml_lead")
+
+
 def test_finishing_every_step_resolves_the_incident_and_resolves_each_page_once():
     lead, engineer, data, sme = (
         person("ml_lead"),
