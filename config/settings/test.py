@@ -23,3 +23,17 @@ ARTIFACT_CACHE_DIR = _RUN_DIR / "artifact-cache"
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
     # Transactional tests flush with TRUNCATE, which the audit table refuses outside maintenance.
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c governance.allow_truncate=on"  # noqa: F405
+
+# Tasks the suite enqueues on the embedded broker stay in this run's directory, so a demo started
+# later in the same checkout never receives them.
+if CELERY_BROKER_URL.startswith("filesystem://"):  # noqa: F405
+    CELERY_QUEUE_DIR = _RUN_DIR / "celery"
+    for _sub in ("queue", "processed", "control"):
+        (CELERY_QUEUE_DIR / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **CELERY_BROKER_TRANSPORT_OPTIONS,  # noqa: F405
+        "data_folder_in": str(CELERY_QUEUE_DIR / "queue"),
+        "data_folder_out": str(CELERY_QUEUE_DIR / "queue"),
+        "processed_folder": str(CELERY_QUEUE_DIR / "processed"),
+        "control_folder": str(CELERY_QUEUE_DIR / "control"),
+    }

@@ -65,3 +65,31 @@ def test_a_refused_transition_shows_its_reasons(client):
     )
     assert b"no unit_tests evidence has been submitted" in response.content
     assert stage(version) == "development"
+
+
+def test_the_action_forms_are_not_nested_in_the_admin_form(client):
+    """Browsers ignore a form inside another: the buttons would submit the change form."""
+    from html.parser import HTMLParser
+
+    class Forms(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.depth, self.nested = 0, []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "form":
+                if self.depth:
+                    self.nested.append(dict(attrs).get("action"))
+                self.depth += 1
+
+        def handle_endtag(self, tag):
+            if tag == "form":
+                self.depth -= 1
+
+    version = new_version()
+    parser = Forms()
+    html = page(login(client, "ml_engineer", "peer"), version)
+    parser.feed(html)
+
+    assert 'value="submit_for_validation"' in html
+    assert parser.nested == []
