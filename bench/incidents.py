@@ -65,6 +65,74 @@ def emit(bench: str, value, unit: str, **extra) -> None:
     print(json.dumps(line), flush=True)
 
 
+def mlflow_redeploy_seconds(model_uri: str, runs: int = 3) -> tuple[list[float], list[float]]:
+    """The plain alternatives: to our rollback, start ``mlflow models serve`` on v(n-1) and wait
+    for its first answer (what a team without a gateway does to go back a version); to our halt,
+    stop that server (SIGTERM) and wait for the first refused request."""
+    import socket
+    import urllib.request
+
+    venv_bin = Path(sys.executable).parent
+    body = json.dumps(
+        {"dataframe_split": {"columns": FEATURES, "data": [[0.25] * len(FEATURES)]}}
+    ).encode()
+    timings: list[float] = []
+    stops: list[float] = []
+    for _ in range(runs):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        started = time.perf_counter()
+        server = subprocess.Popen(
+            [
+                str(venv_bin / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                "2",
+                "--env-manager",
+                "local",
+            ],
+            env={**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            while time.perf_counter() - started < 180:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/invocations",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as answer:
+                        if answer.status == 200:
+                            timings.append(time.perf_counter() - started)
+                            break
+                except OSError:
+                    time.sleep(0.05)
+        finally:
+            stopping = time.perf_counter()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            while time.perf_counter() - stopping < 60:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        time.sleep(0.005)
+                except OSError:
+                    stops.append(time.perf_counter() - stopping)
+                    break
+            server.wait(timeout=30)
+    return timings, stops
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
@@ -318,9 +386,11 @@ def drill(v1, v2, broker) -> dict:
     }
 
 
-def summarise(name: str, values: list[float], *, spec: float, target: float, note: str) -> None:
+def summarise(
+    name: str, values: list[float], *, spec: float, target: float, note: str, **peer
+) -> None:
     met = max(values) <= spec
-    common = {"drills": len(values), "spec_limit_s": spec, "target_s": target}
+    common = {"drills": len(values), "spec_limit_s": spec, "target_s": target, **peer}
     emit(
         f"{name}_p50",
         round(statistics.median(values), 3),
@@ -397,6 +467,8 @@ def main() -> int:
             results.append(drill(v1, v2, broker))
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited: see {log}")
+        v1 = pairs[0][0]
+        redeploy, stops = mlflow_redeploy_seconds(f"models:/{v1.mlflow_name}/{v1.mlflow_version}")
     finally:
         stop_worker(worker)
         with contextlib.suppress(Exception):
@@ -417,6 +489,9 @@ def main() -> int:
         rollback,
         spec=ROLLBACK_SPEC_S,
         target=ROLLBACK_TARGET_S,
+        peer="mlflow models serve -w 2 started on v(n-1), to its first answer (median of "
+        f"{len(redeploy)})",
+        peer_value=round(statistics.median(redeploy), 2) if redeploy else None,
         note="second critical alert committed -> first prediction of this process's gateway "
         "answered by 1.0.0; routing, the task on urgent, switch, verification by a real "
         "prediction in the worker, and this gateway's reload of 1.0.0 from warm standby",
@@ -443,6 +518,9 @@ def main() -> int:
         halts,
         spec=HALT_SPEC_S,
         target=HALT_TARGET_S,
+        peer="SIGTERM to mlflow models serve -w 2, to its first refused connection (median of "
+        f"{len(stops)}; it stops serving every model of that server, and nothing says why)",
+        peer_value=round(statistics.median(stops), 3) if stops else None,
         note="halt_engage called (its commit included) -> first 503 'halted' from this process's "
         "gateway",
     )

@@ -70,7 +70,10 @@ class PredictView(APIView):
         description=(
             "Validates each instance against the live version's feature list (400 naming "
             "missing, unexpected or non-numeric features), scores it and applies the version's "
-            "decision threshold. 503 with `halted: true` while a halt is engaged (no prediction "
+            "decision threshold. While a staging version needing other features is shadowed (a "
+            "MAJOR), an instance may also carry those: the live version ignores them and the "
+            "shadow scores the instances that carry all of its features (`/readyz` lists them "
+            "as `shadow_features`). 503 with `halted: true` while a halt is engaged (no prediction "
             "at all); 503 with `stale: true` when the model cannot serve and some instance has "
             "no cached prediction. Needs the `predict` permission (the ci role, or a grant for "
             "the model)."

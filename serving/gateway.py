@@ -1,5 +1,8 @@
 """The predict service: route, halt check, validation, scoring, thresholds, logging, shadow.
 
+The live version scores only its own features; features a staged version needs beyond them
+(``route.shadow_features``) are validated, then handed to the shadow scoring alone.
+
 ``serve`` is the one code path of a prediction, used by the API and by the promotion check.
 """
 
@@ -16,7 +19,7 @@ from registry.errors import NotFound
 from . import cache, log, router, shadow
 from .conf import setting
 from .loader import ArtifactError
-from .validation import feature_matrix, parse_body
+from .validation import feature_matrices, feature_matrix, parse_body
 
 
 def prediction_ids(n: int) -> list[str]:
@@ -65,12 +68,20 @@ def serve(
     instances, sensitive = parse_body(payload, max_instances=int(setting("SERVING_MAX_INSTANCES")))
     live = route.live
     model = route.live_model
-    X = feature_matrix(
-        instances,
-        live.features,
-        live.feature_set,
-        integer_features=model.integer_features if model is not None else frozenset(),
-    )
+    integer_features = model.integer_features if model is not None else frozenset()
+    if route.shadow_features:  # a staged version needs features the live one does not
+        X, shadow_X = feature_matrices(
+            instances,
+            live.features,
+            live.feature_set,
+            route.shadow_features,
+            integer_features=integer_features,
+        )
+    else:
+        X = feature_matrix(
+            instances, live.features, live.feature_set, integer_features=integer_features
+        )
+        shadow_X = None
     try:
         if model is None:
             raise route.live_error or ArtifactError("load_failed", "the model is not loaded")
@@ -118,5 +129,5 @@ def serve(
             scores=scores,
             predictions=predictions,
         )
-        shadow.submit(route, X, ids, now, sensitive)
+        shadow.submit(route, X, ids, now, sensitive, shadow_X)
     return 200, body

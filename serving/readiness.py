@@ -8,7 +8,7 @@ from governance import lifecycle
 from governance.audit import Actor
 from governance.models import Lifecycle, Stage
 
-from . import cache, gateway, loader, router
+from . import cache, gateway, loader, router, shadow
 
 logger = logging.getLogger(__name__)
 ACTOR = Actor.system("serving gateway")
@@ -37,6 +37,8 @@ def serving_status(*, load: bool = True) -> dict:
             "error": None,
             "halted": False,
             "shadow_versions": [],
+            "shadow_features": [],  # accepted beside the live features, for the shadow only
+            "shadow_counts": shadow.counts(name),  # this process's instances per version
         }
         if route is not None and route.live is not None and route.live.id == version.pk:
             model = route.live_model
@@ -46,6 +48,7 @@ def serving_status(*, load: bool = True) -> dict:
             entry["error"] = str(route.live_error) if route.live_error else None
             entry["halted"] = route.halt is not None
             entry["shadow_versions"] = [ref.version for ref, _ in route.shadows]
+            entry["shadow_features"] = list(route.shadow_features)
         elif loader.loaded(version.artifact_digest) is not None:
             entry["loaded"] = entry["digest_verified"] = True
         models[name] = entry

@@ -9,6 +9,12 @@ new route replaces the old one. Requests that arrive meanwhile wait for it, so o
 is seen no response comes from the version it replaced, and none fails for the swap. A staging
 (shadow) version not yet in memory is loaded in the background and joins the route when ready:
 live requests never wait for a shadow.
+
+``shadow_features`` are the features other versions of the model use and the live one does not:
+those a staging version needs (a MAJOR feature-set change) are scored by it, loaded yet or not;
+those of earlier versions (one just rolled back, a MAJOR whose shadow failed) are accepted and
+ignored, so a rollback never turns the requests of clients that moved on into 400s. Usually
+empty, and then validation costs nothing more than without a shadow.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 
 from django.db.models import Q
 
-from . import background, generation, loader
+from . import background, generation, loader, shadow_counts
 from .conf import GLOBAL, GRANTS, setting
 from .loader import ArtifactError, ArtifactRef, LoadedModel
 
@@ -37,6 +43,7 @@ class VersionRef:
     features: tuple[str, ...]
     feature_set: frozenset[str]
     artifact: ArtifactRef
+    staged_at: int = 0  # a staging version's stay (``shadow_counts.stay``); 0 for the others
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class Route:
     shadows: tuple[tuple[VersionRef, LoadedModel], ...] = ()
     halt: HaltRef | None = None
     stale_versions: frozenset[str] = frozenset()  # whose cached predictions may be served
+    shadow_features: tuple[str, ...] = ()  # accepted for the staging versions, not the live one
 
 
 _routes: dict[str, Route] = {}
@@ -139,7 +147,7 @@ def _retry_live(route: Route) -> Route:
         lock.release()
 
 
-def _version_ref(version) -> VersionRef:
+def _version_ref(version, staged_at: int = 0) -> VersionRef:
     features = tuple(version.feature_list or ())
     threshold = (version.thresholds or {}).get("decision", 0.5)
     return VersionRef(
@@ -155,12 +163,13 @@ def _version_ref(version) -> VersionRef:
             features=features,
             label=f"{version.model.name} {version.version}",
         ),
+        staged_at=staged_at,
     )
 
 
 def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
     from governance.models import SERVING_STAGES, Archive, Lifecycle, Stage
-    from registry.models import RegisteredModel
+    from registry.models import ModelVersion, RegisteredModel
 
     from .models import Halt
 
@@ -191,16 +200,30 @@ def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
         except ArtifactError as exc:
             live_error = exc
             logger.error("%s %s cannot serve: %s", model_name, live.version, exc)
-    shadows, pending = [], []
+    shadows, pending, shadow_features = [], [], {}
     for row in rows:
         if row.stage != Stage.STAGING:
             continue
-        ref = _version_ref(row.version)
+        ref = _version_ref(row.version, shadow_counts.stay(row.stage_entered_at))
+        if live is not None:
+            shadow_features.update(
+                dict.fromkeys(f for f in ref.features if f not in live.feature_set)
+            )
         model = loader.loaded(ref.artifact.digest)
         if model is not None:
             shadows.append((ref, model))
         else:
             pending.append(ref)  # loaded in the background: live requests never wait for it
+    if live is not None:
+        # Features of the model's other versions (the one just rolled back, a MAJOR whose shadow
+        # failed, warm standby...) are accepted and ignored: clients that moved to a version's
+        # features must not get 400s the moment that version stops serving.
+        for features in ModelVersion.objects.filter(model_id=model_id).values_list(
+            "feature_list", flat=True
+        ):
+            shadow_features.update(
+                dict.fromkeys(f for f in features or () if f not in live.feature_set)
+            )
     stale_versions = frozenset(
         r.version.version for r in rows if r.stage in SERVING_STAGES or r.stage == Stage.RETIRED
     )
@@ -215,6 +238,7 @@ def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
         shadows=tuple(shadows),
         halt=HaltRef(halt.scope, halt.reason, halt.engaged_at.isoformat()) if halt else None,
         stale_versions=stale_versions,
+        shadow_features=tuple(shadow_features),
     )
     if pending:
         background.call_soon(_load_shadows, route, pending)

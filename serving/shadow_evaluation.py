@@ -6,7 +6,10 @@ its live twin's id, so labels posted for one label both) and judges, with the th
 model's validation policy:
 
 - ``agreement``: share of paired instances where both versions predict the same class, at least
-  ``shadow_agreement_min``;
+  ``shadow_agreement_min``. A version needing features the live one does not use (a MAJOR) is
+  shadow-scored only on requests that carried them: it is judged on those, and with none it
+  fails naming the features no request carried (the gateway's counts for the stay,
+  ``serving.shadow_counts``, tell that apart from a shadow whose scoring failed);
 - ``score_distribution``: KS two-sample test of the shadow scores against the live scores,
   p-value at least ``shadow_ks_pvalue_min``;
 - ``metrics`` and ``fairness``: the validation gates (``governance.gates``) on the labelled shadow
@@ -46,6 +49,8 @@ from governance.policies import validation_policy_current
 from registry.errors import Conflict
 from registry.models import ModelVersion
 from registry.semver import Bump
+
+from . import shadow_counts
 
 logger = logging.getLogger(__name__)
 ACTOR = Actor.system("serving gateway")
@@ -115,6 +120,13 @@ def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
 
     agreement_min = float(thresholds["shadow_agreement_min"])
     n = len(paired)
+    # A MAJOR may need features the live version does not use: the gateway shadow-scores only
+    # the requests that carry them, so live predictions without a shadow twin are expected.
+    uncovered = [f for f in version.feature_list or () if f not in set(baseline.feature_list or ())]
+    counted = shadow_counts.stay_totals(version_id=version.pk, staged_at=start)
+    values = {"agreement": None, "paired": n, "live_unpaired": len(live) - n, "gateway": counted}
+    if uncovered:
+        values["features_beyond_live"] = uncovered
     if n:
         agree = float(
             np.mean(
@@ -127,20 +139,10 @@ def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
         )
     else:
         agree, reasons = None, ["no paired shadow and live predictions were logged"]
-        uncovered = sorted(set(version.feature_list or ()) - set(baseline.feature_list or ()))
-        if uncovered:  # the gateway validates requests against the live version's features
-            reasons.append(
-                f"{version.version} needs features the live {baseline.version} is not sent "
-                f"({', '.join(uncovered)}): the gateway cannot shadow it"
-            )
+        reasons += _why_unshadowed(version, baseline, uncovered, counted, len(live))
+    values["agreement"] = agree
     gates_out.append(
-        _gate(
-            "agreement",
-            not reasons,
-            {"agreement": agree, "paired": n},
-            {"shadow_agreement_min": agreement_min},
-            reasons,
-        )
+        _gate("agreement", not reasons, values, {"shadow_agreement_min": agreement_min}, reasons)
     )
 
     ks_min = float(thresholds["shadow_ks_pvalue_min"])
@@ -231,6 +233,35 @@ def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
         "records": {"shadow": len(shadow), "live": len(live), "paired": n},
         "gates": gates_out,
     }
+
+
+def _why_unshadowed(
+    version: ModelVersion,
+    baseline: ModelVersion,
+    uncovered: list[str],
+    counted: dict[str, int] | None,
+    live: int,
+) -> list[str]:
+    """Why no shadow prediction was logged, from the gateway's counts for this stay."""
+    reasons = []
+    tried = counted is not None and counted["scored"] + counted["failed"] > 0
+    if uncovered and not tried:
+        seen = (
+            f"the gateway counted {counted['not_carried']} instances without them"
+            if counted is not None
+            else f"none of the {live} live predictions since it entered staging has a shadow twin"
+        )
+        reasons.append(
+            f"{version.version} needs features the live {baseline.version} does not use "
+            f"({', '.join(uncovered)}) and no request carried them ({seen}): send them in the "
+            "predict requests beside the live features so the gateway can shadow it"
+        )
+    if counted is not None and counted["failed"]:
+        reasons.append(
+            f"the gateway failed to shadow-score {counted['failed']} instances with "
+            f"{version.version}: see the gateway's log"
+        )
+    return reasons
 
 
 def shadow_evaluation_record(

@@ -51,12 +51,14 @@ def ingest_prediction_log() -> int:
 @shared_task(name="serving.record_shadow_evaluations")
 def record_shadow_evaluations() -> list[int]:
     """Beat, hourly: one ``record_shadow_evaluation`` per version whose shadow period is over."""
+    from .shadow_counts import sweep
     from .shadow_evaluation import shadow_evaluations_due
     from .signals import enqueue_shadow_evaluation
 
     due = shadow_evaluations_due()
     for version_id in due:
         enqueue_shadow_evaluation(version_id)
+    sweep()  # the gateway's shadow counts of stays that are over
     return due
 
 

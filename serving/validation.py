@@ -1,4 +1,10 @@
-"""Request validation against the live version's feature list: a 400 names what is wrong."""
+"""Request validation against the live version's feature list: a 400 names what is wrong.
+
+While a staging version is shadowed, a request may also carry the features that version needs
+and the live one does not (a MAJOR feature-set change): ``feature_matrices`` accepts them beside
+the live features and returns them apart, for the shadow only. Without such a version the route
+has no shadow features and ``feature_matrix`` is the whole check.
+"""
 
 from __future__ import annotations
 
@@ -105,6 +111,10 @@ def feature_matrix(
             break
     if problems:
         raise InvalidInput(problems)
+    return _checked(rows, features, integer_features)
+
+
+def _checked(rows: list, features: tuple[str, ...], integer_features: frozenset[str]) -> np.ndarray:
     kinds = set(map(type, chain.from_iterable(rows)))
     if not kinds <= _NUMBER_SET:
         _raise_bad_values(rows, features)
@@ -119,6 +129,95 @@ def feature_matrix(
             i = int(np.argmax(X[:, j] != np.round(X[:, j])))
             raise InvalidInput({f"instances[{i}].{name}": "must be a whole number"})
     return X
+
+
+def feature_matrices(
+    instances: list,
+    features: tuple[str, ...],
+    feature_set: frozenset[str],
+    shadow_features: tuple[str, ...],
+    *,
+    integer_features: frozenset[str] = frozenset(),
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``feature_matrix``, accepting also ``shadow_features`` (those only shadow versions use).
+
+    Returns the live matrix (the live features only, in their order: what the live version
+    scores) and the shadow features as a float64 matrix in ``shadow_features`` order, NaN where
+    an instance does not carry one (absent or null: that instance is not shadow-scored by the
+    versions needing it), or None when no instance carries any. A feature in neither list is
+    unexpected and a missing live feature is missing (400, as without a shadow); a shadow
+    feature that is given must be a finite number.
+    """
+    if not shadow_features:
+        X = feature_matrix(instances, features, feature_set, integer_features=integer_features)
+        return X, None
+    accepted = feature_set | frozenset(shadow_features)
+    values_of = _getter(features)
+    extras_of = _getter(shadow_features)
+    rows, extras = [], []
+    carried = False
+    problems: dict[str, list[str]] = {}
+    for i, instance in enumerate(instances):
+        if type(instance) is not dict:
+            problems[f"instances[{i}]"] = ["must be an object of feature values"]
+        else:
+            keys = instance.keys()
+            if keys == feature_set:
+                rows.append(values_of(instance))
+                extras.append(None)
+                continue
+            if keys == accepted:
+                rows.append(values_of(instance))
+                extras.append(extras_of(instance))
+                carried = True
+                continue
+            missing = [f for f in features if f not in keys]
+            unexpected = sorted(str(k) for k in keys - accepted)
+            if not missing and not unexpected:  # some of the shadow features
+                rows.append(values_of(instance))
+                extras.append(tuple(instance.get(f) for f in shadow_features))
+                carried = True
+                continue
+            messages = []
+            if missing:
+                messages.append("missing features: " + ", ".join(missing))
+            if unexpected:
+                messages.append("unexpected features: " + ", ".join(unexpected))
+            problems[f"instances[{i}]"] = messages
+        if len(problems) >= _MAX_REPORTED:
+            break
+    if problems:
+        raise InvalidInput(problems)
+    X = _checked(rows, features, integer_features)
+    return X, (_shadow_values(extras, shadow_features) if carried else None)
+
+
+def _shadow_values(extras: list, shadow_features: tuple[str, ...]) -> np.ndarray:
+    """The shadow features' values, NaN where not given; InvalidInput for a non-number."""
+    E = np.full((len(extras), len(shadow_features)), np.nan)
+    problems: dict[str, str] = {}
+    for i, values in enumerate(extras):
+        if values is None:
+            continue
+        for j, value in enumerate(values):
+            kind = type(value)
+            if value is None:
+                continue
+            if kind not in _NUMBER_SET:
+                problem = f"must be a number, got {_describe(value)}"
+            elif kind is int and abs(value) > 1e308:
+                problem = "must be a finite number, got a huge integer"
+            elif not math.isfinite(value):
+                problem = f"must be a finite number, got {value}"
+            else:
+                E[i, j] = value
+                continue
+            problems[f"instances[{i}].{shadow_features[j]}"] = problem
+            if len(problems) >= _MAX_REPORTED:
+                raise InvalidInput(problems)
+    if problems:
+        raise InvalidInput(problems)
+    return E
 
 
 def _raise_bad_values(rows: list[list], features: tuple[str, ...]) -> None:

@@ -10,6 +10,7 @@ from tests.serving import helpers
 
 def _reset() -> None:
     shadow.drain()
+    shadow.clear()
     background.drain()
     router.clear()
     loader.clear()

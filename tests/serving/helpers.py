@@ -25,25 +25,61 @@ def record_outage(**report) -> None:
     OUTAGES.append(report)
 
 
-def mlflow_ref(mlflow_models, seed: int) -> tuple[str, str, str]:
-    """(mlflow name, mlflow version, digest) of a real logged model, fetched into the cache."""
-    known = _fetched.get((MLFLOW_NAME, seed))
+def mlflow_ref(mlflow_models, seed: int, features: list[str] = FEATURES) -> tuple[str, str, str]:
+    """(mlflow name, mlflow version, digest) of a real logged model, fetched into the cache.
+
+    A model on other ``features`` than f1..f3 (a MAJOR's feature set) is logged here, once.
+    """
+    key = (MLFLOW_NAME if features == FEATURES else "-".join([MLFLOW_NAME, *features]), seed)
+    known = _fetched.get(key)
     if known is not None:
         path = mlflow_bridge.cache_path(known[2])
         if path.is_dir() and mlflow_bridge.directory_digest(path) == known[2]:
             return known
-    name, number = mlflow_bridge.parse_models_uri(mlflow_models(MLFLOW_NAME, seed))
+    if features == FEATURES:
+        uri = mlflow_models(MLFLOW_NAME, seed)
+    else:
+        uri = _logged.get(key) or _log_model(key[0], features, seed)
+        _logged[key] = uri
+    name, number = mlflow_bridge.parse_models_uri(uri)
     path = mlflow_bridge.cache_path(known[2]) if known else None
     if path is not None and path.exists():  # left tampered by an earlier test
         shutil.rmtree(path)
     _, digest = mlflow_bridge.fetch(name, number)
-    _fetched[(MLFLOW_NAME, seed)] = (name, number, digest)
-    return _fetched[(MLFLOW_NAME, seed)]
+    _fetched[key] = (name, number, digest)
+    return _fetched[key]
+
+
+_logged: dict[tuple[str, int], str] = {}
+
+
+def _log_model(name: str, features: list[str], seed: int) -> str:
+    """A logistic regression on ``features``: f1 decides, the others (f4...) weigh a little."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from demo.mlflow_logging import log_sklearn_model
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(400, len(features))), columns=features)
+    signal = frame["f1"] + 0.1 * frame[features[-1]]
+    labels = (signal + rng.normal(scale=0.5, size=len(frame)) > 0).astype(int)
+    model = LogisticRegression().fit(frame, labels)
+    return log_sklearn_model(
+        model,
+        registered_name=name,
+        input_example=frame.head(3),
+        params={"C": 1.0},
+        metrics={"auc": 0.8},
+        experiment_id=mlflow_bridge.ensure_experiment(),
+        run_name=f"{name}-{seed}",
+    ).uri
 
 
 def real_version(mlflow_models, version: str = "1.0.0", *, model=None, seed=0, **kwargs):
-    name, number, digest = mlflow_ref(mlflow_models, seed)
     kwargs.setdefault("feature_list", FEATURES)
+    name, number, digest = mlflow_ref(mlflow_models, seed, list(kwargs["feature_list"]))
     kwargs.setdefault("thresholds", {"decision": 0.5})
     return new_version(
         version,
@@ -102,9 +138,10 @@ def predict(client, model: str, rows: list[dict], **extra):
 
 def log_to_store() -> int:
     """What the gateway's flusher and then the worker do: spool the log, ingest the spool."""
-    from serving import log
+    from serving import log, shadow_counts
 
     log.flush()
+    shadow_counts.flush()
     return log.ingest_spooled()
 
 

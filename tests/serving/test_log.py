@@ -4,6 +4,7 @@ import io
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -306,6 +307,8 @@ log.record(log.LoggedBatch(
     model_name="m", version="1.0.0", features=("f1", "f2", "f3"), prediction_ids=prediction_ids(4),
     timestamp=1.0, X=X, scores=np.full(4, 0.5), predictions=np.ones(4, dtype=np.int8),
 ))
+from django.conf import settings
+print(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_out"])  # the test run's own broker
 """
 
 
@@ -334,4 +337,5 @@ def test_a_process_that_exits_normally_leaves_its_buffer_in_the_spool(tmp_path, 
     assert done.returncode == 0, done.stderr[-2000:]
     settings.VAR_DIR = tmp_path
     assert log.spilled_predictions() == 4
-    assert list((tmp_path / "celery" / "queue").iterdir())  # and the ingestion was enqueued
+    queue = Path(done.stdout.strip().splitlines()[-1])
+    assert [m.name for m in queue.iterdir() if "ingest" in m.read_text()]  # and it was enqueued

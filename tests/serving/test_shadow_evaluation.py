@@ -30,25 +30,28 @@ from tests.governance.lifecycle_helpers import (
     to_production_first,
     to_staging,
 )
-from tests.serving.helpers import live, log_to_store, predict, staged, warm
+from tests.serving.helpers import FEATURES, live, log_to_store, predict, staged, warm
 
 pytestmark = pytest.mark.django_db
 ingest = pytest.importorskip("monitoring.ingest")
 
 
-def traffic(n: int = 200, seed: int = 7):
+WIDE = ["f1", "f2", "f3", "f4"]
+
+
+def traffic(n: int = 200, seed: int = 7, features=("f1", "f2", "f3")):
     """n instances twice: once per district, so both groups see exactly the same cases."""
     rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 3))
+    X = rng.normal(size=(n, len(features)))
     labels = (X[:, 0] + rng.normal(scale=0.5, size=n) > 0).astype(int)
-    rows = [dict(zip(("f1", "f2", "f3"), map(float, x), strict=True)) for x in X]
+    rows = [dict(zip(features, map(float, x), strict=True)) for x in X]
     return rows * 2, [{"district": d} for d in ["north"] * n + ["south"] * n], [*labels, *labels]
 
 
-def serve_and_label(ci, name, committed, *, labelled: bool = True) -> None:
+def serve_and_label(ci, name, committed, *, labelled: bool = True, data=None) -> None:
     from governance.audit import Actor
 
-    rows, sensitive, labels = traffic()
+    rows, sensitive, labels = data or traffic()
     warm(ci, name)  # the shadow version loads off the request path
     ids = []
     for start in range(0, len(rows), 100):
@@ -289,10 +292,10 @@ def test_the_hourly_task_fans_out_one_evaluation_per_due_version(enqueued):
     assert enqueued == [("shadow_evaluation", v2.pk)]
 
 
-def test_a_major_successor_with_new_features_cannot_be_shadowed_and_says_why():
+def test_a_major_successor_whose_new_features_no_request_carried_fails_and_says_why():
     v1 = new_version("1.0.0", feature_list=["f1", "f2", "f3"])
     to_production_first(v1)
-    v2 = new_version("2.0.0", model=v1.model, feature_list=["f1", "f2", "f3", "f4"])
+    v2 = new_version("2.0.0", model=v1.model, feature_list=WIDE)
     to_staging(v2)
 
     with time_machine.travel(timedelta(days=8)):
@@ -300,8 +303,90 @@ def test_a_major_successor_with_new_features_cannot_be_shadowed_and_says_why():
 
     [agreement] = [g for g in evaluation.report["gates"] if g["gate"] == "agreement"]
     assert evaluation.passed is False
-    assert "features the live 1.0.0 is not sent (f4)" in agreement["reasons"][1]
+    assert "features the live 1.0.0 does not use (f4)" in agreement["reasons"][1]
+    assert "none of the 0 live predictions since it entered staging" in agreement["reasons"][1]
+    assert agreement["values"]["features_beyond_live"] == ["f4"]
     assert stage(v2) == "validation"
+
+
+def major(mlflow_models, v1):
+    """A 2.0.0 in staging that also needs f4 (a feature-set change)."""
+    return staged(mlflow_models, v1.model, "2.0.0", seed=62, feature_list=WIDE)
+
+
+def test_a_major_with_a_new_feature_is_promoted_after_seven_days_of_traffic_carrying_it(
+    mlflow_models, ci, committed
+):
+    v1 = live(mlflow_models, "1.0.0", seed=61)
+    v2 = major(mlflow_models, v1)
+    name = v1.model.name
+    for day, features in ((0, WIDE), (2, FEATURES), (4, WIDE), (6, WIDE)):
+        with time_machine.travel(timedelta(days=day, hours=1)):
+            data = traffic(60, seed=day, features=features)
+            serve_and_label(ci, name, committed, data=data)
+
+    with time_machine.travel(timedelta(days=7, minutes=5)):
+        assert shadow_evaluations_due() == [v2.pk]
+        outcome = tasks.record_shadow_evaluation.apply(args=(v2.pk,)).get()
+        evaluation = Evaluation.objects.get(pk=outcome["evaluation"])
+        assert outcome["passed"] is True, [g["values"] for g in evaluation.report["gates"]]
+        assert stage(v2) == "staging"
+        with committed():
+            sign_promotion(v2)  # on the shadow result
+            step(v2, "promote", actor=person("ci"))
+
+    gates = {g["gate"]: g for g in evaluation.report["gates"]}
+    assert evaluation.report["records"] == {"shadow": 360, "live": 480, "paired": 360}
+    assert gates["agreement"]["values"]["live_unpaired"] == 120  # day 2 carried no f4
+    counted = gates["agreement"]["values"]["gateway"]
+    assert counted["scored"] == 360 and counted["failed"] == 0
+    assert counted["not_carried"] == 120 + 3  # day 2, and the warm-up requests of days 2 to 6
+    assert gates["agreement"]["values"]["features_beyond_live"] == ["f4"]
+    assert stage(v2) == "production" and stage(v1) == "retired"
+    served = predict(ci, name, traffic(1, features=WIDE)[0][:1]).json()
+    assert served["version"] == "2.0.0"
+
+
+def test_a_major_whose_traffic_never_carried_the_new_feature_fails_naming_it(
+    mlflow_models, ci, committed
+):
+    v1 = live(mlflow_models, "1.0.0", seed=61)
+    v2 = major(mlflow_models, v1)
+    serve_and_label(ci, v1.model.name, committed)  # f1..f3 only
+
+    with time_machine.travel(timedelta(days=8)), committed():
+        evaluation = shadow_evaluation_record(version=v2)
+
+    [agreement] = [g for g in evaluation.report["gates"] if g["gate"] == "agreement"]
+    assert evaluation.passed is False
+    assert evaluation.report["records"] == {"shadow": 0, "live": 400, "paired": 0}
+    assert "does not use (f4) and no request carried them" in agreement["reasons"][1]
+    assert "the gateway counted 400 instances without them" in agreement["reasons"][1]
+    assert len(agreement["reasons"]) == 2
+    assert stage(v2) == "validation"
+
+
+def test_a_major_whose_shadow_failed_on_the_new_features_says_so_not_that_none_came(
+    mlflow_models, ci, committed, monkeypatch
+):
+    from serving import loader
+
+    v1 = live(mlflow_models, "1.0.0", seed=61)
+    v2 = major(mlflow_models, v1)
+    warm(ci, v1.model.name)
+    broken = loader.loaded(v2.artifact_digest)
+    monkeypatch.setattr(broken, "score", lambda X, features: 1 / 0)
+    serve_and_label(ci, v1.model.name, committed, data=traffic(50, features=WIDE))
+
+    with time_machine.travel(timedelta(days=8)):
+        report = shadow_evaluate(v2)
+
+    [agreement] = [g for g in report["gates"] if g["gate"] == "agreement"]
+    counted = agreement["values"]["gateway"]
+    assert counted["scored"] == 0 and counted["failed"] == 100
+    assert agreement["reasons"][1:] == [
+        "the gateway failed to shadow-score 100 instances with 2.0.0: see the gateway's log"
+    ]
 
 
 def test_a_version_whose_shadowed_live_version_was_replaced_is_sent_back_to_be_staged_again():
