@@ -65,7 +65,9 @@ def verify_promotion(*, version_id: int) -> dict:
 
     A no-op when the version is no longer in production (already verified, or replaced).
     """
-    row = Lifecycle.objects.select_related("version__model").get(version_id=version_id)
+    row = Lifecycle.objects.select_related("version__model").filter(version_id=version_id).first()
+    if row is None:  # a task outliving its database (a reset demo): nothing to verify, no retry
+        return {"version_id": version_id, "skipped": "no such version"}
     version = row.version
     if row.stage != Stage.PRODUCTION:
         return {"version": version.version, "skipped": f"in stage {row.stage}"}

@@ -44,3 +44,12 @@ def test_serving_status_without_load_only_reports_this_process(mlflow_models):
     v1 = live(mlflow_models, "1.0.0", seed=51)
     status = serving_status(load=False)
     assert status["models"][v1.model.name]["loaded"] is False
+
+
+def test_verifying_a_version_that_no_longer_exists_is_skipped_not_retried():
+    from serving.readiness import verify_promotion
+
+    assert verify_promotion(version_id=987654) == {
+        "version_id": 987654,
+        "skipped": "no such version",
+    }
