@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from governance import audit
@@ -49,7 +49,7 @@ from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion, RegisteredModel
 
 from . import profiles, store
-from .models import BatchKind, DataBatch, MonitoringPolicy, ReferenceProfile
+from .models import BatchKind, DataBatch, IngestKey, MonitoringPolicy, ReferenceProfile
 
 logger = logging.getLogger(__name__)
 
@@ -780,7 +780,7 @@ def _commit(files, *, create_rows):
             return create_rows()
     except BaseException:
         try:
-            store.discard(f.path for f in files)
+            store.discard(p for f in files for p in f.paths)
         except Exception:  # the orphan sweeper removes them later
             logger.warning("could not discard written files", exc_info=True)
         raise
@@ -800,11 +800,47 @@ def _batch_rows(files, *, model, version_id, kind, source, actor) -> list[DataBa
             path=f.path,
             rows=f.rows,
             digest=f.digest,
+            id_index=f.id_index,
             source=source,
             created_by=actor.label[:200],
         )
         for f in files
     ]
+
+
+def _checked_keys(batch_keys: Sequence[str]) -> list[str]:
+    keys = list(batch_keys)
+    bad = [i for i, k in enumerate(keys) if not isinstance(k, str) or not k.strip() or len(k) > 200]
+    if bad:
+        raise InvalidInput({f"batch_keys[{bad[0]}]": "a non-empty string, at most 200 chars"})
+    if len(set(keys)) != len(keys):
+        raise InvalidInput({"batch_keys": "must not repeat a key"})
+    return keys
+
+
+def _ingested_before(version: ModelVersion, keys: list[str]) -> list[DataBatch] | None:
+    """The batches stored under ``keys`` when all of them were ingested before; else None.
+
+    Refuses (400) a mix of known and new keys: the caller splits the batch and retries.
+    """
+    if not keys:
+        return None
+    known = dict(
+        IngestKey.objects.filter(version=version, key__in=keys).values_list("key", "batch")
+    )
+    if not known:
+        return None
+    if len(known) < len(keys):
+        raise InvalidInput(
+            {
+                "batch_keys": [
+                    f"{key} was ingested before (batch {known[key]}); send the others without it"
+                    for key in keys
+                    if key in known
+                ][:MAX_ERRORS]
+            }
+        )
+    return list(DataBatch.objects.filter(pk__in=set(known.values())).order_by("id"))
 
 
 def predictions_ingest(
@@ -815,13 +851,24 @@ def predictions_ingest(
     upload=None,
     actor: Actor,
     source: str | None = None,
+    batch_keys: Sequence[str] = (),
 ) -> list[DataBatch]:
     """Store a batch of logged predictions of one version: one file and manifest row per day.
 
-    Raises ``NotFound`` (no such version) or ``InvalidInput`` (any bad record; nothing stored).
-    ``source`` is ``api``, ``upload`` (the default for files) or ``gateway``.
+    Raises ``NotFound`` (no such version) or ``InvalidInput`` (any bad record, or a prediction
+    id the version already has stored that day; nothing stored). ``source`` is ``api``,
+    ``upload`` (the default for files) or ``gateway``. ``batch_keys`` name what the batch was
+    made of (the gateway's spool files): when all were ingested before, nothing is stored and
+    their earlier manifest rows are returned (the first of each ingestion), so a file whose
+    deletion failed after its commit is never stored twice; a mix of old and new keys is
+    refused. Duplicate ids are found in the days' id indexes (``store.stored_duplicates``), at
+    a cost that follows the batch, not the day.
     """
     target = registry_services.version_get(model_name, version)
+    keys = _checked_keys(batch_keys)
+    if (replayed := _ingested_before(target, keys)) is not None:
+        logger.info("predictions of %s already ingested under %s", target, ", ".join(keys))
+        return replayed
     established = store.stored_feature_types(target)
     parsed = parse(
         kind=BatchKind.PREDICTIONS,
@@ -832,27 +879,35 @@ def predictions_ingest(
     )
     days = _days(parsed.timestamp)
     ids = pa.array(parsed.prediction_id, type=pa.string())
-    stored = store.stored_duplicates(version=target, ids=ids, days=np.unique(days).tolist())
-    if stored:
-        errors = _Errors()
-        for index, day in sorted(stored.items())[: MAX_ERRORS + 1]:
-            errors.row(
-                index,
-                "prediction_id",
-                f"already stored for version {target.version} (on {day.isoformat()})",
-            )
-        errors.raise_if_any()
-
+    digests = store.id_digests(parsed.prediction_id)
     table = _record_table(parsed, target, with_label=False)
+    row_days, row_digests = days, digests
     if not np.all(parsed.timestamp[1:] >= parsed.timestamp[:-1]):  # files are sorted by time
         order = np.argsort(parsed.timestamp, kind="stable")
-        table, days = table.take(pa.array(order)), days[order]
+        table, row_days, row_digests = table.take(pa.array(order)), days[order], digests[order]
     files = store.write_by_day(
-        table, model_name=target.model.name, kind=BatchKind.PREDICTIONS, days=days
+        table,
+        model_name=target.model.name,
+        kind=BatchKind.PREDICTIONS,
+        days=row_days,
+        id_digests=row_digests,
     )
     source = source or ("upload" if upload is not None else "api")
 
     def create_rows() -> list[DataBatch]:
+        store.lock_version(target.pk)  # two batches with one id: the second sees the first
+        if keys and IngestKey.objects.filter(version=target, key__in=keys).exists():
+            raise _KeysTaken  # by a concurrent call meanwhile
+        stored = store.stored_duplicates(version=target, ids=ids, digests=digests, days=days)
+        if stored:
+            errors = _Errors()
+            for index, day in sorted(stored.items())[: MAX_ERRORS + 1]:
+                errors.row(
+                    index,
+                    "prediction_id",
+                    f"already stored for version {target.version} (on {day.isoformat()})",
+                )
+            errors.raise_if_any()
         batches = _batch_rows(
             files,
             model=target.model,
@@ -873,11 +928,36 @@ def predictions_ingest(
                 "digest": store.combined_digest(files),
                 "batches": [b.pk for b in batches],
                 "source": source,
+                **({"batch_key_count": len(keys)} if keys else {}),
             },
         )
+        IngestKey.objects.bulk_create(
+            IngestKey(version=target, key=key, batch=batches[0]) for key in keys
+        )
+        transaction.on_commit(lambda: _compact(target.pk, [f.day for f in files]))
         return batches
 
-    return _commit(files, create_rows=create_rows)
+    try:
+        return _commit(files, create_rows=create_rows)
+    except (_KeysTaken, IntegrityError) as exc:
+        if keys and (replayed := _ingested_before(target, keys)) is not None:
+            return replayed
+        if isinstance(exc, _KeysTaken):
+            raise Conflict("the batch keys changed while this batch was stored; retry") from exc
+        raise
+
+
+class _KeysTaken(Exception):
+    """Some ``batch_keys`` were committed by another call while this one was writing."""
+
+
+def _compact(version_id: int, days: Sequence[date]) -> None:
+    """Merge the days' id indexes after a commit (best effort: the next commit tries again)."""
+    for day in days:
+        try:
+            store.compact_id_index(version_id=version_id, day=day)
+        except Exception:
+            logger.warning("could not merge the id index of %s", day, exc_info=True)
 
 
 def labels_ingest(
@@ -1104,6 +1184,6 @@ def purge_expired(*, now: datetime | None = None) -> int:
                     "before": before.isoformat(),
                 },
             )
-        store.delete_files(b.path for b in expired)
+        store.delete_files(p for b in expired for p in (b.path, b.id_index) if p)
         removed += len(expired)
     return removed

@@ -33,6 +33,12 @@ class DataBatch(models.Model):
     rows = models.PositiveIntegerField()
     digest = models.CharField(max_length=80)
     source = models.CharField(max_length=20, default="api", help_text="api, upload or gateway")
+    id_index = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Predictions: the sorted id digests covering this batch (relative to VAR_DIR), "
+        "shared by batches of its version and day once merged; blank for older batches",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=200)
 
@@ -42,6 +48,27 @@ class DataBatch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} of {self.model} on {self.day} ({self.rows} rows)"
+
+
+class IngestKey(models.Model):
+    """A caller's name for a batch it ingested (a gateway spool file): a retry is recognised.
+
+    One row per key, pointing at the first manifest row of the ingestion that stored it; the
+    unique constraint makes two concurrent ingestions of one key store it once.
+    """
+
+    version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="+", db_index=False
+    )  # the unique constraint's index leads with it
+    key = models.CharField(max_length=200)
+    batch = models.ForeignKey(DataBatch, on_delete=models.CASCADE, related_name="keys")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["version", "key"], name="uniq_ingest_key")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.version})"
 
 
 class ReferenceProfile(models.Model):

@@ -11,8 +11,10 @@ left to the worker), one per model, version and column set, in the documented up
 and always at exit). The gateway does no database work for the log.
 
 Why a worker ingests: ``monitoring.ingest.predictions_ingest`` refuses prediction ids the
-version already has stored that day, so each call reads every id of the day; run by the gateway
-every few thousand predictions, that took half the gateway's CPU at 100-instance requests. The
+version already has stored that day (checked against per-file id indexes) and writes Parquet and
+a manifest row; run by the gateway every few thousand predictions, ingesting took half the
+gateway's CPU at 100-instance requests. Each spool file's name is its ``batch_keys`` entry, so a
+file committed but not deleted (a crash in between) is recognised and not stored twice. The
 worker (``ingest_spooled``) claims the spool files (a rename, so two workers never take the
 same file), merges them per model, version and column set up to ``SERVING_LOG_INGEST_MAX_ROWS``
 and makes one ``predictions_ingest(..., upload=<Parquet>, actor=Actor.system("serving
@@ -342,7 +344,7 @@ def _ingest_group(ingest, group: list[_Claimed]) -> int:
     pq.write_table(merged, sink, compression="none")  # the store writes its own files
     data = sink.getvalue()
     try:
-        _call(ingest, first.model_name, first.version, data)
+        _call(ingest, first.model_name, first.version, data, [i.spool_name.name for i in group])
     except Exception as exc:
         if not _permanent(exc):
             raise
@@ -389,7 +391,7 @@ def _reclaim_stale() -> None:
                 path.unlink()
 
 
-def _call(ingest, model_name: str, version: str, data: bytes) -> None:
+def _call(ingest, model_name: str, version: str, data: bytes, spool_names: list[str]) -> None:
     from governance.audit import Actor
 
     ingest(
@@ -398,6 +400,7 @@ def _call(ingest, model_name: str, version: str, data: bytes) -> None:
         upload=io.BytesIO(data),
         actor=Actor.system("serving gateway"),
         source=SOURCE,
+        batch_keys=spool_names,  # a file committed but not deleted is recognised, not re-stored
     )
 
 

@@ -106,6 +106,22 @@ def test_a_bad_record_is_refused_with_400_naming_its_index_and_field(api_client,
     assert not AuditEvent.objects.filter(action="predictions.ingested").exists()
 
 
+def test_re_posted_prediction_ids_are_refused_with_400_naming_each_record(api_client, version):
+    client = api_client("ci")
+    post_predictions(client, version, records(4))  # p0-p2 on 2026-01-05, p3 on 2026-01-06
+
+    response = post_predictions(client, version, records(1, prefix="q") + records(4)[1:])
+
+    assert response.status_code == 400
+    stored = f"already stored for version {version.version}"
+    assert response.json()["errors"] == {
+        "records[1].prediction_id": [f"{stored} (on 2026-01-05)"],
+        "records[2].prediction_id": [f"{stored} (on 2026-01-05)"],
+        "records[3].prediction_id": [f"{stored} (on 2026-01-06)"],
+    }
+    assert DataBatch.objects.count() == 2  # the first post's two days; nothing of the second
+
+
 def test_the_version_is_required_and_must_exist(api_client, version):
     client = api_client("ci")
 

@@ -14,7 +14,13 @@ import pytest
 from governance.audit import Actor
 from governance.models import AuditEvent
 from monitoring import ingest, profiles, stats, store
-from monitoring.models import BatchKind, DataBatch, MonitoringPolicy, ReferenceProfile
+from monitoring.models import (
+    BatchKind,
+    DataBatch,
+    IngestKey,
+    MonitoringPolicy,
+    ReferenceProfile,
+)
 from monitoring.tasks import purge_expired_predictions
 from registry.errors import InvalidInput
 from tests.factories import ModelVersionFactory
@@ -86,7 +92,8 @@ def test_a_batch_spanning_two_days_is_written_as_two_partitions(version, setting
         assert batch.path.endswith(".parquet")
         assert batch.kind == BatchKind.PREDICTIONS and batch.version == version
         assert batch.digest.startswith("sha256:") and batch.source == "api"
-    assert stored_files(settings) == sorted(b.path for b in batches)
+        assert batch.id_index == batch.path.removesuffix(".parquet") + ".ids.npy"
+    assert stored_files(settings) == sorted(p for b in batches for p in (b.path, b.id_index))
     event = AuditEvent.objects.get(action="predictions.ingested")
     assert event.after["rows"] == 4
     assert event.after["days"] == ["2026-01-04", "2026-01-05"]
@@ -188,6 +195,245 @@ def test_a_prediction_id_already_stored_for_the_version_is_refused(version):
         ]
     }
     assert DataBatch.objects.count() == 1
+
+
+def test_a_prediction_id_stored_on_another_day_is_not_a_duplicate(version):
+    ingest_predictions(version, records(2))
+
+    (batch,) = ingest_predictions(version, records(2, start=T0 + timedelta(days=1)))
+
+    assert batch.day == date(2026, 1, 6) and batch.rows == 2
+
+
+def ingest_committed(version, recs, django_capture_on_commit_callbacks, **kwargs):
+    """Ingest and run what follows the commit (the merge of the day's id indexes)."""
+    with django_capture_on_commit_callbacks(execute=True):
+        return ingest_predictions(version, recs, **kwargs)
+
+
+def day_indexes(version, day=date(2026, 1, 5)) -> set[str]:
+    batches = DataBatch.objects.filter(version=version, kind=BatchKind.PREDICTIONS, day=day)
+    return set(batches.values_list("id_index", flat=True))
+
+
+def test_a_day_keeps_about_log2_id_indexes_as_batches_arrive(
+    version, settings, django_capture_on_commit_callbacks
+):
+    counts = []
+    for n in range(1, 9):  # eight batches of 3 predictions
+        recs = records(3, start=T0 + timedelta(minutes=10 * n), prefix=f"b{n}-")
+        ingest_committed(version, recs, django_capture_on_commit_callbacks)
+        counts.append(len(day_indexes(version)))
+
+    assert counts == [1, 1, 2, 1, 2, 2, 3, 1]  # a binary counter of batches
+    (index,) = day_indexes(version)
+    assert np.load(store.resolve(index)).tolist() == sorted(
+        store.id_digests([f"b{n}-{i}" for n in range(1, 9) for i in range(3)]).tolist()
+    )
+    on_disk = {p for p in stored_files(settings) if p.endswith(store.ID_INDEX_SUFFIX)}
+    assert on_disk == {index}  # merged indexes are deleted once the merge commits
+
+
+def test_a_duplicate_is_found_in_merged_id_indexes_naming_record_and_day(
+    version, django_capture_on_commit_callbacks
+):
+    for n in range(4):
+        recs = records(3, start=T0 + timedelta(minutes=10 * n), prefix=f"b{n}-")
+        ingest_committed(version, recs, django_capture_on_commit_callbacks)
+    assert len(day_indexes(version)) == 1
+
+    with pytest.raises(InvalidInput) as caught:
+        ingest_predictions(version, records(2, prefix="new-") + records(1, prefix="b0-"))
+
+    assert caught.value.errors == {
+        "records[2].prediction_id": [
+            f"already stored for version {version.version} (on 2026-01-05)"
+        ]
+    }
+    assert DataBatch.objects.count() == 4
+
+
+def test_a_digest_collision_never_refuses_a_new_prediction_id(version, monkeypatch):
+    monkeypatch.setattr(store, "id_digests", lambda ids: np.zeros(len(ids), dtype=np.int64))
+    ingest_predictions(version, records(3))
+
+    batches = ingest_predictions(version, records(3, prefix="q"))  # every digest collides
+
+    assert [b.rows for b in batches] == [3]
+    with pytest.raises(InvalidInput) as caught:
+        ingest_predictions(version, records(1, prefix="q"))
+    assert list(caught.value.errors) == ["records[0].prediction_id"]
+
+
+def test_batches_stored_before_id_indexes_are_still_checked_then_indexed(
+    version, django_capture_on_commit_callbacks
+):
+    (old,) = ingest_predictions(version, records(3))
+    store.resolve(old.id_index).unlink()
+    DataBatch.objects.filter(pk=old.pk).update(id_index="")  # as stored before migration 0003
+
+    with pytest.raises(InvalidInput) as caught:
+        ingest_predictions(version, records(1))
+    assert list(caught.value.errors) == ["records[0].prediction_id"]
+
+    ingest_committed(version, records(3, prefix="q"), django_capture_on_commit_callbacks)
+    (index,) = day_indexes(version)  # the old batch was folded into the merged index
+    assert index and np.load(store.resolve(index)).size == 6
+
+
+def test_a_merge_that_lost_a_race_changes_nothing(version, settings, monkeypatch):
+    for n in range(2):
+        ingest_predictions(version, records(3, prefix=f"b{n}-"))
+    before = {b.pk: b.id_index for b in DataBatch.objects.all()}
+    real_runs = store._runs
+
+    def purged_meanwhile(version_id, day):
+        runs = real_runs(version_id, day)
+        DataBatch.objects.filter(pk=min(before)).update(id_index="elsewhere.ids.npy")
+        return runs
+
+    monkeypatch.setattr(store, "_runs", purged_meanwhile)
+
+    assert store.compact_id_index(version_id=version.pk, day=date(2026, 1, 5)) == 0
+    assert DataBatch.objects.get(pk=max(before)).id_index == before[max(before)]
+    indexes = {p for p in stored_files(settings) if p.endswith(store.ID_INDEX_SUFFIX)}
+    assert indexes == set(before.values())  # the merged file it wrote is gone again
+
+
+def test_a_batch_whose_keys_were_all_ingested_is_not_stored_again(version, settings):
+    first = ingest_predictions(version, records(3), batch_keys=["spool-1.arrow", "spool-2.arrow"])
+    files = stored_files(settings)
+
+    again = ingest_predictions(version, records(3), batch_keys=["spool-2.arrow", "spool-1.arrow"])
+
+    assert [b.pk for b in again] == [b.pk for b in first]
+    assert DataBatch.objects.count() == 1 and stored_files(settings) == files
+    assert AuditEvent.objects.filter(action="predictions.ingested").count() == 1
+    assert IngestKey.objects.filter(batch=first[0]).count() == 2
+
+
+def test_a_batch_mixing_ingested_and_new_keys_is_refused_naming_the_old_ones(version):
+    (first,) = ingest_predictions(version, records(3), batch_keys=["spool-1.arrow"])
+
+    with pytest.raises(InvalidInput) as caught:
+        ingest_predictions(
+            version, records(2, prefix="q"), batch_keys=["spool-1.arrow", "spool-2.arrow"]
+        )
+
+    assert caught.value.errors == {
+        "batch_keys": [
+            f"spool-1.arrow was ingested before (batch {first.pk}); send the others without it"
+        ]
+    }
+    assert DataBatch.objects.count() == 1
+
+
+def test_keys_are_per_version_and_purged_with_their_batches(version):
+    other = ModelVersionFactory(model=version.model, feature_list=["f1", "f2", "f3"])
+    ingest_predictions(version, records(2), batch_keys=["spool-1.arrow"])
+
+    batches = ingest.predictions_ingest(
+        model_name=other.model.name,
+        version=other.version,
+        records=records(2),
+        actor=ACTOR,
+        batch_keys=["spool-1.arrow"],
+    )
+
+    assert batches[0].version == other
+    assert ingest.purge_expired(now=T0 + timedelta(days=400)) == 2
+    assert not IngestKey.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "keys, field",
+    [([""], "batch_keys[0]"), (["a", "x" * 201], "batch_keys[1]"), (["a", "a"], "batch_keys")],
+)
+def test_batch_keys_must_be_distinct_non_empty_and_short(version, keys, field):
+    with pytest.raises(InvalidInput) as caught:
+        ingest_predictions(version, records(1), batch_keys=keys)
+
+    assert list(caught.value.errors) == [field]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_batches_sharing_an_id_store_it_once(version, monkeypatch):
+    """Both pass validation and write their files before either commits: the lock decides."""
+    import threading
+
+    from django.db import connection
+
+    written = threading.Barrier(2, timeout=30)
+    write_by_day = store.write_by_day
+
+    def write_then_wait(*args, **kwargs):
+        files = write_by_day(*args, **kwargs)
+        written.wait()
+        return files
+
+    monkeypatch.setattr(store, "write_by_day", write_then_wait)
+    outcomes = []
+
+    def post(prefix):
+        try:
+            recs = records(2, prefix=prefix) + records(1, prefix="shared-")
+            outcomes.append(len(ingest_predictions(version, recs)))
+        except InvalidInput as exc:
+            outcomes.append(list(exc.errors))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(p,)) for p in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes, key=str) == [1, ["records[2].prediction_id"]]
+    assert DataBatch.objects.count() == 1
+
+
+# --- the gateway's prediction spool (serving.log) -------------------------------------------------
+
+
+def test_a_spool_file_committed_but_not_deleted_is_not_stored_again(version, monkeypatch):
+    from pathlib import Path
+
+    from serving import log
+
+    monkeypatch.setattr(log, "_ingest_fn", None)  # the real monitoring.ingest, not a stand-in
+    model, features = version.model.name, tuple(version.feature_list)
+    spooled = log.LoggedBatch(
+        model_name=model,
+        version=version.version,
+        features=features,
+        prediction_ids=["g0", "g1", "g2"],
+        timestamp=T0.timestamp(),
+        X=np.arange(9, dtype=float).reshape(3, 3),
+        scores=np.full(3, 0.5),
+        predictions=np.ones(3, dtype=np.int8),
+    )
+    log._spool([spooled], tag="spool")
+    unlink = Path.unlink
+
+    def deletion_fails(path, *args, **kwargs):
+        if ".claimed-" in path.name:
+            raise PermissionError(path)
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", deletion_fails)
+    with pytest.raises(PermissionError):
+        log.ingest_spooled()  # committed, then the file could not be deleted
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert DataBatch.objects.count() == 1 and log.spilled_predictions() == 3
+
+    log.ingest_spooled()  # the retry
+
+    assert DataBatch.objects.count() == 1
+    assert log.spilled_predictions() == 0
+    assert not list(log.spool_dir().glob("refused-*"))
+    assert AuditEvent.objects.filter(action="predictions.ingested").count() == 1
 
 
 def test_a_feature_keeps_its_type_across_batches(version):
@@ -444,7 +690,8 @@ def test_purge_removes_only_expired_predictions_and_labels_and_audits_it(version
     assert {b.kind for b in remaining} == {"predictions", "labels", "reference"}
     assert all(b.day > date(2026, 1, 5) for b in remaining if b.kind != BatchKind.REFERENCE)
     assert not store.resolve(old[0].path).exists()
-    assert store.resolve(kept[0].path).exists()
+    assert not store.resolve(old[0].id_index).exists()
+    assert store.resolve(kept[0].path).exists() and store.resolve(kept[0].id_index).exists()
     assert store.resolve(reference.batches[0].path).exists()
     event = AuditEvent.objects.get(action="predictions.purged")
     assert event.actor == "system:monitoring.purge_expired_predictions"
@@ -492,3 +739,18 @@ def test_the_orphan_sweeper_removes_old_files_no_batch_points_to(version, settin
         str(p.relative_to(settings.VAR_DIR)) for p in (orphan, stale_temp)
     )
     assert store.resolve(batch.path).exists() and fresh_orphan.exists()
+
+
+def test_the_orphan_sweeper_keeps_id_indexes_a_batch_points_to(version, settings):
+    (batch,) = ingest_predictions(version, records(2))
+    index = store.resolve(batch.id_index)
+    orphan_index = index.with_name("0123.ids.npy")
+    orphan_index.write_bytes(b"x")
+    hour_ago = time.time() - 3600
+    for path in (index, orphan_index, store.resolve(batch.path)):
+        os.utime(path, (hour_ago, hour_ago))
+
+    removed = store.sweep_orphans(older_than=datetime.now(UTC) - timedelta(minutes=30))
+
+    assert removed == [str(orphan_index.relative_to(settings.VAR_DIR))]
+    assert index.exists()
