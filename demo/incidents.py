@@ -47,7 +47,7 @@ def work_incidents(model_name: str) -> Iterator[str]:
             incident_id=fairness.pk,
             order=3,
             note=(
-                "Impact: the false-negative rate of the first neighbourhood rose from day 25; "
+                "Impact: error rates in one neighbourhood diverged from the others from day 25; "
                 f"{fairness.alerts.count()} daily fairness alerts"
                 + (f" over windows of {affected} labelled records" if affected else "")
                 + ". Hotspots there were under-ranked for about 10 days."
