@@ -15,6 +15,7 @@ import threading
 from hmac import compare_digest
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from knox.crypto import hash_token
 from knox.models import get_token_model
 from knox.settings import CONSTANTS
@@ -129,3 +130,13 @@ class PredictPermission(BasePermission):
                 "roles grants (the ci role, or a grant for this model)."
             )
         return allowed
+
+
+class GatewayTokenScheme(OpenApiAuthenticationExtension):
+    """The gateway reads the same ``Authorization: Token <token>`` header as the rest of the API."""
+
+    target_class = "serving.access.GatewayTokenAuthentication"
+    name = "gatewayTokenAuth"  # the same header as tokenAuth; one name per authentication class
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "header", "name": "Authorization"}

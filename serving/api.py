@@ -65,6 +65,11 @@ class PredictView(APIView):
     throttle_classes: list = []
     generations = None
 
+    def initial(self, request, *args, **kwargs):
+        # One read serves authentication, the permission check and routing.
+        self.generations = read_generations(kwargs.get("name", ""))
+        super().initial(request, *args, **kwargs)
+
     @extend_schema(
         summary="Score instances with the live version of a model",
         description=(
@@ -86,11 +91,6 @@ class PredictView(APIView):
             )
         ],
     )
-    def initial(self, request, *args, **kwargs):
-        # One read serves authentication, the permission check and routing.
-        self.generations = read_generations(kwargs.get("name", ""))
-        super().initial(request, *args, **kwargs)
-
     def post(self, request: Request, name: str) -> Response:
         code, body = gateway.serve(name, request.data, generations=self.generations)
         return Response(body, status=code)

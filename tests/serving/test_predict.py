@@ -258,3 +258,14 @@ def test_a_binary_logistic_regression_is_scored_with_sklearns_own_arithmetic():
     three_classes = LogisticRegression().fit(X, y + (X[:, 1] > 1))
     assert loader._linear_scorer(three_classes) is None
     assert loader._linear_scorer(make_pipeline(StandardScaler(), binary)) is None
+
+
+def test_the_api_schema_documents_predict_with_its_body_and_token(api_client):
+    import json
+
+    schema = json.loads(api_client("auditor").get("/api/schema/?format=json").content)
+
+    predict = schema["paths"]["/api/v1/predict/{name}/"]["post"]
+    assert predict["summary"] == "Score instances with the live version of a model"
+    assert "requestBody" in predict and "200" in predict["responses"]
+    assert {"gatewayTokenAuth": []} in predict["security"]
