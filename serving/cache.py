@@ -272,7 +272,7 @@ _reported: dict[tuple[str, str], float] = {}
 
 
 def log_outage(*, model: str, version: str | None, kind: str, detail: str) -> None:
-    """The default hook: an error in the log (the incidents app replaces it with an incident)."""
+    """A fallback hook (serving alone, without the incidents app): an error in the log."""
     logger.error("serving outage of %s %s (%s): %s", model, version or "-", kind, detail)
 
 
