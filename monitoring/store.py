@@ -895,25 +895,32 @@ def locate_predictions(*, model: RegisteredModel, ids: pa.Array) -> Located:
 
     A prediction id may be stored under several versions (shadow traffic shares the live
     request's id): each match is returned. Once every id is found, one more (older) day is
-    scanned for such twins and the scan stops; ids never found cost a scan of every day kept.
+    looked at for such twins and the search stops. A file is opened only when its id index
+    holds one of the ids' digests (``_IndexProbe``), so a labels batch costs the files that
+    hold its predictions and a binary search of the other days' indexes, not a read of every
+    day back to its oldest prediction; files stored before indexes existed are read.
     """
     found = np.zeros(len(ids), dtype=bool)
     out: dict[str, list[np.ndarray]] = defaultdict(list)
     rows = DataBatch.objects.filter(model=model, kind=BatchKind.PREDICTIONS).order_by("-day", "id")
+    probe = _IndexProbe(ids)
     stop_before: date | None = None
-    for batch_id, path, day, version_id in rows.values_list("id", "path", "day", "version_id"):
+    for batch_id, path, day, version_id, index in rows.values_list(
+        "id", "path", "day", "version_id", "id_index"
+    ):
         if stop_before is not None and day < stop_before:
             break
-        position = pc.index_in(_ids(path), value_set=ids)
-        hit = np.flatnonzero(position.is_valid().to_numpy(zero_copy_only=False))
-        if hit.size:
-            index = position.take(pa.array(hit)).to_numpy().astype(np.int64)
-            out["index"].append(index)
-            out["row"].append(hit.astype(np.int64))
-            out["batch_id"].append(np.full(hit.size, batch_id, dtype=np.int64))
-            out["day"].append(np.full(hit.size, np.datetime64(day, "D")))
-            out["version_id"].append(np.full(hit.size, version_id or 0, dtype=np.int64))
-            found[index] = True
+        if probe.may_hold(index):
+            position = pc.index_in(_ids(path), value_set=ids)
+            hit = np.flatnonzero(position.is_valid().to_numpy(zero_copy_only=False))
+            if hit.size:
+                where = position.take(pa.array(hit)).to_numpy().astype(np.int64)
+                out["index"].append(where)
+                out["row"].append(hit.astype(np.int64))
+                out["batch_id"].append(np.full(hit.size, batch_id, dtype=np.int64))
+                out["day"].append(np.full(hit.size, np.datetime64(day, "D")))
+                out["version_id"].append(np.full(hit.size, version_id or 0, dtype=np.int64))
+                found[where] = True
         if stop_before is None and found.all():
             stop_before = day - timedelta(days=1)
 
@@ -928,3 +935,36 @@ def locate_predictions(*, model: RegisteredModel, ids: pa.Array) -> Located:
         version_id=cat("version_id", np.int64),
         found=found,
     )
+
+
+class _IndexProbe:
+    """Whether an id index may cover one of a batch's ids: a digest found there is a candidate.
+
+    A hit only says the index's files are worth opening (their ids confirm it, so a collision
+    is never a match); a miss rules them out. Each index is searched once per call, however
+    many batches share it. An index that is gone (replaced by a merge that committed after the
+    manifest was read) or absent (a batch stored before indexes existed) is no evidence: its
+    file is read.
+    """
+
+    def __init__(self, ids: pa.Array) -> None:
+        present = ids.drop_null() if ids.null_count else ids
+        self.needles = np.unique(id_digests(present.to_pylist()))
+        self.seen: dict[str, bool] = {}
+
+    def may_hold(self, index: str) -> bool:
+        if not index:
+            return True
+        if index not in self.seen:
+            self.seen[index] = self._search(index)
+        return self.seen[index]
+
+    def _search(self, index: str) -> bool:
+        try:
+            stored = np.load(resolve(index), mmap_mode="r")
+        except FileNotFoundError:
+            return True
+        if not stored.size or not self.needles.size:
+            return False
+        at = np.minimum(np.searchsorted(stored, self.needles), stored.size - 1)
+        return bool(np.any(stored[at] == self.needles))

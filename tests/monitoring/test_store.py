@@ -754,3 +754,105 @@ def test_the_orphan_sweeper_keeps_id_indexes_a_batch_points_to(version, settings
 
     assert removed == [str(orphan_index.relative_to(settings.VAR_DIR))]
     assert index.exists()
+
+
+# --- locating labelled predictions ----------------------------------------------------------------
+
+
+def located(version, ids) -> dict[str, list]:
+    result = store.locate_predictions(model=version.model, ids=pa.array(ids, type=pa.string()))
+    fields = ("index", "batch_id", "row", "day", "version_id", "found")
+    return {f: getattr(result, f).tolist() for f in fields}
+
+
+def opened_files(monkeypatch) -> list[str]:
+    """The prediction files whose ids are read from now on."""
+    opened: list[str] = []
+    real_ids = store._ids
+
+    def spy(path):
+        opened.append(path)
+        return real_ids(path)
+
+    monkeypatch.setattr(store, "_ids", spy)
+    return opened
+
+
+def test_locating_through_id_indexes_finds_what_reading_every_file_finds(
+    version, django_capture_on_commit_callbacks
+):
+    shadow = ModelVersionFactory(model=version.model)
+    for n, days_back in enumerate([0, 0, 0, 1, 3, 3, 7]):
+        start = T0 - timedelta(days=days_back) + timedelta(hours=n)
+        recs = records(4, start=start, prefix=f"b{n}-")
+        ingest_committed(version, recs, django_capture_on_commit_callbacks)
+        if n % 3 == 0:  # the shadow saw some of the same requests
+            ingest_committed(shadow, recs, django_capture_on_commit_callbacks)
+    ingest_predictions(version, records(2, start=T0 - timedelta(days=8), prefix="b4-"))  # again
+    assert len(day_indexes(version)) < 3  # merged
+    wanted = ["b0-1", "b4-0", "b6-3", "b3-2", "nope", "b2-0", "b4-1"]
+
+    with_indexes = located(version, wanted)
+    DataBatch.objects.update(id_index="")  # every file read, as before indexes existed
+    without = located(version, wanted)
+
+    assert with_indexes == without
+    assert with_indexes["found"] == [True, True, True, True, False, True, True]
+    assert sorted(with_indexes["version_id"]).count(shadow.pk) == 3  # b0-1, b3-2, b6-3
+
+
+def test_a_digest_collision_is_not_a_located_prediction(version, monkeypatch):
+    (batch,) = ingest_predictions(version, records(3))
+    real_digests = store.id_digests
+    monkeypatch.setattr(  # "nope" hashes as "p1" does
+        store, "id_digests", lambda ids: real_digests(["p1" if i == "nope" else i for i in ids])
+    )
+    opened = opened_files(monkeypatch)
+
+    found = located(version, ["nope", "p2"])
+
+    assert opened == [batch.path]  # the index said maybe; the ids said no
+    assert found["found"] == [False, True]
+    assert found["index"] == [1] and found["row"] == [2]
+
+
+def test_predictions_stored_before_id_indexes_are_still_labelled(version):
+    (old,) = ingest_predictions(version, records(3, start=T0 - timedelta(days=2)))
+    store.resolve(old.id_index).unlink()
+    DataBatch.objects.filter(pk=old.pk).update(id_index="")  # as stored before migration 0003
+    ingest_predictions(version, records(3, prefix="q"))
+
+    (labels,) = ingest_labels(version, [{"prediction_id": "p1", "label": 1}])
+
+    assert labels.day == date(2026, 1, 3)
+    table = pq.read_table(store.resolve(labels.path))
+    assert table.column("batch").to_pylist() == [old.pk]
+    assert table.column("row").to_pylist() == [1]
+
+
+def test_shadow_twins_under_two_versions_are_both_located_and_labelled(version):
+    shadow = ModelVersionFactory(model=version.model)
+    (live_batch,) = ingest_predictions(version, records(3))
+    (shadow_batch,) = ingest_predictions(shadow, records(3))
+
+    found = located(version, ["p1"])
+
+    assert sorted(zip(found["version_id"], found["batch_id"], found["row"], strict=True)) == [
+        (version.pk, live_batch.pk, 1),
+        (shadow.pk, shadow_batch.pk, 1),
+    ]
+    labels = ingest_labels(version, [{"prediction_id": "p1", "label": 1}])
+    assert sorted(b.version_id for b in labels) == sorted([version.pk, shadow.pk])
+
+
+def test_labelling_reads_only_the_prediction_files_whose_index_holds_an_id(version, monkeypatch):
+    batches = [
+        ingest_predictions(version, records(3, start=T0 - timedelta(days=d), prefix=f"d{d}-"))[0]
+        for d in range(6)
+    ]
+    opened = opened_files(monkeypatch)
+
+    ingest_labels(version, [{"prediction_id": "d5-0", "label": 1}])  # the oldest day
+    ingest_labels(version, [{"prediction_id": "d0-2", "label": 0}])  # the newest
+
+    assert opened == [batches[5].path, batches[0].path]
