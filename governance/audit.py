@@ -18,6 +18,8 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
+from django.db.models import Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .models import AuditChainHead, AuditEvent
@@ -135,9 +137,18 @@ class Verification:
 
 
 def verify(*, batch_size: int = 2000) -> Verification:
-    """Walk the whole chain; report the first event whose link does not hold."""
+    """Walk the chain up to its head; report the first event whose link does not hold.
+
+    The head is read first: an append commits its event and the head together, so every event
+    up to that head is committed, and events appended while the walk runs are not mistaken for
+    tampering (a live system keeps writing). Rows beyond the head are then looked for in one
+    statement, which compares them with the head as it is at that moment.
+    """
+    head = AuditChainHead.objects.filter(pk=1).first()
+    head_seq = head.seq if head is not None else 0
     prev_hash, expected_seq, count = GENESIS, 1, 0
-    for event in AuditEvent.objects.order_by("seq").iterator(chunk_size=batch_size):
+    events = AuditEvent.objects.filter(seq__lte=head_seq).order_by("seq")
+    for event in events.iterator(chunk_size=batch_size):
         count += 1
         problem = ""
         if event.seq != expected_seq:
@@ -153,14 +164,27 @@ def verify(*, batch_size: int = 2000) -> Verification:
         if problem:
             return Verification(False, count, event.id, f"event id {event.id}: {problem}")
         prev_hash, expected_seq = event.hash, expected_seq + 1
-    head = AuditChainHead.objects.filter(pk=1).first()
-    if head is not None and (head.seq != expected_seq - 1 or head.hash != prev_hash):
-        last = AuditEvent.objects.order_by("-seq").first()
+    if head is not None and (head_seq != expected_seq - 1 or head.hash != prev_hash):
+        last = AuditEvent.objects.filter(seq__lte=head_seq).order_by("-seq").first()
         return Verification(
             False,
             count,
             last.id if last else None,
-            f"the chain ends at seq {expected_seq - 1} but the head records seq {head.seq} "
+            f"the chain ends at seq {expected_seq - 1} but the head records seq {head_seq} "
             "(events at the end were deleted or appended outside the audit service)",
+        )
+    current_head = AuditChainHead.objects.filter(pk=1).values("seq")[:1]
+    beyond = (
+        AuditEvent.objects.filter(seq__gt=Coalesce(Subquery(current_head), 0))
+        .order_by("seq")
+        .first()
+    )
+    if beyond is not None:
+        return Verification(
+            False,
+            count + 1,
+            beyond.id,
+            f"event id {beyond.id}: seq {beyond.seq} lies beyond the chain head "
+            "(appended outside the audit service)",
         )
     return Verification(True, count, None)

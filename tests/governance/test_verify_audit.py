@@ -174,3 +174,33 @@ def test_a_broken_chain_exits_1_from_the_command_line(monkeypatch):
         )
     assert exited.value.code == 1
     assert f"event id {_event(2).id} (seq 2" in err.getvalue()
+
+
+def test_events_appended_while_the_chain_is_walked_are_not_tampering(monkeypatch):
+    """A live system keeps writing during a verification: new appends must not break it."""
+    _write(5)
+    appended = []
+
+    def append_during_walk(qs_iterator):
+        def walk(*args, **kwargs):
+            for i, event in enumerate(qs_iterator(*args, **kwargs)):
+                if i == 2 and not appended:
+                    _write(3)  # commits its events and the head, as a concurrent writer does
+                    appended.append(True)
+                yield event
+
+        return walk
+
+    from django.db.models.query import QuerySet
+
+    original = QuerySet.iterator
+    monkeypatch.setattr(
+        QuerySet,
+        "iterator",
+        lambda self, *a, **k: append_during_walk(original.__get__(self))(*a, **k),
+    )
+
+    result = audit.verify()
+
+    assert appended and result.valid, result.problem
+    assert result.events == 5  # the walk covered the chain as it stood when it began

@@ -225,7 +225,7 @@ def assert_rolled_back_once(v1, v2) -> Rollback:
         minutes=1
     )
     assert served_version(v1.model.name) == "1.0.0"
-    assert audit.verify().valid
+    assert (checked := audit.verify()).valid, checked.problem
     return rollback
 
 
