@@ -9,7 +9,7 @@ from celery import shared_task
     name="governance.mirror_stage_to_mlflow",
     autoretry_for=(Exception,),
     retry_backoff=5,
-    retry_backoff_max=600,
+    retry_backoff_max=100,  # under the broker visibility timeout (120 s)
     max_retries=20,
 )
 def mirror_stage_to_mlflow(version_id: int) -> None:

@@ -463,7 +463,7 @@ def ethics_halt(
         dedup_key = f"incident-{incident.pk}-page-{role}"
         if not opened:  # a new halt within the same incident is paged again
             dedup_key += f"-halt-{halt.pk}"
-        notify_role(
+        _, paged = notify_role(
             channel=Channel.PAGE,
             role=role,
             model=model,
@@ -474,13 +474,14 @@ def ethics_halt(
             dedup_key=dedup_key,
             incident_key=f"incident-{incident.pk}",
         )
-        add_event(
-            incident,
-            kind=EventKind.NOTIFICATION,
-            actor=actor.label,
-            message=f"paging {role} (emergency halt)",
-            data={"role": role, "halt": halt.pk},
-        )
+        if paged:
+            add_event(
+                incident,
+                kind=EventKind.NOTIFICATION,
+                actor=actor.label,
+                message=f"paging {role} (emergency halt)",
+                data={"role": role, "halt": halt.pk},
+            )
         action = "halted" if opened else "joined"
         if not created:
             action = "recorded"

@@ -70,7 +70,7 @@ def route_alert(alert: Alert) -> dict:
         if halted := ethics_check_alert(alert, incident=incident):
             outcome["ethics"] = halted
         role = PAGED_ROLE[alert.severity]
-        notify_role(
+        _, paged = notify_role(
             channel=Channel.PAGE,
             role=role,
             model=model,
@@ -81,13 +81,14 @@ def route_alert(alert: Alert) -> dict:
             dedup_key=f"incident-{incident.pk}-page-{role}",
             incident_key=f"incident-{incident.pk}",
         )
-        add_event(
-            incident,
-            kind=EventKind.NOTIFICATION,
-            actor=SYSTEM.label,
-            message=f"paging {role} (alert {alert.pk})",
-            data={"role": role, "alert": alert.pk},
-        )
+        if paged:  # a joining alert finds the incident's page already sent: no second page
+            add_event(
+                incident,
+                kind=EventKind.NOTIFICATION,
+                actor=SYSTEM.label,
+                message=f"paging {role} (alert {alert.pk})",
+                data={"role": role, "alert": alert.pk},
+            )
         rollback = None
         if alert.severity == Severity.CRITICAL:
             rollback = _maybe_rollback(alert, model, incident)

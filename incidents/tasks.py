@@ -24,7 +24,8 @@ def deliver_notifications() -> dict:
     counts = deliver_due()
     wait = next_due_in()
     if wait is not None:
-        enqueue_delivery(countdown=max(wait, 1.0))
+        # short hops, under the broker's visibility timeout; the beat entry is the safety net
+        enqueue_delivery(countdown=min(max(wait, 1.0), 60.0))
     return counts
 
 

@@ -47,7 +47,7 @@ def create_monthly_audits() -> int:
     name="monitoring.route_alert",
     autoretry_for=(Exception,),
     retry_backoff=5,
-    retry_backoff_max=600,
+    retry_backoff_max=100,  # under the broker visibility timeout (120 s)
     max_retries=20,
 )
 def route_alert(alert_id: int) -> None:

@@ -38,7 +38,7 @@ def verify_promotion(version_id: int) -> dict:
     name="serving.ingest_prediction_log",
     autoretry_for=(Exception,),
     retry_backoff=5,
-    retry_backoff_max=300,
+    retry_backoff_max=100,  # under the broker visibility timeout (120 s)
     max_retries=20,
 )
 def ingest_prediction_log() -> int:

@@ -203,7 +203,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "incidents.*": {"queue": "urgent"},
-    "serving.halt.*": {"queue": "urgent"},
+    # a restore must be verified and warmed without waiting behind monitoring jobs
+    "serving.verify_promotion": {"queue": "urgent"},
+    "serving.warm_standby": {"queue": "urgent"},
     "monitoring.*": {"queue": "monitoring"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -216,6 +218,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-orphan-monitoring-data": {"task": "monitoring.sweep_orphan_data", "schedule": 3600.0},
     "trim-stale-cache": {"task": "serving.trim_stale_cache", "schedule": 86400.0},
     "escalate-overdue-steps": {"task": "incidents.escalate_overdue_steps", "schedule": 60.0},
+    # outbox rows due for a retry are delivered even if no task chain is waiting for them
+    "deliver-notifications": {"task": "incidents.deliver_notifications", "schedule": 30.0},
     "check-ethics-limits": {"task": "incidents.check_ethics_limits", "schedule": 300.0},
     # a safety net: gateways announce their prediction-log spool themselves while they run
     "ingest-prediction-log": {"task": "serving.ingest_prediction_log", "schedule": 60.0},

@@ -63,6 +63,7 @@ def notify_role(
     incident_key: str = "",
 ) -> tuple[Notification, bool]:
     """Write one outbox row (once per ``dedup_key``); delivery is enqueued after commit."""
+    dedup_key = dedup_key[:250]  # as stored: a longer key is looked up by what was kept
     with transaction.atomic():
         existing = Notification.objects.filter(dedup_key=dedup_key).first()
         if existing is not None:
@@ -77,7 +78,7 @@ def notify_role(
                     recipients=recipients_for(role, model, channel=channel),
                     subject=subject[:300],
                     body=body,
-                    dedup_key=dedup_key[:250],
+                    dedup_key=dedup_key,
                     event=event,
                     incident_key=incident_key[:200],
                 )

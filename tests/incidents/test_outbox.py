@@ -134,3 +134,11 @@ def test_email_goes_to_the_role_holders_with_an_address():
 def test_email_with_nobody_to_tell_fails_permanently():
     notify_role(channel="email", role="auditor", subject="s", dedup_key="k6")
     assert deliver_due() == {"failed": 1}
+
+
+def test_a_dedup_key_longer_than_its_column_still_dedups():
+    key = "incident-1-" + "x" * 300
+    first, created = notify_role(channel="email", role="auditor", subject="s", dedup_key=key)
+    again, created_again = notify_role(channel="email", role="auditor", subject="s", dedup_key=key)
+    assert (created, created_again) == (True, False)
+    assert again.pk == first.pk and Notification.objects.count() == 1

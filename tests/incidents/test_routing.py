@@ -28,6 +28,8 @@ def test_high_alert_opens_a_playbook_1_incident_and_an_alert_of_the_same_kind_jo
     assert route_alert(second)["action"] == "already routed"  # a retried hand-off
     assert Incident.objects.count() == 1 and set(incident.alerts.all()) == {first, second}
     assert Notification.objects.count() == 1  # paged once per incident and role
+    # and the timeline says so: one page, not one per alert
+    assert incident.events.filter(kind="notification", message__startswith="paging").count() == 1
     assert not Rollback.objects.exists()
     fairness = route_alert(alert_on(v2, "fairness", "critical"))
     assert fairness["action"] == "opened" and Incident.objects.count() == 2
