@@ -1095,7 +1095,8 @@ def reference_ingest(
 
     def create_rows() -> ReferenceResult:
         # one reference upload at a time per version, so each profile covers all committed data
-        ModelVersion.objects.select_for_update().filter(pk=target.pk).values_list("pk").first()
+        # (FOR NO KEY UPDATE: runs, alerts and batches referencing the version are not held up)
+        store.lock_version(target.pk)
         batches = _batch_rows(
             files,
             model=target.model,

@@ -24,6 +24,7 @@ from governance.models import SERVING_STAGES, Lifecycle
 from governance.notify import notify_role
 from governance.roles import Role
 
+from . import runs
 from .models import DAILY_CHECKS, WEEKLY_CHECKS, AuditTask, MonitorRun, RunStatus
 from .runs import enqueue_runs, run_create
 
@@ -89,6 +90,13 @@ def schedule_checks(*, checks: Iterable[str], now: datetime | None = None) -> Fa
         .values_list("pk", flat=True)
         .order_by("pk")
     )
+    # a run whose worker died mid-way stays running; _claim takes it back after STALE_AFTER
+    abandoned = MonitorRun.objects.filter(
+        status=RunStatus.RUNNING,
+        kind__in=checks,
+        started_at__lt=(now or timezone.now()) - runs.STALE_AFTER,
+    )
+    ids += [pk for pk in abandoned.values_list("pk", flat=True).order_by("pk") if pk not in ids]
     enqueue_runs(ids)
     return FanOut(created=created, enqueued=ids)
 

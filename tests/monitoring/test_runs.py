@@ -547,6 +547,23 @@ def test_a_second_beat_the_same_day_creates_nothing_new():
     assert len(again.enqueued) == 3  # still pending: sent again, a duplicate finds it claimed
 
 
+def test_a_run_abandoned_by_a_dead_worker_is_sent_again_by_the_next_beat():
+    live()
+    schedule.schedule_daily(now=NOW)
+    died, fresh = MonitorRun.objects.order_by("pk")[:2]
+    MonitorRun.objects.filter(pk=died.pk).update(
+        status=RunStatus.RUNNING, started_at=NOW - runs.STALE_AFTER - timedelta(minutes=1)
+    )
+    MonitorRun.objects.filter(pk=fresh.pk).update(
+        status=RunStatus.RUNNING, started_at=NOW - timedelta(minutes=5)
+    )
+
+    again = schedule.schedule_daily(now=NOW)
+
+    assert died.pk in again.enqueued  # _claim takes it back once it is past STALE_AFTER
+    assert fresh.pk not in again.enqueued  # still being worked on
+
+
 def test_the_weekly_fan_out_runs_the_weekly_checks_over_the_weekly_window():
     live()
     schedule.schedule_weekly(now=NOW)

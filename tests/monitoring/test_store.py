@@ -402,7 +402,6 @@ def test_a_spool_file_committed_but_not_deleted_is_not_stored_again(version, mon
 
     from serving import log
 
-    monkeypatch.setattr(log, "_ingest_fn", None)  # the real monitoring.ingest, not a stand-in
     model, features = version.model.name, tuple(version.feature_list)
     spooled = log.LoggedBatch(
         model_name=model,
