@@ -33,15 +33,12 @@ labels posted for a live prediction also label its shadow twin.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import io
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -75,24 +72,6 @@ class LoggedBatch:
     def group(self) -> tuple:
         attributes = tuple(sorted(self.sensitive[0])) if self.sensitive else ()
         return (self.model_name, self.version, self.features, attributes)
-
-    def records(self) -> list[dict]:
-        """The batch as ``predictions_ingest`` JSON records (for inspection and tests)."""
-        stamp = datetime.fromtimestamp(self.timestamp, tz=UTC).isoformat().replace("+00:00", "Z")
-        rows, scores, predictions = self.X.tolist(), self.scores.tolist(), self.predictions
-        out = []
-        for i, prediction_id in enumerate(self.prediction_ids):
-            record = {
-                "prediction_id": prediction_id,
-                "timestamp": stamp,
-                "features": dict(zip(self.features, rows[i], strict=True)),
-                "score": scores[i],
-                "prediction": int(predictions[i]),
-            }
-            if self.sensitive is not None and self.sensitive[i]:
-                record["sensitive"] = self.sensitive[i]
-            out.append(record)
-        return out
 
 
 def table(batches: list[LoggedBatch]):
@@ -142,7 +121,6 @@ _buffer: list[LoggedBatch] = []
 _count = 0
 _lock = threading.Lock()
 _flush_lock = threading.Lock()
-_ingest_fn = None
 _announce_pending = True  # a new process announces what an earlier one left in the spool
 _announced_at = float("-inf")
 _SPOOL_GLOB = "spool-*.arrow"
@@ -248,21 +226,6 @@ def spilled_predictions() -> int:
 # --- the worker's side ------------------------------------------------------------------------
 
 
-def _ingest():
-    """``monitoring.ingest.predictions_ingest`` when that module exists, else None."""
-    global _ingest_fn
-    if _ingest_fn is not None:
-        return _ingest_fn
-    try:
-        if importlib.util.find_spec("monitoring.ingest") is None:
-            return None
-        module = importlib.import_module("monitoring.ingest")
-    except ImportError:
-        return None
-    _ingest_fn = getattr(module, "predictions_ingest", None)
-    return _ingest_fn
-
-
 @dataclass
 class _Claimed:
     spool_name: Path  # where it goes back to
@@ -278,9 +241,8 @@ def ingest_spooled() -> int:
 
     Raises on a failure of the store (the claimed files are back in the spool): retry later.
     """
-    ingest = _ingest()
-    if ingest is None:
-        return 0
+    from monitoring.ingest import predictions_ingest as ingest  # monitoring is above serving
+
     _reclaim_stale()
     done = 0
     while True:
@@ -412,11 +374,10 @@ def _permanent(exc: Exception) -> bool:
 
 def clear() -> None:
     """Drop everything buffered (tests)."""
-    global _count, _ingest_fn, _announce_pending, _announced_at
+    global _count, _announce_pending, _announced_at
     with _lock:
         _buffer.clear()
         _count = 0
-    _ingest_fn = None
     _announce_pending, _announced_at = True, float("-inf")
 
 

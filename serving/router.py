@@ -218,8 +218,13 @@ def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
         # Features of the model's other versions (the one just rolled back, a MAJOR whose shadow
         # failed, warm standby...) are accepted and ignored: clients that moved to a version's
         # features must not get 400s the moment that version stops serving.
-        for features in ModelVersion.objects.filter(model_id=model_id).values_list(
-            "feature_list", flat=True
+        # only versions callers can have been sent to: staged (shadowed) at some point, or
+        # served; a version still in development never widens what a request may carry
+        served = [*SERVING_STAGES, Stage.STAGING, Stage.ROLLBACK, Stage.RETIRED]
+        for features in (
+            ModelVersion.objects.filter(model_id=model_id)
+            .filter(Q(lifecycle__shadow_baseline__isnull=False) | Q(lifecycle__stage__in=served))
+            .values_list("feature_list", flat=True)
         ):
             shadow_features.update(
                 dict.fromkeys(f for f in features or () if f not in live.feature_set)

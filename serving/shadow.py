@@ -16,9 +16,9 @@ caller: counted (``not_carried``, beside ``scored`` and ``failed``) per version 
 staging by ``serving.shadow_counts``, so the shadow evaluation can tell "no request carried the
 new features" from a failing shadow.
 
-``shadow_evaluate(version)`` compares the logged shadow and live predictions (agreement, KS on
-scores, performance and fairness on labelled records, the shadow period): see
-``serving.shadow_evaluation``, which also records it as the version's ``shadow`` evidence.
+``serving.shadow_evaluation.shadow_evaluate(version)`` compares the logged shadow and live
+predictions (agreement, KS on scores, performance and fairness on labelled records, the shadow
+period) and records it as the version's ``shadow`` evidence.
 """
 
 from __future__ import annotations
@@ -226,13 +226,6 @@ def counts(model_name: str) -> dict[str, dict[str, int]]:
     """Per shadow version of ``model_name``: instances this process scored, did not score as
     they lacked the version's features (``not_carried``), or failed to score."""
     return shadow_counts.by_version(model_name)
-
-
-def shadow_evaluate(version) -> dict:
-    """Shadow vs live over the staging period; see ``serving.shadow_evaluation``."""
-    from .shadow_evaluation import shadow_evaluate as evaluate
-
-    return evaluate(version)
 
 
 def clear() -> None:

@@ -52,13 +52,22 @@ def test_the_next_predict_after_a_committed_halt_answers_503_with_the_reason(
     assert "predictions" not in refused.json()
 
 
-def test_a_halt_is_never_bypassed_by_the_stale_cache(mlflow_models, ci, lead, committed):
+def test_a_halt_is_never_bypassed_by_the_stale_cache(mlflow_models, ci, lead, committed, settings):
+    from tests.serving.test_stale import corrupt, restart_gateway
+
     version = live(mlflow_models, seed=1)
     name = version.model.name
     rows = instances(3)
     assert predict(ci, name, rows).status_code == 200
     cache.flush()
     assert all(cache.lookup(name, ("f1", "f2", "f3"), _matrix(rows)))
+    # the live model cannot serve, so without the halt these rows would be answered stale
+    corrupt(version)
+    settings.MLFLOW_TRACKING_URI = settings.MLFLOW_REGISTRY_URI = "http://127.0.0.1:9"
+    restart_gateway()
+    cache.flush()
+    stale = predict(ci, name, rows).json()
+    assert stale["stale"] is True and len(stale["predictions"]) == 3
 
     with committed():
         engage(lead, name)

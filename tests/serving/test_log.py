@@ -18,7 +18,6 @@ pytestmark = pytest.mark.django_db
 def _store(monkeypatch, fn) -> None:
     """Replace the (stand-in) monitoring store's predictions_ingest."""
     monkeypatch.setattr(sys.modules["monitoring.ingest"], "predictions_ingest", fn)
-    log._ingest_fn = None
 
 
 def _down(**kwargs):

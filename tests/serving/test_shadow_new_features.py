@@ -9,8 +9,10 @@ import threading
 
 import pytest
 
+from governance.audit import Actor
 from serving import loader, router, shadow
 from serving.readiness import serving_status
+from tests.governance.lifecycle_helpers import step
 from tests.serving.helpers import (
     FEATURES,
     instances,
@@ -265,10 +267,13 @@ def test_features_of_a_version_that_stopped_being_shadowed_are_accepted_and_igno
     """A MAJOR's shadow failed (or it was rolled back): clients already sending its features
     keep being served by the live version instead of getting a 400 at that very moment."""
     v1 = live(mlflow_models, "1.0.0", seed=71)
-    real_version(mlflow_models, "2.0.0", model=v1.model, seed=72, feature_list=WIDE)  # not staged
+    major = staged(mlflow_models, v1.model, "2.0.0", seed=72, feature_list=WIDE)
+    step(major, "fail_shadow", actor=Actor.system("tests"), automatic=True)  # to validation
+    real_version(mlflow_models, "3.0.0", model=v1.model, seed=74, feature_list=[*FEATURES, "f9"])
     rows = with_f4(instances(2))
 
     answer = predict(ci, v1.model.name, rows)
+    # f9 belongs only to 3.0.0, still in development: callers cannot have been sent to it
     unknown = predict(ci, v1.model.name, [{**instances(1)[0], "f9": 1.0}])
 
     assert answer.status_code == 200, answer.json()
