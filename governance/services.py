@@ -92,8 +92,16 @@ def version_register(*, model_name: str, spec: VersionSpec, actor: Actor) -> Mod
 
 
 def mlflow_mirror_or_retry(version_id: int) -> None:
-    """Mirror at once (a local call, usually milliseconds); if MLflow is down, a task retries."""
+    """Mirror at once (a local call, usually milliseconds); if MLflow is down, a task retries.
+
+    A quick ping first: MLflow's own client retries for minutes when its server is down, and
+    this runs after commit in whatever process made the change - an urgent worker in the
+    middle of a rollback must not wait on it.
+    """
+    from registry import mlflow_bridge
+
     try:
+        mlflow_bridge.ping()
         mlflow_mirror(version_id=version_id)
     except Exception:
         logger.warning("MLflow mirror of version %s failed; queued a retry", version_id)
