@@ -35,6 +35,7 @@ from governance.models import Evaluation, EvidenceKind
 
 from . import stats
 from .models import Check
+from .stats import jsonable
 
 FEATURE_PREFIX = "f."
 SENSITIVE_PREFIX = "s."
@@ -90,24 +91,6 @@ class Needs:
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON: numpy scalars to Python numbers, NaN and infinities to None."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    return value
 
 
 def _num(value: Any) -> float | None:

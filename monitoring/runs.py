@@ -44,6 +44,7 @@ from .models import (
     RunStatus,
 )
 from .policies import monitoring_policy_current, policy_settings
+from .stats import jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +334,7 @@ def _finish(run: MonitorRun, outcome: Outcome, claimed_at: datetime) -> None:
 
 
 def _float_or_none(value: Any) -> float | None:
-    number = checks.jsonable(value)
+    number = jsonable(value)
     return float(number) if isinstance(number, int | float) else None
 
 

@@ -106,14 +106,14 @@ _BIN_CHUNK = 1 << 15
 # --------------------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    """Recursively convert numpy scalars/arrays and tuples to JSON values (NaN/inf -> None)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+def jsonable(value: Any) -> Any:
+    """Plain JSON: numpy scalars and arrays to Python values, tuples to lists, NaN/inf -> None."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
+        return [jsonable(v) for v in value.tolist()]
     if isinstance(value, bool | np.bool_):
         return bool(value)
     if isinstance(value, int | np.integer):
@@ -129,7 +129,7 @@ class _JsonResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a dict of plain JSON values (non-finite floats -> ``None``)."""
-        return _jsonable(dataclasses.asdict(self))  # type: ignore[call-overload]
+        return jsonable(dataclasses.asdict(self))  # type: ignore[call-overload]
 
 
 def _opt_ratio(numerator: int, denominator: int) -> float | None:
