@@ -254,6 +254,7 @@ _PREDICTIONS_EXAMPLE = {
 class PredictionListCreateView(GenericAPIView):
     required_actions = {"GET": Action.READ, "POST": Action.INGEST}
     parser_classes = [JSONParser, MultiPartParser]
+    takes_file_upload = True  # a 413 on JSON points to the file upload
     serializer_class = PredictionIngestSerializer
 
     @extend_schema(
@@ -335,6 +336,7 @@ class PredictionListCreateView(GenericAPIView):
 class LabelCreateView(GenericAPIView):
     required_actions = {"POST": Action.INGEST}
     parser_classes = [JSONParser, MultiPartParser]
+    takes_file_upload = True  # a 413 on JSON points to the file upload
     serializer_class = LabelIngestSerializer
 
     @extend_schema(
@@ -377,6 +379,7 @@ class LabelCreateView(GenericAPIView):
 class ReferenceCreateView(GenericAPIView):
     required_actions = {"POST": Action.INGEST}
     parser_classes = [JSONParser, MultiPartParser]
+    takes_file_upload = True  # a 413 on JSON points to the file upload
     serializer_class = ReferenceIngestSerializer
 
     @extend_schema(

@@ -22,13 +22,15 @@ _STATUS = {
 def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):  # Django alone would answer with an HTML 400
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        return Response(
-            {
-                "detail": f"The body is larger than the {limit} bytes accepted as JSON; upload "
-                "the records as a CSV or Parquet file instead (multipart/form-data, field 'file')."
-            },
-            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
+        detail = f"The body is larger than the {limit} bytes accepted as JSON"
+        if getattr(context.get("view"), "takes_file_upload", False):
+            detail += (
+                "; upload the records as a CSV or Parquet file instead (multipart/form-data, "
+                "field 'file')."
+            )
+        else:
+            detail += "; send less in one request."
+        return Response({"detail": detail}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, DomainError):
         code = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 400)
         body: dict = {"detail": str(exc)}

@@ -136,6 +136,7 @@ class EvaluationListCreateView(GenericAPIView):
     required_actions = {"GET": Action.READ, "POST": Action.SUBMIT_EVIDENCE}
     serializer_class = EvaluationSerializer
     parser_classes = [JSONParser, MultiPartParser]
+    takes_file_upload = True  # a 413 on JSON points to the file upload
     queryset = Evaluation.objects.none()  # for the schema only; get() builds the real one
 
     @extend_schema(

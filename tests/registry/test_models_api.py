@@ -119,11 +119,14 @@ def test_idempotency_key_reused_for_another_request_is_422(api_client):
     assert not RegisteredModel.objects.filter(name="m2").exists()
 
 
-def test_a_body_over_the_json_limit_is_413_pointing_to_file_upload(api_client, settings):
+def test_a_body_over_the_json_limit_is_413_without_advice_the_endpoint_cannot_take(
+    api_client, settings
+):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 200
     response = api_client("ci").post(
         "/api/v1/models/", {"name": "m1", "description": "x" * 500}, format="json"
     )
     assert response.status_code == 413
-    assert "CSV or Parquet" in response.json()["detail"]
+    assert "larger than the 200 bytes" in response.json()["detail"]
+    assert "CSV or Parquet" not in response.json()["detail"]  # /models/ takes no files
     assert not RegisteredModel.objects.exists()
