@@ -27,6 +27,7 @@ from .permissions import can
 from .policies import validation_policy_current
 from .roles import Action
 from .selectors import latest_evaluation
+from .versioning import version_bump
 
 WARM_STANDBY = 3  # the last versions that served stay deployable (specification 5.3)
 
@@ -65,12 +66,8 @@ def live_lifecycle(model: RegisteredModel, *, exclude: ModelVersion | None = Non
 
 
 def declared_bump(version: ModelVersion) -> Bump:
-    """MAJOR/MINOR/PATCH relative to the live version (or, if none serves, the one before)."""
-    live = live_lifecycle(version.model, exclude=version)
-    if live is not None:
-        return version.semver.bump_from(live.version.semver)
-    previous = [v for v in version.model.versions.newest_first() if v.semver < version.semver]
-    return version.semver.bump_from(previous[0].semver if previous else None)
+    """MAJOR/MINOR/PATCH of ``version``: ``versioning.version_bump`` decides, for every caller."""
+    return version_bump(version)
 
 
 def check_permission(*, version: ModelVersion, name: str, actor: Actor, scopes=None) -> None:

@@ -25,6 +25,7 @@ from . import audit, notify
 from .audit import Actor
 from .models import Escalation, Lifecycle, Stage, ValidationPolicy
 from .roles import Role
+from .versioning import version_bump
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +52,8 @@ STAGE_LIMITS: dict[str, StageLimit] = {
 
 
 def is_fast_tracked(version: ModelVersion) -> bool:
-    """A PATCH relative to the newest lower version of the same model: no shadow period."""
-    lower = (
-        Q(major__lt=version.major)
-        | Q(major=version.major, minor__lt=version.minor)
-        | Q(major=version.major, minor=version.minor, patch__lt=version.patch)
-    )
-    previous = ModelVersion.objects.filter(lower, model_id=version.model_id).newest_first().first()
-    return version.semver.bump_from(previous.semver if previous else None) == Bump.PATCH
+    """A PATCH (``versioning.version_bump``, the rule registration and promotion use): no shadow."""
+    return version_bump(version) == Bump.PATCH
 
 
 def shadow_period(version: ModelVersion) -> timedelta:

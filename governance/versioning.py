@@ -21,7 +21,7 @@ from registry.semver import Bump, SemVer
 
 from .models import SERVING_STAGES
 
-__all__ = ["Bump", "baseline_version", "bump_kind", "check_bump"]
+__all__ = ["Bump", "baseline_version", "bump_kind", "check_bump", "version_bump"]
 
 
 def _semver(value: SemVer | str) -> SemVer:
@@ -54,6 +54,13 @@ def bump_kind(model: RegisteredModel, semver: SemVer | str) -> Bump:
     semver = _semver(semver)
     base = baseline_version(model, semver)
     return semver.bump_from(base.semver if base is not None else None)
+
+
+def version_bump(version: ModelVersion) -> Bump:
+    """The one answer to "which bump is this registered version": registration's bump check, the
+    shadow requirement (lifecycle), the staging time limit (sla) and the shadow evaluation all ask
+    here, so they can never disagree about whether a version is fast-tracked."""
+    return bump_kind(version.model, version.semver)
 
 
 def _listing(features: Iterable[str]) -> str:

@@ -139,3 +139,34 @@ def test_a_malformed_version_is_refused_on_the_version_field(model):
     with pytest.raises(InvalidInput) as refused:
         bump_kind(model, "1.0")
     assert "not a semantic version" in refused.value.errors["version"][0]
+
+
+def _three_answers(version):
+    """What registration, the lifecycle's shadow rule and the staging time limit each decide."""
+    from governance import lifecycle, sla
+
+    return (
+        bump_kind(version.model, version.version),
+        lifecycle.declared_bump(version),
+        Bump.PATCH if sla.is_fast_tracked(version) else "not PATCH",
+    )
+
+
+def test_registration_lifecycle_and_sla_agree_when_a_minor_sits_between_live_and_staged(live):
+    # 1.0.0 live, 1.1.0 registered, 1.1.1 staged: MINOR against the live version for all three
+    # (before, sla said PATCH and escalated the staging stay 7 days early).
+    ModelVersionFactory(model=live.model, version="1.1.0", training_data_hash=NEW_DATA)
+    staged = ModelVersionFactory(model=live.model, version="1.1.1", training_data_hash=NEW_DATA)
+    registration, shadow_rule, time_limit = _three_answers(staged)
+    assert registration == shadow_rule == Bump.MINOR
+    assert time_limit == "not PATCH"
+
+
+def test_registration_lifecycle_and_sla_agree_when_a_newer_major_serves(model):
+    # 2.0.0 live and 1.1.1 staged: before, the three answers were PATCH, MAJOR and PATCH.
+    ModelVersionFactory(model=model, version="1.1.0", training_data_hash=DATA)
+    staged = ModelVersionFactory(model=model, version="1.1.1", training_data_hash=DATA)
+    newer = ModelVersionFactory(model=model, version="2.0.0", training_data_hash=DATA)
+    Lifecycle.objects.filter(version=newer).update(stage=Stage.PRODUCTION)  # set-up only
+    registration, shadow_rule, time_limit = _three_answers(staged)
+    assert registration == shadow_rule == time_limit == Bump.PATCH
