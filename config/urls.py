@@ -10,7 +10,8 @@ admin.site.site_title = "Model governance"
 admin.site.index_title = "Registry, lifecycle and audit"
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="registry:model-list", permanent=False)),
+    path("", RedirectView.as_view(pattern_name="console:overview", permanent=False)),
+    path("console/", include("console.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

@@ -79,22 +79,35 @@ def deadline_for(lifecycle: Lifecycle) -> datetime | None:
     return deadline
 
 
+def _past_shortest_limit(now: datetime) -> Q:
+    """Stays past their stage's shortest possible limit (staging without a shadow period)."""
+    over = Q()
+    for stage, limit in STAGE_LIMITS.items():
+        over |= Q(stage=stage, stage_entered_at__lt=now - limit.duration)
+    return over
+
+
+def over_limit(now: datetime, *, model_ids: list[int] | None = None) -> list[Lifecycle]:
+    """Every stay over its stage's limit now, escalated or not (what the console shows)."""
+    stays = Lifecycle.objects.filter(_past_shortest_limit(now)).select_related("version__model")
+    if model_ids is not None:
+        stays = stays.filter(version__model_id__in=model_ids)
+    return [stay for stay in stays if (deadline := deadline_for(stay)) and now > deadline]
+
+
 def _candidates(now: datetime):
     """Lifecycles that may be over their limit and have no escalation for this stay yet.
 
     The SQL filter uses each stage's shortest possible limit (staging without a shadow period);
     ``deadline_for`` then decides.
     """
-    over = Q()
-    for stage, limit in STAGE_LIMITS.items():
-        over |= Q(stage=stage, stage_entered_at__lt=now - limit.duration)
     escalated = Escalation.objects.filter(
         lifecycle=OuterRef("pk"),
         stage=OuterRef("stage"),
         stage_entered_at=OuterRef("stage_entered_at"),
     )
     return (
-        Lifecycle.objects.filter(over)
+        Lifecycle.objects.filter(_past_shortest_limit(now))
         .exclude(Exists(escalated))
         .select_related("version__model")
         .order_by("stage_entered_at", "pk")

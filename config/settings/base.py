@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "monitoring",
     "incidents",
     "serving",
+    "console",
     "demo",
 ]
 
@@ -72,6 +73,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "console.context_processors.halts",
             ],
         },
     },

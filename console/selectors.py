@@ -1,0 +1,138 @@
+"""Reads behind the console's pages: bulk queries whose count does not grow with the models.
+
+The console sits on top of every app (docs/architecture.md, section 2): it reads their models
+here and changes state only through their services.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from governance import sla
+from governance.models import SERVING_STAGES, Lifecycle, RoleGrant
+from governance.roles import Action, actions_for
+from incidents.models import ACTIVE_STATUSES, OPEN_STEP_STATUSES, Incident, StepRun
+from monitoring.models import Alert, AlertStatus, Severity
+from registry.models import RegisteredModel
+from serving.models import Halt
+
+GLOBAL = "global"
+SEVERITY_RANK = {Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+UNRESOLVED_ALERTS = (AlertStatus.OPEN, AlertStatus.QUEUED, AlertStatus.ACKNOWLEDGED)
+
+
+def readable_models(user) -> QuerySet[RegisteredModel]:
+    """The models ``user`` may read: every model with a global grant that reads, else exactly
+    the models of their per-model grants that do (the API's rule, ``governance.permissions``)."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return RegisteredModel.objects.none()
+    grants = list(RoleGrant.objects.filter(user=user).values_list("role", "model_id"))
+    if Action.READ in actions_for({role for role, model in grants if model is None}):
+        return RegisteredModel.objects.all()
+    ids = {m for role, m in grants if m is not None and Action.READ in actions_for({role})}
+    return RegisteredModel.objects.filter(pk__in=ids)
+
+
+@dataclass
+class NextStep:
+    incident: Incident
+    step: StepRun | None
+
+    @property
+    def overdue(self) -> bool:
+        return bool(self.step and self.step.due_at and self.step.due_at < timezone.now())
+
+
+@dataclass
+class ModelRow:
+    model: RegisteredModel
+    live: Lifecycle | None = None
+    worst_alert: str = ""
+    open_alerts: int = 0
+    halt: Halt | None = None
+    incidents: list[NextStep] = field(default_factory=list)
+    over_limit: list[tuple[Lifecycle, datetime]] = field(default_factory=list)
+
+    @property
+    def health(self) -> str:
+        """Halted beats everything; then the worst unresolved alert; else healthy."""
+        if self.halt is not None:
+            return "halted"
+        return self.worst_alert or ("healthy" if self.live else "not serving")
+
+
+@dataclass
+class Overview:
+    rows: list[ModelRow]
+    global_halt: Halt | None
+
+    @property
+    def halts(self) -> list[Halt]:
+        found = [row.halt for row in self.rows if row.halt is not None]
+        return ([self.global_halt] if self.global_halt else []) + [
+            h for h in found if h is not self.global_halt
+        ]
+
+
+def active_halts(model_names: list[str] | None = None) -> list[Halt]:
+    """Engaged halts: the global one and those of the given models (all models when None)."""
+    halts = Halt.objects.filter(released_at__isnull=True)
+    if model_names is not None:
+        halts = halts.filter(Q(scope=GLOBAL) | Q(scope__in=model_names))
+    return list(halts.order_by("engaged_at"))
+
+
+def overview(user, *, now: datetime | None = None) -> Overview:
+    """One row per model the user may read; six queries whatever the number of models."""
+    now = now or timezone.now()
+    models = list(readable_models(user).order_by("name"))
+    rows = {m.pk: ModelRow(model=m) for m in models}
+    names = {m.name: m.pk for m in models}
+
+    for lifecycle in Lifecycle.objects.filter(
+        version__model_id__in=rows, stage__in=SERVING_STAGES
+    ).select_related("version"):
+        rows[lifecycle.version.model_id].live = lifecycle
+
+    counts: dict[int, int] = defaultdict(int)
+    for model_id, severity in Alert.objects.filter(
+        model_id__in=rows, status__in=UNRESOLVED_ALERTS
+    ).values_list("model_id", "severity"):
+        row = rows[model_id]
+        counts[model_id] += 1
+        if SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(row.worst_alert, 0):
+            row.worst_alert = severity
+    for model_id, count in counts.items():
+        rows[model_id].open_alerts = count
+
+    global_halt = None
+    for halt in active_halts(list(names)):
+        if halt.scope == GLOBAL:
+            global_halt = halt
+        else:
+            rows[names[halt.scope]].halt = halt
+    if global_halt is not None:
+        for row in rows.values():
+            row.halt = row.halt or global_halt
+
+    incidents = list(
+        Incident.objects.filter(model_id__in=rows, status__in=ACTIVE_STATUSES).order_by(
+            "created_at"
+        )
+    )
+    first_open: dict[int, StepRun] = {}
+    for step in StepRun.objects.filter(
+        incident__in=incidents, status__in=OPEN_STEP_STATUSES
+    ).order_by("incident_id", "order"):
+        first_open.setdefault(step.incident_id, step)
+    for incident in incidents:
+        rows[incident.model_id].incidents.append(NextStep(incident, first_open.get(incident.pk)))
+
+    for lifecycle in sla.over_limit(now, model_ids=list(rows)):
+        rows[lifecycle.version.model_id].over_limit.append((lifecycle, sla.deadline_for(lifecycle)))
+    return Overview(rows=list(rows.values()), global_halt=global_halt)

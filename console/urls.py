@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("overview/rows/", views.overview_rows, name="overview-rows"),
+]
