@@ -15,10 +15,12 @@ from django.utils import timezone
 
 from governance import sla
 from governance.models import SERVING_STAGES, Lifecycle, RoleGrant
+from governance.permissions import can
 from governance.roles import Action, actions_for
 from incidents.models import ACTIVE_STATUSES, OPEN_STEP_STATUSES, Incident, StepRun
 from monitoring.models import Alert, AlertStatus, Severity
 from registry.models import RegisteredModel
+from serving.halt import RELEASE_ROLES
 from serving.models import Halt
 
 GLOBAL = "global"
@@ -136,3 +138,47 @@ def overview(user, *, now: datetime | None = None) -> Overview:
     for lifecycle in sla.over_limit(now, model_ids=list(rows)):
         rows[lifecycle.version.model_id].over_limit.append((lifecycle, sla.deadline_for(lifecycle)))
     return Overview(rows=list(rows.values()), global_halt=global_halt)
+
+
+@dataclass
+class HaltRow:
+    halt: Halt
+    approvals: list
+    waiting_for: list[str]
+    may_approve: bool
+
+
+def halt_page(user) -> dict:
+    """Engaged halts the user may know about, what each release waits for, and where the user
+    may engage one (the models their grants allow, and 'global' with a global grant)."""
+    readable = list(readable_models(user).order_by("name"))
+    names = [m.name for m in readable]
+    rows = []
+    for halt in (
+        Halt.objects.filter(released_at__isnull=True)
+        .filter(Q(scope=GLOBAL) | Q(scope__in=names))
+        .prefetch_related("release_approvals__user")
+        .order_by("engaged_at")
+    ):
+        approvals = list(halt.release_approvals.all())
+        filled = {a.role for a in approvals}
+        model = None if halt.scope == GLOBAL else halt.scope
+        rows.append(
+            HaltRow(
+                halt=halt,
+                approvals=approvals,
+                waiting_for=[r for r in RELEASE_ROLES if r not in filled],
+                may_approve=can(user, Action.RELEASE_HALT, model=model)
+                and all(a.user_id != user.pk for a in approvals),
+            )
+        )
+    engaged = {row.halt.scope for row in rows}
+    scopes = [m.name for m in readable if can(user, Action.HALT, model=m) and m.name not in engaged]
+    if can(user, Action.HALT) and GLOBAL not in engaged:
+        scopes.insert(0, GLOBAL)
+    recent = (
+        Halt.objects.filter(released_at__isnull=False)
+        .filter(Q(scope=GLOBAL) | Q(scope__in=names))
+        .order_by("-released_at")[:10]
+    )
+    return {"rows": rows, "engage_scopes": scopes, "recent": list(recent)}

@@ -7,4 +7,7 @@ app_name = "console"
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("overview/rows/", views.overview_rows, name="overview-rows"),
+    path("halts/", views.halts, name="halts"),
+    path("halts/engage/", views.halt_engage, name="halt-engage"),
+    path("halts/release/", views.halt_release, name="halt-release"),
 ]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from governance.audit import Actor
+from registry.errors import DomainError
+from serving import halt as halt_service
 
 from . import selectors
 
@@ -21,3 +27,60 @@ def overview_rows(request):
     """The overview's table alone, which the page fetches every 30 s to stay current."""
     context = {"overview": selectors.overview(request.user), "now": timezone.now()}
     return render(request, "console/_overview_rows.html", context)
+
+
+@login_required
+def halts(request):
+    """The kill switch: engaged halts with their two-person release, and the engage form."""
+    return render(request, "console/halts.html", selectors.halt_page(request.user))
+
+
+@login_required
+@require_POST
+def halt_engage(request):
+    """Engage a halt through the same service as the API (its role check and audit event)."""
+    scope = request.POST.get("scope", "").strip()
+    if request.POST.get("confirm") != "yes":
+        messages.error(request, "Tick the confirmation box: a halt stops every prediction.")
+        return redirect("console:halts")
+    try:
+        _, created = halt_service.halt_engage(
+            scope=scope,
+            reason=request.POST.get("reason", ""),
+            actor=Actor.for_user(request.user, request_id="console"),
+        )
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    else:
+        where = "every model" if scope == selectors.GLOBAL else scope
+        messages.success(
+            request,
+            f"Inference of {where} is halted." if created else f"{where} was already halted.",
+        )
+    return redirect("console:halts")
+
+
+@login_required
+@require_POST
+def halt_release(request):
+    """One of the two release approvals (an ML Lead's and an Ethics Officer's, two people)."""
+    scope = request.POST.get("scope", "").strip()
+    try:
+        outcome = halt_service.halt_release_approve(
+            scope=scope,
+            comment=request.POST.get("comment", ""),
+            actor=Actor.for_user(request.user, request_id="console"),
+        )
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    else:
+        if outcome.released:
+            messages.success(request, f"The halt of {scope} is released: predictions resume.")
+        else:
+            waiting = ", ".join(halt_service.waiting_for(outcome.halt))
+            messages.success(
+                request,
+                f"Your approval as {outcome.approval.role} is recorded; the release still needs "
+                f"{waiting}.",
+            )
+    return redirect("console:halts")
