@@ -6,7 +6,6 @@ here and changes state only through their services.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -56,13 +55,14 @@ class ModelRow:
     live: Lifecycle | None = None
     worst_alert: str = ""
     open_alerts: int = 0
+    other_alerts: int = 0
     halt: Halt | None = None
     incidents: list[NextStep] = field(default_factory=list)
     over_limit: list[tuple[Lifecycle, datetime]] = field(default_factory=list)
 
     @property
     def health(self) -> str:
-        """Halted beats everything; then the worst unresolved alert; else healthy."""
+        """Halted beats everything; then the live version's worst unresolved alert."""
         if self.halt is not None:
             return "halted"
         return self.worst_alert or ("healthy" if self.live else "not serving")
@@ -101,16 +101,19 @@ def overview(user, *, now: datetime | None = None) -> Overview:
     ).select_related("version"):
         rows[lifecycle.version.model_id].live = lifecycle
 
-    counts: dict[int, int] = defaultdict(int)
-    for model_id, severity in Alert.objects.filter(
+    # Health is the live version's: alerts left open on a version rolled back or retired are
+    # counted apart, so they do not paint the version now serving.
+    live_ids = {row.live.version_id for row in rows.values() if row.live is not None}
+    for model_id, version_id, severity in Alert.objects.filter(
         model_id__in=rows, status__in=UNRESOLVED_ALERTS
-    ).values_list("model_id", "severity"):
+    ).values_list("model_id", "version_id", "severity"):
         row = rows[model_id]
-        counts[model_id] += 1
+        if version_id not in live_ids:
+            row.other_alerts += 1
+            continue
+        row.open_alerts += 1
         if SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(row.worst_alert, 0):
             row.worst_alert = severity
-    for model_id, count in counts.items():
-        rows[model_id].open_alerts = count
 
     global_halt = None
     for halt in active_halts(list(names)):
@@ -175,7 +178,7 @@ def halt_page(user) -> dict:
     engaged = {row.halt.scope for row in rows}
     scopes = [m.name for m in readable if can(user, Action.HALT, model=m) and m.name not in engaged]
     if can(user, Action.HALT) and GLOBAL not in engaged:
-        scopes.insert(0, GLOBAL)
+        scopes.append(GLOBAL)  # last, and never preselected: the widest halt is chosen on purpose
     recent = (
         Halt.objects.filter(released_at__isnull=False)
         .filter(Q(scope=GLOBAL) | Q(scope__in=names))

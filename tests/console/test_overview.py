@@ -92,6 +92,8 @@ def test_overview_shows_live_version_worst_alert_incident_next_step_and_overdue(
     resolved = _alert(live, Severity.HIGH)
     Alert.objects.filter(pk=resolved.pk).update(status=AlertStatus.RESOLVED)
     _incident(live, step_due=timezone.now() - timedelta(minutes=5))
+    rolled_back = ModelVersionFactory(model=model, version="0.9.0")
+    _alert(rolled_back, Severity.CRITICAL)
     stuck = ModelVersionFactory(model=model, version="1.1.0")
     Lifecycle.objects.filter(version=stuck).update(
         stage=Stage.VALIDATION, stage_entered_at=timezone.now() - timedelta(days=4)
@@ -101,6 +103,7 @@ def test_overview_shows_live_version_worst_alert_incident_next_step_and_overdue(
 
     assert "1.0.0" in page and "Monitoring" in page
     assert "health-critical" in page and "2 unresolved alerts" in page
+    assert "1 unresolved on versions no longer live" in page
     assert "Next: step 2, Assess the affected groups" in page
     assert "overdue" in page
     assert "1.1.0</a>\n            in Validation" in page
@@ -108,7 +111,7 @@ def test_overview_shows_live_version_worst_alert_incident_next_step_and_overdue(
 
 def test_a_halt_shows_as_a_red_banner_on_every_page_and_in_the_models_health(client, lead):
     model = RegisteredModelFactory(name="hotspot")
-    _live(model)
+    _alert(_live(model), Severity.CRITICAL)
     Halt.objects.create(scope="hotspot", reason="suspected data leak", engaged_by_label="lee")
 
     overview = client.get(reverse("console:overview")).content.decode()
