@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.utils import timezone
 
 from governance import sla
-from governance.models import SERVING_STAGES, Lifecycle, RoleGrant
+from governance.models import SERVING_STAGES, Lifecycle
 from governance.permissions import can
-from governance.roles import Action, actions_for
+from governance.roles import Action
+from governance.selectors import readable_models
 from incidents.models import ACTIVE_STATUSES, OPEN_STEP_STATUSES, Incident, StepRun
 from monitoring.models import Alert, AlertStatus, Severity
 from registry.models import RegisteredModel
@@ -25,18 +26,6 @@ from serving.models import Halt
 GLOBAL = "global"
 SEVERITY_RANK = {Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
 UNRESOLVED_ALERTS = (AlertStatus.OPEN, AlertStatus.QUEUED, AlertStatus.ACKNOWLEDGED)
-
-
-def readable_models(user) -> QuerySet[RegisteredModel]:
-    """The models ``user`` may read: every model with a global grant that reads, else exactly
-    the models of their per-model grants that do (the API's rule, ``governance.permissions``)."""
-    if user is None or not user.is_authenticated or not user.is_active:
-        return RegisteredModel.objects.none()
-    grants = list(RoleGrant.objects.filter(user=user).values_list("role", "model_id"))
-    if Action.READ in actions_for({role for role, model in grants if model is None}):
-        return RegisteredModel.objects.all()
-    ids = {m for role, m in grants if m is not None and Action.READ in actions_for({role})}
-    return RegisteredModel.objects.filter(pk__in=ids)
 
 
 @dataclass
