@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlencode
 
 from django.db.models import Q
 from django.utils import timezone
 
 from governance import sla
-from governance.models import SERVING_STAGES, Lifecycle
+from governance.models import SERVING_STAGES, Lifecycle, RoleGrant
 from governance.permissions import can
-from governance.roles import Action
+from governance.roles import Action, actions_for
 from governance.selectors import readable_models
 from incidents.models import ACTIVE_STATUSES, OPEN_STEP_STATUSES, Incident, StepRun
-from monitoring.models import Alert, AlertStatus, Severity
+from monitoring.models import Alert, AlertStatus, Check, Severity
 from registry.models import RegisteredModel
 from serving.halt import RELEASE_ROLES
 from serving.models import Halt
@@ -174,3 +175,55 @@ def halt_page(user) -> dict:
         .order_by("-released_at")[:10]
     )
     return {"rows": rows, "engage_scopes": scopes, "recent": list(recent)}
+
+
+ALERT_PAGE_SIZE = 50
+
+
+def models_allowing(user, action: str, names: list[str]) -> set[str]:
+    """Which of ``names`` the user may do ``action`` on, from one read of their grants (the
+    rule of ``governance.permissions.can``, without a query per model)."""
+    grants = list(RoleGrant.objects.filter(user=user).values_list("role", "model__name"))
+    if action in actions_for({role for role, model in grants if model is None}):
+        return set(names)
+    return {m for role, m in grants if m in names and action in actions_for({role})}
+
+
+def alert_page(user, params) -> dict:
+    """Alerts of the models the user may read, filtered by model, check, severity and status
+    (unknown filter values are ignored and shown as such), newest first, 50 at a time."""
+    models = list(readable_models(user).order_by("name").values_list("name", flat=True))
+    alerts = Alert.objects.filter(model__name__in=models).select_related("model", "version")
+    chosen: dict[str, str] = {}
+    options = {
+        "model": models,
+        "check": Check.values,
+        "severity": Severity.values,
+        "status": AlertStatus.values,
+    }
+    field_of = {"model": "model__name", "check": "kind", "severity": "severity", "status": "status"}
+    for name, allowed in options.items():
+        value = params.get(name, "")
+        if value in allowed:
+            chosen[name] = value
+            alerts = alerts.filter(**{field_of[name]: value})
+    if "status" not in chosen and params.get("status") != "all":
+        alerts = alerts.filter(status__in=UNRESOLVED_ALERTS)
+    try:
+        page = max(int(params.get("page", "1")), 1)
+    except ValueError:
+        page = 1
+    start = (page - 1) * ALERT_PAGE_SIZE
+    rows = list(alerts.order_by("-created_at", "-id")[start : start + ALERT_PAGE_SIZE + 1])
+    handle = models_allowing(user, Action.HANDLE_ALERTS, models)
+    kept = dict(chosen)
+    if params.get("status") == "all":
+        kept["status"] = "all"
+    return {
+        "alerts": rows[:ALERT_PAGE_SIZE],
+        "has_next": len(rows) > ALERT_PAGE_SIZE,
+        "page": page,
+        "filters": [(name, values, kept.get(name, "")) for name, values in options.items()],
+        "query": urlencode(kept),
+        "may_handle": handle,
+    }

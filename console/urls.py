@@ -7,6 +7,12 @@ app_name = "console"
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("overview/rows/", views.overview_rows, name="overview-rows"),
+    path("alerts/", views.alerts, name="alerts"),
+    path(
+        "alerts/<int:pk>/<str:verb>/",
+        views.alert_act,
+        name="alert-act",
+    ),
     path("halts/", views.halts, name="halts"),
     path("halts/engage/", views.halt_engage, name="halt-engage"),
     path("halts/release/", views.halt_release, name="halt-release"),

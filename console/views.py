@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from governance.audit import Actor
+from governance.selectors import readable_models
+from monitoring.alerts import alert_acknowledge, alert_resolve
 from registry.errors import DomainError
 from serving import halt as halt_service
 
@@ -84,3 +89,32 @@ def halt_release(request):
                 f"{waiting}.",
             )
     return redirect("console:halts")
+
+
+@login_required
+def alerts(request):
+    """Alerts to filter, acknowledge and resolve (with a note, audited)."""
+    return render(request, "console/alerts.html", selectors.alert_page(request.user, request.GET))
+
+
+@login_required
+@require_POST
+def alert_act(request, pk: int, verb: str):
+    """Acknowledge or resolve through ``monitoring.alerts`` (its permission check and audit)."""
+    service = {"acknowledge": alert_acknowledge, "resolve": alert_resolve}.get(verb)
+    if service is None or not readable_models(request.user).filter(alerts__pk=pk).exists():
+        raise Http404(f"no alert {pk}")
+    try:
+        service(
+            alert_id=pk,
+            actor=Actor.for_user(request.user, request_id="console"),
+            note=request.POST.get("note", ""),
+        )
+    except DomainError as exc:
+        messages.error(request, f"Alert {pk}: {exc}")
+    else:
+        messages.success(request, f"Alert {pk} {verb}d.")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+        back = reverse("console:alerts")
+    return redirect(back)

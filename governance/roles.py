@@ -41,6 +41,7 @@ class Action(models.TextChoices):
     READ_AUDIT = "read_audit"
     READ_SENSITIVE = "read_sensitive"
     COMPLETE_STEP = "complete_step"
+    HANDLE_ALERTS = "handle_alerts", "acknowledge and resolve alerts"
 
 
 A = Action
@@ -50,7 +51,7 @@ ROLE_ACTIONS: dict[str, frozenset[str]] = {
     Role.CI: frozenset(
         {A.READ, A.REGISTER, A.SUBMIT_EVIDENCE, A.REQUEST_TRANSITION, A.INGEST, A.PREDICT}
     ),
-    Role.ML_ENGINEER: frozenset(_ENGINEER | {A.COMPLETE_STEP}),
+    Role.ML_ENGINEER: frozenset(_ENGINEER | {A.COMPLETE_STEP, A.HANDLE_ALERTS}),
     Role.ML_LEAD: frozenset(
         _ENGINEER
         | {
@@ -63,6 +64,7 @@ ROLE_ACTIONS: dict[str, frozenset[str]] = {
             A.START_RUNS,
             A.READ_AUDIT,
             A.COMPLETE_STEP,
+            A.HANDLE_ALERTS,
         }
     ),
     Role.ETHICS_OFFICER: frozenset(
@@ -75,12 +77,13 @@ ROLE_ACTIONS: dict[str, frozenset[str]] = {
             A.START_RUNS,
             A.READ_AUDIT,
             A.COMPLETE_STEP,
+            A.HANDLE_ALERTS,
         }
     ),
     Role.PRODUCT_MANAGER: frozenset({A.READ, A.APPROVE_AS_PRODUCT_MANAGER}),
     Role.DATA_ENGINEER: frozenset({A.READ, A.INGEST, A.COMPLETE_STEP}),
     Role.DOMAIN_SME: frozenset({A.READ, A.COMPLETE_STEP}),
-    Role.ONCALL: frozenset({A.READ, A.HALT, A.COMPLETE_STEP}),
+    Role.ONCALL: frozenset({A.READ, A.HALT, A.COMPLETE_STEP, A.HANDLE_ALERTS}),
     Role.AUDITOR: frozenset({A.READ, A.READ_AUDIT, A.READ_SENSITIVE}),
 }
 

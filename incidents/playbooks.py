@@ -33,6 +33,7 @@ from governance.audit import Actor
 from governance.lifecycle import live_lifecycle
 from governance.permissions import can, roles_of
 from governance.roles import Action, Role
+from monitoring.alerts import alerts_resolve_with_incident
 from registry.errors import Conflict, Forbidden, InvalidInput, NotFound
 from registry.models import RegisteredModel
 
@@ -683,7 +684,12 @@ def incident_resolved(
         review.save(update_fields=["due_at", "escalated_at"])
         changed = True
     resolved_roles = _resolve_pages(incident)
-    if not (changed or resolved_roles or previous_status):
+    resolved_alerts = alerts_resolve_with_incident(
+        incident.alerts.select_for_update().select_related("model", "version"),
+        actor=actor,
+        incident_id=incident.pk,
+    )
+    if not (changed or resolved_roles or resolved_alerts or previous_status):
         return review  # called again for the same resolution: nothing new to record
     audit.record(
         actor=actor,
@@ -697,6 +703,7 @@ def incident_resolved(
             "review_due_at": incident.review_due_at,
             "review_step": review.order,
             "resolve_pages": resolved_roles,
+            "resolved_alerts": resolved_alerts,
         },
         reason="resolved",
     )

@@ -240,6 +240,11 @@ class Alert(models.Model):
     window_end = models.DateTimeField()
     status = models.CharField(max_length=12, choices=AlertStatus.choices, default=AlertStatus.OPEN)
     created_at = models.DateTimeField(default=timezone.now)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField(max_length=200, blank=True, help_text="The actor as audited")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=200, blank=True, help_text="The actor as audited")
+    note = models.TextField(blank=True, help_text="Why it was acknowledged or resolved")
 
     class Meta:
         ordering = ["-created_at", "-id"]

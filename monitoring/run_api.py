@@ -22,6 +22,7 @@ from governance.selectors import readable_models
 from registry import services as registry_services
 from registry.errors import Forbidden, InvalidInput, NotFound
 
+from .alerts import alert_acknowledge, alert_resolve
 from .models import Alert, AlertStatus, Check, MonitorRun, RunStatus, Severity
 from .runs import runs_start
 
@@ -127,7 +128,13 @@ class AlertSerializer(serializers.ModelSerializer):
             "created_at",
             "run",
             "details",
+            "acknowledged_at",
+            "acknowledged_by",
+            "resolved_at",
+            "resolved_by",
+            "note",
         ]
+        read_only_fields = fields
 
     def get_feature(self, obj) -> str | None:
         return obj.feature or None
@@ -294,3 +301,52 @@ class AlertDetailView(GenericAPIView):
         if alert is None:
             raise NotFound(f"no alert {pk}")
         return Response(AlertSerializer(alert).data)
+
+
+class AlertNoteSerializer(StrictSerializer):
+    note = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True, default="", help_text="Why"
+    )
+
+
+class _AlertActionView(GenericAPIView):
+    """POST with ``{"note": ...}``: needs ``handle_alerts`` on the alert's model; audited."""
+
+    required_actions = {"POST": Action.READ}
+    any_model_for = {"POST"}  # the alert's model is checked by the service
+    serializer_class = AlertNoteSerializer
+    queryset = Alert.objects.none()
+
+    def act(self, request: Request, pk: int, service) -> Response:
+        body = AlertNoteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        if not _readable(request, Alert.objects.filter(pk=pk)).exists():
+            raise NotFound(f"no alert {pk}")
+        alert = service(
+            alert_id=pk,
+            actor=actor_of(request),
+            note=body.validated_data["note"],
+            scopes=request_scopes(request),
+        )
+        alert = Alert.objects.select_related("model", "version").get(pk=alert.pk)
+        return Response(AlertSerializer(alert).data)
+
+
+class AlertAcknowledgeView(_AlertActionView):
+    @extend_schema(
+        summary="Acknowledge an alert (someone is on it)",
+        request=AlertNoteSerializer,
+        responses=AlertSerializer,
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        return self.act(request, pk, alert_acknowledge)
+
+
+class AlertResolveView(_AlertActionView):
+    @extend_schema(
+        summary="Resolve an alert, with the reason in note (required)",
+        request=AlertNoteSerializer,
+        responses=AlertSerializer,
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        return self.act(request, pk, alert_resolve)

@@ -11,4 +11,10 @@ urlpatterns = [
     path("monitoring/runs/<int:pk>/", run_api.RunDetailView.as_view(), name="run-detail"),
     path("alerts/", run_api.AlertListView.as_view(), name="alert-list"),
     path("alerts/<int:pk>/", run_api.AlertDetailView.as_view(), name="alert-detail"),
+    path(
+        "alerts/<int:pk>/acknowledge/",
+        run_api.AlertAcknowledgeView.as_view(),
+        name="alert-acknowledge",
+    ),
+    path("alerts/<int:pk>/resolve/", run_api.AlertResolveView.as_view(), name="alert-resolve"),
 ]
