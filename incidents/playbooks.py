@@ -384,7 +384,7 @@ def _run_step(incident_id: int, step_id: int) -> dict | None:
             },
             reason=result.error or result.message,
         )
-        _maybe_resolve(incident, actor=SYSTEM)
+        incident_resolve_if_finished(incident, actor=SYSTEM)
     return {"step": run.order, "task": run.task, "status": run.status, "outcome": run.outcome}
 
 
@@ -526,7 +526,7 @@ def step_complete(
         if run.is_review:
             _set_reviewed(incident, note=note, actor=actor)
         else:
-            _maybe_resolve(incident, actor=actor)
+            incident_resolve_if_finished(incident, actor=actor)
     return run
 
 
@@ -616,7 +616,7 @@ def _decide_rollback(incident: Incident, run: StepRun, *, note: str, actor: Acto
 # --- incident status ------------------------------------------------------------------------
 
 
-def _maybe_resolve(incident: Incident, *, actor: Actor) -> bool:
+def incident_resolve_if_finished(incident: Incident, *, actor: Actor) -> bool:
     """Resolve the incident once every step but the review is finished (not while a rollback
     is under way: the rollback resolves it when it completes)."""
     if incident.status not in ACTIVE_STATUSES:
@@ -644,13 +644,10 @@ def _maybe_resolve(incident: Incident, *, actor: Actor) -> bool:
     return True
 
 
-def incident_resolved(
-    incident: Incident, *, actor: Actor, previous_status: str | None = None
-) -> StepRun:
-    """Follow-up of a resolution (inside its transaction): the post-incident review is due at
-    ``incident.review_due_at`` - appended as a step when the playbook has none (spec 5.2: a
-    rollback is followed by a review in 48 h) - and every role paged is sent a ``resolve``.
-    Safe to call again: nothing is added or sent twice."""
+def review_step_ensure(incident: Incident, *, actor: Actor) -> tuple[StepRun, bool]:
+    """The post-incident review step, due at ``incident.review_due_at`` (48 h after the
+    resolution, or after a completed rollback): appended when the playbook has none, moved when
+    the due time changed. Returns (step, whether anything changed); safe to call again."""
     if incident.review_due_at is None:
         incident.review_due_at = (incident.resolved_at or timezone.now()) + REVIEW_AFTER
         incident.save(update_fields=["review_due_at"])
@@ -683,6 +680,17 @@ def incident_resolved(
         review.escalated_at = None
         review.save(update_fields=["due_at", "escalated_at"])
         changed = True
+    return review, changed
+
+
+def incident_resolved(
+    incident: Incident, *, actor: Actor, previous_status: str | None = None
+) -> StepRun:
+    """Follow-up of a resolution (inside its transaction): the post-incident review is due at
+    ``incident.review_due_at`` - appended as a step when the playbook has none (spec 5.2: a
+    rollback is followed by a review in 48 h) - and every role paged is sent a ``resolve``.
+    Safe to call again: nothing is added or sent twice."""
+    review, changed = review_step_ensure(incident, actor=actor)
     resolved_roles = _resolve_pages(incident)
     resolved_alerts = alerts_resolve_with_incident(
         incident.alerts.select_for_update().select_related("model", "version"),

@@ -368,11 +368,14 @@ def _complete(rollback: Rollback) -> None:
     now = timezone.now()
     rollback.status = RollbackStatus.COMPLETED
     rollback.completed_at = now
+    rollback.save(update_fields=["status", "completed_at"])
+    # A rollback mitigates; the incident resolves only once every playbook step is finished or
+    # closed as not applicable (the engineers' analysis and the remediation plan still wait).
     incident = rollback.incident
-    incident.status = IncidentStatus.RESOLVED
-    incident.resolved_at = now
-    incident.review_due_at = now + REVIEW_AFTER
-    incident.save(update_fields=["status", "resolved_at", "review_due_at"])
+    if incident.status == IncidentStatus.OPEN:
+        incident.status = IncidentStatus.MITIGATING
+    incident.review_due_at = incident.review_due_at or now + REVIEW_AFTER
+    incident.save(update_fields=["status", "review_due_at"])
     add_event(
         incident,
         kind=EventKind.ROLLBACK,
@@ -381,6 +384,7 @@ def _complete(rollback: Rollback) -> None:
         f"post-incident review due {incident.review_due_at:%Y-%m-%d %H:%M} UTC",
         data={"rollback": rollback.pk},
     )
-    from .playbooks import incident_resolved  # playbooks imports this module
+    from .playbooks import incident_resolve_if_finished, review_step_ensure  # imports this module
 
-    incident_resolved(incident, actor=SYSTEM)
+    review_step_ensure(incident, actor=SYSTEM)
+    incident_resolve_if_finished(incident, actor=SYSTEM)

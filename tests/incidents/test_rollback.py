@@ -58,7 +58,7 @@ def test_two_critical_alerts_roll_back_exactly_once_to_the_previous_version_and_
     assert rolled.stage == "retired" and rolled.archive == Archive.COLD
     incident = Incident.objects.get()
     assert incident.kind == "fairness" and incident.playbook == "2"
-    assert incident.alerts.count() == 3 and incident.status == "resolved"
+    assert incident.alerts.count() == 3 and incident.status == "mitigating"  # steps still wait
     due = incident.review_due_at - timezone.now()
     assert timedelta(hours=47) < due <= timedelta(hours=48)
     messages = list(incident.events.values_list("message", flat=True))
@@ -138,7 +138,7 @@ def test_manual_rollback_api_returns_202_with_the_incident_and_403_for_ci(api_cl
     assert stage(v1) == "production" and stage(v2) == "retired"
     detail = lead.get(f"/api/v1/incidents/{body['id']}/").json()
     assert detail["rollbacks"][0]["status"] == "completed" and detail["review_due_at"]
-    listed = lead.get("/api/v1/incidents/", {"model": v2.model.name, "status": "resolved"})
+    listed = lead.get("/api/v1/incidents/", {"model": v2.model.name, "status": "mitigating"})
     assert [i["id"] for i in listed.json()["results"]] == [body["id"]]
     assert lead.get("/api/v1/incidents/", {"status": "open"}).json()["results"] == []
 
