@@ -148,7 +148,11 @@ def _retry_live(route: Route) -> Route:
 
 
 def _version_ref(version, staged_at: int = 0) -> VersionRef:
-    """The version as the gateway serves it; its stage travels with it to the loader."""
+    """The version as the gateway serves it; the stage it was read with goes to the loader.
+
+    Callers pass versions just read with their lifecycle (``select_related``), never ones held
+    from before a transition.
+    """
     features = tuple(version.feature_list or ())
     lifecycle = getattr(version, "lifecycle", None)  # read with the version (select_related)
     threshold = (version.thresholds or {}).get("decision", 0.5)
