@@ -47,7 +47,8 @@ class ArtifactError(Exception):
     """The artifact cannot be served.
 
     ``kind``: digest_mismatch, mlflow_unreachable, load_failed, not_validated (the version has
-    not passed validation), untrusted_types (a skops file holds types outside the allowlist).
+    not passed validation), untrusted_types (a skops file holds types outside the allowlist),
+    policy_refused (an executable format where the model's artifact policy allows none).
     """
 
     def __init__(self, kind: str, detail: str):
@@ -67,6 +68,8 @@ class ArtifactRef:
     label: str = ""  # "model 1.2.0", for messages
     # The version's lifecycle stage, read with it from the database: checked before every load.
     stage: str | None = None
+    # False: the model's artifact policy allows no executable format (see is_executable).
+    allow_executable: bool = True
 
 
 @dataclass
@@ -158,10 +161,12 @@ def load(ref: ArtifactRef) -> LoadedModel:
     check_servable(ref)
     model = _models.get(ref.digest)
     if model is not None:
+        check_policy(ref, model.format)  # the policy may have changed since it was loaded
         return model
     with _lock_for(ref.digest):
         model = _models.get(ref.digest)
         if model is not None:
+            check_policy(ref, model.format)
             return model
         failure = _failures.get(ref.digest)
         if failure is not None and time.monotonic() < failure[0]:
@@ -169,8 +174,9 @@ def load(ref: ArtifactRef) -> LoadedModel:
         try:
             model = _load(ref)
         except ArtifactError as exc:
-            retry_at = time.monotonic() + float(setting("SERVING_LOAD_RETRY_SECONDS"))
-            _failures[ref.digest] = (retry_at, exc)
+            if exc.kind != "policy_refused":  # a verdict on this reference, not the artifact
+                retry_at = time.monotonic() + float(setting("SERVING_LOAD_RETRY_SECONDS"))
+                _failures[ref.digest] = (retry_at, exc)
             raise
         _failures.pop(ref.digest, None)
         _models[ref.digest] = model
@@ -293,6 +299,16 @@ def is_executable(fmt: str) -> bool:
     return fmt not in _NON_EXECUTABLE
 
 
+def check_policy(ref: ArtifactRef, fmt: str) -> None:
+    """Refuse an executable format when the model's artifact policy allows none."""
+    if not ref.allow_executable and is_executable(fmt):
+        raise ArtifactError(
+            "policy_refused",
+            f"{ref.label or ref.digest}: the artifact is {fmt}, which runs code when loaded, and "
+            "the model's artifact policy allows no executable formats (ONNX or skops only)",
+        )
+
+
 def load_verified(ref: ArtifactRef) -> LoadedModel:
     """Verify the cached artifact's digest, load it by its format and probe the fast path."""
     check_servable(ref)
@@ -304,6 +320,7 @@ def _load(ref: ArtifactRef) -> LoadedModel:
     path = ensure_cached(ref)
     mlmodel = read_mlmodel(path)
     fmt = _format_of(mlmodel)
+    check_policy(ref, fmt)  # before anything of the artifact is deserialized
     try:
         if fmt == "onnx":
             model = _load_onnx(ref, path, mlmodel)

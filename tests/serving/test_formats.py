@@ -393,3 +393,24 @@ def test_an_onnx_model_with_one_input_per_feature_is_fed_by_name(tmp_path):
 
     expected = pipeline.predict_proba(pd.DataFrame(X, columns=FEATURES))[:, 1]
     assert np.allclose(scores, expected, rtol=0, atol=1e-9)
+
+
+def test_an_executable_format_is_refused_where_the_policy_allows_none(mlflow_models):
+    """The hook an artifact policy sets (``ArtifactRef.allow_executable``), before any load."""
+    from dataclasses import replace
+
+    pickled = ModelVersion.objects.get(pk=live(mlflow_models, seed=57).pk)
+    onnx, _ = live_format("onnx", "1.0.0", seed=57)
+    onnx = ModelVersion.objects.get(pk=onnx.pk)
+    pickled_ref = replace(router._version_ref(pickled).artifact, allow_executable=False)
+    onnx_ref = replace(router._version_ref(onnx).artifact, allow_executable=False)
+
+    with pytest.raises(loader.ArtifactError) as refused:
+        loader.load(pickled_ref)
+    assert refused.value.kind == "policy_refused" and "cloudpickle" in refused.value.detail
+    assert loader.load(onnx_ref).format == "onnx"
+
+    loaded = loader.load(replace(pickled_ref, allow_executable=True))  # in memory now...
+    assert loaded.format == "cloudpickle"
+    with pytest.raises(loader.ArtifactError):  # ...and still refused once the policy says so
+        loader.load(pickled_ref)
