@@ -1,5 +1,6 @@
-# Production image: gunicorn by default; the same image runs the Celery workers, beat and migrations
-# (see docker-compose.yml). Build: docker build -t model-governance .
+# Production image: gunicorn by default; the same image runs the prediction gateway
+# (DJANGO_SETTINGS_MODULE=config.settings.gateway: predict, /healthz and /readyz only), the Celery
+# workers, beat and migrations (see docker-compose.yml). Build: docker build -t model-governance .
 FROM python:3.11-slim
 
 # PYTHONPATH=/app: run the code from /app, not the copy pip puts in site-packages, because

@@ -49,9 +49,93 @@ def log_sklearn_model(
             pyfunc_predict_fn="predict_proba",
             serialization_format="cloudpickle",
         )
+    return _logged(run, info, registered_name)
+
+
+def _logged(run, info, registered_name: str) -> LoggedModel:
     started = datetime.fromtimestamp(run.info.start_time / 1000).astimezone()
     return LoggedModel(
         uri=f"models:/{registered_name}/{info.registered_model_version}",
         run_id=run.info.run_id,
         started_at=started,
     )
+
+
+def log_skops_model(
+    model,
+    *,
+    registered_name: str,
+    input_example: pd.DataFrame,
+    params: dict,
+    metrics: dict[str, float],
+    experiment_id: str,
+    run_name: str,
+    trusted_types: list[str] | None = None,
+) -> LoggedModel:
+    """Like ``log_sklearn_model``, stored with skops: the gateway loads it without unpickling.
+
+    skops records the estimator's types. ``trusted_types`` are those beyond skops's defaults
+    that MLflow may load back while logging; the gateway ignores what an artifact declares and
+    refuses a file holding types outside its own ``SERVING_SKOPS_TRUSTED_TYPES``.
+    """
+    import mlflow
+    import skops
+    from mlflow.models import infer_signature
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        signature = infer_signature(input_example, model.predict_proba(input_example))
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name=registered_name,
+            signature=signature,
+            pip_requirements=[*PIP_REQUIREMENTS, f"skops=={skops.__version__}"],
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="skops",
+            skops_trusted_types=trusted_types,
+        )
+    return _logged(run, info, registered_name)
+
+
+def log_onnx_model(
+    model,
+    *,
+    registered_name: str,
+    input_example: pd.DataFrame,
+    params: dict,
+    metrics: dict[str, float],
+    experiment_id: str,
+    run_name: str,
+) -> LoggedModel:
+    """A fitted sklearn classifier converted to ONNX (skl2onnx) and logged with the onnx flavour.
+
+    Converted in double precision, so its probabilities are sklearn's to ~1e-12, and without
+    skl2onnx's ZipMap, so ``probabilities`` is a plain [n, 2] tensor. The signature names the
+    columns in the order of the ONNX input's columns, which the gateway checks against the
+    version's feature list. Needs skl2onnx (a development dependency).
+    """
+    import mlflow
+    import onnx
+    import onnxruntime
+    from mlflow.models import infer_signature
+    from skl2onnx import to_onnx
+
+    sample = input_example.to_numpy(dtype="float64")
+    converted = to_onnx(model, sample, options={id(model): {"zipmap": False}})
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        signature = infer_signature(input_example, model.predict_proba(input_example))
+        info = mlflow.onnx.log_model(
+            converted,
+            name="model",
+            registered_model_name=registered_name,
+            signature=signature,
+            pip_requirements=[
+                f"onnx=={onnx.__version__}",
+                f"onnxruntime=={onnxruntime.__version__}",
+            ],
+        )
+    return _logged(run, info, registered_name)

@@ -27,6 +27,15 @@ DEFAULTS: dict[str, Any] = {
     "SERVING_LOAD_RETRY_SECONDS": 5.0,
     # Score sklearn predict_proba models directly once a probe showed it equals the pyfunc.
     "SERVING_FAST_PATH": True,
+    # skops artifacts: the types skops.io does not trust by default that may still be loaded
+    # (sklearn's own tree and calibration internals). A file holding any other is refused,
+    # naming them; skops's default trust (sklearn estimators, numpy, builtins) applies as well.
+    "SERVING_SKOPS_TRUSTED_TYPES": (
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+    ),
     # Prediction log: the gateway writes a spool file every N predictions or T seconds (0: only
     # when flush() is called) and enqueues serving.ingest_prediction_log at most every I seconds;
     # the worker merges the spool into one monitoring-store ingestion per M predictions, and puts

@@ -148,7 +148,13 @@ def _retry_live(route: Route) -> Route:
 
 
 def _version_ref(version, staged_at: int = 0) -> VersionRef:
+    """The version as the gateway serves it; the stage it was read with goes to the loader.
+
+    Callers pass versions just read with their lifecycle (``select_related``), never ones held
+    from before a transition.
+    """
     features = tuple(version.feature_list or ())
+    lifecycle = getattr(version, "lifecycle", None)  # read with the version (select_related)
     threshold = (version.thresholds or {}).get("decision", 0.5)
     return VersionRef(
         id=version.pk,
@@ -162,6 +168,7 @@ def _version_ref(version, staged_at: int = 0) -> VersionRef:
             mlflow_version=str(version.mlflow_version),
             features=features,
             label=f"{version.model.name} {version.version}",
+            stage=lifecycle.stage if lifecycle is not None else None,
         ),
         staged_at=staged_at,
     )

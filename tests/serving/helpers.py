@@ -41,6 +41,10 @@ def mlflow_ref(mlflow_models, seed: int, features: list[str] = FEATURES) -> tupl
     else:
         uri = _logged.get(key) or _log_model(key[0], features, seed)
         _logged[key] = uri
+    return _fetch(key, uri, known)
+
+
+def _fetch(key, uri: str, known) -> tuple[str, str, str]:
     name, number = mlflow_bridge.parse_models_uri(uri)
     path = mlflow_bridge.cache_path(known[2]) if known else None
     if path is not None and path.exists():  # left tampered by an earlier test
@@ -75,6 +79,78 @@ def _log_model(name: str, features: list[str], seed: int) -> str:
         experiment_id=mlflow_bridge.ensure_experiment(),
         run_name=f"{name}-{seed}",
     ).uri
+
+
+def fitted(seed: int, estimator=None, features: list[str] = FEATURES):
+    """``estimator`` (a logistic regression by default) fitted on the seed's data, and the data.
+
+    The same data and labels as ``_log_model``; fitting is deterministic, so a test can fit the
+    model a logged artifact came from again and compare the gateway's scores with it.
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(400, len(features))), columns=features)
+    signal = frame["f1"] + 0.1 * frame[features[-1]]
+    labels = (signal + rng.normal(scale=0.5, size=len(frame)) > 0).astype(int)
+    return (estimator if estimator is not None else LogisticRegression()).fit(frame, labels), frame
+
+
+def format_ref(fmt: str, seed: int, estimator=None) -> tuple[tuple[str, str, str], object]:
+    """(mlflow name, version, digest) of ``fitted(seed, estimator)`` logged as ``fmt``
+    ("onnx", "skops" or "cloudpickle") and fetched into the cache; and the fitted estimator."""
+    from demo import mlflow_logging
+
+    model, frame = fitted(seed, estimator)
+    key = (f"{MLFLOW_NAME}-{fmt}-{type(model).__name__.lower()}", seed)
+    known = _fetched.get(key)
+    if known is not None:
+        path = mlflow_bridge.cache_path(known[2])
+        if path.is_dir() and mlflow_bridge.directory_digest(path) == known[2]:
+            return known, model
+    uri = _logged.get(key)
+    if uri is None:
+        log = {
+            "onnx": mlflow_logging.log_onnx_model,
+            "skops": mlflow_logging.log_skops_model,
+            "cloudpickle": mlflow_logging.log_sklearn_model,
+        }[fmt]
+        extra = {}
+        if fmt == "skops":  # what a CI declares for an unusual estimator (the gateway ignores it)
+            import skops.io
+
+            extra["trusted_types"] = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+        uri = log(
+            model,
+            **extra,
+            registered_name=key[0],
+            input_example=frame.head(3),
+            params={"C": 1.0},
+            metrics={"auc": 0.8},
+            experiment_id=mlflow_bridge.ensure_experiment(),
+            run_name=f"{key[0]}-{seed}",
+        ).uri
+        _logged[key] = uri
+    return _fetch(key, uri, known), model
+
+
+def format_version(fmt: str, version: str = "1.0.0", *, model=None, seed=0, estimator=None, **kw):
+    """A development version whose artifact is ``fmt``; returns it with the fitted estimator."""
+    (name, number, digest), fitted_model = format_ref(fmt, seed, estimator)
+    kw.setdefault("feature_list", FEATURES)
+    kw.setdefault("thresholds", {"decision": 0.5})
+    v = new_version(
+        version,
+        model=model,
+        mlflow_name=name,
+        mlflow_version=number,
+        artifact_uri=f"models:/{name}/{number}",
+        artifact_digest=digest,
+        **kw,
+    )
+    return v, fitted_model
 
 
 def real_version(mlflow_models, version: str = "1.0.0", *, model=None, seed=0, **kwargs):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from registry import mlflow_bridge
+from registry.models import ModelVersion
 from serving import cache, loader, router
 from serving.models import StalePrediction
 from tests.serving.helpers import instances, live, predict, promote_patch, rollback
@@ -111,7 +112,8 @@ def test_a_tampered_artifact_never_loads(mlflow_models, mlflow_down):
     version = live(mlflow_models, seed=11)
     corrupt(version)
     mlflow_down()
-    ref = router._version_ref(version).artifact
+    # read as the router reads it: the stage travels with the version (it is in production)
+    ref = router._version_ref(ModelVersion.objects.get(pk=version.pk)).artifact
 
     with pytest.raises(loader.ArtifactError) as refused:
         loader.load(ref)
