@@ -126,7 +126,9 @@ def _cache_root() -> Path:
     return root
 
 
-def _probe_request(source: artifact_sources.Source, policy: Any) -> dict[str, Any]:
+def _probe_request(
+    source: artifact_sources.Source, policy: Any, *, load: bool = True
+) -> dict[str, Any]:
     return {
         "kind": source.kind,
         "source": source.uri,
@@ -139,7 +141,7 @@ def _probe_request(source: artifact_sources.Source, policy: Any) -> dict[str, An
             "allowed_flavors": list(getattr(policy, "allowed_flavors", []) or []),
             "allow_executable": bool(getattr(policy, "allow_executable", True)),
         },
-        "load": True,
+        "load": load,
     }
 
 
@@ -198,9 +200,16 @@ def probe_message(
     return "the artifact could not be probed"
 
 
-def _probe(source: artifact_sources.Source, *, field: str, mlflow_name: str, policy: Any):
+def _probe(
+    source: artifact_sources.Source,
+    *,
+    field: str,
+    mlflow_name: str,
+    policy: Any,
+    load: bool = True,
+):
     try:
-        return sandbox.run_probe(_probe_request(source, policy))
+        return sandbox.run_probe(_probe_request(source, policy, load=load))
     except sandbox.ProbeFailed as exc:
         raise MlflowBridgeError(
             probe_message(exc, field=field, uri=source.uri, mlflow_name=mlflow_name, policy=policy)
@@ -309,9 +318,25 @@ def log_and_register(
             raise MlflowBridgeError(f"MLflow refused to register {name}") from exc
         if on_logged:
             on_logged(run.info.run_id, str(result.version))
-        local = sandbox.move_into_cache(probed)
     finally:
         probed.cleanup()
+    # MLflow rewrites metadata when it registers: bind the digest to what it now serves (the
+    # gateway fetches models:/NAME/N), read again in the child; the code was probed above.
+    number = str(result.version)
+    registered = artifact_sources.Source(
+        "models", f"models:/{name}/{number}", name=name, version=number
+    )
+    again = _probe(registered, field="artifact_uri", mlflow_name=name, policy=policy, load=False)
+    try:
+        if any(
+            again.facts.get(key) != facts.get(key)
+            for key in ("flavor", "serialization_format", "executable")
+        ):
+            raise MlflowBridgeError("the artifact MLflow registered is not the one probed")
+        local = sandbox.move_into_cache(again)
+    finally:
+        again.cleanup()
+    facts = {**facts, "digest": again.facts["digest"], "size": again.facts.get("size")}
     return _resolved(
         facts,
         name=name,
