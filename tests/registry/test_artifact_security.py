@@ -251,17 +251,14 @@ def test_a_too_large_mlflow_version_is_refused_while_downloading(
 
 
 def test_a_probe_past_its_time_limit_is_killed_with_400_and_no_temp_dir(ci, version_body, settings):
-    import time
-
-    source = _saved_sklearn("sleeper", payload=_RunsCode("import time; time.sleep(600)"))
+    source = _saved_sklearn("sleeper", payload=_RunsCode("import time; time.sleep(3600)"))
     settings.ARTIFACT_PROBE_TIMEOUT = 3
-    started = time.monotonic()
 
     text = _refusal(ci, version_body, source.as_uri())
 
     assert "did not finish within 3 s" in text
-    assert time.monotonic() - started < 300  # killed, not waited for
     assert _leftover_temp_dirs() == []
+    assert not ModelVersion.objects.exists()
 
 
 def test_leftover_temp_dirs_are_swept_after_an_hour(settings):
