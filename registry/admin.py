@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.html import format_html
 
-from .models import ModelCard, ModelVersion, PendingArtifact, RegisteredModel
+from .models import ArtifactPolicy, ModelCard, ModelVersion, PendingArtifact, RegisteredModel
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -67,8 +67,22 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         "created_at",
         "card_link",
     ]
-    list_filter = ["model", "lifecycle__stage", "flavor", "responsible_engineer"]
-    search_fields = ["model__name", "version", "training_data_hash", "artifact_digest"]
+    list_filter = [
+        "model",
+        "lifecycle__stage",
+        "flavor",
+        "serialization_format",
+        "executable",
+        "responsible_engineer",
+    ]
+    search_fields = [
+        "model__name",
+        "version",
+        "training_data_hash",
+        "artifact_digest",
+        "mlflow_run_id",
+        "source_commit",
+    ]
     list_select_related = ["model", "responsible_engineer", "lifecycle"]
     ordering = ["model__name", "-major", "-minor", "-patch"]
     inlines = [ModelCardInline]
@@ -92,3 +106,18 @@ class ModelCardAdmin(ReadOnlyAdmin):
 @admin.register(PendingArtifact)
 class PendingArtifactAdmin(ReadOnlyAdmin):
     list_display = ["mlflow_name", "mlflow_version", "run_id", "created_at"]
+
+
+@admin.register(ArtifactPolicy)
+class ArtifactPolicyAdmin(ReadOnlyAdmin):
+    """Read-only: an ML lead changes it through PUT /api/v1/models/{name}/artifact-policy/."""
+
+    list_display = [
+        "model",
+        "allowed_flavors",
+        "allow_executable",
+        "mlflow_name",
+        "updated_by",
+        "updated_at",
+    ]
+    search_fields = ["model__name", "mlflow_name", "reason"]

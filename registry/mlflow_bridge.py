@@ -7,19 +7,22 @@ idempotent, so a retried task converges on the platform's state.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-import yaml
 from django.conf import settings
+
+from . import artifact_sources, sandbox
+from .artifact_probe import NON_EXECUTABLE, directory_digest
+
+__all__ = ["directory_digest"]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -28,7 +31,6 @@ logger = logging.getLogger(__name__)
 STAGE_TAG = "governance.stage"
 VERSION_TAG = "governance.version"
 MIRRORED_ALIASES = ("production", "staging")
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 
 
 class MlflowBridgeError(Exception):
@@ -45,6 +47,11 @@ class ResolvedModel:
     digest: str
     created_at: datetime
     local_path: Path
+    serialization_format: str = "other"
+    executable: bool = True
+    signature: dict[str, Any] | None = None
+    source_commit: str = ""
+    size: int = 0
 
 
 @lru_cache(maxsize=4)
@@ -77,36 +84,8 @@ def ensure_experiment() -> str:
 
 
 def parse_models_uri(uri: str) -> tuple[str, str]:
-    match = _MODELS_URI.match(uri or "")
-    if match is None:
-        raise ValueError(
-            f"{uri!r} is not an MLflow model version URI: use models:/<registered name>/<version>"
-        )
-    return match["name"], match["version"]
-
-
-def directory_digest(path: Path) -> str:
-    """sha256 over every file's relative path and bytes, in sorted order."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode())
-        digest.update(b"\0")
-        with file.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return "sha256:" + digest.hexdigest()
-
-
-def _flavor(local_path: Path) -> str:
-    mlmodel = local_path / "MLmodel"
-    if not mlmodel.exists():
-        raise MlflowBridgeError(f"{local_path} is not an MLflow model: it has no MLmodel file")
-    flavors = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors") or {}
-    if "python_function" not in flavors:
-        raise MlflowBridgeError("the model has no python_function flavour, so it cannot be served")
-    specific = sorted(f for f in flavors if f != "python_function")
-    return specific[0] if specific else "python_function"
+    """``(name, version)`` of a strict ``models:/NAME/N``; ValueError otherwise (aliases too)."""
+    return artifact_sources.parse_models_uri(uri)
 
 
 def cache_path(digest: str) -> Path:
@@ -147,87 +126,226 @@ def _cache_root() -> Path:
     return root
 
 
-def verify_loadable(local_path: Path) -> None:
-    """Load the artifact as a pyfunc model, the way the gateway will."""
-    import mlflow.pyfunc
+def _probe_request(
+    source: artifact_sources.Source, policy: Any, *, load: bool = True
+) -> dict[str, Any]:
+    return {
+        "kind": source.kind,
+        "source": source.uri,
+        "root": source.root,
+        "name": source.name,
+        "version": source.version,
+        "tracking_uri": settings.MLFLOW_TRACKING_URI,
+        "registry_uri": settings.MLFLOW_REGISTRY_URI,
+        "policy": {
+            "allowed_flavors": list(getattr(policy, "allowed_flavors", []) or []),
+            "allow_executable": bool(getattr(policy, "allow_executable", True)),
+        },
+        "load": load,
+    }
 
-    try:
-        mlflow.pyfunc.load_model(str(local_path))
-    except Exception as exc:
-        raise MlflowBridgeError(f"the model cannot be loaded as a pyfunc model: {exc}") from exc
 
-
-def resolve(uri: str) -> ResolvedModel:
-    """Find an MLflow model version, download it, hash it and check that it loads."""
-    name, version = parse_models_uri(uri)
-    mlf = client()
-    try:
-        mv = mlf.get_model_version(name, version)
-    except Exception as exc:
-        raise MlflowBridgeError(
+def probe_message(
+    exc: sandbox.ProbeFailed, *, field: str, uri: str, mlflow_name: str, policy: Any
+) -> str:
+    """What the caller reads for a refused artifact: never a server path or an upstream answer."""
+    code, detail = exc.code, exc.detail
+    if code == "source_not_allowed":
+        return str(artifact_sources.refused(field, mlflow_name))
+    if code == "no_such_version":
+        return (
             f"MLflow has no model version {uri}: register it in MLflow first "
-            f"(mlflow.register_model) or send artifact_uri instead"
+            "(mlflow.register_model) or send artifact_uri instead"
+        )
+    if code == "too_large":
+        return (
+            f"the artifact is larger than the limit of {settings.ARTIFACT_MAX_BYTES} bytes "
+            "(ARTIFACT_MAX_BYTES): it was not copied"
+        )
+    if code == "timeout":
+        return (
+            f"the artifact probe did not finish within {detail} (ARTIFACT_PROBE_TIMEOUT): "
+            "loading the model takes too long or hangs"
+        )
+    if code in ("crashed", "out_of_memory"):
+        return (
+            "the artifact probe crashed or ran out of memory (limit "
+            f"{settings.ARTIFACT_PROBE_MEMORY_BYTES // 1024**2} MB, ARTIFACT_PROBE_MEMORY_BYTES) "
+            "while loading the model"
+        )
+    if code == "download_failed":
+        return f"MLflow could not download the artifact given as {field}"
+    if code == "not_mlflow_model":
+        return f"the artifact is not an MLflow model: {detail or 'it has no MLmodel file'}"
+    if code == "no_pyfunc":
+        return "the model has no python_function flavour, so it cannot be served"
+    if code == "flavor_not_allowed":
+        allowed = ", ".join(getattr(policy, "allowed_flavors", []) or [])
+        return (
+            f"the artifact's flavour is '{detail}'; this model's artifact policy allows only: "
+            f"{allowed}"
+        )
+    if code == "executable_not_allowed":
+        what = f"a {detail}" if detail in ("pickle", "cloudpickle") else f"in the '{detail}' format"
+        return (
+            f"the artifact is {what}, which runs code when loaded; this model's artifact policy "
+            f"allows only non-executable formats: {', '.join(sorted(NON_EXECUTABLE))}"
+        )
+    if code == "load_failed":
+        return f"the model cannot be loaded as a pyfunc model ({detail or 'error'})"
+    if code == "predict_failed":
+        return f"the model loads but cannot predict its own input example ({detail or 'error'})"
+    if code == "changed":
+        return "the artifact's files changed while it was being probed"
+    return "the artifact could not be probed"
+
+
+def _probe(
+    source: artifact_sources.Source,
+    *,
+    field: str,
+    mlflow_name: str,
+    policy: Any,
+    load: bool = True,
+):
+    try:
+        return sandbox.run_probe(_probe_request(source, policy, load=load))
+    except sandbox.ProbeFailed as exc:
+        raise MlflowBridgeError(
+            probe_message(exc, field=field, uri=source.uri, mlflow_name=mlflow_name, policy=policy)
         ) from exc
-    local, digest = fetch(name, version)
-    flavor = _flavor(local)
-    verify_loadable(local)
-    created = _training_time(mv)
+
+
+def _resolved(
+    facts: dict[str, Any],
+    *,
+    name: str,
+    version: str,
+    source: str,
+    run_id: str,
+    created_ms: int | None,
+    local_path: Path,
+) -> ResolvedModel:
+    started = facts.get("run_started_ms") or created_ms
+    created = datetime.fromtimestamp(started / 1000, tz=UTC) if started else datetime.now(tz=UTC)
     return ResolvedModel(
         name=name,
-        version=str(mv.version),
-        source=mv.source or "",
-        run_id=mv.run_id or None,
-        flavor=flavor,
-        digest=digest,
+        version=version,
+        source=source,
+        run_id=run_id or None,
+        flavor=str(facts["flavor"]),
+        digest=str(facts["digest"]),
         created_at=created,
+        local_path=local_path,
+        serialization_format=str(facts.get("serialization_format") or "other"),
+        executable=bool(facts.get("executable", True)),
+        signature=facts.get("signature"),
+        source_commit=str(facts.get("source_commit") or "")[:64],
+        size=int(facts.get("size") or 0),
+    )
+
+
+def resolve(uri: str, *, policy: Any = None, field: str = "mlflow_uri") -> ResolvedModel:
+    """Download, hash, classify and load-test an MLflow model version in the probe child.
+
+    Nothing of the artifact is deserialized in this process; the verified copy is moved into the
+    artifact cache, where the gateway finds it by digest.
+    """
+    name, version = parse_models_uri(uri)
+    source = artifact_sources.Source(
+        "models", f"models:/{name}/{version}", name=name, version=version
+    )
+    probed = _probe(source, field=field, mlflow_name=name, policy=policy)
+    try:
+        local = sandbox.move_into_cache(probed)
+    finally:
+        probed.cleanup()
+    facts = probed.facts
+    return _resolved(
+        facts,
+        name=name,
+        version=str(facts.get("mlflow_version") or version),
+        source=str(facts.get("source") or ""),
+        run_id=str(facts.get("run_id") or ""),
+        created_ms=facts.get("created_ms"),
         local_path=local,
     )
 
 
-def _training_time(mv) -> datetime:
-    """The run's start (the training timestamp) when MLflow knows it, else the version's."""
-    millis = mv.creation_timestamp
-    if mv.run_id:
-        try:
-            millis = client().get_run(mv.run_id).info.start_time or millis
-        except Exception:
-            logger.info(
-                "run %s of %s/%s not found; using version time", mv.run_id, mv.name, mv.version
-            )
-    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+def log_and_register(
+    source: artifact_sources.Source,
+    name: str,
+    *,
+    policy: Any = None,
+    on_logged=None,
+    check=None,
+) -> ResolvedModel:
+    """Probe an allowed artifact source, then log the verified copy and register it as ``name``.
 
-
-def log_and_register(artifact_uri: str, name: str, *, on_logged=None) -> str:
-    """Log an MLflow model directory (any URI MLflow can download) and register it under ``name``.
-
-    ``on_logged(run_id, version)`` is called as soon as MLflow holds something, so the caller can
-    record it for orphan cleanup. Returns the ``models:/`` URI of the new version.
+    ``check(resolved)`` may refuse the artifact before MLflow holds anything. ``on_logged(run_id,
+    version)`` is called as soon as MLflow holds something, so the caller can record it for
+    orphan cleanup. This process only copies the files into MLflow; it never loads them.
     """
     import mlflow
 
-    client()
-    staging = Path(tempfile.mkdtemp(prefix="log-", dir=_cache_root()))
+    probed = _probe(source, field="artifact_uri", mlflow_name=name, policy=policy)
+    facts = probed.facts
     try:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri, dst_path=str(staging)))
-        except Exception as exc:
-            raise MlflowBridgeError(f"cannot read artifact_uri {artifact_uri!r}: {exc}") from exc
-        _flavor(local)
-        verify_loadable(local)
+        if check is not None:
+            check(
+                _resolved(
+                    facts,
+                    name=name,
+                    version="",
+                    source="",
+                    run_id="",
+                    created_ms=None,
+                    local_path=probed.path,
+                )
+            )
+        client()
         experiment_id = ensure_experiment()
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"import-{name}") as run:
-            mlflow.log_artifacts(str(local), artifact_path="model")
+            mlflow.log_artifacts(str(probed.path), artifact_path="model")
+            if facts.get("source_commit"):
+                mlflow.set_tag("mlflow.source.git.commit", facts["source_commit"])
             if on_logged:
                 on_logged(run.info.run_id, "")
         try:
             result = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
         except Exception as exc:
-            raise MlflowBridgeError(f"MLflow refused to register {name}: {exc}") from exc
+            logger.warning("MLflow refused to register %s: %s", name, exc)
+            raise MlflowBridgeError(f"MLflow refused to register {name}") from exc
         if on_logged:
             on_logged(run.info.run_id, str(result.version))
-        return f"models:/{name}/{result.version}"
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        probed.cleanup()
+    # MLflow rewrites metadata when it registers: bind the digest to what it now serves (the
+    # gateway fetches models:/NAME/N), read again in the child; the code was probed above.
+    number = str(result.version)
+    registered = artifact_sources.Source(
+        "models", f"models:/{name}/{number}", name=name, version=number
+    )
+    again = _probe(registered, field="artifact_uri", mlflow_name=name, policy=policy, load=False)
+    try:
+        if any(
+            again.facts.get(key) != facts.get(key)
+            for key in ("flavor", "serialization_format", "executable")
+        ):
+            raise MlflowBridgeError("the artifact MLflow registered is not the one probed")
+        local = sandbox.move_into_cache(again)
+    finally:
+        again.cleanup()
+    facts = {**facts, "digest": again.facts["digest"], "size": again.facts.get("size")}
+    return _resolved(
+        facts,
+        name=name,
+        version=str(result.version),
+        source=str(result.source or ""),
+        run_id=run.info.run_id,
+        created_ms=facts.get("run_started_ms") or facts.get("created_ms"),
+        local_path=local,
+    )
 
 
 def mirror_stage(

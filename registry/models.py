@@ -51,6 +51,14 @@ class RegisteredModel(models.Model):
         return reverse("registry:model-detail", args=[self.name])
 
 
+class SerializationFormat(models.TextChoices):
+    PICKLE = "pickle"
+    CLOUDPICKLE = "cloudpickle"
+    SKOPS = "skops"
+    ONNX = "onnx"
+    OTHER = "other"
+
+
 class ModelVersionQuerySet(models.QuerySet["ModelVersion"]):
     def newest_first(self) -> ModelVersionQuerySet:
         return self.order_by("-major", "-minor", "-patch")
@@ -79,6 +87,11 @@ class ModelVersion(models.Model):
         "thresholds",
         "responsible_engineer_id",
         "created_at",
+        "mlflow_run_id",
+        "source_commit",
+        "serialization_format",
+        "executable",
+        "signature",
     )
 
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
@@ -112,6 +125,28 @@ class ModelVersion(models.Model):
     registered_at = models.DateTimeField(default=timezone.now, editable=False)
     registered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Provenance, as the isolated artifact probe found it at registration (immutable facts).
+    mlflow_run_id = models.CharField(
+        max_length=64, blank=True, help_text="The MLflow run that logged the artifact"
+    )
+    source_commit = models.CharField(
+        max_length=64, blank=True, help_text="The run's mlflow.source.git.commit tag, if logged"
+    )
+    serialization_format = models.CharField(
+        max_length=16,
+        choices=SerializationFormat.choices,
+        blank=True,
+        help_text="How the model is serialized; blank: registered before this was recorded",
+    )
+    executable = models.BooleanField(
+        default=True, help_text="Loading the artifact runs code from it (pickle, custom loader)"
+    )
+    signature = models.JSONField(
+        null=True,
+        blank=True,
+        help_text='The MLflow signature {"inputs": [{"name", "type"}], "outputs": [...]}; '
+        "null: the artifact has no signature",
     )
 
     objects = ModelVersionQuerySet.as_manager()
@@ -205,3 +240,39 @@ class PendingArtifact(models.Model):
 
     def __str__(self) -> str:
         return f"pending {self.mlflow_name} {self.mlflow_version or '?'}"
+
+
+class ArtifactPolicy(models.Model):
+    """What artifacts may back a model; set by an ML lead of the model (audited).
+
+    Without a row the defaults apply: any flavour, executable formats allowed (the demo's pickled
+    scikit-learn models), backed by the MLflow registered model of the same name.
+    """
+
+    model = models.OneToOneField(
+        RegisteredModel, on_delete=models.PROTECT, related_name="artifact_policy"
+    )
+    allowed_flavors = models.JSONField(
+        default=list, blank=True, help_text="MLflow flavours allowed; empty: any"
+    )
+    allow_executable = models.BooleanField(
+        default=True, help_text="False: only onnx and skops artifacts (loading runs no code)"
+    )
+    mlflow_name = models.CharField(
+        max_length=256,
+        blank=True,
+        help_text="The MLflow registered model that backs this model; blank: the same name",
+    )
+    reason = models.TextField(blank=True)
+    updated_by = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "artifact policies"
+
+    def __str__(self) -> str:
+        return f"artifact policy of {self.model.name}"
+
+    @property
+    def effective_mlflow_name(self) -> str:
+        return self.mlflow_name or self.model.name

@@ -14,7 +14,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from . import mlflow_bridge
+from . import artifact_sources, mlflow_bridge
+from .artifact_policy import policy_for
 from .errors import Conflict, InvalidInput, NotFound, Unavailable
 from .models import ModelCard, ModelVersion, PendingArtifact, RegisteredModel, validate_model_name
 from .semver import SemVer
@@ -101,11 +102,11 @@ def check_spec(model: RegisteredModel, spec: VersionSpec) -> tuple[SemVer, Any]:
         errors["thresholds"] = "must contain 'decision', a number between 0 and 1"
     if bool(spec.mlflow_uri) == bool(spec.artifact_uri):
         errors["mlflow_uri"] = "give exactly one of mlflow_uri (models:/NAME/N) and artifact_uri"
-    elif spec.mlflow_uri:
+    else:
         try:
-            mlflow_bridge.parse_models_uri(spec.mlflow_uri)
-        except ValueError as exc:
-            errors["mlflow_uri"] = str(exc)
+            artifact_source(model, spec)
+        except artifact_sources.SourceRefused as exc:
+            errors[exc.field] = str(exc)
     if not spec.model_card.get("intended_use"):
         errors["model_card"] = "must state intended_use"
     engineer = get_user_model().objects.filter(username=spec.responsible_engineer).first()
@@ -121,8 +122,32 @@ def check_spec(model: RegisteredModel, spec: VersionSpec) -> tuple[SemVer, Any]:
     return semver, engineer
 
 
+def artifact_source(model: RegisteredModel, spec: VersionSpec) -> artifact_sources.Source:
+    """The allowed source of the registration, or SourceRefused naming the field.
+
+    ``mlflow_uri`` must name the MLflow registered model that backs this model (its own name,
+    or the one its artifact policy maps): registering it mirrors stage tags and aliases onto it.
+    """
+    mlflow_name = policy_for(model).mlflow_name
+    if spec.mlflow_uri:
+        name, version = artifact_sources.parse_models_uri(spec.mlflow_uri, field="mlflow_uri")
+        if name != mlflow_name:
+            raise artifact_sources.cross_model("mlflow_uri", name, model.name, mlflow_name)
+        return artifact_sources.Source(
+            "models", f"models:/{name}/{version}", name=name, version=version
+        )
+    return artifact_sources.check_artifact_uri(
+        spec.artifact_uri, model_name=model.name, mlflow_name=mlflow_name
+    )
+
+
 def ensure_unclaimed(mlflow_name: str, mlflow_version: str) -> None:
-    """One MLflow model version backs at most one platform version: its tags mirror one stage."""
+    """One MLflow model version backs at most one platform version: its tags mirror one stage.
+
+    Compared in canonical form (``01`` is ``1``), so a spelling cannot claim a version twice.
+    """
+    if mlflow_version.isdigit():
+        mlflow_version = str(int(mlflow_version))
     owner = (
         ModelVersion.objects.filter(mlflow_name=mlflow_name, mlflow_version=mlflow_version)
         .select_related("model")
@@ -148,27 +173,67 @@ def ensure_increasing(model: RegisteredModel, semver: SemVer) -> None:
 
 
 def materialise_artifact(model: RegisteredModel, spec: VersionSpec) -> mlflow_bridge.ResolvedModel:
-    """Make sure MLflow holds the artifact, then resolve, hash and load it.
+    """Make sure MLflow holds the artifact; it is downloaded, hashed and loaded in the probe child.
 
     Runs outside any transaction: MLflow writes go first, and a ``PendingArtifact`` row marks them
-    until the registering transaction commits.
+    until the registering transaction commits. The model's artifact policy is applied in the
+    child before anything of the artifact is loaded.
     """
-    uri = spec.mlflow_uri
+    policy = policy_for(model)
+    field = "artifact_uri" if spec.artifact_uri else "mlflow_uri"
+    try:
+        source = artifact_source(model, spec)
+    except artifact_sources.SourceRefused as exc:
+        raise InvalidInput({exc.field: str(exc)}) from exc
     try:
         if spec.artifact_uri:
-            pending = PendingArtifact.objects.create(mlflow_name=model.name)
+            pending: list[PendingArtifact] = []
 
             def remember(run_id: str, version: str) -> None:
-                pending.run_id, pending.mlflow_version = run_id, version
-                pending.save(update_fields=["run_id", "mlflow_version"])
+                if not pending:
+                    pending.append(PendingArtifact.objects.create(mlflow_name=policy.mlflow_name))
+                pending[0].run_id, pending[0].mlflow_version = run_id, version
+                pending[0].save(update_fields=["run_id", "mlflow_version"])
 
-            uri = mlflow_bridge.log_and_register(spec.artifact_uri, model.name, on_logged=remember)
-        return mlflow_bridge.resolve(uri)
+            return mlflow_bridge.log_and_register(
+                source,
+                policy.mlflow_name,
+                policy=policy,
+                on_logged=remember,
+                check=lambda resolved: check_signature(spec, resolved),
+            )
+        return mlflow_bridge.resolve(source.uri, policy=policy)
     except mlflow_bridge.MlflowBridgeError as exc:
-        field = "artifact_uri" if spec.artifact_uri else "mlflow_uri"
         raise InvalidInput({field: str(exc)}) from exc
     except ConnectionError as exc:
-        raise Unavailable(f"MLflow cannot be reached: {exc}") from exc
+        raise Unavailable("MLflow cannot be reached; retry later") from exc
+
+
+def check_signature(spec: VersionSpec, resolved: mlflow_bridge.ResolvedModel) -> None:
+    """The feature list must be the signature's named inputs, when the artifact has a signature.
+
+    Tensor signatures (no column names, e.g. ONNX) and artifacts without a signature are not
+    compared; the version records ``signature: null`` for the latter.
+    """
+    inputs = (resolved.signature or {}).get("inputs") or []
+    names = [spec_input.get("name") for spec_input in inputs]
+    if not names or not all(isinstance(name, str) and name for name in names):
+        return
+    missing = [name for name in names if name not in spec.feature_list]
+    extra = [name for name in spec.feature_list if name not in names]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if extra:
+            parts.append(f"not in the signature: {', '.join(extra)}")
+        raise InvalidInput(
+            {
+                "feature_list": "disagrees with the artifact's MLflow signature ("
+                + "; ".join(parts)
+                + ")"
+            }
+        )
 
 
 def version_create(
@@ -181,6 +246,7 @@ def version_create(
     registered_by=None,
 ) -> ModelVersion:
     """Insert the version and its card; the caller holds the transaction and the row lock."""
+    check_signature(spec, resolved)  # after the bump rules, so their finding comes first
     version = ModelVersion.objects.create(
         model=model,
         version=str(semver),
@@ -203,6 +269,11 @@ def version_create(
         ethics_audit_date=spec.ethics_audit_date,
         created_at=spec.created_at or resolved.created_at,
         registered_by=registered_by,
+        mlflow_run_id=resolved.run_id or "",
+        source_commit=resolved.source_commit,
+        serialization_format=resolved.serialization_format,
+        executable=resolved.executable,
+        signature=resolved.signature,
     )
     card = {k: spec.model_card.get(k, [] if k == "owners" else "") for k in CARD_FIELDS}
     ModelCard.objects.create(version=version, **card)
@@ -229,6 +300,15 @@ def sweep_orphans(*, older_than: datetime) -> list[str]:
         with transaction.atomic():
             pending.delete()
     return removed
+
+
+def sweep_temp_dirs() -> list[str]:
+    """Remove fetch-/log-/probe- directories that killed workers left in the artifact cache."""
+    from django.conf import settings
+
+    from .sandbox import sweep_temp_dirs as sweep
+
+    return sweep(older_than_seconds=settings.ARTIFACT_TEMP_MAX_AGE.total_seconds())
 
 
 def _mlflow_version_exists(name: str, version: str) -> bool:

@@ -9,7 +9,10 @@ from django.utils import timezone
 
 @shared_task(name="registry.sweep_orphans")
 def sweep_orphans() -> list[str]:
-    """Remove MLflow versions written for registrations that never committed."""
+    """Remove MLflow versions written for registrations that never committed, and the temporary
+    download directories that killed workers left in the artifact cache."""
     from .services import sweep_orphans as sweep
+    from .services import sweep_temp_dirs
 
-    return sweep(older_than=timezone.now() - settings.ORPHAN_GRACE)
+    removed = sweep(older_than=timezone.now() - settings.ORPHAN_GRACE)
+    return removed + sweep_temp_dirs()

@@ -130,10 +130,12 @@ def _seed(version: str) -> int:
 
 @pytest.fixture
 def version_body(mlflow_models, engineer) -> Callable[..., dict]:
-    def make(version: str = "1.0.0", **overrides) -> dict:
+    def make(version: str = "1.0.0", *, model: str = "hotspot", **overrides) -> dict:
+        """A body for ``model``: its MLflow version is logged under the same name (a platform
+        model is backed only by the MLflow registered model of its name)."""
         body = {
             "version": version,
-            "mlflow_uri": mlflow_models(seed=_seed(version)),
+            "mlflow_uri": mlflow_models(model, seed=_seed(version)),
             "training_data_hash": "sha256:" + "0f" * 32,
             "training_data_start": str(date(2025, 1, 1)),
             "training_data_end": str(date(2025, 12, 31)),

@@ -177,6 +177,19 @@ MLFLOW_ARTIFACT_ROOT = Path(env("MLFLOW_ARTIFACT_ROOT", default=str(VAR_DIR / "m
 MLFLOW_EXPERIMENT = env("MLFLOW_EXPERIMENT", default="governance")
 # Where the bridge keeps verified local copies of artifacts (warm standby).
 ARTIFACT_CACHE_DIR = Path(env("ARTIFACT_CACHE_DIR", default=str(VAR_DIR / "artifact-cache")))
+# Where registration may read artifacts from (artifacts are code: see registry.artifact_sources).
+# Always allowed: models:/ and runs:/ of the configured MLflow registry, and files or URIs under
+# MLFLOW_ARTIFACT_ROOT; these add further roots (absolute paths or URI prefixes such as s3://b/p).
+ARTIFACT_SOURCE_ROOTS = env.list("ARTIFACT_SOURCE_ROOTS", default=[])
+# Larger artifacts are refused while they are downloaded or copied (400).
+ARTIFACT_MAX_BYTES = env.int("ARTIFACT_MAX_BYTES", default=500 * 1024 * 1024)
+# The isolated probe child (registry.sandbox): seconds and address space before it is killed.
+ARTIFACT_PROBE_TIMEOUT = env.float("ARTIFACT_PROBE_TIMEOUT", default=120.0)
+ARTIFACT_PROBE_MEMORY_BYTES = env.int("ARTIFACT_PROBE_MEMORY_BYTES", default=4 * 1024**3)
+# Run the probe as this user when the web process is root ("" keeps root: not recommended).
+ARTIFACT_PROBE_USER = env("ARTIFACT_PROBE_USER", default="nobody")
+# Temporary fetch-/log-/probe- directories of killed workers older than this are swept hourly.
+ARTIFACT_TEMP_MAX_AGE = timedelta(minutes=env.int("ARTIFACT_TEMP_MAX_AGE_MINUTES", default=60))
 
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")

@@ -15,6 +15,9 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 _RUN_DIR = Path(tempfile.mkdtemp(prefix="governance-test-"))
+# The artifact probe drops to an unprivileged user when the suite runs as root: let it reach the
+# run's MLflow store and artifact cache (mkdtemp makes the directory private to its owner).
+_RUN_DIR.chmod(0o755)
 MLFLOW_TRACKING_URI = f"sqlite:///{_RUN_DIR / 'mlflow.db'}"
 MLFLOW_REGISTRY_URI = MLFLOW_TRACKING_URI
 MLFLOW_ARTIFACT_ROOT = _RUN_DIR / "mlartifacts"

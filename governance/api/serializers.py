@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from registry.models import ModelCard, ModelVersion, RegisteredModel
@@ -60,13 +61,21 @@ class ModelCardSerializer(StrictSerializer):
 class VersionCreateSerializer(StrictSerializer):
     version = serializers.CharField(max_length=32, help_text="MAJOR.MINOR.PATCH, e.g. 1.2.0")
     mlflow_uri = serializers.CharField(
-        required=False, allow_blank=True, default="", help_text="models:/NAME/VERSION"
+        required=False,
+        allow_blank=True,
+        default="",
+        trim_whitespace=False,  # "models:/x/1 " is refused, not silently repaired
+        help_text="models:/NAME/N of the MLflow registered model backing this model (its own "
+        "name unless its artifact policy maps another); N a plain positive integer",
     )
     artifact_uri = serializers.CharField(
         required=False,
         allow_blank=True,
         default="",
-        help_text="An MLflow model directory the bridge logs and registers (instead of mlflow_uri)",
+        trim_whitespace=False,
+        help_text="An MLflow model directory the bridge logs and registers (instead of "
+        "mlflow_uri): models:/ or runs:/ of the configured MLflow registry, or a file:// path "
+        "under the configured artifact roots; at most ARTIFACT_MAX_BYTES",
     )
     training_data_hash = serializers.CharField(max_length=200, help_text="e.g. sha256:<hex>")
     training_data_start = serializers.DateField()
@@ -106,6 +115,30 @@ class ModelCardReadSerializer(serializers.ModelSerializer):
         exclude = ["id", "version"]
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "description": "The artifact's MLflow signature; null: it has none",
+        "properties": {
+            "inputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "nullable": True},
+                        "type": {"type": "string"},
+                    },
+                },
+            },
+            "outputs": {"type": "array", "items": {"type": "object"}},
+        },
+    }
+)
+class SignatureField(serializers.JSONField):
+    """The signature as the artifact probe read it (names and types)."""
+
+
 class VersionSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model.name")
     stage = serializers.CharField(source="lifecycle.stage")
@@ -115,6 +148,10 @@ class VersionSerializer(serializers.ModelSerializer):
     model_card = serializers.SerializerMethodField()
     model_card_content = ModelCardReadSerializer(source="card")
     links = serializers.SerializerMethodField()
+    registered_by = serializers.CharField(
+        source="registered_by.username", default=None, allow_null=True, read_only=True
+    )
+    signature = SignatureField(read_only=True)
 
     class Meta:
         model = ModelVersion
@@ -139,9 +176,16 @@ class VersionSerializer(serializers.ModelSerializer):
             "model_card_content",
             "created_at",
             "registered_at",
+            "registered_by",
+            "mlflow_run_id",
+            "source_commit",
+            "serialization_format",
+            "executable",
+            "signature",
             "promoted_at",
             "links",
         ]
+        read_only_fields = fields
 
     def get_model_card(self, obj) -> str:
         return _absolute(self, obj.card.get_absolute_url())

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import audit_views, gate_views, lifecycle_views, views
+from . import artifact_policy_views, audit_views, gate_views, lifecycle_views, views
 
 app_name = "api"
 
@@ -13,6 +13,11 @@ urlpatterns = [
         "models/<str:name>/versions/",
         views.VersionListCreateView.as_view(),
         name="version-list",
+    ),
+    path(
+        "models/<str:name>/artifact-policy/",
+        artifact_policy_views.ArtifactPolicyView.as_view(),
+        name="artifact-policy",
     ),
     path(VERSION, views.VersionDetailView.as_view(), name="version-detail"),
     path(

@@ -1,5 +1,6 @@
 """The MLflow bridge against a real local MLflow store (SQLite backend, local artifacts)."""
 
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -58,7 +59,9 @@ def test_registration_mirrors_development_stage_after_commit(
     ci.post("/api/v1/models/", {"name": "mirrored"})
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = ci.post(
-            "/api/v1/models/mirrored/versions/", version_body("1.0.0"), format="json"
+            "/api/v1/models/mirrored/versions/",
+            version_body("1.0.0", model="mirrored"),
+            format="json",
         )
     assert response.status_code == 201 and len(callbacks) == 1
     version = ModelVersion.objects.get()
@@ -66,18 +69,29 @@ def test_registration_mirrors_development_stage_after_commit(
     assert mv.tags["governance.stage"] == "development"
 
 
-def test_artifact_uri_is_logged_into_mlflow_and_registered(api_client, version_body, mlflow_models):
+def test_artifact_uri_is_logged_into_mlflow_and_registered(
+    api_client, version_body, mlflow_models, settings
+):
     local, _ = mlflow_bridge.fetch(*mlflow_bridge.parse_models_uri(mlflow_models()))
+    source = Path(settings.MLFLOW_ARTIFACT_ROOT) / "imports" / "from-artifact"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(local, source)
     ci = api_client("ci")
     ci.post("/api/v1/models/", {"name": "from-artifact"})
-    body = version_body("1.0.0", mlflow_uri="", artifact_uri=str(local))
+    body = version_body("1.0.0", mlflow_uri="", artifact_uri=source.as_uri())
     response = ci.post("/api/v1/models/from-artifact/versions/", body, format="json")
     assert response.status_code == 201, response.json()
     assert response.json()["mlflow_uri"].startswith("models:/from-artifact/")
     assert not PendingArtifact.objects.exists()  # committed: nothing left to sweep
+    version = ModelVersion.objects.get()
+    # what the gateway fetches from MLflow has the digest the probe recorded
+    _, digest = mlflow_bridge.fetch(version.mlflow_name, version.mlflow_version)
+    assert digest == version.artifact_digest
 
 
-def test_artifact_uri_that_is_not_an_mlflow_model_is_400(api_client, version_body, tmp_path):
+def test_artifact_uri_that_is_not_an_mlflow_model_is_400(api_client, version_body, settings):
+    tmp_path = Path(settings.MLFLOW_ARTIFACT_ROOT) / "imports" / "not-a-model"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "model.pkl").write_bytes(b"not a model")
     ci = api_client("ci")
     ci.post("/api/v1/models/", {"name": "bad-artifact"})

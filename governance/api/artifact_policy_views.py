@@ -1,0 +1,137 @@
+"""A model's artifact policy over the API: read it, and (ML lead of the model) replace it."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
+from rest_framework import serializers
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from registry import services as registry_services
+from registry.artifact_policy import EffectivePolicy, policy_for
+
+from ..artifact_policy import artifact_policy_update
+from ..permissions import request_scopes
+from ..roles import Action
+from .idempotency import idempotent
+from .serializers import StrictSerializer
+from .views import IDEMPOTENCY_HEADER, actor_of
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
+        "description": "MLflow flavours a new version's artifact may have; empty: any",
+        "example": ["onnx", "sklearn"],
+    }
+)
+class FlavorsField(serializers.JSONField):
+    """Any JSON: the service validates it and names each bad entry."""
+
+
+@extend_schema_field({"type": "boolean", "description": "false: only onnx and skops artifacts"})
+class StrictBooleanField(serializers.JSONField):
+    """Any JSON: the service accepts only true or false (no "yes", no 1)."""
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "maxLength": 256,
+        "description": "The MLflow registered model backing this model; empty: the same name",
+    }
+)
+class MlflowNameField(serializers.JSONField):
+    """Any JSON: the service validates it."""
+
+
+class ArtifactPolicySerializer(serializers.Serializer):
+    model = serializers.CharField()
+    allowed_flavors = serializers.ListField(child=serializers.CharField())
+    allow_executable = serializers.BooleanField()
+    mlflow_name = serializers.CharField(
+        help_text="The MLflow registered model whose versions may back this model"
+    )
+    non_executable_formats = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The formats allowed when allow_executable is false",
+    )
+    reason = serializers.CharField(allow_blank=True)
+    updated_by = serializers.CharField(allow_blank=True)
+    updated_at = serializers.DateTimeField(allow_null=True, help_text="null: the defaults apply")
+
+
+class ArtifactPolicyWriteSerializer(StrictSerializer):
+    allowed_flavors = FlavorsField(required=False, default=list)
+    allow_executable = StrictBooleanField(required=False, default=True)
+    mlflow_name = MlflowNameField(required=False, default="")
+    reason = serializers.CharField(
+        required=False, default="", allow_blank=True, help_text="Why the policy changes"
+    )
+
+
+def _shown(policy: EffectivePolicy) -> dict:
+    stored = policy.stored
+    return ArtifactPolicySerializer(
+        {
+            "model": policy.model,
+            "allowed_flavors": policy.allowed_flavors,
+            "allow_executable": policy.allow_executable,
+            "mlflow_name": policy.mlflow_name,
+            "non_executable_formats": policy.non_executable_formats,
+            "reason": stored.reason if stored else "",
+            "updated_by": stored.updated_by if stored else "",
+            "updated_at": stored.updated_at if stored else None,
+        }
+    ).data
+
+
+class ArtifactPolicyView(GenericAPIView):
+    required_actions = {"GET": Action.READ, "PUT": Action.APPROVE_AS_ML_LEAD}
+    serializer_class = ArtifactPolicyWriteSerializer
+
+    @extend_schema(
+        summary="The model's artifact policy: allowed flavours, executable formats, MLflow name",
+        responses={200: ArtifactPolicySerializer},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        return Response(_shown(policy_for(registry_services.model_get(name))))
+
+    @extend_schema(
+        summary="Replace the artifact policy (ML lead of the model)",
+        description="Binds versions registered from now on: an artifact whose flavour is not "
+        "listed, or (with `allow_executable: false`) whose loading runs code - pickle, "
+        "cloudpickle, a custom python_function loader - is refused with 400 before anything of "
+        "it is loaded. `mlflow_name` maps another MLflow registered model to this model (one "
+        "MLflow model backs one platform model). Audited; `reason` is required. Errors name the "
+        "field, e.g. `allowed_flavors.0`.",
+        request=ArtifactPolicyWriteSerializer,
+        responses={200: ArtifactPolicySerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+        examples=[
+            OpenApiExample(
+                "Only non-executable formats",
+                value={
+                    "allowed_flavors": ["onnx", "sklearn"],
+                    "allow_executable": False,
+                    "mlflow_name": "",
+                    "reason": "Security review 2026-12: no pickles in production",
+                },
+                request_only=True,
+            )
+        ],
+    )
+    @idempotent
+    def put(self, request: Request, name: str) -> Response:
+        registry_services.model_get(name)  # 404 before validating the body
+        body = ArtifactPolicyWriteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        policy = artifact_policy_update(
+            model_name=name,
+            **body.validated_data,
+            actor=actor_of(request),
+            scopes=request_scopes(request),
+        )
+        return Response(_shown(policy))
