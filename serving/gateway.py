@@ -80,7 +80,10 @@ def serve(
     instances, sensitive = parse_body(payload, max_instances=int(setting("SERVING_MAX_INSTANCES")))
     live = route.live
     model = route.live_model
-    integer_features = model.integer_features if model is not None else frozenset()
+    integer_features = live.integer_features
+    if model is not None:
+        integer_features = integer_features | model.integer_features
+    boolean_features = live.boolean_features
     if route.shadow_features:  # a staged version needs features the live one does not
         X, shadow_X = feature_matrices(
             instances,
@@ -88,10 +91,15 @@ def serve(
             live.feature_set,
             route.shadow_features,
             integer_features=integer_features,
+            boolean_features=boolean_features,
         )
     else:
         X = feature_matrix(
-            instances, live.features, live.feature_set, integer_features=integer_features
+            instances,
+            live.features,
+            live.feature_set,
+            integer_features=integer_features,
+            boolean_features=boolean_features,
         )
         shadow_X = None
     try:

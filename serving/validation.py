@@ -103,8 +103,12 @@ def feature_matrix(
     feature_set: frozenset[str],
     *,
     integer_features: frozenset[str] = frozenset(),
+    boolean_features: frozenset[str] = frozenset(),
 ) -> np.ndarray:
-    """The instances as a float64 matrix, columns in ``features`` order; InvalidInput otherwise."""
+    """The instances as a float64 matrix, columns in ``features`` order; InvalidInput otherwise.
+
+    ``integer_features`` take whole numbers, ``boolean_features`` 0 or 1 (declared types).
+    """
     rows = []
     problems: dict[str, list[str]] = {}
     values_of = _getter(features)
@@ -128,10 +132,15 @@ def feature_matrix(
             break
     if problems:
         raise InvalidInput(problems)
-    return _checked(rows, features, integer_features)
+    return _checked(rows, features, integer_features, boolean_features)
 
 
-def _checked(rows: list, features: tuple[str, ...], integer_features: frozenset[str]) -> np.ndarray:
+def _checked(
+    rows: list,
+    features: tuple[str, ...],
+    integer_features: frozenset[str],
+    boolean_features: frozenset[str] = frozenset(),
+) -> np.ndarray:
     kinds = set(map(type, chain.from_iterable(rows)))
     if not kinds <= _NUMBER_SET:
         _raise_bad_values(rows, features)
@@ -146,6 +155,9 @@ def _checked(rows: list, features: tuple[str, ...], integer_features: frozenset[
         if name in integer_features and not np.all(X[:, j] == np.round(X[:, j])):
             i = int(np.argmax(X[:, j] != np.round(X[:, j])))
             raise InvalidInput({f"instances[{i}].{name}": "must be a whole number"})
+        if name in boolean_features and not np.all((X[:, j] == 0) | (X[:, j] == 1)):
+            i = int(np.argmax((X[:, j] != 0) & (X[:, j] != 1)))
+            raise InvalidInput({f"instances[{i}].{name}": "must be 0 or 1 (a boolean feature)"})
     return X
 
 
@@ -156,6 +168,7 @@ def feature_matrices(
     shadow_features: tuple[str, ...],
     *,
     integer_features: frozenset[str] = frozenset(),
+    boolean_features: frozenset[str] = frozenset(),
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``feature_matrix``, accepting also ``shadow_features`` (those only shadow versions use).
 
@@ -167,7 +180,13 @@ def feature_matrices(
     feature that is given must be a finite number.
     """
     if not shadow_features:
-        X = feature_matrix(instances, features, feature_set, integer_features=integer_features)
+        X = feature_matrix(
+            instances,
+            features,
+            feature_set,
+            integer_features=integer_features,
+            boolean_features=boolean_features,
+        )
         return X, None
     accepted = feature_set | frozenset(shadow_features)
     values_of = _getter(features)
@@ -206,7 +225,7 @@ def feature_matrices(
             break
     if problems:
         raise InvalidInput(problems)
-    X = _checked(rows, features, integer_features)
+    X = _checked(rows, features, integer_features, boolean_features)
     return X, (_shadow_values(extras, shadow_features) if carried else None)
 
 

@@ -156,3 +156,27 @@ def test_1e308_opens_no_outage_incident_and_pages_nobody(mlflow_models, api_clie
     assert not Incident.objects.exists()
     assert not IncidentEvent.objects.exists()
     assert not Notification.objects.exists()
+
+
+def test_declared_integer_and_boolean_features_are_checked_at_the_gateway(
+    mlflow_models, ci, outages
+):
+    """What monitoring ingestion would refuse in the prediction log is refused at predict."""
+    version = live(
+        mlflow_models,
+        seed=1,
+        feature_types={"f1": "number", "f2": "integer", "f3": "boolean"},
+    )
+    name = version.model.name
+
+    fraction = predict(ci, name, [{"f1": 0.1, "f2": 1.5, "f3": 1}])
+    half = predict(ci, name, [{"f1": 0.1, "f2": 2, "f3": 0}, {"f1": 0.1, "f2": 2, "f3": 0.5}])
+    fine = predict(ci, name, [{"f1": 0.1, "f2": 2.0, "f3": 1}])
+
+    assert fraction.status_code == 400
+    assert fraction.json()["errors"] == {"instances[0].f2": ["must be a whole number"]}
+    assert half.status_code == 400
+    assert list(half.json()["errors"]) == ["instances[1].f3"]
+    assert fine.status_code == 200, fine.content
+    background.drain()
+    assert outages == []
