@@ -643,7 +643,7 @@ def _validate(
         setattr(parsed, name, np.where(values.absent | bad, np.nan, values.values))
 
     for name, (values, _) in source.features.items():
-        declared = feature_types.get(name, "number")
+        declared = feature_types.get(name, DEFAULT_TYPE)
         parsed.features[name] = (declared, _feature(name, values, declared, errors))
 
     message = f"must be a non-empty string or number (at most {MAX_TEXT_LENGTH} characters)"
