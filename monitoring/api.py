@@ -24,6 +24,7 @@ from registry import services as registry_services
 from registry.errors import InvalidInput
 
 from . import ingest, profiles, store
+from .params import query_count, query_datetime, query_text
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -171,27 +172,22 @@ def _ingest_result(batches) -> dict[str, Any]:
     }
 
 
+QUERY_PARAMETERS = frozenset({"version", "since", "until", "limit", "format"})
+
+
 def _when(request: Request, name: str) -> datetime | None:
-    text = request.query_params.get(name)
-    if not text:
-        return None
-    try:
-        return store.as_utc(pd.Timestamp(text.strip()).to_pydatetime())
-    except (ValueError, TypeError):
-        raise InvalidInput({name: "must be an ISO 8601 date or date-time"}) from None
+    return query_datetime(request.query_params, name)
 
 
 def _limit(request: Request) -> int:
-    text = request.query_params.get("limit")
-    if not text:
-        return DEFAULT_LIMIT
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_LIMIT:
-        raise InvalidInput({"limit": f"must be an integer from 1 to {MAX_LIMIT}"})
-    return value
+    value = query_count(request.query_params, "limit", minimum=1, maximum=MAX_LIMIT)
+    return DEFAULT_LIMIT if value is None else value
+
+
+def _unknown_parameters(request: Request) -> None:
+    unknown = sorted(set(request.query_params) - QUERY_PARAMETERS)
+    if unknown:
+        raise InvalidInput({name: "unknown query parameter" for name in unknown[:20]})
 
 
 def _value(value: Any) -> Any:
@@ -276,10 +272,11 @@ class PredictionListCreateView(GenericAPIView):
         responses=PredictionListSerializer,
     )
     def get(self, request: Request, name: str) -> Response:
+        _unknown_parameters(request)
         model = registry_services.model_get(name)
         version = None
-        if request.query_params.get("version"):
-            version = registry_services.version_get(name, request.query_params["version"])
+        if wanted := query_text(request.query_params, "version", max_length=32):
+            version = registry_services.version_get(name, wanted)
         since, until, limit = _when(request, "since"), _when(request, "until"), _limit(request)
         if since is not None and until is not None and since >= until:
             raise InvalidInput({"since": "must be before until"})

@@ -8,9 +8,13 @@ Labels: ``{"prediction_id": "p-1", "label": 1, "label_time": "..."}`` (``label_t
 now), or a file with those columns. Reference records have the prediction shape plus an optional
 ``label``; their ``prediction_id`` and ``timestamp`` are optional.
 
-Feature values are numbers, strings (categorical features) or null. A feature's type is fixed by
-the first batch stored for the version (upload reference data first): later batches are checked
-against it. In a CSV file a column is numeric when every non-blank cell is a number.
+Feature values are checked against the types the version declares (``ModelVersion.feature_types``,
+see ``registry.feature_types``): a ``number`` or ``integer`` feature takes numbers (an integer a
+whole one), a ``boolean`` true/false (or 0/1), a ``string`` text (numbers become their text);
+null is always allowed. The Parquet files store the declared type. A version registered before
+types were declared keeps the types its stored files have (else ``number``). Timestamps must lie
+between the version's ``training_data_start`` and a few minutes after now
+(``MONITORING_MAX_FUTURE_SECONDS``).
 
 Every record is checked, column by column with numpy where it can be; a batch is stored whole or
 refused whole with 400 naming the record (0-based, in the order given) and field, e.g.
@@ -38,7 +42,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from governance import audit
@@ -46,6 +52,7 @@ from governance.audit import Actor
 from governance.evidence import MAX_RECORDS
 from registry import services as registry_services
 from registry.errors import Conflict, InvalidInput
+from registry.feature_types import DEFAULT_TYPE, FEATURE_TYPES
 from registry.models import ModelVersion, RegisteredModel
 
 from . import profiles, store
@@ -81,6 +88,12 @@ _PREDICTION = "must be 0, 1 or null"
 _TIMESTAMP = "must be an ISO 8601 date-time, e.g. 2026-01-05T10:00:00Z (naive times are UTC)"
 _ID = f"must be a non-empty string of at most {MAX_ID_LENGTH} characters"
 _NUMBER_TYPES = frozenset({int, float})
+_MAX_EXACT_INTEGER = 2**53  # a float64 holds every whole number up to this exactly
+_TRUE = frozenset({"true", "1", "1.0"})
+_FALSE = frozenset({"false", "0", "0.0"})
+# A timestamp before this is refused when the version's training start is unknown (labels).
+EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+DEFAULT_MAX_FUTURE_SECONDS = 300
 _NAT = np.iinfo(np.int64).min
 _DAY_US = 86_400_000_000
 
@@ -516,11 +529,11 @@ def _read_table(upload, *, text_columns: Sequence[str]) -> pa.Table:
 
 
 def _from_upload(
-    upload, *, kind: str, feature_names: Sequence[str], established: Mapping[str, str]
+    upload, *, kind: str, feature_names: Sequence[str], feature_types: Mapping[str, str]
 ) -> _Source:
     features = [] if kind == BatchKind.LABELS else list(feature_names)
     text = ["prediction_id", "timestamp", "label_time"]
-    text += [name for name in features if established.get(name) == "string"]
+    text += [name for name in features if feature_types.get(name) in ("string", "boolean")]
     table = _read_table(upload, text_columns=text)
     _check_size(table.num_rows, "file")
     names = list(table.column_names)
@@ -555,12 +568,7 @@ def _from_upload(
     source = _Source(n=table.num_rows)
     source.columns = {name: column(name) for name in base if name in names}
     for name in features:
-        values = column(name)
-        numeric = pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
-        hint = established.get(name) or ("numeric" if numeric else "string")
-        if pa.types.is_null(values.type):  # an empty column
-            hint = established.get(name) or "numeric"
-        source.features[name] = (values, hint)
+        source.features[name] = (column(name), None)
     if kind != BatchKind.LABELS:
         source.sensitive = {c[len(UPLOAD_SENSITIVE_PREFIX) :]: column(c) for c in sensitive}
     return source
@@ -573,7 +581,12 @@ def _required(name: str, absent: np.ndarray, errors: _Errors, message: str) -> N
 
 
 def _validate(
-    source: _Source, *, kind: str, established: Mapping[str, str], errors: _Errors
+    source: _Source,
+    *,
+    kind: str,
+    feature_types: Mapping[str, str],
+    bounds: tuple[int, int] | None,
+    errors: _Errors,
 ) -> Parsed:
     n = source.n
     parsed = Parsed(n=n)
@@ -600,6 +613,11 @@ def _validate(
         if given(name):
             stamps = _timestamps(column(name))
             errors.rows(np.flatnonzero(stamps.bad), name, _TIMESTAMP)
+            if bounds is not None:
+                earliest, latest = bounds
+                given_ok = ~(stamps.absent | stamps.bad)
+                outside = given_ok & ((stamps.values < earliest) | (stamps.values > latest))
+                errors.rows(np.flatnonzero(outside), name, _bounds_message(earliest, latest))
             if name in required:
                 _required(name, stamps.absent, errors, _TIMESTAMP)
             setattr(parsed, name, stamps.values)
@@ -624,8 +642,9 @@ def _validate(
             continue
         setattr(parsed, name, np.where(values.absent | bad, np.nan, values.values))
 
-    for name, (values, hint) in source.features.items():
-        parsed.features[name] = _feature(name, values, established.get(name) or hint, errors)
+    for name, (values, _) in source.features.items():
+        declared = feature_types.get(name, DEFAULT_TYPE)
+        parsed.features[name] = (declared, _feature(name, values, declared, errors))
 
     message = f"must be a non-empty string or number (at most {MAX_TEXT_LENGTH} characters)"
     for attribute, values in source.sensitive.items():
@@ -654,41 +673,88 @@ def _refuse_repeated_ids(ids: np.ndarray, present: np.ndarray, errors: _Errors) 
         )
 
 
-def _feature(
-    name: str, values: Sequence | pa.Array, kind: str | None, errors: _Errors
-) -> tuple[str, np.ndarray]:
-    key = f"features.{name}"
-    if kind is None and isinstance(values, np.ndarray) and values.dtype == np.float64:
-        kind = "numeric"
-    if kind is None:  # JSON values, and no batch of this version stored yet
-        types = set(map(type, values)) - {type(None)}
-        if types <= _NUMBER_TYPES:
-            kind = "numeric"
-        elif types <= {str}:
-            kind = "string"
+def _bounds_message(earliest_us: int, latest_us: int) -> str:
+    def shown(us: int) -> str:
+        return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat(timespec="seconds")
+
+    return (
+        f"must be between {shown(earliest_us)} (the version's training data start) and "
+        f"{shown(latest_us)} (a few minutes after the server's clock)"
+    )
+
+
+def _booleans(values: Sequence | pa.Array | np.ndarray) -> _Col:
+    """float64 0/1 values: true/false, 0/1 (numbers or their text); NaN where absent."""
+    if _is_arrow(values):
+        kind = values.type
+        absent = _nulls(values)
+        if pa.types.is_boolean(kind):
+            out = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+            return _Col(out, absent, np.zeros(len(values), dtype=bool))
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            values = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
         else:
-            first = next(v for v in values if v is not None)
-            kind = "numeric" if type(first) in _NUMBER_TYPES else "string"
-            wrong = [
-                i
-                for i, v in enumerate(values)
-                if v is not None and (type(v) in _NUMBER_TYPES) != (kind == "numeric")
-            ]
-            noun = "number" if kind == "numeric" else "string"
-            errors.rows(wrong, key, f"must be a {noun} or null, like the first value of {name}")
-    if kind == "numeric":
+            values = values.to_pylist()
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:  # numbers (file or JSON)
+        absent = np.isnan(values)
+        return _Col(values, absent, ~absent & (values != 0.0) & (values != 1.0))
+    n = len(values)
+    out = np.full(n, np.nan)
+    absent = np.zeros(n, dtype=bool)
+    bad = np.zeros(n, dtype=bool)
+    for i, value in enumerate(values):
+        if value is None:
+            absent[i] = True
+        elif isinstance(value, bool) or (type(value) in _NUMBER_TYPES and value in (0, 1)):
+            out[i] = float(value)
+        elif isinstance(value, str):
+            text = value.strip().lower()
+            if not text:
+                absent[i] = True
+            elif text in _TRUE or text in _FALSE:
+                out[i] = 1.0 if text in _TRUE else 0.0
+            else:
+                bad[i] = True
+        else:
+            bad[i] = True
+    return _Col(out, absent, bad)
+
+
+def _feature(name: str, values: Sequence | pa.Array, kind: str, errors: _Errors) -> np.ndarray:
+    """The feature's values converted to its declared ``kind``; wrong types named per record."""
+    key = f"features.{name}"
+    if kind in ("number", "integer"):
         numbers = _numbers(values)
+        bad = numbers.bad
+        if kind == "integer":
+            given = ~(numbers.absent | bad)
+            whole = (numbers.values == np.round(numbers.values)) & (
+                np.abs(numbers.values) <= _MAX_EXACT_INTEGER
+            )
+            bad = bad | (given & ~whole)
         errors.rows(
-            np.flatnonzero(numbers.bad), key, f"must be a number or null ({name} is numeric)"
+            np.flatnonzero(bad),
+            key,
+            f"must be {'a whole number' if kind == 'integer' else 'a number'} or null "
+            f"({name} is declared {kind})",
         )
-        return kind, numbers.values
+        return np.where(numbers.absent | bad, np.nan, numbers.values)
+    if kind == "boolean":
+        flags = _booleans(values)
+        errors.rows(
+            np.flatnonzero(flags.bad),
+            key,
+            f"must be true, false or null ({name} is declared boolean)",
+        )
+        return flags.values
     texts = _texts(values)
     errors.rows(
         np.flatnonzero(texts.bad),
         key,
-        f"must be a string, number or null (at most {MAX_TEXT_LENGTH} characters)",
+        f"must be a string, number or null (at most {MAX_TEXT_LENGTH} characters; "
+        f"{name} is declared string)",
     )
-    return kind, texts.values
+    return texts.values
 
 
 def parse(
@@ -697,24 +763,25 @@ def parse(
     records: Any = None,
     upload=None,
     feature_names: Sequence[str] = (),
-    established: Mapping[str, str] | None = None,
+    feature_types: Mapping[str, str] | None = None,
+    bounds: tuple[int, int] | None = None,
 ) -> Parsed:
     """Validate a batch of ``kind`` (JSON records or an uploaded file); raise ``InvalidInput``.
 
-    ``established`` maps features to ``numeric`` or ``string`` as stored for the version
-    before: a feature keeps its type from batch to batch.
+    ``feature_types`` maps features to their declared type (default ``number``);
+    ``bounds`` (microseconds since the epoch) limit ``timestamp`` and ``label_time``.
     """
-    established = established or {}
+    feature_types = feature_types or {}
     errors = _Errors()
     if upload is not None:
         source = _from_upload(
-            upload, kind=kind, feature_names=feature_names, established=established
+            upload, kind=kind, feature_names=feature_names, feature_types=feature_types
         )
     elif records is None:
         raise InvalidInput({"records": "required: a list of records (or upload a file)"})
     else:
         source = _from_records(records, kind=kind, feature_names=feature_names, errors=errors)
-    parsed = _validate(source, kind=kind, established=established, errors=errors)
+    parsed = _validate(source, kind=kind, feature_types=feature_types, bounds=bounds, errors=errors)
     errors.raise_if_any()
     return parsed
 
@@ -726,6 +793,18 @@ def parse(
 
 def _timestamp_array(values: np.ndarray) -> pa.Array:
     return pa.array(values, mask=values == _NAT, type=pa.int64()).cast(store.TIMESTAMP)
+
+
+def _feature_array(kind: str, values: np.ndarray) -> pa.Array:
+    """The declared type on disk: float64, int64, bool or string, null where absent."""
+    if kind == "string":
+        return pa.array(values, type=pa.string())
+    absent = np.isnan(values)
+    if kind == "integer":
+        return pa.array(np.where(absent, 0, values).astype(np.int64), mask=absent, type=pa.int64())
+    if kind == "boolean":
+        return pa.array(np.where(absent, 0, values).astype(bool), mask=absent, type=pa.bool_())
+    return pa.array(values, from_pandas=True, type=pa.float64())
 
 
 def _binary_array(values: np.ndarray) -> pa.Array:
@@ -750,10 +829,7 @@ def _record_table(parsed: Parsed, version: ModelVersion, *, with_label: bool) ->
     }
     for name in version.feature_list:
         kind, values = parsed.features[name]
-        if kind == "numeric":
-            columns[store.feature_column(name)] = pa.array(values, from_pandas=True)
-        else:
-            columns[store.feature_column(name)] = pa.array(values, type=pa.string())
+        columns[store.feature_column(name)] = _feature_array(kind, values)
     for attribute, values in sorted(parsed.sensitive.items()):
         columns[store.sensitive_column(attribute)] = pa.array(values, type=pa.string())
     columns["version"] = pa.array([version.version] * n, type=pa.string())
@@ -843,6 +919,34 @@ def _ingested_before(version: ModelVersion, keys: list[str]) -> list[DataBatch] 
     return list(DataBatch.objects.filter(pk__in=set(known.values())).order_by("id"))
 
 
+def feature_types_of(version: ModelVersion) -> dict[str, str]:
+    """Every feature's declared type; for a version registered before declarations, the types
+    its stored files have (else ``number``): never guessed from the batch at hand."""
+    declared = version.feature_types or {}
+    features = list(version.feature_list)
+    if all(declared.get(f) in FEATURE_TYPES for f in features):
+        return {f: declared[f] for f in features}
+    stored = store.stored_feature_types(version)
+    return {f: declared.get(f) or stored.get(f) or DEFAULT_TYPE for f in features}
+
+
+def max_future_seconds() -> float:
+    return float(getattr(settings, "MONITORING_MAX_FUTURE_SECONDS", DEFAULT_MAX_FUTURE_SECONDS))
+
+
+def timestamp_bounds(version: ModelVersion | None) -> tuple[int, int]:
+    """(earliest, latest) accepted timestamp in microseconds: not before the version's training
+    data starts (else ``EARLIEST_TIMESTAMP``), not more than a few minutes in the future.
+
+    Year 1 or 2262 would otherwise be stored, and a far-future day never expires.
+    """
+    earliest = EARLIEST_TIMESTAMP
+    if version is not None and version.training_data_start is not None:
+        earliest = store.as_utc(version.training_data_start)
+    latest = timezone.now() + timedelta(seconds=max_future_seconds())
+    return store.to_us(earliest), store.to_us(latest)
+
+
 def predictions_ingest(
     *,
     model_name: str,
@@ -869,13 +973,13 @@ def predictions_ingest(
     if (replayed := _ingested_before(target, keys)) is not None:
         logger.info("predictions of %s already ingested under %s", target, ", ".join(keys))
         return replayed
-    established = store.stored_feature_types(target)
     parsed = parse(
         kind=BatchKind.PREDICTIONS,
         records=records,
         upload=upload,
         feature_names=target.feature_list,
-        established=established,
+        feature_types=feature_types_of(target),
+        bounds=timestamp_bounds(target),
     )
     days = _days(parsed.timestamp)
     ids = pa.array(parsed.prediction_id, type=pa.string())
@@ -970,7 +1074,9 @@ def labels_ingest(
     of a prediction wins (greatest ``label_time``, then the one ingested last).
     """
     model = registry_services.model_get(model_name)
-    parsed = parse(kind=BatchKind.LABELS, records=records, upload=upload)
+    parsed = parse(
+        kind=BatchKind.LABELS, records=records, upload=upload, bounds=timestamp_bounds(None)
+    )
     now_us = store.to_us(timezone.now())
     label_time = parsed.label_time if parsed.label_time is not None else np.full(parsed.n, _NAT)
     label_time = np.where(label_time == _NAT, now_us, label_time)
@@ -1074,13 +1180,13 @@ def reference_ingest(
     file is filed under the day it arrived.
     """
     target = registry_services.version_get(model_name, version)
-    established = store.stored_feature_types(target)
     parsed = parse(
         kind=BatchKind.REFERENCE,
         records=records,
         upload=upload,
         feature_names=target.feature_list,
-        established=established,
+        feature_types=feature_types_of(target),
+        bounds=timestamp_bounds(target),
     )
     table = _record_table(parsed, target, with_label=True)
     files = [
@@ -1148,6 +1254,9 @@ def retention_days(model: RegisteredModel) -> int:
 def purge_expired(*, now: datetime | None = None) -> int:
     """Delete prediction and label batches older than each model's retention; never reference.
 
+    Batches of an impossible future day (after tomorrow) go too: only data stored before
+    timestamps were bounded can have one.
+
     One transaction per model: its expired manifest rows go and a ``predictions.purged`` event
     (rows, days) is written; the files are deleted after that commits (a failure there leaves
     orphans for the sweeper). Returns the number of batches removed.
@@ -1162,10 +1271,13 @@ def purge_expired(*, now: datetime | None = None) -> int:
     for model in RegisteredModel.objects.filter(pk__in=set(model_ids)).order_by("name"):
         keep_days = retention_days(model)
         before = (now.astimezone(UTC) - timedelta(days=keep_days)).date()
+        # A day after tomorrow cannot hold a real prediction: data stored before timestamps
+        # were bounded (year 2262) would otherwise never expire.
+        future = (now.astimezone(UTC) + timedelta(days=1)).date()
         with transaction.atomic():
             expired = list(
                 DataBatch.objects.select_for_update()
-                .filter(model=model, kind__in=kinds, day__lt=before)
+                .filter(Q(day__lt=before) | Q(day__gt=future), model=model, kind__in=kinds)
                 .order_by("day", "id")
             )
             if not expired:
@@ -1183,6 +1295,7 @@ def purge_expired(*, now: datetime | None = None) -> int:
                     "batches": len(expired),
                     "retention_days": keep_days,
                     "before": before.isoformat(),
+                    "future_days": sorted({b.day.isoformat() for b in expired if b.day > future}),
                 },
             )
         store.delete_files(p for b in expired for p in (b.path, b.id_index) if p)

@@ -24,6 +24,7 @@ from registry.errors import Forbidden, InvalidInput, NotFound
 
 from .alerts import alert_acknowledge, alert_resolve
 from .models import Alert, AlertStatus, Check, MonitorRun, RunStatus, Severity
+from .params import query_count, query_text
 from .runs import runs_start
 
 
@@ -166,14 +167,24 @@ ALERT_FILTERS = [
 ]
 
 
-def _filter_model(qs: QuerySet, params) -> QuerySet:
-    if params.get("model"):
-        qs = qs.filter(model__name=params["model"])
-        if params.get("version"):
-            qs = qs.filter(version__version=params["version"])
-    elif params.get("version"):
+def _filter_model(qs: QuerySet, params, *, allowed: frozenset[str]) -> QuerySet:
+    unknown = sorted(set(params) - allowed - _PAGING)
+    if unknown:
+        raise InvalidInput({name: "unknown query parameter" for name in unknown[:20]})
+    query_count(params, "limit", minimum=1)
+    query_count(params, "offset", minimum=0)
+    model = query_text(params, "model")
+    version = query_text(params, "version", max_length=32)
+    if model:
+        qs = qs.filter(model__name=model)
+        if version:
+            qs = qs.filter(version__version=version)
+    elif version:
         raise InvalidInput({"version": "give model too"})
     return qs
+
+
+_PAGING = frozenset({"limit", "offset", "format"})
 
 
 class RunListCreateView(GenericAPIView):
@@ -189,7 +200,11 @@ class RunListCreateView(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         params = request.query_params
-        qs = _filter_model(_readable(request, MonitorRun.objects.all()), params)
+        qs = _filter_model(
+            _readable(request, MonitorRun.objects.all()),
+            params,
+            allowed=frozenset({"model", "version", "check", "status"}),
+        )
         if check := _choice(params, "check", Check.values):
             qs = qs.filter(kind=check)
         if run_status := _choice(params, "status", RunStatus.values):
@@ -272,7 +287,11 @@ class AlertListView(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         params = request.query_params
-        qs = _filter_model(_readable(request, Alert.objects.all()), params)
+        qs = _filter_model(
+            _readable(request, Alert.objects.all()),
+            params,
+            allowed=frozenset({"model", "version", "check", "severity", "status"}),
+        )
         if check := _choice(params, "check", Check.values):
             qs = qs.filter(kind=check)
         if severity := _choice(params, "severity", Severity.values):

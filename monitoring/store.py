@@ -13,8 +13,9 @@ Typed columns
 -------------
 predictions and reference
     ``prediction_id`` (string), ``timestamp`` (timestamp[us, UTC]), ``score`` (float64),
-    ``prediction`` (int8, null when not logged), ``f.<feature>`` (float64, or string for a
-    categorical feature), ``s.<attribute>`` (string; sensitive, loaded only on request),
+    ``prediction`` (int8, null when not logged), ``f.<feature>`` (the version's declared type:
+    float64, int64, bool or string; readers get int64 and bool as float64, so the statistics
+    see numbers as before), ``s.<attribute>`` (string; sensitive, loaded only on request),
     ``version`` (string); reference files add ``label`` (int8, null when not given), and their
     ``prediction_id`` and ``timestamp`` may be null. Rows are sorted by timestamp, so a window
     boundary inside a day is a binary search, not a filter.
@@ -364,7 +365,7 @@ def _read_part(
     day_lo = to_us(datetime.combine(batch.day, time(), UTC))
     inner = lo <= day_lo and day_lo + _DAY_US <= hi
     read = wanted if inner or "timestamp" in wanted else [*wanted, "timestamp"]
-    table = file.read(columns=read, use_threads=True)
+    table = _numbers_as_float(file.read(columns=read, use_threads=True))
     part = _Part(batch_id=batch.pk, table=table, offset=0)
     if not inner:
         ts = _timestamps_us(table)
@@ -377,6 +378,16 @@ def _read_part(
         if "timestamp" not in wanted:
             part.table = part.table.drop_columns(["timestamp"])
     return part
+
+
+def _numbers_as_float(table: pa.Table) -> pa.Table:
+    """Integer and boolean features as float64: what the checks and the statistics expect."""
+    for index, f in enumerate(table.schema):
+        if f.name.startswith(FEATURE_PREFIX) and (
+            pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)
+        ):
+            table = table.set_column(index, f.name, pc.cast(table.column(index), pa.float64()))
+    return table
 
 
 def _latest_labels(
@@ -663,7 +674,8 @@ def load_reference(
     tables = []
     for path in paths.values_list("path", flat=True):
         file = pq.ParquetFile(resolve(path))
-        tables.append(file.read(columns=_wanted(file.schema_arrow.names, columns, with_sensitive)))
+        wanted = _wanted(file.schema_arrow.names, columns, with_sensitive)
+        tables.append(_numbers_as_float(file.read(columns=wanted)))
     if not tables:
         empty = _empty(columns, version.feature_list, False)
         if columns is None:
@@ -681,7 +693,10 @@ def load_reference(
 
 
 def stored_feature_types(version: ModelVersion) -> dict[str, str]:
-    """``{feature: "numeric" | "string"}`` as stored in the version's newest file, if any."""
+    """``{feature: type}`` (``registry.feature_types``) as in the version's newest file, if any.
+
+    Only for versions registered before types were declared.
+    """
     path = (
         DataBatch.objects.filter(
             version=version, kind__in=[BatchKind.PREDICTIONS, BatchKind.REFERENCE]
@@ -698,10 +713,22 @@ def stored_feature_types(version: ModelVersion) -> dict[str, str]:
         logger.warning("could not read the schema of %s", path, exc_info=True)
         return {}
     return {
-        f.name[len(FEATURE_PREFIX) :]: "string" if pa.types.is_string(f.type) else "numeric"
+        f.name[len(FEATURE_PREFIX) :]: _declared_type(f.type)
         for f in schema
         if f.name.startswith(FEATURE_PREFIX)
     }
+
+
+def _declared_type(kind: pa.DataType) -> str:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "string"
+    if pa.types.is_boolean(kind):
+        return "boolean"
+    if pa.types.is_integer(kind):
+        return "integer"
+    return "number"
 
 
 def _ids(path: str) -> pa.Array:

@@ -84,6 +84,7 @@ class ModelVersion(models.Model):
         "hyperparameters",
         "metrics",
         "feature_list",
+        "feature_types",
         "thresholds",
         "responsible_engineer_id",
         "created_at",
@@ -116,6 +117,12 @@ class ModelVersion(models.Model):
         default=dict, blank=True, help_text="As reported by CI; stored for reference, never gating"
     )
     feature_list = models.JSONField(default=list)
+    feature_types = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Per feature: "number", "integer", "string" or "boolean"; empty for versions '
+        "registered before types were declared (registry.feature_types)",
+    )
     thresholds = models.JSONField(default=dict)
     responsible_engineer = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_versions"

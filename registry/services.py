@@ -17,6 +17,8 @@ from django.db import transaction
 from . import artifact_sources, mlflow_bridge
 from .artifact_policy import policy_for
 from .errors import Conflict, InvalidInput, NotFound, Unavailable
+from .feature_types import declared_errors
+from .feature_types import resolve as resolve_feature_types
 from .models import ModelCard, ModelVersion, PendingArtifact, RegisteredModel, validate_model_name
 from .semver import SemVer
 
@@ -51,6 +53,7 @@ class VersionSpec:
     model_card: dict[str, Any] = field(default_factory=dict)
     ethics_audit_date: date | None = None
     created_at: datetime | None = None
+    feature_types: dict[str, str] | None = None
 
 
 def model_create(*, name: str, description: str = "", created_by=None) -> RegisteredModel:
@@ -93,6 +96,10 @@ def check_spec(model: RegisteredModel, spec: VersionSpec) -> tuple[SemVer, Any]:
         errors["feature_list"] = "must list at least one feature"
     elif len(set(spec.feature_list)) != len(spec.feature_list):
         errors["feature_list"] = "lists a feature more than once"
+    elif spec.feature_types is not None and (
+        problems := declared_errors(spec.feature_types, spec.feature_list)
+    ):
+        errors["feature_types"] = "; ".join(problems)
     decision = spec.thresholds.get("decision")
     if (
         not isinstance(decision, int | float)
@@ -264,6 +271,9 @@ def version_create(
         hyperparameters=spec.hyperparameters,
         metrics=spec.metrics,
         feature_list=list(spec.feature_list),
+        feature_types=resolve_feature_types(
+            spec.feature_types, spec.feature_list, getattr(resolved, "local_path", None)
+        ),
         thresholds=dict(spec.thresholds),
         responsible_engineer=engineer,
         ethics_audit_date=spec.ethics_audit_date,

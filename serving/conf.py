@@ -23,6 +23,9 @@ DEFAULTS: dict[str, Any] = {
     # (there the bump commits with the change).
     "SERVING_ROUTE_MAX_AGE": None,
     "SERVING_MAX_INSTANCES": 1000,
+    # A feature value larger than this in magnitude is the client's 400 (1e308 is finite, but
+    # overflows in the model): the gateway scores only values it can vouch for.
+    "SERVING_MAX_ABS_FEATURE": 1e12,
     # After a failed load, the next attempt waits this long (stale answers meanwhile).
     "SERVING_LOAD_RETRY_SECONDS": 5.0,
     # Score sklearn predict_proba models directly once a probe showed it equals the pyfunc.

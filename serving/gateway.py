@@ -14,12 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import NotFound
+from registry.errors import InvalidInput, NotFound
 
 from . import cache, log, router, shadow
 from .conf import setting
 from .loader import ArtifactError
-from .validation import feature_matrices, feature_matrix, parse_body
+from .validation import blame_instances, feature_matrices, feature_matrix, parse_body
+
+# Per artifact digest, one row its model scored: the reference that tells a broken model from a
+# request whose values the model cannot score.
+_good_rows: dict[str, np.ndarray] = {}
 
 
 def prediction_ids(n: int) -> list[str]:
@@ -36,6 +40,14 @@ def prediction_ids(n: int) -> list[str]:
         f"{h[i + 20 : i + 32]}"
         for i in range(0, 32 * n, 32)
     ]
+
+
+def _client_fault(model, X: np.ndarray, features: tuple[str, ...]) -> dict[str, str] | None:
+    """400 problems when the request's values made the scoring fail; None: the model's outage."""
+    good_row = _good_rows.get(model.digest)
+    if good_row is None or good_row.shape != (X.shape[1],):
+        good_row = np.zeros(X.shape[1])
+    return blame_instances(lambda rows: model.score(rows, features), X, features, good_row)
 
 
 def halted_body(halt) -> dict:
@@ -68,7 +80,10 @@ def serve(
     instances, sensitive = parse_body(payload, max_instances=int(setting("SERVING_MAX_INSTANCES")))
     live = route.live
     model = route.live_model
-    integer_features = model.integer_features if model is not None else frozenset()
+    integer_features = live.integer_features
+    if model is not None:
+        integer_features = integer_features | model.integer_features
+    boolean_features = live.boolean_features
     if route.shadow_features:  # a staged version needs features the live one does not
         X, shadow_X = feature_matrices(
             instances,
@@ -76,10 +91,15 @@ def serve(
             live.feature_set,
             route.shadow_features,
             integer_features=integer_features,
+            boolean_features=boolean_features,
         )
     else:
         X = feature_matrix(
-            instances, live.features, live.feature_set, integer_features=integer_features
+            instances,
+            live.features,
+            live.feature_set,
+            integer_features=integer_features,
+            boolean_features=boolean_features,
         )
         shadow_X = None
     try:
@@ -89,11 +109,17 @@ def serve(
         if scores.shape != (len(X),) or not np.isfinite(scores).all():
             raise ValueError(f"the model returned {scores.shape} scores for {len(X)} instances")
     except Exception as exc:
+        if model is not None and not isinstance(exc, ArtifactError):
+            problems = _client_fault(model, X, live.features)
+            if problems:
+                raise InvalidInput(problems) from exc
         kind = exc.kind if isinstance(exc, ArtifactError) else "predict_failed"
         detail = exc.detail if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"
         if record:
             cache.report_outage(model=model_name, version=live.version, kind=kind, detail=detail)
         return cache.stale_answer(route, X, f"{live.version} {kind}: {detail}")
+    if model.digest not in _good_rows:
+        _good_rows[model.digest] = X[0].copy()
     predictions = (scores >= live.threshold).astype(np.int8)
     ids = prediction_ids(len(X))
     body = {

@@ -44,6 +44,9 @@ class VersionRef:
     feature_set: frozenset[str]
     artifact: ArtifactRef
     staged_at: int = 0  # a staging version's stay (``shadow_counts.stay``); 0 for the others
+    # declared ``feature_types``: the gateway refuses what monitoring ingestion would refuse
+    integer_features: frozenset[str] = frozenset()
+    boolean_features: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ def _version_ref(version, staged_at: int = 0) -> VersionRef:
     features = tuple(version.feature_list or ())
     lifecycle = getattr(version, "lifecycle", None)  # read with the version (select_related)
     threshold = (version.thresholds or {}).get("decision", 0.5)
+    declared = getattr(version, "feature_types", None) or {}
     return VersionRef(
         id=version.pk,
         version=version.version,
@@ -171,6 +175,8 @@ def _version_ref(version, staged_at: int = 0) -> VersionRef:
             stage=lifecycle.stage if lifecycle is not None else None,
         ),
         staged_at=staged_at,
+        integer_features=frozenset(f for f in features if declared.get(f) == "integer"),
+        boolean_features=frozenset(f for f in features if declared.get(f) == "boolean"),
     )
 
 

@@ -18,8 +18,23 @@ import numpy as np
 
 from registry.errors import InvalidInput
 
+from .conf import setting
+
 _NUMBERS = (int, float)
 _NUMBER_SET = frozenset(_NUMBERS)
+
+
+def max_abs_feature() -> float:
+    """The largest magnitude a feature value may have (``SERVING_MAX_ABS_FEATURE``).
+
+    Finite is not enough: ``1e308`` overflows inside any model that multiplies or squares it,
+    and a failure caused by the request's values must be the client's 400, never an outage.
+    """
+    return float(setting("SERVING_MAX_ABS_FEATURE"))
+
+
+def _range_message(limit: float) -> str:
+    return f"must be a number between {-limit:g} and {limit:g}"
 
 
 @lru_cache(maxsize=256)
@@ -77,6 +92,8 @@ def _describe(value: Any) -> str:
         return f"the string {shown!r}"
     if isinstance(value, float):
         return str(value)
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**20 else "a huge integer"
     return f"a {type(value).__name__}"
 
 
@@ -86,8 +103,12 @@ def feature_matrix(
     feature_set: frozenset[str],
     *,
     integer_features: frozenset[str] = frozenset(),
+    boolean_features: frozenset[str] = frozenset(),
 ) -> np.ndarray:
-    """The instances as a float64 matrix, columns in ``features`` order; InvalidInput otherwise."""
+    """The instances as a float64 matrix, columns in ``features`` order; InvalidInput otherwise.
+
+    ``integer_features`` take whole numbers, ``boolean_features`` 0 or 1 (declared types).
+    """
     rows = []
     problems: dict[str, list[str]] = {}
     values_of = _getter(features)
@@ -111,10 +132,15 @@ def feature_matrix(
             break
     if problems:
         raise InvalidInput(problems)
-    return _checked(rows, features, integer_features)
+    return _checked(rows, features, integer_features, boolean_features)
 
 
-def _checked(rows: list, features: tuple[str, ...], integer_features: frozenset[str]) -> np.ndarray:
+def _checked(
+    rows: list,
+    features: tuple[str, ...],
+    integer_features: frozenset[str],
+    boolean_features: frozenset[str] = frozenset(),
+) -> np.ndarray:
     kinds = set(map(type, chain.from_iterable(rows)))
     if not kinds <= _NUMBER_SET:
         _raise_bad_values(rows, features)
@@ -122,12 +148,16 @@ def _checked(rows: list, features: tuple[str, ...], integer_features: frozenset[
         X = np.array(rows, dtype=np.float64)
     except OverflowError:
         _raise_bad_values(rows, features)
-    if not np.isfinite(X).all():
+    limit = max_abs_feature()
+    if not (np.abs(X) <= limit).all():  # also false for NaN and infinity
         _raise_bad_values(rows, features)
     for j, name in enumerate(features):
         if name in integer_features and not np.all(X[:, j] == np.round(X[:, j])):
             i = int(np.argmax(X[:, j] != np.round(X[:, j])))
             raise InvalidInput({f"instances[{i}].{name}": "must be a whole number"})
+        if name in boolean_features and not np.all((X[:, j] == 0) | (X[:, j] == 1)):
+            i = int(np.argmax((X[:, j] != 0) & (X[:, j] != 1)))
+            raise InvalidInput({f"instances[{i}].{name}": "must be 0 or 1 (a boolean feature)"})
     return X
 
 
@@ -138,6 +168,7 @@ def feature_matrices(
     shadow_features: tuple[str, ...],
     *,
     integer_features: frozenset[str] = frozenset(),
+    boolean_features: frozenset[str] = frozenset(),
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``feature_matrix``, accepting also ``shadow_features`` (those only shadow versions use).
 
@@ -149,7 +180,13 @@ def feature_matrices(
     feature that is given must be a finite number.
     """
     if not shadow_features:
-        X = feature_matrix(instances, features, feature_set, integer_features=integer_features)
+        X = feature_matrix(
+            instances,
+            features,
+            feature_set,
+            integer_features=integer_features,
+            boolean_features=boolean_features,
+        )
         return X, None
     accepted = feature_set | frozenset(shadow_features)
     values_of = _getter(features)
@@ -188,13 +225,14 @@ def feature_matrices(
             break
     if problems:
         raise InvalidInput(problems)
-    X = _checked(rows, features, integer_features)
+    X = _checked(rows, features, integer_features, boolean_features)
     return X, (_shadow_values(extras, shadow_features) if carried else None)
 
 
 def _shadow_values(extras: list, shadow_features: tuple[str, ...]) -> np.ndarray:
     """The shadow features' values, NaN where not given; InvalidInput for a non-number."""
     E = np.full((len(extras), len(shadow_features)), np.nan)
+    limit = max_abs_feature()
     problems: dict[str, str] = {}
     for i, values in enumerate(extras):
         if values is None:
@@ -205,10 +243,8 @@ def _shadow_values(extras: list, shadow_features: tuple[str, ...]) -> np.ndarray
                 continue
             if kind not in _NUMBER_SET:
                 problem = f"must be a number, got {_describe(value)}"
-            elif kind is int and abs(value) > 1e308:
-                problem = "must be a finite number, got a huge integer"
-            elif not math.isfinite(value):
-                problem = f"must be a finite number, got {value}"
+            elif not _in_range(value, limit):
+                problem = f"{_range_message(limit)}, got {_describe(value)}"
             else:
                 E[i, j] = value
                 continue
@@ -220,16 +256,82 @@ def _shadow_values(extras: list, shadow_features: tuple[str, ...]) -> np.ndarray
     return E
 
 
+def _in_range(value: int | float, limit: float) -> bool:
+    """Finite and at most ``limit`` in magnitude (an int of any size is compared exactly)."""
+    if type(value) is int:
+        return abs(value) <= limit
+    return math.isfinite(value) and abs(value) <= limit
+
+
 def _raise_bad_values(rows: list[list], features: tuple[str, ...]) -> None:
+    limit = max_abs_feature()
     problems: dict[str, str] = {}
     for i, row in enumerate(rows):
         for name, value in zip(features, row, strict=True):
             if type(value) not in _NUMBERS:
                 problems[f"instances[{i}].{name}"] = f"must be a number, got {_describe(value)}"
-            elif type(value) is int and abs(value) > 1e308:
-                problems[f"instances[{i}].{name}"] = "must be a finite number, got a huge integer"
-            elif not math.isfinite(value):
-                problems[f"instances[{i}].{name}"] = f"must be a finite number, got {value}"
+            elif not _in_range(value, limit):
+                problems[f"instances[{i}].{name}"] = (
+                    f"{_range_message(limit)}, got {_describe(value)}"
+                )
             if len(problems) >= _MAX_REPORTED:
                 raise InvalidInput(problems)
     raise InvalidInput(problems)
+
+
+# --- whose fault is a failed scoring ------------------------------------------------------------
+
+_BLAMED_FEATURES = 5  # culprit instances whose feature is searched (one scoring per feature)
+
+
+def _scores_ok(score, X: np.ndarray) -> bool:
+    try:
+        scores = np.asarray(score(X))
+        return scores.shape == (len(X),) and bool(np.isfinite(scores).all())
+    except Exception:
+        return False
+
+
+def _failing_rows(score, X: np.ndarray, lo: int, hi: int, out: list[int]) -> None:
+    """Bisect: rows of ``X[lo:hi]`` that fail alone (at most ``_MAX_REPORTED``)."""
+    if len(out) >= _MAX_REPORTED or _scores_ok(score, X[lo:hi]):
+        return
+    if hi - lo == 1:
+        out.append(lo)
+        return
+    mid = (lo + hi) // 2
+    _failing_rows(score, X, lo, mid, out)
+    _failing_rows(score, X, mid, hi, out)
+
+
+def blame_instances(
+    score, X: np.ndarray, features: tuple[str, ...], good_row: np.ndarray
+) -> dict[str, str] | None:
+    """After a scoring failed: the 400 problems when the request's values caused it, else None.
+
+    ``score(X)`` scores rows; ``good_row`` is a row the model scored before (or zeros). When the
+    model cannot score even that, the model itself is broken: None, an outage. Otherwise the
+    rows that fail alone are the client's, found by bisection (a handful of extra scorings, not
+    one per row), and for the first few the feature whose value, replaced by the good row's,
+    lets the row score. A batch whose rows all score alone failed for the model's own reasons.
+    """
+    if not _scores_ok(score, good_row.reshape(1, -1)):
+        return None
+    culprits: list[int] = []
+    _failing_rows(score, X, 0, len(X), culprits)
+    if not culprits:
+        return None
+    problems: dict[str, str] = {}
+    for n, i in enumerate(culprits):
+        blamed = []
+        if n < _BLAMED_FEATURES:
+            for j, name in enumerate(features):
+                row = X[i].copy()
+                row[j] = good_row[j]
+                if _scores_ok(score, row.reshape(1, -1)):
+                    blamed.append(name)
+        for name in blamed:
+            problems[f"instances[{i}].{name}"] = "the model could not score this value"
+        if not blamed:
+            problems[f"instances[{i}]"] = "the model could not score this instance"
+    return problems

@@ -50,6 +50,7 @@ class ModelVersionFactory(factory.django.DjangoModelFactory):
     training_data_start = date(2025, 1, 1)
     training_data_end = date(2025, 12, 31)
     feature_list = ["f1", "f2", "f3"]
+    feature_types = factory.LazyAttribute(lambda v: dict.fromkeys(v.feature_list, "number"))
     thresholds = {"decision": 0.5}
     responsible_engineer = factory.SubFactory(UserFactory)
     created_at = datetime(2026, 1, 2, tzinfo=UTC)

@@ -8,6 +8,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from registry.feature_types import FEATURE_TYPES, declared_errors
 from registry.models import ModelCard, ModelVersion, RegisteredModel
 from registry.services import VersionSpec
 
@@ -85,6 +86,15 @@ class VersionCreateSerializer(StrictSerializer):
     feature_list = serializers.ListField(
         child=serializers.CharField(max_length=200), allow_empty=False
     )
+    feature_types = serializers.DictField(
+        child=serializers.ChoiceField(choices=list(FEATURE_TYPES)),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text='Optional: every feature of feature_list mapped to "number", "integer", '
+        '"string" or "boolean". Default: the types of the MLflow signature, else "number". '
+        "Ingestion refuses a value of another type.",
+    )
     thresholds = serializers.DictField(help_text='At least {"decision": 0.5}')
     responsible_engineer = serializers.CharField(max_length=150)
     model_card = ModelCardSerializer()
@@ -103,6 +113,10 @@ class VersionCreateSerializer(StrictSerializer):
             raise serializers.ValidationError(
                 {"training_data_end": ["must not be before training_data_start"]}
             )
+        if attrs.get("feature_types") is not None:
+            problems = declared_errors(attrs["feature_types"], attrs["feature_list"])
+            if problems:
+                raise serializers.ValidationError({"feature_types": problems})
         return attrs
 
     def to_spec(self) -> VersionSpec:
@@ -169,6 +183,7 @@ class VersionSerializer(serializers.ModelSerializer):
             "hyperparameters",
             "metrics",
             "feature_list",
+            "feature_types",
             "thresholds",
             "responsible_engineer",
             "ethics_audit_date",

@@ -18,6 +18,8 @@ from tests.factories import ModelVersionFactory
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
+# f3 is categorical (the records give it letters)
+MIXED = {"f1": "number", "f2": "number", "f3": "string"}
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +29,7 @@ def _var_dir(settings, tmp_path):
 
 @pytest.fixture
 def version():
-    return ModelVersionFactory(feature_list=["f1", "f2", "f3"])
+    return ModelVersionFactory(feature_list=["f1", "f2", "f3"], feature_types=MIXED)
 
 
 def url(version, what: str) -> str:
@@ -331,7 +333,9 @@ def test_sensitive_attributes_are_shown_only_to_roles_that_may_read_them(api_cli
 
 
 def test_recent_predictions_are_filtered_by_version_time_and_limit(api_client, version):
-    other = ModelVersionFactory(model=version.model, feature_list=["f1", "f2", "f3"])
+    other = ModelVersionFactory(
+        model=version.model, feature_list=["f1", "f2", "f3"], feature_types=MIXED
+    )
     client = api_client("ci")
     post_predictions(client, version, records(4))
     post_predictions(client, other, records(2, prefix="o"))

@@ -29,6 +29,8 @@ pytestmark = pytest.mark.django_db
 
 ACTOR = Actor.system("tests")
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
+# f3 is categorical (the records give it letters)
+MIXED = {"f1": "number", "f2": "number", "f3": "string"}
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +40,7 @@ def _var_dir(settings, tmp_path):
 
 @pytest.fixture
 def version():
-    return ModelVersionFactory(feature_list=["f1", "f2", "f3"])
+    return ModelVersionFactory(feature_list=["f1", "f2", "f3"], feature_types=MIXED)
 
 
 def records(n, *, start=T0, step=timedelta(minutes=1), prefix="p", seed=0, race=True):
@@ -329,7 +331,9 @@ def test_a_batch_mixing_ingested_and_new_keys_is_refused_naming_the_old_ones(ver
 
 
 def test_keys_are_per_version_and_purged_with_their_batches(version):
-    other = ModelVersionFactory(model=version.model, feature_list=["f1", "f2", "f3"])
+    other = ModelVersionFactory(
+        model=version.model, feature_list=["f1", "f2", "f3"], feature_types=MIXED
+    )
     ingest_predictions(version, records(2), batch_keys=["spool-1.arrow"])
 
     batches = ingest.predictions_ingest(
@@ -444,7 +448,7 @@ def test_a_feature_keeps_its_type_across_batches(version):
         ingest_predictions(version, recs)
 
     assert caught.value.errors == {
-        "records[0].features.f1": ["must be a number or null (f1 is numeric)"]
+        "records[0].features.f1": ["must be a number or null (f1 is declared number)"]
     }
 
 
@@ -522,7 +526,9 @@ def test_load_window_projects_columns_and_hides_sensitive_ones(version):
 
 
 def test_load_window_keeps_versions_apart(version):
-    other = ModelVersionFactory(model=version.model, feature_list=["f1", "f2", "f3"])
+    other = ModelVersionFactory(
+        model=version.model, feature_list=["f1", "f2", "f3"], feature_types=MIXED
+    )
     ingest_predictions(version, records(2))
     ingest_predictions(other, records(3))  # the same ids: shadow traffic shares them
 
@@ -780,7 +786,7 @@ def opened_files(monkeypatch) -> list[str]:
 def test_locating_through_id_indexes_finds_what_reading_every_file_finds(
     version, django_capture_on_commit_callbacks
 ):
-    shadow = ModelVersionFactory(model=version.model)
+    shadow = ModelVersionFactory(model=version.model, feature_types=MIXED)
     for n, days_back in enumerate([0, 0, 0, 1, 3, 3, 7]):
         start = T0 - timedelta(days=days_back) + timedelta(hours=n)
         recs = records(4, start=start, prefix=f"b{n}-")
@@ -830,7 +836,7 @@ def test_predictions_stored_before_id_indexes_are_still_labelled(version):
 
 
 def test_shadow_twins_under_two_versions_are_both_located_and_labelled(version):
-    shadow = ModelVersionFactory(model=version.model)
+    shadow = ModelVersionFactory(model=version.model, feature_types=MIXED)
     (live_batch,) = ingest_predictions(version, records(3))
     (shadow_batch,) = ingest_predictions(shadow, records(3))
 
