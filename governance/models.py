@@ -234,6 +234,15 @@ class Evaluation(models.Model):
     data_path = models.CharField(max_length=500, blank=True, help_text="Stored records (Parquet)")
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=200)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Who submitted the evidence (a token's owner); never signs this version off. "
+        "Empty for evidence the platform computed itself",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
