@@ -195,3 +195,30 @@ def test_the_admin_offers_no_sign_off_to_the_registrant(ci, api_client, version_
     client.force_login(get_user_model().objects.get(username="peer"))
     html = client.get(f"/admin/governance/lifecycle/{lifecycle.pk}/change/").content.decode()
     assert "Sign <b>submit_for_validation</b> as <b>ml_engineer</b>" in html
+
+
+def test_evidence_recorded_before_the_field_gets_its_submitter_from_the_audit_log():
+    """The migration's backfill: otherwise a version in flight could be signed off by whoever
+    submitted its evidence before the upgrade."""
+    import importlib
+
+    from django.apps import apps
+
+    from governance import audit
+    from tests.factories import ModelVersionFactory
+
+    backfill = importlib.import_module(
+        "governance.migrations.0005_evaluation_submitted_by"
+    ).submitters_from_audit
+    version = ModelVersionFactory()
+    pat = get_user_model().objects.create(username="pat")
+    kinds = {"unit_tests": Actor.for_user(pat), "shadow": Actor.for_user(pat)}
+    kinds["validation"] = Actor.system("pipeline")
+    for kind, actor in kinds.items():
+        evaluation = Evaluation.objects.create(
+            version=version, kind=kind, passed=True, report={}, evidence_digest=kind
+        )
+        audit.record(actor=actor, action="evaluation.recorded", obj=evaluation)
+    backfill(apps, None)
+    submitters = dict(Evaluation.objects.values_list("kind", "submitted_by__username"))
+    assert submitters == {"unit_tests": "pat", "shadow": None, "validation": None}
