@@ -16,7 +16,13 @@ from registry.admin import ReadOnlyAdmin
 from registry.errors import DomainError
 
 from . import lifecycle as lifecycle_rules
-from .approvals import APPROVAL_STAGE, APPROVE_ACTION, REQUIRED_APPROVALS, approval_record
+from .approvals import (
+    APPROVAL_STAGE,
+    APPROVE_ACTION,
+    REQUIRED_APPROVALS,
+    approval_record,
+    conflicts_of_interest,
+)
 from .audit import Actor
 from .models import (
     Approval,
@@ -89,6 +95,9 @@ class LifecycleAdmin(ReadOnlyAdmin):
                 for e in Evaluation.objects.filter(version=version)
             ],
             "decisions": _decisions_for(request.user, lifecycle),
+            "sign_off_barred": conflicts_of_interest(version, request.user)
+            if lifecycle.stage in APPROVAL_STAGE.values()
+            else [],
         }
         return super().change_view(
             request, object_id, form_url, {**(extra_context or {}), **context}
@@ -147,15 +156,20 @@ class LifecycleAdmin(ReadOnlyAdmin):
 
 
 def _decisions_for(user, lifecycle: Lifecycle) -> list[dict]:
-    """(transition, role) pairs the user could sign for this version now."""
+    """(transition, role) pairs the user could sign for this version now.
+
+    Nothing for a person with a conflict of interest (separation of duties): no button to press.
+    """
     out = []
+    if lifecycle.stage in APPROVAL_STAGE.values() and conflicts_of_interest(
+        lifecycle.version, user
+    ):
+        return out
     for transition, stage in APPROVAL_STAGE.items():
         if lifecycle.stage != stage:
             continue
         for role in REQUIRED_APPROVALS[transition]:
-            if can(user, APPROVE_ACTION[role], model=lifecycle.version.model) and (
-                user.pk != lifecycle.version.responsible_engineer_id
-            ):
+            if can(user, APPROVE_ACTION[role], model=lifecycle.version.model):
                 mine = Approval.objects.filter(
                     version=lifecycle.version,
                     transition=transition,
@@ -173,7 +187,16 @@ def _decisions_for(user, lifecycle: Lifecycle) -> list[dict]:
 class EvaluationAdmin(ReadOnlyAdmin):
     """Gate reports as the platform computed them."""
 
-    list_display = ["version", "kind", "passed", "policy", "records", "created_at", "created_by"]
+    list_display = [
+        "version",
+        "kind",
+        "passed",
+        "policy",
+        "records",
+        "created_at",
+        "created_by",
+        "submitted_by",
+    ]
     list_filter = ["kind", "passed", "version__model"]
     search_fields = ["version__model__name", "version__version", "evidence_digest"]
     readonly_fields = ["pretty_report"]

@@ -1,8 +1,10 @@
 """Approvals: who signed off which transition of which version, on what evidence.
 
-Rules (DESIGN.md section 3): the responsible engineer never approves their own version; one person
-fills at most one required role per transition; CI accounts never approve; a rejection blocks until
-its author approves or new evidence starts a new round; new evidence voids earlier approvals.
+Rules (DESIGN.md section 3): separation of duties - nobody approves or rejects a version they
+registered (through any of their tokens: a CI token's owner counts as the registrant), are the
+responsible engineer of, or submitted evidence for; one person fills at most one required role per
+transition; CI accounts never approve; a rejection blocks until its author approves or new evidence
+starts a new round; new evidence voids earlier approvals.
 """
 
 from __future__ import annotations
@@ -46,6 +48,37 @@ def evidence_digest(version: ModelVersion) -> str:
     return hashlib.sha256(f"{version.artifact_digest}|{text}".encode()).hexdigest()
 
 
+def conflicts_of_interest(version: ModelVersion, user) -> list[str]:
+    """Why ``user`` may not sign off ``version``; empty when they may.
+
+    The registrant is whoever owned the token that registered it: the person behind a CI
+    pipeline's token cannot be known, so the token's owner answers for it.
+    """
+    if user is None or user.pk is None:
+        return []
+    reasons = []
+    if version.registered_by_id == user.pk:
+        reasons.append("you registered it")
+    if version.responsible_engineer_id == user.pk:
+        reasons.append("you are its responsible engineer")
+    if Evaluation.objects.filter(version=version, submitted_by=user).exists():
+        reasons.append("you submitted evidence for it")
+    return reasons
+
+
+def _conflicted_users(version: ModelVersion) -> set[int]:
+    """Everyone whose sign-off on ``version`` never counts, even one recorded before the rule."""
+    users = set(
+        Evaluation.objects.filter(version=version, submitted_by__isnull=False).values_list(
+            "submitted_by", flat=True
+        )
+    )
+    users.add(version.responsible_engineer_id)
+    if version.registered_by_id is not None:
+        users.add(version.registered_by_id)
+    return users
+
+
 def active_approvals(version: ModelVersion, transition: str) -> list[Approval]:
     """Each person's latest standing decision per role, bound to today's artifact and evidence."""
     digest = evidence_digest(version)
@@ -63,7 +96,9 @@ def active_approvals(version: ModelVersion, transition: str) -> list[Approval]:
 def unmet_approvals(version: ModelVersion, transition: str) -> list[str]:
     """Reasons the transition's sign-offs are not complete; empty when they are."""
     required = REQUIRED_APPROVALS.get(transition, ())
-    standing = active_approvals(version, transition)
+    conflicted = _conflicted_users(version)
+    everyone = active_approvals(version, transition)
+    standing = [a for a in everyone if a.user_id not in conflicted]
     reasons = [
         f"rejected by {a.user.get_username()} as {a.role}" + (f": {a.comment}" if a.comment else "")
         for a in standing
@@ -79,7 +114,15 @@ def unmet_approvals(version: ModelVersion, transition: str) -> list[str]:
         if approvers:
             used_users.add(approvers[0].user_id)
         else:
-            reasons.append(f"needs an approval from a {role}")
+            void = sorted(
+                a.user.get_username()
+                for a in everyone
+                if a.role == role and a.decision == Decision.APPROVE and a.user_id in conflicted
+            )
+            reasons.append(
+                f"needs an approval from a {role}"
+                + (f" ({', '.join(void)}: not counted, separation of duties)" if void else "")
+            )
     return reasons
 
 
@@ -112,8 +155,12 @@ def approval_record(
         raise Forbidden(f"you do not hold the {role} role for {version.model.name}")
     if RoleGrant.objects.filter(user=user, role=Role.CI).exists():
         raise Forbidden("CI accounts never approve")
-    if user.pk == version.responsible_engineer_id:
-        raise Forbidden("nobody approves their own version (you are its responsible engineer)")
+    conflicts = conflicts_of_interest(version, user)
+    if conflicts:
+        raise Forbidden(
+            "separation of duties: nobody approves or rejects a version they registered, are "
+            f"the responsible engineer of, or submitted evidence for ({'; '.join(conflicts)})"
+        )
     with transaction.atomic():
         lifecycle = Lifecycle.objects.select_for_update().get(version=version)
         if lifecycle.stage != APPROVAL_STAGE[transition]:

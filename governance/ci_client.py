@@ -3,7 +3,9 @@ transitions. Standard library only, so a pipeline can run it without Django inst
 
 Exit status: 0 success; 1 a gate blocked (an evaluation that did not pass, a refused transition);
 2 a usage, network or HTTP error. Every POST carries an ``Idempotency-Key``, so a retried step
-(by this client or by a re-run of the same CI pipeline) changes nothing twice.
+(by this client or by a re-run of the same CI pipeline) changes nothing twice; while the server
+still processes an earlier request with the key (409 with ``Retry-After``) the client waits and asks
+again, for at most ``--timeout`` seconds in all.
 
 Configuration: ``--url``/``GOVERNANCE_URL`` (the server, e.g. ``https://governance.example``) and
 ``--token``/``GOVERNANCE_TOKEN`` (prefer the environment: arguments show in process lists).
@@ -78,6 +80,7 @@ class Client:
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         attempt = 0
+        waited = 0.0
         while True:
             req = urllib.request.Request(url, data=data, headers=headers, method=method)
             try:
@@ -85,6 +88,23 @@ class Client:
                     return Reply(resp.status, _decode(resp.read()), resp.reason)
             except urllib.error.HTTPError as exc:
                 reply = Reply(exc.code, _decode(exc.read()), exc.reason)
+                wait = _in_progress_wait(exc) if idempotency_key else None
+                if wait is not None:
+                    # The same key is still running (e.g. our own earlier attempt that timed out
+                    # at a proxy): wait for it, up to as long as we would wait for one response.
+                    if waited + wait > self.timeout:
+                        raise UsageError(
+                            f"HTTP 409 from {method} {url}: an earlier request with "
+                            f"Idempotency-Key '{idempotency_key}' is still being processed after "
+                            f"{waited:g}s; run the step again later (it will not be applied twice)"
+                        ) from None
+                    waited += wait
+                    self.log.write(
+                        "govctl: the server is still processing an earlier request with this "
+                        f"Idempotency-Key; asking again in {wait:g}s\n"
+                    )
+                    time.sleep(wait)
+                    continue
                 if exc.code not in RETRY_STATUSES or attempt >= self.retries:
                     return reply
                 problem = f"HTTP {exc.code}"
@@ -118,6 +138,23 @@ class Client:
         return self.request(
             "POST", self.url(*parts), data=data, content_type=content_type, idempotency_key=key
         )
+
+
+def _in_progress_wait(exc: urllib.error.HTTPError) -> float | None:
+    """Seconds to wait when the answer is "this Idempotency-Key is still being processed".
+
+    That answer is a 409 with ``Retry-After``; a 409 without it is a refusal (e.g. a gate).
+    """
+    if exc.code != 409 or exc.headers is None:
+        return None
+    retry_after = exc.headers.get("Retry-After")
+    if retry_after is None:
+        return None
+    try:
+        seconds = float(retry_after)
+    except ValueError:  # an HTTP-date: not sent by this server; wait a moment
+        seconds = 5.0
+    return min(max(seconds, 1.0), 30.0)
 
 
 def _decode(raw: bytes) -> Any:
@@ -452,7 +489,12 @@ def _common() -> argparse.ArgumentParser:
         default=s,
         help="key for POSTs (default: derived from $CI_PIPELINE_ID/$GITHUB_RUN_ID and the request)",
     )
-    common.add_argument("--timeout", type=float, default=s, help="seconds per request (300)")
+    common.add_argument(
+        "--timeout",
+        type=float,
+        default=s,
+        help="seconds per request, and at most this long waiting on a key still in progress (300)",
+    )
     common.add_argument(
         "--retries", type=int, default=s, help="retries on connection errors and 502/503/504 (3)"
     )

@@ -415,6 +415,7 @@ def evaluation_submit(
                 records=n_records,
                 data_path=data_path,
                 created_by=actor.label[:200],
+                submitted_by=actor.user,
             )
             voided = approvals_void(version=target, reason=f"new evidence: {kind}", actor=actor)
             audit.record(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
@@ -234,6 +235,15 @@ class Evaluation(models.Model):
     data_path = models.CharField(max_length=500, blank=True, help_text="Stored records (Parquet)")
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=200)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Who submitted the evidence (a token's owner); never signs this version off. "
+        "Empty for evidence the platform computed itself",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -296,15 +306,30 @@ class Escalation(models.Model):
 
 
 class IdempotencyRecord(models.Model):
-    """The first response to a POST carrying an ``Idempotency-Key``; retries get it back."""
+    """A claimed ``Idempotency-Key``, then the first response to its POST; retries get it back.
+
+    The row is inserted (``in_progress``, committed on its own) before the view runs, so the
+    unique constraint lets exactly one of two concurrent requests with the same key execute.
+    """
+
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    STATES = [(IN_PROGRESS, "in progress"), (DONE, "done")]
 
     key = models.CharField(max_length=200)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     method = models.CharField(max_length=10)
     path = models.CharField(max_length=500)
     request_digest = models.CharField(max_length=64)
-    status_code = models.PositiveSmallIntegerField()
-    body = models.JSONField()
+    state = models.CharField(max_length=12, choices=STATES, default=DONE)
+    claim = models.CharField(
+        max_length=32, blank=True, help_text="Which request holds the key while in progress"
+    )
+    claimed_at = models.DateTimeField(
+        default=timezone.now, help_text="An in-progress claim older than the timeout has crashed"
+    )
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    body = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

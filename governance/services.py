@@ -19,6 +19,7 @@ from registry.services import VersionSpec
 from . import audit
 from .audit import Actor
 from .models import SERVING_STAGES, Lifecycle, RoleGrant, Stage, TokenScope
+from .permissions import roles_of
 from .policies import validation_policy_create_default
 from .roles import STAFF_ROLES, Role
 from .versioning import check_bump
@@ -51,11 +52,14 @@ def model_register(*, name: str, description: str = "", actor: Actor) -> Registe
 def version_register(*, model_name: str, spec: VersionSpec, actor: Actor) -> ModelVersion:
     """Register a version: MLflow first, then facts, lifecycle record and audit in one commit."""
     model = registry_services.model_get(model_name)
-    registry_services.check_spec(model, spec)  # fail fast, before touching MLflow
+    # fail fast, before touching MLflow
+    registry_services.check_spec(model, spec, engineer_problem=engineer_problem)
     resolved = registry_services.materialise_artifact(model, spec)
     with transaction.atomic():
         model = registry_services.model_get(model_name, lock=True)
-        semver, engineer = registry_services.check_spec(model, spec)  # again, under the lock
+        semver, engineer = registry_services.check_spec(  # again, under the lock
+            model, spec, engineer_problem=engineer_problem
+        )
         check_bump(
             model=model,
             semver=semver,
@@ -89,6 +93,21 @@ def version_register(*, model_name: str, spec: VersionSpec, actor: Actor) -> Mod
         )
         transaction.on_commit(partial(mlflow_mirror_or_retry, version.pk), robust=True)
     return version
+
+
+def engineer_problem(user, model: RegisteredModel) -> str | None:
+    """The responsible engineer must hold ml_engineer on the model (globally or for it).
+
+    Otherwise a registrant could name anyone, e.g. a colleague, to step around separation of
+    duties, or a person who may not even read the model.
+    """
+    if Role.ML_ENGINEER in roles_of(user, model=model):
+        return None
+    return (
+        f"'{user.get_username()}' does not hold the {Role.ML_ENGINEER} role for {model.name}; "
+        f"grant it with manage.py grant_role {user.get_username()} {Role.ML_ENGINEER} "
+        f"--model {model.name}"
+    )
 
 
 def mlflow_mirror_or_retry(version_id: int) -> None:

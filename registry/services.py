@@ -6,6 +6,7 @@ transaction that also records the decision and the audit event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -83,8 +84,16 @@ def version_get(model_name: str, version: str) -> ModelVersion:
         raise NotFound(f"model '{model_name}' has no version '{version}'") from None
 
 
-def check_spec(model: RegisteredModel, spec: VersionSpec) -> tuple[SemVer, Any]:
-    """Semantic checks that need the database: 400 for bad values, 409 for order and duplicates."""
+def check_spec(
+    model: RegisteredModel,
+    spec: VersionSpec,
+    *,
+    engineer_problem: Callable[[Any, RegisteredModel], str | None] | None = None,
+) -> tuple[SemVer, Any]:
+    """Semantic checks that need the database: 400 for bad values, 409 for order and duplicates.
+
+    ``engineer_problem`` lets the caller (governance, which knows roles) refuse an engineer.
+    """
     errors: dict[str, str] = {}
     try:
         semver = SemVer.parse(spec.version)
@@ -121,6 +130,8 @@ def check_spec(model: RegisteredModel, spec: VersionSpec) -> tuple[SemVer, Any]:
         errors["responsible_engineer"] = (
             f"no user '{spec.responsible_engineer}': create them with manage.py grant_role"
         )
+    elif engineer_problem is not None and (problem := engineer_problem(engineer, model)):
+        errors["responsible_engineer"] = problem
     if errors:
         raise InvalidInput(errors)
     ensure_increasing(model, semver)

@@ -284,6 +284,11 @@ INCIDENTS_ROLLBACK_PAUSE_AFTER_SWITCH = env.float(
     "INCIDENTS_ROLLBACK_PAUSE_AFTER_SWITCH", default=0.0
 )
 IDEMPOTENCY_TTL = timedelta(hours=env.int("IDEMPOTENCY_TTL_HOURS", default=24))
+# A request holds its Idempotency-Key while it runs; a claim older than this was left by a crashed
+# process and is taken over. Keep it above the longest a request may run (gunicorn's timeout).
+IDEMPOTENCY_CLAIM_TIMEOUT = timedelta(
+    seconds=env.int("IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS", default=300)
+)
 
 LOGGING = {
     "version": 1,

@@ -105,6 +105,11 @@ class ApprovalListCreateView(GenericAPIView):
 
     @extend_schema(
         summary="Approve or reject a transition in one of your roles",
+        description=(
+            "403 (checked before the stage) when you lack the role, hold a CI grant, or have a "
+            "conflict of interest (separation of duties): you registered the version (with any "
+            "of your tokens), are its responsible engineer, or submitted evidence for it."
+        ),
         request=ApprovalRequestSerializer,
         responses={201: ApprovalSerializer},
         parameters=[IDEMPOTENCY_HEADER],

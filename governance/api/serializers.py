@@ -96,7 +96,11 @@ class VersionCreateSerializer(StrictSerializer):
         "Ingestion refuses a value of another type.",
     )
     thresholds = serializers.DictField(help_text='At least {"decision": 0.5}')
-    responsible_engineer = serializers.CharField(max_length=150)
+    responsible_engineer = serializers.CharField(
+        max_length=150,
+        help_text="Username of a user holding ml_engineer on this model (global or per-model); "
+        "they, the registrant and evidence submitters never sign the version off",
+    )
     model_card = ModelCardSerializer()
     ethics_audit_date = serializers.DateField(required=False, allow_null=True, default=None)
     created_at = serializers.DateTimeField(

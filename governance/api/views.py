@@ -29,7 +29,11 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     str,
     OpenApiParameter.HEADER,
     required=False,
-    description="A retry with the same key returns the first response and changes nothing.",
+    description=(
+        "A retry with the same key returns the first (successful) response and changes nothing. "
+        "While a request with the key still runs, another gets 409 with Retry-After; the same "
+        "key with a different body is 422. A request that fails releases its key."
+    ),
 )
 
 

@@ -176,6 +176,62 @@ def test_unit_test_evidence_against_the_real_api(server, capsys, body_file):
 
 
 @live
+def test_a_retry_while_the_first_request_runs_waits_and_gets_its_answer(
+    server, capsys, body_file, monkeypatch
+):
+    """A CI step retried while its first attempt still runs (e.g. after a proxy timeout): the
+    evidence is recorded once and both attempts get the same report."""
+    import io
+    import os
+
+    from governance import gates
+    from governance.models import Evaluation
+
+    run(capsys, "register-model", "hotspot")
+    assert run(capsys, "register", "hotspot", "--body", body_file("1.0.0"))[0] == 0
+    real, inside, release = gates.evaluation_submit, threading.Event(), threading.Event()
+
+    def held(**kwargs):
+        inside.set()
+        assert release.wait(60)
+        return real(**kwargs)
+
+    monkeypatch.setattr(gates, "evaluation_submit", held)
+    first: dict = {}
+    client = ci_client.Client(
+        server, os.environ["GOVERNANCE_TOKEN"], timeout=60, retries=0, log=io.StringIO()
+    )
+    parts = ["models", "hotspot", "versions", "1.0.0", "evaluations"]
+    body = {"kind": "unit_tests", "passed": True}
+    attempt = threading.Thread(
+        target=lambda: first.update(reply=client.post_json(parts, body, key="ci-run-5"))
+    )
+    attempt.start()
+    assert inside.wait(60)
+
+    def sleep(seconds: float) -> None:  # while govctl waits, the first attempt finishes
+        release.set()
+        attempt.join(60)
+
+    monkeypatch.setattr(ci_client.time, "sleep", sleep)
+    code, out, err = run(
+        capsys,
+        "--idempotency-key",
+        "ci-run-5",
+        "evidence",
+        "hotspot",
+        "1.0.0",
+        "--unit-tests",
+        "passed",
+    )
+    assert code == 0, err
+    assert "still processing" in err
+    assert out.startswith("unit_tests evidence for hotspot 1.0.0: PASSED")
+    assert first["reply"].status == 201
+    assert Evaluation.objects.count() == 1
+
+
+@live
 def test_a_validation_csv_is_judged_by_the_real_gates(server, capsys, body_file, tmp_path):
     import numpy as np
 
@@ -212,7 +268,7 @@ class Stub:
     """A local HTTP server: canned answers per (method, path); records every request."""
 
     def __init__(self) -> None:
-        self.answers: dict[tuple[str, str], list[tuple[int, object]]] = {}
+        self.answers: dict[tuple[str, str], list[tuple]] = {}
         self.requests: list[dict] = []
         stub = self
 
@@ -228,9 +284,11 @@ class Stub:
                     }
                 )
                 queue = stub.answers.get((self.command, self.path)) or [(404, {"detail": "?"})]
-                status, body = queue.pop(0) if len(queue) > 1 else queue[0]
+                status, body, *headers = queue.pop(0) if len(queue) > 1 else queue[0]
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in (headers[0] if headers else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -244,7 +302,8 @@ class Stub:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def on(self, method: str, path: str, *answers: tuple[int, object]) -> None:
+    def on(self, method: str, path: str, *answers: tuple) -> None:
+        """Each answer is (status, body) or (status, body, {header: value})."""
         self.answers[(method, path)] = list(answers)
 
     def json(self, index: int = -1) -> dict:
@@ -414,6 +473,46 @@ def test_a_503_is_retried_with_the_same_key(stub, capsys):
     assert code == 0 and "stage staging" in out and "retrying" in err
     first, second = (r["headers"]["Idempotency-Key"] for r in stub.requests)
     assert first == second
+
+
+IN_PROGRESS = (
+    409,
+    {"detail": "a request with this Idempotency-Key is still being processed; retry later"},
+    {"Retry-After": "2"},
+)
+
+
+def test_a_key_still_in_progress_is_waited_for_then_asked_again(stub, capsys, monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr(ci_client.time, "sleep", slept.append)
+    stub.on("POST", TRANSITIONS, IN_PROGRESS, IN_PROGRESS, (200, {"stage": "staging"}))
+    code, out, err = run(capsys, "transition", "hotspot", "1.2.0", "approve_for_staging")
+    assert code == 0 and "stage staging" in out, err
+    assert "still processing" in err and slept == [2.0, 2.0]
+    keys = {r["headers"]["Idempotency-Key"] for r in stub.requests}
+    assert len(stub.requests) == 3 and len(keys) == 1
+
+
+def test_waiting_on_a_key_in_progress_stops_after_the_timeout(stub, capsys, monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr(ci_client.time, "sleep", slept.append)
+    stub.on("POST", TRANSITIONS, IN_PROGRESS)
+    code, _, err = run(
+        capsys, "--timeout", "7", "transition", "hotspot", "1.2.0", "approve_for_staging"
+    )
+    assert code == 2 and "HTTP 409" in err and "is still being processed after 6s" in err
+    assert sum(slept) <= 7 and len(stub.requests) == len(slept) + 1 == 4
+
+
+def test_a_409_without_retry_after_is_a_refusal_not_retried(stub, capsys):
+    stub.on(
+        "POST",
+        TRANSITIONS,
+        (409, {"detail": "unmet", "reasons": ["needs an approval from a ml_lead"]}),
+        (200, {"stage": "staging"}),
+    )
+    code, _, _ = run(capsys, "transition", "hotspot", "1.2.0", "approve_for_staging")
+    assert code == 1 and len(stub.requests) == 1
 
 
 def test_the_status_command_reads_the_version(stub, capsys):

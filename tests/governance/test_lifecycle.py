@@ -70,7 +70,7 @@ def test_failing_unit_tests_block_submission():
 def test_responsible_engineer_never_approves_their_own_version():
     version = new_version()
     person("ml_engineer", version.responsible_engineer.username)
-    with pytest.raises(Forbidden, match="own version"):
+    with pytest.raises(Forbidden, match="you are its responsible engineer"):
         approve(
             version, "submit_for_validation", "ml_engineer", version.responsible_engineer.username
         )
