@@ -1,11 +1,12 @@
 """The hash-chained audit log: written in the change's transaction, verifiable, tamper-evident."""
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from governance import audit
 from governance.audit import Actor
 from governance.models import AuditEvent
+from tests.governance.audit_helpers import tamper
 
 pytestmark = pytest.mark.django_db
 
@@ -19,13 +20,7 @@ def _write(n: int) -> None:
 
 
 def _tamper(sql: str, params=()) -> None:
-    """Raw edits, as an attacker with database access would make; PostgreSQL needs its guard off."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE governance_auditevent DISABLE TRIGGER USER")
-        cursor.execute(sql, params)
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE governance_auditevent ENABLE TRIGGER USER")
+    tamper(sql, params)
 
 
 @pytest.mark.django_db(transaction=True)
