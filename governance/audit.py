@@ -231,11 +231,17 @@ def _event_id(seq: int) -> int | None:
     return AuditEvent.objects.filter(seq=seq).values_list("id", flat=True).first()
 
 
-def _last_matching_checkpoint(newest: Checkpoint, key: bytes) -> Checkpoint | None:
-    """The newest checkpoint older than ``newest`` that the rows still match, if any."""
+def _last_matching_checkpoint(
+    newest: Checkpoint, key: bytes, *, look_back: int = 1000
+) -> Checkpoint | None:
+    """The newest checkpoint older than ``newest`` that the rows still match, if any among
+    the ``look_back`` before it (only a broken chain gets here)."""
     for item in audit_checkpoints.checkpoints(key=key):
         if not isinstance(item, Checkpoint) or item.seq >= newest.seq:
             continue
+        look_back -= 1
+        if look_back < 0:
+            return None
         link = AuditEvent.objects.filter(seq=item.seq).values_list("hash", flat=True).first()
         if link == item.link:
             return item

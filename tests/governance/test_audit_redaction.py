@@ -118,3 +118,20 @@ def test_postgres_lets_a_redaction_change_only_the_redactable_fields():
         AuditEvent.objects.filter(pk=target.pk).update(after=None)  # not through the service
     event_after = event(1)
     assert event_after.after == target.after and event_after.hash == target.hash
+
+
+def test_the_command_redacts_as_a_named_person(django_user_model):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    django_user_model.objects.create(username="dpo")
+    write(2)
+    out = StringIO()
+    call_command(
+        "audit_redact", "1", "--field", "after", "--reason", "order 7", "--user", "dpo", stdout=out
+    )
+    assert out.getvalue().strip() == "Redacted after of seq 1."
+    assert AuditEvent.objects.order_by("-seq").first().actor.startswith("dpo")
+    with pytest.raises(CommandError, match="no audit event with seq 99"):
+        call_command("audit_redact", "99", "--field", "after", "--reason", "x", "--user", "dpo")
