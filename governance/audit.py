@@ -24,7 +24,7 @@ from typing import Any
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
-from django.db.models import Subquery
+from django.db.models import Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -282,22 +282,24 @@ def verify(*, batch_size: int = 2000) -> Verification:
                 _event_id(head_seq),
                 "the chain head's link is not this event's (the head was moved)",
             )
-    if checkpoint is not None and walk.bad_seq is None:
+    if checkpoint is not None and (walk.bad_seq is None or checkpoint.seq < walk.bad_seq):
+        # A later break does not excuse an earlier replacement the checkpoint reveals.
         _hold_against_checkpoint(walk, checkpoint, key, last_seq)
     if walk.bad_seq is None:
         current_head = AuditChainHead.objects.filter(pk=1).values("seq")[:1]
-        beyond = (
-            AuditEvent.objects.filter(seq__gt=Coalesce(Subquery(current_head), 0))
+        outside = (
+            AuditEvent.objects.filter(Q(seq__gt=Coalesce(Subquery(current_head), 0)) | Q(seq__lt=1))
             .order_by("seq")
             .values("id", "seq")
             .first()
         )
-        if beyond is not None:
+        if outside is not None:
             walk.count += 1
             walk.fail(
-                beyond["seq"],
-                beyond["id"],
-                "lies beyond the chain head (appended outside the audit service)",
+                outside["seq"],
+                outside["id"],
+                "lies outside the chain, beyond its head or before its start "
+                "(appended outside the audit service)",
             )
     _check_redactions(walk)
     return Verification(
@@ -315,6 +317,8 @@ def verify(*, batch_size: int = 2000) -> Verification:
 
 def _hold_against_checkpoint(walk: _Walk, checkpoint: Checkpoint, key: bytes, last: int) -> None:
     signed = f"checkpoint {checkpoint.name} (signed {checkpoint.created_at})"
+    if walk.bad_seq is not None and checkpoint.seq >= last:
+        return  # the walk stopped before reaching it
     if checkpoint.seq > last:
         walk.fail(
             last + 1,

@@ -192,6 +192,23 @@ def test_truncating_then_letting_the_service_append_again_is_detected():
     _broken_at(6, "the event at seq 10 is not the one checkpoint", "events 6..10 were replaced")
 
 
+def test_a_later_break_does_not_hide_an_earlier_replacement():
+    write(5)
+    _checkpoint()
+    tamper("DELETE FROM governance_auditevent WHERE seq > 3")
+    move_head(3)
+    write(6, action="test.after_truncation")
+    set_columns(event(8).id, reason="edited as well")
+    _broken_at(1, "the event at seq 5 is not the one checkpoint", "events 1..5 were replaced")
+
+
+def test_a_row_before_the_start_of_the_chain_is_caught():
+    write(3)
+    forged = forge(seq=0, prev_hash=audit_chain.GENESIS)
+    run = _broken_at(0, "outside the chain")
+    assert f"event id {forged.id}" in run.err
+
+
 def test_rows_after_the_last_checkpoint_deleted_with_the_head_moved_is_the_known_gap():
     """What no checkpoint covers yet (at most ten minutes' worth) can still be cut off unseen:
     documented, and asserted here so a change in that behaviour is noticed."""
@@ -216,7 +233,7 @@ def test_inserted_row_breaks_the_chain_where_it_was_slotted_in():
 def test_appended_forged_row_is_caught():
     write(10)
     forged = forge(seq=11, prev_hash=event(10).hash)
-    run = _broken_at(11, "beyond the chain head")
+    run = _broken_at(11, "outside the chain, beyond its head")
     assert f"event id {forged.id}" in run.err
 
 
