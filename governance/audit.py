@@ -186,8 +186,6 @@ class _Walk:
 
 
 def _row_problem(row: dict, walk: _Walk, lkey: bytes) -> str:
-    if row["seq"] != walk.expected:
-        return f"expected seq {walk.expected}, found {row['seq']} (a row is missing or added)"
     if row["prev_hash"] != walk.prev:
         return "prev_hash does not match the previous event's link (reordered or inserted)"
     try:
@@ -206,6 +204,15 @@ def _row_problem(row: dict, walk: _Walk, lkey: bytes) -> str:
 def _walk(walk: _Walk, rows, lkey: bytes) -> None:
     for row in rows:
         walk.count += 1
+        if row["seq"] != walk.expected:
+            walk.fail(
+                walk.expected,
+                None,
+                f"missing: expected seq {walk.expected}, found seq {row['seq']} "
+                f"(event id {row['id']}) next (deleted or renumbered)",
+            )
+            walk.bad_id = row["id"]  # the first event whose link no longer holds
+            return
         problem = _row_problem(row, walk, lkey)
         if problem:
             walk.fail(row["seq"], row["id"], problem)

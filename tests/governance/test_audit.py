@@ -47,7 +47,8 @@ def test_deleted_row_is_detected():
     _write(5)
     target = AuditEvent.objects.get(seq=2)
     _tamper("DELETE FROM governance_auditevent WHERE id = %s", [target.id])
-    assert audit.verify().first_broken == AuditEvent.objects.get(seq=3).id
+    result = audit.verify()
+    assert result.first_broken == AuditEvent.objects.get(seq=3).id and result.first_bad_seq == 2
 
 
 def test_deleted_tail_is_detected_through_the_chain_head():

@@ -153,8 +153,8 @@ def test_deleted_middle_row_names_the_event_after_the_gap():
     write(10)
     after = event(6)
     tamper("DELETE FROM governance_auditevent WHERE seq = 5")
-    run = _broken_at(6, "expected seq 5, found 6")
-    assert f"event id {after.id}" in run.err
+    run = _broken_at(5, "missing: expected seq 5, found seq 6")
+    assert f"(event id {after.id}) next" in run.err
 
 
 def test_deleted_last_row_is_caught_by_the_chain_head():
