@@ -144,9 +144,7 @@ def content_digest(row: Mapping[str, Any]) -> str:
 
 
 def link(lkey: bytes, prev_hash: str, seq: int, payload_digest: str) -> str:
-    return hmac.new(
-        lkey, f"{prev_hash}:{seq}:{payload_digest}".encode(), hashlib.sha256
-    ).hexdigest()
+    return hmac.digest(lkey, f"{prev_hash}:{seq}:{payload_digest}".encode(), "sha256").hex()
 
 
 def seal(event: Any, *, prev_hash: str, lkey: bytes) -> None:
