@@ -53,13 +53,22 @@ def _key_file() -> Path:
 
 def _key_from_file(path: Path) -> str:
     """The embedded default: a key made on first use, readable by this user only, never in git."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
+    if not path.exists():
+        # Written aside and linked into place: a process racing this one never reads half a key,
+        # and the first to link wins.
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                pass
+        finally:
+            temp.unlink(missing_ok=True)
     return path.read_text().strip()
 
 

@@ -210,7 +210,8 @@ def test_verify_api_and_command_report_the_same_break(auditor):
     with pytest.raises(CommandError):
         call_command("verify_audit", stdout=StringIO(), stderr=err)
     assert body["valid"] is False and body["first_bad_seq"] == target.seq
-    assert f"BROKEN at seq {target.seq}: {body['problem']}" in err.getvalue()
+    assert f"BROKEN at {body['problem']}" in err.getvalue()
+    assert body["problem"].startswith(f"seq {target.seq} (event id {target.id}): ")
     assert body["checkpoint_written"] is False
 
 

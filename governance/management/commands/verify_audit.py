@@ -38,7 +38,7 @@ class Command(BaseCommand):
             if not quiet:
                 self._report_ok(result, body)
             return
-        self.stderr.write(f"BROKEN at seq {result.first_bad_seq}: {result.problem}")
+        self.stderr.write(f"BROKEN at {result.problem}")  # the problem starts with its seq
         self.stderr.write(f"{result.events} events checked up to and including it.")
         if body and body["previous_verification"]:
             self.stderr.write(self._previous(body["previous_verification"]))
