@@ -11,6 +11,7 @@ that is not in the database: whoever can rewrite rows but lacks the key cannot r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -63,10 +64,8 @@ def _key_from_file(path: Path) -> str:
                 handle.write(secrets.token_urlsafe(48))
                 handle.flush()
                 os.fsync(handle.fileno())
-            try:
+            with contextlib.suppress(FileExistsError):  # another process linked first
                 os.link(temp, path)
-            except FileExistsError:
-                pass
         finally:
             temp.unlink(missing_ok=True)
     return path.read_text().strip()
