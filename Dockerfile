@@ -37,10 +37,11 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/app
 
 USER app
 
-# Static files are baked into the image (whitenoise serves them). The secret exists only for this
-# RUN: prod settings refuse to load without one. GOVERNANCE_VAR_DIR points at a scratch folder so
+# Static files are baked into the image (whitenoise serves them). The secrets exist only for this
+# RUN: prod settings refuse to load without them. GOVERNANCE_VAR_DIR points at a scratch folder so
 # nothing lands in the image's /var/lib/governance (the volume's mount point).
 RUN DJANGO_SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(64))')" \
+    AUDIT_HMAC_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(48))')" \
     GOVERNANCE_VAR_DIR=/tmp/build-var \
     python manage.py collectstatic --noinput \
     && rm -rf /tmp/build-var

@@ -370,6 +370,10 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
     redacted = models.BooleanField(default=False)
+    # Per-field salts of the redactable fields; a redaction moves a field from here to
+    # ``redactions`` (field -> its digest), so the content digest still verifies.
+    salts = models.JSONField(default=dict, blank=True)
+    redactions = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["seq"]
@@ -380,3 +384,14 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.object_repr} by {self.actor}"
+
+
+class AuditVerificationState(models.Model):
+    """When the audit chain was last verified and how that went (one row; reported, not trusted:
+    the proof is the chain and the checkpoints, not this)."""
+
+    ran_at = models.DateTimeField()
+    valid = models.BooleanField()
+    events = models.BigIntegerField()
+    first_bad_seq = models.BigIntegerField(null=True, blank=True)
+    problem = models.TextField(blank=True)

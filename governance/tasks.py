@@ -32,3 +32,15 @@ def sweep_orphan_evidence() -> int:
     from .evidence import sweep_orphans
 
     return len(sweep_orphans())
+
+
+@shared_task(name="governance.audit_checkpoint")
+def audit_checkpoint() -> int:
+    """Sign the audit chain head into the checkpoint store (beat, every 10 minutes).
+
+    A head that does not extend the last checkpoint is not signed: the error is logged and the
+    task fails, so the gap shows in the worker's log and the next ``verify_audit`` names it.
+    """
+    from .audit import checkpoint
+
+    return checkpoint().checkpoint.seq

@@ -162,3 +162,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _audit_checkpoints_per_test(settings, tmp_path):
+    """Checkpoints live outside the database, so a test's rollback does not remove them: each
+    test gets an empty checkpoint store of its own."""
+    settings.AUDIT_CHECKPOINT_DIR = tmp_path / "audit-checkpoints"

@@ -290,6 +290,22 @@ IDEMPOTENCY_CLAIM_TIMEOUT = timedelta(
     seconds=env.int("IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS", default=300)
 )
 
+# --- Audit chain ------------------------------------------------------------------------------
+# The key of the audit chain's HMAC links and checkpoint signatures: never in the database.
+# Unset (embedded default): a random key made on first use in AUDIT_HMAC_KEY_FILE (mode 0600).
+# prod.py requires it. Changing it needs `manage.py audit_rekey --old-key-file ...`.
+AUDIT_HMAC_KEY = env("AUDIT_HMAC_KEY", default="")
+AUDIT_HMAC_KEY_FILE = Path(env("AUDIT_HMAC_KEY_FILE", default=str(VAR_DIR / "audit_hmac_key")))
+# Signed checkpoints of the chain head go to an append-only store outside the database.
+AUDIT_CHECKPOINT_STORE = env(
+    "AUDIT_CHECKPOINT_STORE", default="governance.audit_checkpoints.DirectoryStore"
+)
+AUDIT_CHECKPOINT_DIR = Path(env("AUDIT_CHECKPOINT_DIR", default=str(VAR_DIR / "audit-checkpoints")))
+# For governance.audit_checkpoints.S3ObjectLockStore (a bucket with Object Lock enabled).
+AUDIT_CHECKPOINT_S3_BUCKET = env("AUDIT_CHECKPOINT_S3_BUCKET", default="")
+AUDIT_CHECKPOINT_S3_PREFIX = env("AUDIT_CHECKPOINT_S3_PREFIX", default="audit-checkpoints/")
+AUDIT_CHECKPOINT_RETENTION_DAYS = env.int("AUDIT_CHECKPOINT_RETENTION_DAYS", default=2557)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

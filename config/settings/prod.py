@@ -14,6 +14,16 @@ if len(SECRET_KEY) < 50:
         "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(64))')."
     )
 
+# The audit chain's key must come from the environment (a secret store), never from a file
+# beside the database it protects.
+AUDIT_HMAC_KEY = env("AUDIT_HMAC_KEY", default="")
+if len(AUDIT_HMAC_KEY) < 43:
+    raise ImproperlyConfigured(
+        "AUDIT_HMAC_KEY must be set to a random string of at least 43 characters in production, "
+        "kept outside the database (generate one with: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(48))')."
+    )
+
 DEBUG = False
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)

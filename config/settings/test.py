@@ -22,6 +22,10 @@ MLFLOW_TRACKING_URI = f"sqlite:///{_RUN_DIR / 'mlflow.db'}"
 MLFLOW_REGISTRY_URI = MLFLOW_TRACKING_URI
 MLFLOW_ARTIFACT_ROOT = _RUN_DIR / "mlartifacts"
 ARTIFACT_CACHE_DIR = _RUN_DIR / "artifact-cache"
+# A fixed audit key, and checkpoints of this run apart from the demo's (tests/conftest.py gives
+# each test a directory of its own).
+AUDIT_HMAC_KEY = "test-audit-hmac-key-not-a-secret-0123456789abcdef"
+AUDIT_CHECKPOINT_DIR = _RUN_DIR / "audit-checkpoints"
 
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
     # Transactional tests flush with TRUNCATE, which the audit table refuses outside maintenance.

@@ -48,19 +48,72 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "hash",
         ]
         extra_kwargs = {
-            "payload_digest": {"help_text": "SHA-256 of the event's canonical payload"},
+            "payload_digest": {
+                "help_text": "SHA-256 of the event's canonical content (per-field digests)"
+            },
             "prev_hash": {"help_text": "The chain hash of the previous event"},
-            "hash": {"help_text": "SHA-256 of 'prev_hash:seq:payload_digest'"},
+            "hash": {
+                "help_text": "HMAC-SHA256 of 'prev_hash:seq:payload_digest' with the audit key"
+            },
+            "redacted": {"help_text": "Some fields were removed by a lawful redaction"},
         }
+
+
+class _HeadSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    link = serializers.CharField(help_text="The link (hash) of the event at that seq")
+
+
+class _CheckpointSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    link = serializers.CharField()
+    created_at = serializers.CharField(help_text="When it was signed (ISO 8601)")
+    name = serializers.CharField(help_text="Its name in the checkpoint store")
+
+
+class _RefusedCheckpointSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class _PreviousVerificationSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    valid = serializers.BooleanField()
+    events = serializers.IntegerField()
+    first_bad_seq = serializers.IntegerField(allow_null=True)
 
 
 class AuditVerificationSerializer(serializers.Serializer):
     valid = serializers.BooleanField()
     events = serializers.IntegerField(help_text="Events checked (up to the first broken one)")
     first_broken = serializers.IntegerField(
-        allow_null=True, help_text="Id of the first event whose link does not hold"
+        allow_null=True, help_text="Id of the first bad event (null if it was deleted)"
     )
-    problem = serializers.CharField(required=False, help_text="Only when the chain is broken")
+    first_bad_seq = serializers.IntegerField(
+        allow_null=True, help_text="Sequence number of the first event that does not verify"
+    )
+    problem = serializers.CharField(
+        required=False, help_text="Only when broken: what is wrong, and where"
+    )
+    head = _HeadSerializer(help_text="The chain head the walk went up to")
+    checkpoint = _CheckpointSerializer(
+        allow_null=True,
+        help_text="The latest valid signed checkpoint (the one written after this verification "
+        "when checkpoint_written)",
+    )
+    checkpoint_written = serializers.BooleanField(
+        help_text="Whether this verification signed a new checkpoint of the head"
+    )
+    checkpoint_error = serializers.CharField(
+        required=False, help_text="Only when the checkpoint store could not be written"
+    )
+    refused_checkpoints = _RefusedCheckpointSerializer(
+        many=True, help_text="Checkpoints skipped because their signature does not verify"
+    )
+    verified_at = serializers.DateTimeField()
+    previous_verification = _PreviousVerificationSerializer(
+        allow_null=True, help_text="The verification before this one"
+    )
 
 
 def _instant(name: str, raw: str) -> datetime:
@@ -167,16 +220,15 @@ class AuditVerifyView(GenericAPIView):
 
     @extend_schema(
         summary="Verify the whole audit chain",
-        description="Walks every event in order and reports the first broken link (an edited, "
-        "deleted, inserted or reordered row). Same check as `manage.py verify_audit`.",
+        description="Walks every event in order, checks each digest and keyed link, the chain "
+        "head and the latest signed checkpoint kept outside the database, and reports the first "
+        "bad sequence number (an edited, deleted, inserted, reordered or re-hashed row, a "
+        "truncated tail, a redaction made outside the redaction service). When intact, signs a "
+        "checkpoint of the verified head. Same function as `manage.py verify_audit`.",
         responses=AuditVerificationSerializer,
     )
     def get(self, request: Request) -> Response:
-        result = audit.verify()
-        body = result.to_dict()
-        if not result.valid:
-            body["problem"] = result.problem
-        return Response(body)
+        return Response(AuditVerificationSerializer(audit.verify_and_checkpoint().to_dict()).data)
 
 
 def version_events(version) -> QuerySet[AuditEvent]:

@@ -1,11 +1,12 @@
 """The hash-chained audit log: written in the change's transaction, verifiable, tamper-evident."""
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from governance import audit
 from governance.audit import Actor
 from governance.models import AuditEvent
+from tests.governance.audit_helpers import tamper
 
 pytestmark = pytest.mark.django_db
 
@@ -19,13 +20,7 @@ def _write(n: int) -> None:
 
 
 def _tamper(sql: str, params=()) -> None:
-    """Raw edits, as an attacker with database access would make; PostgreSQL needs its guard off."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE governance_auditevent DISABLE TRIGGER USER")
-        cursor.execute(sql, params)
-        if connection.vendor == "postgresql":
-            cursor.execute("ALTER TABLE governance_auditevent ENABLE TRIGGER USER")
+    tamper(sql, params)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -52,7 +47,8 @@ def test_deleted_row_is_detected():
     _write(5)
     target = AuditEvent.objects.get(seq=2)
     _tamper("DELETE FROM governance_auditevent WHERE id = %s", [target.id])
-    assert audit.verify().first_broken == AuditEvent.objects.get(seq=3).id
+    result = audit.verify()
+    assert result.first_broken == AuditEvent.objects.get(seq=3).id and result.first_bad_seq == 2
 
 
 def test_deleted_tail_is_detected_through_the_chain_head():

@@ -178,10 +178,41 @@ def test_a_per_model_grant_reads_only_that_models_events(api_client):
 # --- verification -----------------------------------------------------------------------
 
 
-def test_verify_reports_an_intact_chain(auditor):
+def test_verify_reports_an_intact_chain_and_checkpoints_its_head(auditor):
     _record("test.one", object_id="1")
+    head = AuditEvent.objects.order_by("-seq").first()
     body = auditor.get(VERIFY).json()
-    assert body == {"valid": True, "events": AuditEvent.objects.count(), "first_broken": None}
+    assert body["valid"] is True and body["events"] == AuditEvent.objects.count()
+    assert body["first_broken"] is None and body["first_bad_seq"] is None
+    assert "problem" not in body and body["refused_checkpoints"] == []
+    assert body["head"] == {"seq": head.seq, "link": head.hash}
+    assert body["checkpoint_written"] is True
+    assert body["checkpoint"]["seq"] == head.seq and body["checkpoint"]["link"] == head.hash
+    assert body["previous_verification"] is None
+
+    again = auditor.get(VERIFY).json()
+    assert again["checkpoint_written"] is False  # the head has not moved: nothing new to sign
+    assert again["checkpoint"]["name"] == body["checkpoint"]["name"]
+    assert again["previous_verification"]["valid"] is True
+    assert again["previous_verification"]["at"] == body["verified_at"]
+
+
+def test_verify_api_and_command_report_the_same_break(auditor):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    _record("test.one", object_id="1")
+    target = _record("test.two", object_id="2")
+    _tamper("UPDATE governance_auditevent SET reason = 'rewritten' WHERE id = %s", [target.id])
+    body = auditor.get(VERIFY).json()
+    err = StringIO()
+    with pytest.raises(CommandError):
+        call_command("verify_audit", stdout=StringIO(), stderr=err)
+    assert body["valid"] is False and body["first_bad_seq"] == target.seq
+    assert f"BROKEN at {body['problem']}" in err.getvalue()
+    assert body["problem"].startswith(f"seq {target.seq} (event id {target.id}): ")
+    assert body["checkpoint_written"] is False
 
 
 def test_verify_names_the_first_broken_event(auditor):

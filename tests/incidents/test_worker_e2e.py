@@ -112,6 +112,8 @@ class Workers:
             "DJANGO_DEBUG": "false",
             "DATABASE_URL": database_url(),
             "GOVERNANCE_VAR_DIR": str(settings.VAR_DIR),
+            "AUDIT_HMAC_KEY": settings.AUDIT_HMAC_KEY,  # its audit events link with ours
+            "AUDIT_CHECKPOINT_DIR": str(settings.AUDIT_CHECKPOINT_DIR),
             "CELERY_BROKER_URL": broker_url(),
             "MLFLOW_TRACKING_URI": settings.MLFLOW_TRACKING_URI,
             "MLFLOW_REGISTRY_URI": settings.MLFLOW_REGISTRY_URI,

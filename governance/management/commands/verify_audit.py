@@ -1,17 +1,17 @@
-"""``manage.py verify_audit [--quiet]``: check the whole audit chain; exit 1 when broken."""
+"""``manage.py verify_audit [--quiet] [--no-checkpoint]``: check the chain; exit 1 if broken."""
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...audit import verify
-from ...models import AuditChainHead, AuditEvent
+from ...audit import verify, verify_and_checkpoint
 
 
 class Command(BaseCommand):
     help = (
-        "Verify the hash chain of the audit log: every event's payload digest, its link to the "
-        "previous event and the chain head. Prints the first broken link and exits 1 when broken."
+        "Verify the audit log: every event's digest, its keyed link to the previous event, the "
+        "chain head and the latest signed checkpoint outside the database. Prints the first bad "
+        "sequence number and exits 1 when broken; when intact, checkpoints the verified head."
     )
 
     def add_arguments(self, parser) -> None:
@@ -20,22 +20,48 @@ class Command(BaseCommand):
             action="store_true",
             help="Print nothing when the chain is intact (the exit status says it)",
         )
+        parser.add_argument(
+            "--no-checkpoint",
+            action="store_true",
+            help="Only verify: record nothing and write no checkpoint",
+        )
 
-    def handle(self, *, quiet: bool, **_) -> None:
-        result = verify()
+    def handle(self, *, quiet: bool, no_checkpoint: bool, **_) -> None:
+        if no_checkpoint:
+            result, body = verify(), None
+        else:
+            run = verify_and_checkpoint()
+            result, body = run.result, run.to_dict()
+        for name, reason in result.refused_checkpoints:
+            self.stderr.write(f"WARNING: checkpoint {name} refused: {reason}")
         if result.valid:
             if not quiet:
-                self.stdout.write(f"OK: {result.events} events, chain intact")
-                head = AuditChainHead.objects.filter(pk=1).first()
-                if head is not None:
-                    # Keep this line outside the database: a later run must end in or past it.
-                    self.stdout.write(f"head: seq {head.seq} hash {head.hash}")
+                self._report_ok(result, body)
             return
-        broken = AuditEvent.objects.filter(pk=result.first_broken).values("seq", "action").first()
-        where = f"event id {result.first_broken}"
-        if broken is not None:
-            where += f" (seq {broken['seq']}, {broken['action']})"
-        problem = result.problem.removeprefix(f"event id {result.first_broken}: ")
-        self.stderr.write(f"BROKEN: first broken link at {where}: {problem}")
+        self.stderr.write(f"BROKEN at {result.problem}")  # the problem starts with its seq
         self.stderr.write(f"{result.events} events checked up to and including it.")
-        raise CommandError(f"audit chain broken at event id {result.first_broken}", returncode=1)
+        if body and body["previous_verification"]:
+            self.stderr.write(self._previous(body["previous_verification"]))
+        raise CommandError(f"audit chain broken at seq {result.first_bad_seq}", returncode=1)
+
+    def _report_ok(self, result, body) -> None:
+        self.stdout.write(f"OK: {result.events} events, chain intact")
+        self.stdout.write(f"head: seq {result.head_seq} link {result.head_link}")
+        newest = result.checkpoint
+        if body and body["checkpoint_written"]:
+            self.stdout.write(f"checkpoint written: {body['checkpoint']['name']}")
+        elif body and body.get("checkpoint_error"):
+            self.stderr.write(f"WARNING: {body['checkpoint_error']}")
+        if newest is not None:
+            self.stdout.write(
+                f"matches checkpoint {newest.name}: seq {newest.seq}, signed {newest.created_at}"
+            )
+        else:
+            self.stdout.write("no earlier checkpoint to hold the chain against")
+        if body and body["previous_verification"]:
+            self.stdout.write(self._previous(body["previous_verification"]))
+
+    @staticmethod
+    def _previous(previous: dict) -> str:
+        outcome = "intact" if previous["valid"] else f"broken at seq {previous['first_bad_seq']}"
+        return f"previous verification: {previous['at'].isoformat()}, {outcome}"
