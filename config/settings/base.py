@@ -338,5 +338,7 @@ LOGGING = {
     "loggers": {
         "alembic": {"level": "WARNING"},
         "mlflow": {"level": "WARNING"},
+        # its start-up banner on every manage.py command; lockouts still log at WARNING
+        "axes.apps": {"level": "WARNING"},
     },
 }
