@@ -1,7 +1,16 @@
-"""Liveness (``/healthz``: the process answers) and readiness (``/readyz``: each dependency)."""
+"""Liveness (``/healthz``: the process answers) and readiness (``/readyz``: each dependency).
+
+An anonymous caller (a load balancer) learns ready or not, nothing else: model names, versions,
+digests and the dependencies' error messages are for authenticated staff or a probe holding
+``READYZ_DETAIL_TOKEN``. One result is reused for ``READYZ_CACHE_SECONDS`` and computed by one
+caller at a time (single flight), so a burst of probes costs one run of the checks, and only a
+detailed probe builds routes (loads models) on a cold worker.
+"""
 
 from __future__ import annotations
 
+import hmac
+import threading
 import time
 
 from django.conf import settings
@@ -52,15 +61,71 @@ def _serving() -> dict:
     return serving_status(load=True)
 
 
-@require_GET
-def readyz(request):
+_lock = threading.Lock()
+_results: dict[bool, tuple[float, bool, dict]] = {}
+
+
+def _compute(detailed: bool) -> tuple[bool, dict]:
     checks = {"database": _timed(_database), "broker": _timed(_broker), "mlflow": _timed(_mlflow)}
     ready = all(c["ok"] for c in checks.values())
+    if not detailed:
+        return ready, {}
     try:
         models = _serving()
     except Exception as exc:  # the gateway's state is reported, never allowed to break readiness
         models = {"error": f"{type(exc).__name__}: {exc}"}
-    return JsonResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks, "models": models},
-        status=200 if ready else 503,
-    )
+    return ready, {"checks": checks, "models": models}
+
+
+def _result(detailed: bool) -> tuple[bool, dict]:
+    """The readiness result, reused while fresh; one caller per process computes a new one."""
+    ttl = float(getattr(settings, "READYZ_CACHE_SECONDS", 5.0))
+
+    def fresh():
+        hit = _results.get(detailed)
+        return hit if hit is not None and time.monotonic() - hit[0] < ttl else None
+
+    if (hit := fresh()) is not None:
+        return hit[1], hit[2]
+    with _lock:  # the others wait here and take the result the first one computed
+        if (hit := fresh()) is not None:
+            return hit[1], hit[2]
+        ready, body = _compute(detailed)
+        _results[detailed] = (time.monotonic(), ready, body)
+        if not detailed:  # a detailed run also answers the bare question
+            return ready, body
+        _results[False] = (time.monotonic(), ready, {})
+        return ready, body
+
+
+def clear_cache() -> None:
+    with _lock:
+        _results.clear()
+
+
+def may_see_details(request) -> bool:
+    """Staff who hold a role (or superusers), or a probe sending the configured bearer token."""
+    token = getattr(settings, "READYZ_DETAIL_TOKEN", "")
+    header = request.headers.get("Authorization", "")
+    if token and header.startswith("Bearer "):
+        return hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode())
+    user = getattr(request, "user", None)
+    if user is None or not (user.is_authenticated and user.is_active and user.is_staff):
+        return False
+    if user.is_superuser:
+        return True
+    from governance.models import RoleGrant
+
+    return RoleGrant.objects.filter(user=user).exists()
+
+
+@require_GET
+def readyz(request):
+    detailed = may_see_details(request)
+    ready, details = _result(detailed)
+    body = {"status": "ok" if ready else "unavailable"}
+    if detailed:
+        from governance.api.errors import scrub_paths
+
+        body.update(scrub_paths(details))
+    return JsonResponse(body, status=200 if ready else 503)

@@ -25,3 +25,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]
+
+# A 500 never shows the exception (its text may name server paths); it is logged instead.
+handler500 = "governance.api.errors.server_error"

@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 from django_fsm import can_proceed
 
 from registry.admin import ReadOnlyAdmin
@@ -36,6 +37,20 @@ from .models import (
 )
 from .permissions import can, roles_of
 from .roles import Action
+
+
+def safe_next(request, fallback: str) -> str:
+    """The form's ``next`` when it points back into this site, else ``fallback``.
+
+    The approval form is posted by a logged-in approver; an absolute or scheme-relative ``next``
+    to another host would turn the admin into an open redirect (a phishing aid).
+    """
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return fallback
 
 
 def allowed_transitions(lifecycle: Lifecycle, user) -> list[dict]:
@@ -135,7 +150,7 @@ class LifecycleAdmin(ReadOnlyAdmin):
                 messages.success(request, "Decision recorded.")
             except DomainError as exc:
                 messages.error(request, str(exc))
-        return redirect(request.POST.get("next") or reverse("admin:governance_lifecycle_inbox"))
+        return redirect(safe_next(request, reverse("admin:governance_lifecycle_inbox")))
 
     def inbox_view(self, request):
         """Versions waiting for a sign-off in one of the user's roles."""

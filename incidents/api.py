@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from governance.api.idempotency import idempotent
+from governance.api.params import choices_param
 from governance.api.serializers import StrictSerializer
 from governance.api.views import IDEMPOTENCY_HEADER, actor_of
 from governance.permissions import can, request_scopes, roles_of
@@ -252,8 +253,8 @@ class IncidentListView(GenericAPIView):
         qs = _incidents()
         if model := request.query_params.get("model"):
             qs = qs.filter(model__name=model)
-        if wanted := request.query_params.get("status"):
-            qs = qs.filter(status__in=wanted.split(","))
+        if wanted := choices_param(request.query_params, "status", IncidentStatus.values):
+            qs = qs.filter(status__in=wanted)
         page = self.paginate_queryset(_readable(request, qs))
         return self.get_paginated_response(IncidentSerializer(page, many=True).data)
 

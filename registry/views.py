@@ -1,22 +1,37 @@
-"""Server-rendered pages for governance staff: models, versions and model cards."""
+"""Server-rendered pages for governance staff: models, versions and model cards.
+
+The same rule as the API (``governance.selectors.readable_models``): a user sees the models a
+role grant lets them read, globally or per model; ``is_staff`` alone shows nothing, and a model
+without a grant is a 404 (its existence is not confirmed). Superusers read everything, as in
+the admin.
+"""
 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404, render
 
 from .models import ModelCard, ModelVersion, RegisteredModel
 
 
+def readable_models(user) -> QuerySet[RegisteredModel]:
+    from governance.selectors import readable_models as granted
+
+    if user.is_active and user.is_superuser:
+        return RegisteredModel.objects.all()
+    return granted(user)
+
+
 @login_required
 def model_list(request):
-    models = RegisteredModel.objects.prefetch_related("versions").order_by("name")
+    models = readable_models(request.user).prefetch_related("versions").order_by("name")
     return render(request, "registry/model_list.html", {"models": models})
 
 
 @login_required
 def model_detail(request, name: str):
-    model = get_object_or_404(RegisteredModel, name=name)
+    model = get_object_or_404(readable_models(request.user), name=name)
     versions = model.versions.select_related("responsible_engineer").newest_first()
     return render(request, "registry/model_detail.html", {"model": model, "versions": versions})
 
@@ -25,6 +40,7 @@ def model_detail(request, name: str):
 def version_detail(request, name: str, version: str):
     obj = get_object_or_404(
         ModelVersion.objects.select_related("model", "responsible_engineer"),
+        model__in=readable_models(request.user),
         model__name=name,
         version=version,
     )
@@ -35,6 +51,7 @@ def version_detail(request, name: str, version: str):
 def model_card(request, name: str, version: str):
     card = get_object_or_404(
         ModelCard.objects.select_related("version__model", "version__responsible_engineer"),
+        version__model__in=readable_models(request.user),
         version__model__name=name,
         version__version=version,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import Q
 from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser
@@ -15,9 +16,11 @@ from governance.api.serializers import StrictSerializer
 from governance.api.views import IDEMPOTENCY_HEADER, actor_of
 from governance.permissions import request_scopes
 from governance.roles import Action
+from governance.selectors import readable_models
 
 from . import gateway
 from .access import GatewayTokenAuthentication, PredictPermission
+from .conf import GLOBAL
 from .halt import RELEASE_ROLES, halt_engage, halt_list, halt_release_approve, waiting_for
 from .models import Halt
 from .router import read_generations
@@ -150,10 +153,20 @@ class HaltView(APIView):
     any_model_for = {"GET", "POST"}  # the service checks the scope itself
 
     @extend_schema(
-        summary="Halts in force", responses=HaltSerializer(many=True), operation_id="halt_list"
+        summary="Halts in force",
+        description=(
+            "Global halts, and the halts of the models you may read (a global read grant shows "
+            "every halt; a per-model grant, that model's)."
+        ),
+        responses=HaltSerializer(many=True),
+        operation_id="halt_list",
     )
     def get(self, request: Request) -> Response:
-        return Response(HaltSerializer(halt_list(), many=True).data)
+        readable = readable_models(request.user, scopes=request_scopes(request))
+        halts = halt_list().filter(
+            Q(scope=GLOBAL) | Q(scope__in=readable.values_list("name", flat=True))
+        )
+        return Response(HaltSerializer(halts, many=True).data)
 
     @extend_schema(
         summary="Engage the emergency halt of one model or of all ('global')",

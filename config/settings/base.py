@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
     "registry",
     "governance",
     "monitoring",
@@ -58,6 +59,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Refuses deeply nested JSON and NUL bytes in query parameters before any view runs.
+    "config.middleware.RequestGuardMiddleware",
+    # Last: locks a username+IP out of the console login after AXES_FAILURE_LIMIT failures.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -104,6 +109,40 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Shared by every process of a host (the write throttle counts here); CACHE_URL=redis://... in a
+# fleet of hosts, so a token's budget is one budget.
+CACHES = {
+    "default": env.cache_url("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}"),
+}
+
+# Argon2 first: new and changed passwords are stored with it; older hashes still verify and
+# are upgraded at the next login.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+
+# django-axes: brute-force protection of every password login (the admin/console login; the API
+# takes tokens only). The axes backend must come first so a locked-out pair is refused before
+# the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+# One username from one address: an attacker cannot lock a user out from everywhere, and
+# spraying many usernames from one address is still counted per pair.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_COOLOFF_MESSAGE = (
+    "Too many failed login attempts for this account from your address: login is locked for "
+    "a while. Try again later or ask an administrator to reset the lock (axes_reset_username)."
+)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -136,8 +175,17 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["governance.permissions.RolePermission"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "governance.api.parsers.DepthLimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "governance.api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 100,
+    # Writes (POST, PUT, PATCH, DELETE) are counted per token (per user for a session); reads
+    # and the predict gateway are not throttled here.
+    "DEFAULT_THROTTLE_CLASSES": ["governance.api.throttling.WriteRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"write": env("API_WRITE_THROTTLE_RATE", default="600/min")},
     "EXCEPTION_HANDLER": "governance.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -167,6 +215,8 @@ SPECTACULAR_SETTINGS = {
         "StepStatusEnum": "incidents.models.StepStatus",
         "RollbackStatusEnum": "incidents.models.RollbackStatus",
         "NotificationStatusEnum": "incidents.models.NotificationStatus",
+        # labels and predicted classes share the choice set {0, 1}
+        "BinaryClassEnum": [(0, 0), (1, 1)],
     },
 }
 
@@ -306,6 +356,17 @@ AUDIT_CHECKPOINT_S3_BUCKET = env("AUDIT_CHECKPOINT_S3_BUCKET", default="")
 AUDIT_CHECKPOINT_S3_PREFIX = env("AUDIT_CHECKPOINT_S3_PREFIX", default="audit-checkpoints/")
 AUDIT_CHECKPOINT_RETENTION_DAYS = env.int("AUDIT_CHECKPOINT_RETENTION_DAYS", default=2557)
 
+# --- API hardening ---------------------------------------------------------------------------
+# Bodies nesting arrays/objects deeper than this are refused with a 400 before parsing.
+JSON_MAX_DEPTH = env.int("JSON_MAX_DEPTH", default=32)
+# The largest page a list endpoint serves (?limit= above it is a 400).
+API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=500)
+# /readyz: details (models, versions, digests, check messages) only for authenticated staff or a
+# caller sending this token as "Authorization: Bearer <token>" (a monitoring probe); empty: none.
+READYZ_DETAIL_TOKEN = env("READYZ_DETAIL_TOKEN", default="")
+# How long one readiness result is reused: parallel probes share one run of the checks.
+READYZ_CACHE_SECONDS = env.float("READYZ_CACHE_SECONDS", default=5.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -315,5 +376,7 @@ LOGGING = {
     "loggers": {
         "alembic": {"level": "WARNING"},
         "mlflow": {"level": "WARNING"},
+        # its start-up banner on every manage.py command; lockouts still log at WARNING
+        "axes.apps": {"level": "WARNING"},
     },
 }

@@ -4,14 +4,17 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from config.secret_key import weak_key_reason
+
 from .base import *  # noqa: F403
 from .base import STATIC_ROOT, env
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
-if len(SECRET_KEY) < 50:
+if (_weak := weak_key_reason(SECRET_KEY)) is not None:
     raise ImproperlyConfigured(
-        "DJANGO_SECRET_KEY must be set to a random string of at least 50 characters in production "
-        "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(64))')."
+        f"DJANGO_SECRET_KEY is refused: {_weak}. Set it to a random string of at least 50 "
+        "characters (generate one with: python -c 'import secrets; "
+        "print(secrets.token_urlsafe(64))')."
     )
 
 # The audit chain's key must come from the environment (a secret store), never from a file

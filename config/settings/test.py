@@ -44,3 +44,13 @@ if CELERY_BROKER_URL.startswith("filesystem://"):  # noqa: F405
         "processed_folder": str(CELERY_QUEUE_DIR / "processed"),
         "control_folder": str(CELERY_QUEUE_DIR / "control"),
     }
+
+# Writes are not throttled in the suite (the throttling test sets a rate of its own) and the
+# cache is per process and in memory.
+REST_FRAMEWORK = {
+    **REST_FRAMEWORK,  # noqa: F405
+    "DEFAULT_THROTTLE_RATES": {"write": None},
+}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Every /readyz call runs its checks (the caching test sets a lifetime of its own).
+READYZ_CACHE_SECONDS = 0.0

@@ -14,9 +14,11 @@ from registry.models import ModelVersion, RegisteredModel
 
 from .. import selectors, services
 from ..audit import Actor
+from ..models import Stage
 from ..permissions import request_scopes
 from ..roles import Action
 from .idempotency import idempotent
+from .params import choice_param
 from .serializers import (
     ModelCreateSerializer,
     ModelSerializer,
@@ -99,12 +101,17 @@ class VersionListCreateView(GenericAPIView):
 
     @extend_schema(
         summary="List a model's versions, newest first",
-        parameters=[OpenApiParameter("stage", str, description="Only versions in this stage")],
+        parameters=[
+            OpenApiParameter(
+                "stage", str, enum=Stage.values, description="Only versions in this stage"
+            )
+        ],
         responses=VersionSerializer(many=True),
     )
     def get(self, request: Request, name: str) -> Response:
         model = registry_services.model_get(name)
-        qs = selectors.version_list(model, stage=request.query_params.get("stage") or None)
+        stage = choice_param(request.query_params, "stage", Stage.values)
+        qs = selectors.version_list(model, stage=stage)
         page = self.paginate_queryset(qs)
         data = VersionSerializer(page, many=True, context={"request": request}).data
         return self.get_paginated_response(data)

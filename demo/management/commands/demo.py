@@ -15,6 +15,7 @@ from django.db import transaction
 
 from governance import services
 from governance.audit import Actor
+from governance.roles import STAFF_ROLES
 from registry import mlflow_bridge
 from registry.errors import DomainError
 from registry.models import ModelVersion, RegisteredModel
@@ -183,11 +184,21 @@ class Command(BaseCommand):
                 user, created = User.objects.get_or_create(
                     username=username, defaults={"email": f"{username}@example.org"}
                 )
+                # Only people sign in to the console: a machine account (ci-bot) is not staff
+                # and has no password at all, so the demo password cannot open the admin.
+                person = username == "admin" or bool(set(roles) & STAFF_ROLES)
                 if created:
-                    user.password = password
-                    user.is_staff = True
+                    if person:
+                        user.password = password
+                    else:
+                        user.set_unusable_password()
+                    user.is_staff = person
                     user.is_superuser = username == "admin"
                     user.save()
+                elif user.is_staff and not person:  # a database seeded by an older demo
+                    user.is_staff = False
+                    user.set_unusable_password()
+                    user.save(update_fields=["is_staff", "password"])
             if roles:
                 services.role_grant(username=username, roles=roles, actor=actor)
 
