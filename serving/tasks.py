@@ -68,13 +68,21 @@ def record_shadow_evaluations() -> list[int]:
     retry_backoff=30,
     max_retries=5,
 )
-def record_shadow_evaluation(version_id: int) -> dict | None:
-    """Record the shadow evaluation of one version (once per stay in staging)."""
+def record_shadow_evaluation(
+    version_id: int, staged_at: str | None = None, live_version_id: int | None = None
+) -> dict | None:
+    """Record the shadow evaluation of one version (once per stay in staging).
+
+    ``staged_at`` and ``live_version_id`` are its premise as it held at enqueue time: the same
+    stay in staging, shadowing the same live version; if either moved on, the task is skipped.
+    """
     from .shadow_evaluation import shadow_evaluation_record_due
 
-    evaluation = shadow_evaluation_record_due(version_id=version_id)
-    if evaluation is None:
-        return None
+    evaluation = shadow_evaluation_record_due(
+        version_id=version_id, staged_at=staged_at, live_version_id=live_version_id
+    )
+    if evaluation is None or isinstance(evaluation, dict):
+        return evaluation
     return {"evaluation": evaluation.pk, "passed": evaluation.passed}
 
 
