@@ -102,7 +102,9 @@ def skips_by(task: str) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(action=AUDIT_ACTION, actor=f"system:{task}"))
 
 
-EXPECTED = {  # task -> skip events the cases below must produce
+# task -> skip events the cases below produce at least (the platform's own enqueues add more
+# stale ones: the verification of 1.0.0 queued at its promotion finds it retired by 1.0.1)
+EXPECTED = {
     "serving.verify_promotion": 1,
     "incidents.run_rollback": 1,
     "incidents.run_playbook": 1,
@@ -162,11 +164,11 @@ def test_stale_tasks_run_by_a_real_worker_are_skipped_and_page_no_one(
         os.killpg(worker.pid, 15)
         worker.wait(timeout=30)
 
-    assert {t: len(skips_by(t)) for t in EXPECTED} == EXPECTED
+    assert all(len(skips_by(t)) >= n for t, n in EXPECTED.items())
     assert not Incident.objects.filter(kind=IncidentKind.OUTAGE).exists()
     # the only pages: the Ethics Officer's, for the two critical alerts that really happened
-    pages = set(Notification.objects.filter(channel="page").values_list("role", flat=True))
-    assert pages <= {"ethics_officer"}
+    pages = Notification.objects.filter(channel="page").exclude(status="skipped")
+    assert {p.role for p in pages} <= {"ethics_officer"}, [p.dedup_key for p in pages]
     assert Alert.objects.filter(version=monitored.v2).count() == 0
     assert MonitorRun.objects.get(pk=monitored.context["run"]).status == "skipped"
     assert list(Rollback.objects.values_list("status", flat=True)) == ["skipped"]
@@ -175,6 +177,10 @@ def test_stale_tasks_run_by_a_real_worker_are_skipped_and_page_no_one(
     assert Lifecycle.objects.get(version=issue.v2).stage == "rollback"
     reminders = Notification.objects.filter(pk__in=reminded.context["reminders"])
     assert {n.status for n in reminders} == {"skipped"}
-    [verify_skip] = skips_by("serving.verify_promotion")
+    [verify_skip] = [
+        e for e in skips_by("serving.verify_promotion") if e.object_id == str(issue.v2.lifecycle.pk)
+    ]
     assert verify_skip.reason.startswith("superseded: 1.0.1 is in rollback")
+    assert "1.0.0 serves now" in verify_skip.reason
+    assert not Incident.objects.filter(model=issue.model).exists()
     assert (checked := audit.verify()).valid, checked.problem
