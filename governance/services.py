@@ -129,11 +129,52 @@ def mlflow_mirror_or_retry(version_id: int) -> None:
         mirror_stage_to_mlflow.delay(version_id)
 
 
+MIRROR_ROUNDS = 3
+
+
 def mlflow_mirror(*, version_id: int) -> None:
-    """Make MLflow show the platform's stage of one version (tag and alias). Idempotent."""
+    """Make MLflow show the platform's *current* stage of one version (tag and alias). Idempotent.
+
+    Premise: the stage written is the stage the version has now, not the one it had when the
+    mirror was enqueued. The stage is read when writing and read again after the (slow, remote)
+    writes; if a transition committed meanwhile, the version is written again with the new
+    stage, and the model's current alias holders are written too, so an alias a stale write
+    took from them goes back (logged as a skipped premise; MLflow holds no audited state).
+    """
+    from .premises import Premise
+
+    for _ in range(MIRROR_ROUNDS):
+        lifecycle = (
+            Lifecycle.objects.select_related("version__model").filter(version_id=version_id).first()
+        )
+        if lifecycle is None:
+            return
+        version = lifecycle.version
+        _mirror_write(lifecycle)
+        now = Lifecycle.objects.filter(version_id=version_id).values_list("stage", flat=True)
+        if now.first() == lifecycle.stage:
+            return
+        Premise(
+            "governance.mirror_stage_to_mlflow",
+            f"{version.version} of {version.model.name} is in {lifecycle.stage}",
+            model_id=version.model_id,
+            model_name=version.model.name,
+        ).skip(
+            f"the stage moved to {now.first()} while it was mirrored: mirroring it again",
+            audited=False,
+            version=version.version,
+        )
+        holders = Lifecycle.objects.select_related("version").filter(
+            version__model_id=version.model_id, stage__in=list(MLFLOW_ALIASES)
+        )
+        for holder in holders.exclude(version_id=version_id):
+            if holder.version.mlflow_name == version.mlflow_name:
+                _mirror_write(holder)
+
+
+def _mirror_write(lifecycle: Lifecycle) -> None:
     from registry import mlflow_bridge
 
-    lifecycle = Lifecycle.objects.select_related("version__model").get(version_id=version_id)
     version = lifecycle.version
     mlflow_bridge.mirror_stage(
         version.mlflow_name,

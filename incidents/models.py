@@ -95,6 +95,7 @@ class RollbackStatus(models.TextChoices):
     COMPLETED = "completed"
     NO_STANDBY = "no_standby"
     FAILED = "failed"
+    SKIPPED = "skipped"  # the failing version no longer served when the task ran (issue 16)
 
 
 class Rollback(models.Model):
@@ -142,6 +143,7 @@ class NotificationStatus(models.TextChoices):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
+    SKIPPED = "skipped"  # the event it announced no longer held when it was due (issue 16)
 
 
 class Notification(models.Model):

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 
-from django.db import transaction
-
 from governance import audit
 from governance.audit import Actor
+from governance.lifecycle import live_lifecycle
+from governance.premises import Premise
 from registry.models import ModelVersion, RegisteredModel
 
 from .models import EventKind, IncidentKind
@@ -39,15 +39,31 @@ def report_outage(*, model: str, version: str | None, kind: str, detail: str) ->
 def outage_report(
     *, model_name: str, version: str | None, kind: str, detail: str, actor: Actor = SYSTEM
 ) -> dict | None:
-    """The service behind the hook: returns ``{"incident", "action"}`` or None (unknown model)."""
+    """The service behind the hook: returns ``{"incident", "action"}``, None (unknown model), or
+    a skip (``governance.premises``) when ``version`` no longer serves."""
     model = RegisteredModel.objects.filter(name=model_name).first()
     if model is None:
         logger.error("outage of unknown model %r (%s): %s", model_name, kind, detail)
         return None
     failing = ModelVersion.objects.filter(model=model, version=version).first() if version else None
     what = f"{model.name} {version or '(no version)'} cannot serve ({kind}): {detail}"
-    with transaction.atomic():
-        RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    premise = Premise(
+        "incidents.outage_report",
+        f"{version} is still the live version of {model.name}"
+        if version
+        else f"{model.name} has a live version",
+        model_id=model.pk,
+        model_name=model.name,
+    )
+    with premise.locked():
+        # The report comes from a background thread or a delayed task: a version that was
+        # rolled back or replaced meanwhile is no outage of the platform (issue 16).
+        live = live_lifecycle(model)
+        if failing is not None and (live is None or live.version_id != failing.pk):
+            now = f"{live.version.version} serves now" if live else "no version serves now"
+            return premise.skip(
+                f"superseded: {version} is no longer the live version; {now}", obj=model
+            )
         incident = incident_active(model, IncidentKind.OUTAGE)
         opened = incident is None
         if opened:

@@ -32,6 +32,7 @@ from governance import audit
 from governance.audit import Actor
 from governance.lifecycle import live_lifecycle
 from governance.permissions import can, roles_of
+from governance.premises import Premise, PremiseFailed
 from governance.roles import Action, Role
 from monitoring.alerts import alerts_resolve_with_incident
 from registry.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -254,11 +255,19 @@ def _rollback_when_critical(run: StepRun, incident: Incident, now: datetime) -> 
             StepStatus.DONE, {"rollback": None}, "critical, but no version serves: nothing to roll"
         )
     existing = Rollback.objects.filter(from_version=live.version).first()
+    if existing is None and incident.version_id:
+        existing = Rollback.objects.filter(from_version_id=incident.version_id).first()
     if existing is not None:
         return StepResult(
             StepStatus.DONE,
             {"rollback": existing.pk, "already_requested": True},
-            f"rollback {existing.pk} of {live.version.version} already requested",
+            f"rollback {existing.pk} of {existing.from_version.version} already requested",
+        )
+    if incident.version_id and live.version_id != incident.version_id:
+        # rolled back or replaced since the incident opened: never roll back its successor
+        raise PremiseFailed(
+            f"the incident concerns {incident.version.version}, but {live.version.version} "
+            "serves now (rolled back or replaced meanwhile)"
         )
     rollback = rollback_create(
         incident=incident,
@@ -315,7 +324,19 @@ def playbook_advance(incident_id: int) -> list[dict]:
     return results
 
 
+def _step_premise(incident: Incident, run: StepRun) -> Premise:
+    return Premise(
+        "incidents.run_playbook",
+        f"incident {incident.pk} is still open and step {run.order} ({run.task}) still pending",
+        model_id=incident.model_id,
+        model_name=incident.model.name,
+    )
+
+
 def _run_step(incident_id: int, step_id: int) -> dict | None:
+    """Run one pending automated step; its premise (the incident still open, the step still
+    pending) is checked under the model, incident and step locks that people completing steps
+    and the rollback take, and a step whose premise fails ends ``skipped``, never run."""
     with transaction.atomic():
         incident = _lock(incident_id)
         run = StepRun.objects.select_for_update().filter(pk=step_id).first()
@@ -325,6 +346,8 @@ def _run_step(incident_id: int, step_id: int) -> dict | None:
         run.attempts += 1
         run.started_at = run.started_at or now
         action = ACTIONS.get(run.task)
+        if incident.status not in ACTIVE_STATUSES:
+            return _skip_step(incident, run, now, f"incident {incident.pk} is {incident.status}")
         if action is None:
             known = ", ".join(sorted(ACTIONS))
             result = StepResult(
@@ -337,6 +360,8 @@ def _run_step(incident_id: int, step_id: int) -> dict | None:
             try:
                 with transaction.atomic():
                     result = action(run, incident, now)
+            except PremiseFailed as failed:
+                return _skip_step(incident, run, now, failed.reason)
             except Exception as exc:  # the effect rolled back; the step fails visibly
                 logger.exception(
                     "incident %s step %s (%s) failed", incident_id, run.order, run.task
@@ -386,6 +411,27 @@ def _run_step(incident_id: int, step_id: int) -> dict | None:
         )
         incident_resolve_if_finished(incident, actor=SYSTEM)
     return {"step": run.order, "task": run.task, "status": run.status, "outcome": run.outcome}
+
+
+def _skip_step(incident: Incident, run: StepRun, now: datetime, reason: str) -> dict:
+    """The step's premise failed: it ends skipped with the reason; nothing else is done."""
+    run.status = StepStatus.SKIPPED
+    run.outcome = {"skipped": reason}
+    run.completed_at = now
+    run.completed_by = SYSTEM.label
+    run.save()
+    add_event(
+        incident,
+        kind=EventKind.STEP,
+        actor=SYSTEM.label,
+        message=f"step {run.order} ({run.action}): skipped: {reason}",
+        data={"step": run.order, "task": run.task, "status": run.status},
+    )
+    skipped = _step_premise(incident, run).skip(
+        reason, obj=run, incident=incident.pk, step=run.order, step_task=run.task
+    )
+    _maybe_resolve(incident, actor=SYSTEM)
+    return {**skipped, "step": run.order, "task": run.task, "outcome": run.outcome}
 
 
 def _email(incident: Incident, *, role: str, subject: str, body: str, dedup_key: str) -> None:

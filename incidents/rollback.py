@@ -24,7 +24,9 @@ from django.utils import timezone
 from governance import audit
 from governance import lifecycle as lifecycle_rules
 from governance.audit import Actor
+from governance.models import SERVING_STAGES, Lifecycle
 from governance.permissions import can
+from governance.premises import Premise
 from governance.roles import Action, Role
 from registry import services as registry_services
 from registry.errors import Conflict, Forbidden, InvalidInput
@@ -46,7 +48,14 @@ logger = logging.getLogger(__name__)
 
 SYSTEM = Actor.system("incidents.rollback")
 REVIEW_AFTER = timedelta(hours=48)
-TERMINAL = frozenset({RollbackStatus.COMPLETED, RollbackStatus.NO_STANDBY, RollbackStatus.FAILED})
+TERMINAL = frozenset(
+    {
+        RollbackStatus.COMPLETED,
+        RollbackStatus.NO_STANDBY,
+        RollbackStatus.FAILED,
+        RollbackStatus.SKIPPED,
+    }
+)
 
 
 def rollback_create(
@@ -194,6 +203,30 @@ def _switch(rollback: Rollback) -> None:
     now = timezone.now()
     rollback.started_at = rollback.started_at or now
     version = rollback.from_version
+    premise = Premise(
+        "incidents.run_rollback",
+        f"{version.version} of {rollback.model.name} still serves",
+        model_id=rollback.model_id,
+        model_name=rollback.model.name,
+    )
+    with premise.locked():
+        stage = Lifecycle.objects.filter(version=version).values_list("stage", flat=True).first()
+        if stage not in SERVING_STAGES:  # replaced or retired since the rollback was requested
+            live = lifecycle_rules.live_lifecycle(rollback.model)
+            reason = f"{version.version} no longer serves (it is in {stage}); " + (
+                f"{live.version.version} serves now" if live else "no version serves now"
+            )
+            rollback.status = RollbackStatus.SKIPPED
+            rollback.last_error = f"skipped: {reason}"
+            add_event(
+                rollback.incident,
+                kind=EventKind.ROLLBACK,
+                actor=SYSTEM.label,
+                message=f"rollback skipped: {reason}; nothing was switched",
+                data={"rollback": rollback.pk},
+            )
+            premise.skip(reason, obj=rollback, rollback=rollback.pk)
+            return
     try:
         with transaction.atomic():
             lifecycle = lifecycle_rules.transition(

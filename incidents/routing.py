@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db import transaction
 from django.utils import timezone
 
 from governance import audit
 from governance.audit import Actor
 from governance.lifecycle import live_lifecycle
 from governance.models import SERVING_STAGES, Lifecycle
+from governance.premises import Premise
 from governance.roles import Role
 from monitoring.models import Alert, Check, Severity
 from monitoring.policies import monitoring_policy_current, policy_settings
@@ -58,11 +58,22 @@ def route_alert(alert: Alert) -> dict:
     if stage not in SERVING_STAGES:
         outcome["action"] = f"no incident: {alert.version.version} is in {stage}, not serving"
         return outcome
-    with transaction.atomic():
-        model = RegisteredModel.objects.select_for_update().get(pk=alert.model_id)
+    premise = Premise(
+        "incidents.route_alert",
+        f"{alert.version.version} of {alert.model.name} still serves",
+        model_id=alert.model_id,
+        model_name=alert.model.name,
+    )
+    with premise.locked() as model:
         known = Incident.objects.filter(alerts=alert).first()
         if known is not None:
             outcome.update(incident=known.pk, action="already routed")
+            return outcome
+        stage = Lifecycle.objects.filter(version=alert.version).values_list("stage", flat=True)
+        if (now := stage.first()) not in SERVING_STAGES:  # rolled back or replaced meanwhile
+            reason = f"{alert.version.version} is in {now}, no longer serving"
+            outcome.update(premise.skip(reason, obj=alert, alert=alert.pk))
+            outcome["action"] = f"no incident: {reason}"
             return outcome
         incident, opened = _open_or_join(alert, model)
         outcome.update(incident=incident.pk, action="opened" if opened else "joined")

@@ -1,6 +1,8 @@
 """Celery wrappers: they take ids and call services.
 
-``CELERY_TASK_ROUTES`` sends ``incidents.*`` to the ``urgent`` queue.
+``CELERY_TASK_ROUTES`` sends ``incidents.*`` to the ``urgent`` queue. A rollback of a version
+that no longer serves, a step of an incident no longer open and a reminder of a step completed
+meanwhile end ``skipped`` (``governance.premises``), never paged or retried.
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ from django.utils import timezone
 
 from governance import audit
 from governance.audit import Actor
-from governance.models import ValidationPolicy
+from governance.models import SERVING_STAGES, Lifecycle, ValidationPolicy
 from governance.policies import validation_policy_current
+from governance.premises import Premise
 from governance.selectors import live_version
 from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion, RegisteredModel
@@ -264,14 +265,49 @@ def _compute(run: MonitorRun) -> Outcome:
     return Outcome(RunStatus.SUCCEEDED, "", rows, result.metrics, result.points, result.breach)
 
 
+RUN_TASK = "monitoring.execute_run"
+
+
+def _premise(run: MonitorRun) -> Premise:
+    """A scheduled run watches a serving version; an on-demand run works in any stage."""
+    statement = f"run {run.pk} ({run.kind}) is still claimable"
+    if run.trigger == "schedule":
+        statement = f"{run.version.version} of {run.model.name} still serves and " + statement
+    return Premise(RUN_TASK, statement, model_id=run.model_id, model_name=run.model.name)
+
+
+def _premise_failure(run: MonitorRun) -> str | None:
+    """Why the run's premise no longer holds (None: it holds); call under the model lock."""
+    if run.trigger != "schedule":
+        return None
+    stage = Lifecycle.objects.filter(version_id=run.version_id).values_list("stage", flat=True)
+    now = stage.first()
+    if now in SERVING_STAGES:
+        return None
+    return (
+        f"{run.version.version} no longer serves (it is in {now or 'no stage'}): the scheduled "
+        f"{run.kind} check of a version that was rolled back, replaced or retired is not run"
+    )
+
+
 def run_execute(run_id: int) -> MonitorRun:
-    """Execute a pending run once; a run already claimed or finished is returned unchanged."""
+    """Execute a pending run once; a run already claimed or finished is returned unchanged.
+
+    Premise (``governance.premises``): the run is still claimable and, when scheduled, its
+    version still serves. It is checked after the claim and again, under the model lock the
+    lifecycle takes, when the outcome commits: a version rolled back, replaced or retired
+    meanwhile gets its run ``skipped`` with the reason - no metric point, no alert.
+    """
     claimed_at = timezone.now()
     if not _claim(run_id, claimed_at):
         return MonitorRun.objects.get(pk=run_id)
     run = MonitorRun.objects.select_related("model", "version", "policy", "validation_policy").get(
         pk=run_id
     )
+    if (reason := _premise_failure(run)) is not None:
+        _finish(run, Outcome(RunStatus.SKIPPED, reason), claimed_at)
+        run.refresh_from_db()
+        return run
     try:
         outcome = _compute(run)
     except checks.CheckFailed as exc:
@@ -297,7 +333,11 @@ def run_execute(run_id: int) -> MonitorRun:
 def _finish(run: MonitorRun, outcome: Outcome, claimed_at: datetime) -> None:
     """Commit the outcome, the metric points and any alert, if this worker still owns the run."""
     now = timezone.now()
-    with transaction.atomic():
+    premise = _premise(run)
+    with premise.locked():
+        stale = _premise_failure(run)
+        if stale is not None:
+            outcome = Outcome(RunStatus.SKIPPED, stale, outcome.rows)
         owned = MonitorRun.objects.filter(
             pk=run.pk, status=RunStatus.RUNNING, started_at=claimed_at
         ).update(
@@ -309,6 +349,9 @@ def _finish(run: MonitorRun, outcome: Outcome, claimed_at: datetime) -> None:
         )
         if not owned:
             logger.warning("monitor run %s was claimed again by another worker", run.pk)
+            return
+        if stale is not None:
+            premise.skip(stale, obj=run, run=run.pk, version=run.version.version)
             return
         MetricPoint.objects.bulk_create(
             [

@@ -13,7 +13,8 @@ from celery import shared_task
 
 @shared_task(name="monitoring.execute_run")
 def execute_run(run_id: int) -> str:
-    """Execute one monitor run (a run already claimed or finished is left alone)."""
+    """Execute one monitor run (a run already claimed or finished is left alone; a scheduled
+    run of a version that no longer serves ends ``skipped``, with no alert)."""
     from .runs import run_execute
 
     return run_execute(run_id).status

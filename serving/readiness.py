@@ -57,29 +57,82 @@ def serving_status(*, load: bool = True) -> dict:
 
 
 class NotServing(RuntimeError):
-    """The promoted version did not serve a real prediction (yet)."""
+    """The promoted version did not serve a real prediction (yet), and it is still live."""
+
+
+VERIFY_TASK = "serving.verify_promotion"
+
+
+def _unverified_live(version_id: int) -> str | None:
+    """Why the premise of the verification fails (None: it holds). Call under the model lock."""
+    from governance.lifecycle import live_lifecycle
+
+    row = Lifecycle.objects.select_related("version__model").filter(version_id=version_id).first()
+    if row is None:
+        return "the version no longer exists"
+    if row.stage == Stage.PRODUCTION:
+        return None
+    if row.stage == Stage.MONITORING:
+        return f"{row.version.version} was verified already (it is in monitoring)"
+    live = live_lifecycle(row.version.model)
+    now = f"{live.version.version} serves now" if live else "no version serves now"
+    return f"superseded: {row.version.version} is in {row.stage}, no longer the live version; {now}"
 
 
 def verify_promotion(*, version_id: int) -> dict:
     """Score one instance through the normal path; if the version serves, begin monitoring.
 
-    A no-op when the version is no longer in production (already verified, or replaced).
+    Premise: the version is the live version of its model, in production (the stage it was
+    promoted to) and not yet verified. It is checked before the probe and again, under the
+    model lock the rollback and promotions take, before acting on the probe: a probe answered
+    by another version because a rollback or a newer promotion happened meanwhile is
+    *superseded* (skipped, audited), never an outage, and nothing is retried.
     """
+    from governance.premises import Premise
+
     row = Lifecycle.objects.select_related("version__model").filter(version_id=version_id).first()
     if row is None:  # a task outliving its database (a reset demo): nothing to verify, no retry
-        return {"version_id": version_id, "skipped": "no such version"}
+        return Premise(VERIFY_TASK, f"version {version_id} is live").skip(
+            "no such version", audited=False, version_id=version_id
+        )
     version = row.version
-    if row.stage != Stage.PRODUCTION:
-        return {"version": version.version, "skipped": f"in stage {row.stage}"}
+    premise = Premise(
+        VERIFY_TASK,
+        f"{version.version} is the live version of {version.model.name}, in production, "
+        "not yet verified",
+        model_id=version.model_id,
+        model_name=version.model.name,
+    )
+    with premise.locked():
+        reason = _unverified_live(version_id)
+        if reason is not None:
+            return premise.skip(reason, obj=row, version=version.version)
     probe = {"instances": [dict.fromkeys(version.feature_list or [], 0.0)]}
-    code, body = gateway.serve(version.model.name, probe, record=False, ignore_halt=True)
-    if code != 200 or body.get("stale") or body.get("version") != version.version:
+    try:
+        code, body = gateway.serve(version.model.name, probe, record=False, ignore_halt=True)
+    except Exception as exc:  # NotFound, InvalidInput, a broken model: not serving (yet)
+        code, body = 0, {"detail": f"{type(exc).__name__}: {exc}"}
+    answered = body.get("version")
+    served = code == 200 and not body.get("stale") and answered == version.version
+    with premise.locked():
+        reason = _unverified_live(version_id)
+        if reason is not None:
+            return premise.skip(
+                f"{reason} (the probe was answered by {answered or 'no version'}, HTTP {code})",
+                obj=row,
+                version=version.version,
+                answered_by=answered,
+            )
+        if served:
+            lifecycle.transition(
+                version=version, name="begin_monitoring", actor=ACTOR, automatic=True
+            )
+    if not served:  # still the live version, and it does not serve: a real outage
         detail = f"{version} did not serve the probe: {code} "
-        detail += str(body.get("detail") or body.get("version"))
+        detail += str(body.get("detail") or answered)
         cache.report_outage(
             model=version.model.name, version=version.version, kind="not_verified", detail=detail
         )
         raise NotServing(detail)
-    lifecycle.transition(version=version, name="begin_monitoring", actor=ACTOR, automatic=True)
     logger.info("%s verified serving; monitoring begins", version)
     return {"version": version.version, "verified": True, "score": body["predictions"][0]["score"]}

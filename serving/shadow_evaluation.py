@@ -46,6 +46,7 @@ from governance import audit
 from governance.audit import Actor
 from governance.models import Evaluation, EvidenceKind, Lifecycle, Stage, ValidationPolicy
 from governance.policies import validation_policy_current
+from governance.premises import PremiseFailed
 from registry.errors import Conflict
 from registry.models import ModelVersion
 from registry.semver import Bump
@@ -287,10 +288,23 @@ def shadow_evaluation_record(
             stay = Lifecycle.objects.filter(version=version).values("stage", "stage_entered_at")
             current = stay.first()
             if current is None or current["stage"] != Stage.STAGING:
-                return None
+                where = current["stage"] if current else "no stage"
+                raise PremiseFailed(f"{version.version} left staging (it is in {where})")
             earlier = _evaluation_since(version, current["stage_entered_at"])
             if earlier is not None:
                 return earlier
+            # the report was computed outside the lock: it must describe this very stay and
+            # the version serving now, or a transition slipped in between
+            if report["window"]["start"] != current["stage_entered_at"].isoformat():
+                raise PremiseFailed(
+                    f"{version.version} entered staging again while it was evaluated"
+                )
+            live_gate = next(g for g in report["gates"] if g["gate"] == "live_version")
+            if live_gate["values"]["live"] != _live_version_name(version):
+                raise PremiseFailed(
+                    f"the live version changed while {version.version} was evaluated (was "
+                    f"{live_gate['values']['live']}, now {_live_version_name(version)})"
+                )
         evaluation = Evaluation.objects.create(
             version=version,
             kind=EvidenceKind.SHADOW,
@@ -373,9 +387,82 @@ def shadow_evaluations_due(*, now: datetime | None = None) -> list[int]:
     return due
 
 
-def shadow_evaluation_record_due(*, version_id: int, actor: Actor = ACTOR) -> Evaluation | None:
-    """The scheduled evaluation of one version (idempotent: see ``once_per_stay``)."""
+SHADOW_TASK = "serving.record_shadow_evaluation"
+
+
+def _live_version_name(version: ModelVersion) -> str:
+    from governance.lifecycle import live_lifecycle
+
+    live = live_lifecycle(version.model, exclude=version)
+    return live.version.version if live else "none"
+
+
+def shadow_premise_now(version_id: int) -> dict[str, Any]:
+    """The premise of a scheduled evaluation as it holds now: the stay in staging and the live
+    version it shadows (passed to the task, which re-checks them under the model lock)."""
+    from governance.lifecycle import live_lifecycle
+
+    row = Lifecycle.objects.select_related("version__model").filter(version_id=version_id).first()
+    if row is None:
+        return {}
+    live = live_lifecycle(row.version.model, exclude=row.version)
+    return {
+        "staged_at": row.stage_entered_at.isoformat(),
+        "live_version_id": live.version_id if live else None,
+    }
+
+
+def _moved_on(version: ModelVersion, staged_at: str | None, live_version_id: int | None):
+    """Why the premise captured at enqueue time no longer holds (None: it holds)."""
+    from governance.lifecycle import live_lifecycle
+
+    row = Lifecycle.objects.filter(version=version).first()
+    if row is None or row.stage != Stage.STAGING:
+        return f"{version.version} left staging (it is in {row.stage if row else 'no stage'})"
+    if staged_at is not None and row.stage_entered_at.isoformat() != staged_at:
+        return f"{version.version} left staging and entered it again since it was scheduled"
+    live = live_lifecycle(version.model, exclude=version)
+    if live_version_id is not None and (live is None or live.version_id != live_version_id):
+        now = live.version.version if live else "none"
+        return (
+            f"the live version changed since the evaluation was scheduled (now {now}): the "
+            "next hourly run judges it afresh"
+        )
+    return None
+
+
+def shadow_evaluation_record_due(
+    *,
+    version_id: int,
+    actor: Actor = ACTOR,
+    staged_at: str | None = None,
+    live_version_id: int | None = None,
+) -> Evaluation | dict | None:
+    """The scheduled evaluation of one version (idempotent: see ``once_per_stay``).
+
+    Premise: the version is still in staging, in the same stay, shadowing the same live version
+    as when it was scheduled (``staged_at``, ``live_version_id``; a caller without them takes
+    the state as it is now). Checked under the model lock before anything is computed and again
+    before the record: when it fails the task is skipped (the skip result), nothing recorded,
+    no ``fail_shadow``.
+    """
+    from governance.premises import Premise
+
     version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
     if version is None:
         return None
-    return shadow_evaluation_record(version=version, actor=actor, once_per_stay=True)
+    premise = Premise(
+        SHADOW_TASK,
+        f"{version.version} of {version.model.name} is still in staging, in the same stay, "
+        "shadowing the same live version",
+        model_id=version.model_id,
+        model_name=version.model.name,
+    )
+    with premise.locked():
+        reason = _moved_on(version, staged_at, live_version_id)
+        if reason is not None:
+            return premise.skip(reason, obj=version, version=version.version)
+    try:
+        return shadow_evaluation_record(version=version, actor=actor, once_per_stay=True)
+    except PremiseFailed as failed:
+        return premise.skip(failed.reason, obj=version, version=version.version)

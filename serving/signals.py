@@ -51,6 +51,9 @@ def enqueue_warm_standby(model_id: int) -> None:
 
 
 def enqueue_shadow_evaluation(version_id: int) -> None:
+    """Enqueue with its premise as it holds now (the stay in staging, the live version), which
+    the task re-checks under the model lock before it records anything."""
+    from .shadow_evaluation import shadow_premise_now
     from .tasks import record_shadow_evaluation
 
-    record_shadow_evaluation.apply_async((version_id,))
+    record_shadow_evaluation.apply_async((version_id,), kwargs=shadow_premise_now(version_id))

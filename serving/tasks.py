@@ -1,5 +1,8 @@
 """Celery wrappers: they take ids and call services.
 
+Each re-checks its premise under the model lock before acting (``governance.premises``): a task
+whose premise no longer holds returns ``{"status": "skipped", ...}`` and is never retried.
+
 The gateway enqueues ``verify_promotion`` and ``warm_standby`` on the urgent queue (a restore must
 not wait behind monitoring jobs): ``signals.enqueue_*``; and ``ingest_prediction_log`` after it
 writes its prediction spool (``log.enqueue_ingest``). Beat runs ``record_shadow_evaluations``
@@ -14,7 +17,8 @@ from django.db import OperationalError
 
 @shared_task(name="serving.warm_standby")
 def warm_standby(model_id: int) -> list[dict]:
-    """Cache and verify the artifacts of the model's warm-standby versions."""
+    """Cache and verify the artifacts of the model's warm-standby versions (a version that
+    stopped being a standby meanwhile is skipped, not reported undeployable)."""
     from .standby import warm_standby_refresh
 
     return warm_standby_refresh(model_id=model_id)
@@ -28,7 +32,11 @@ def warm_standby(model_id: int) -> list[dict]:
     max_retries=10,
 )
 def verify_promotion(version_id: int) -> dict:
-    """Score a probe with the newly live version; then take begin_monitoring."""
+    """Score a probe with the newly live version; then take begin_monitoring.
+
+    Retried only while the version is still live and does not serve; a version rolled back or
+    replaced meanwhile ends the task ``skipped`` (superseded), never an outage or a retry.
+    """
     from .readiness import verify_promotion as verify
 
     return verify(version_id=version_id)
@@ -68,13 +76,21 @@ def record_shadow_evaluations() -> list[int]:
     retry_backoff=30,
     max_retries=5,
 )
-def record_shadow_evaluation(version_id: int) -> dict | None:
-    """Record the shadow evaluation of one version (once per stay in staging)."""
+def record_shadow_evaluation(
+    version_id: int, staged_at: str | None = None, live_version_id: int | None = None
+) -> dict | None:
+    """Record the shadow evaluation of one version (once per stay in staging).
+
+    ``staged_at`` and ``live_version_id`` are its premise as it held at enqueue time: the same
+    stay in staging, shadowing the same live version; if either moved on, the task is skipped.
+    """
     from .shadow_evaluation import shadow_evaluation_record_due
 
-    evaluation = shadow_evaluation_record_due(version_id=version_id)
-    if evaluation is None:
-        return None
+    evaluation = shadow_evaluation_record_due(
+        version_id=version_id, staged_at=staged_at, live_version_id=live_version_id
+    )
+    if evaluation is None or isinstance(evaluation, dict):
+        return evaluation
     return {"evaluation": evaluation.pk, "passed": evaluation.passed}
 
 

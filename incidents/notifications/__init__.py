@@ -4,14 +4,19 @@
 no-op) and enqueues delivery after commit. ``deliver_due`` claims due rows with a conditional
 UPDATE (a lease), so two workers never send the same row; temporary failures (network, 429, 5xx)
 back off exponentially, permanent ones (other 4xx, nothing configured) stop; every attempt is a
-``DeliveryAttempt`` row.
+``DeliveryAttempt`` row. A row whose announced event no longer holds when it is due (an overdue
+reminder for a step completed meanwhile, a stage escalation for a version that left the stage)
+is not sent: it ends ``skipped`` (``governance.premises``, see ``premise_failure``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
@@ -117,12 +122,107 @@ def _claim(notification_id: int, now) -> bool:
     )
 
 
+def _overdue_step(match: re.Match, notification: Notification) -> str | None:
+    from ..models import StepRun, StepStatus
+
+    run = StepRun.objects.filter(pk=int(match[1])).first()
+    if run is None:
+        return "the step no longer exists"
+    if run.status != StepStatus.WAITING:
+        return f"step {run.order} ({run.action}) was {run.status} meanwhile"
+    if run.due_at is None or run.due_at > timezone.now():
+        return f"step {run.order} ({run.action}) is no longer overdue (now due {run.due_at})"
+    return None
+
+
+def _stage_escalation(match: re.Match, notification: Notification) -> str | None:
+    from governance.models import Escalation, Lifecycle
+
+    escalation = Escalation.objects.filter(pk=int(match[1])).first()
+    if escalation is None:
+        return "the escalation no longer exists"
+    now = Lifecycle.objects.filter(pk=escalation.lifecycle_id).values("stage", "stage_entered_at")
+    row = now.first()
+    if row is None or (row["stage"], row["stage_entered_at"]) != (
+        escalation.stage,
+        escalation.stage_entered_at,
+    ):
+        where = row["stage"] if row else "no stage"
+        return f"the version left {escalation.stage} meanwhile (it is in {where})"
+    return None
+
+
+# What each kind of row announces, by its dedup key: a check that returns why it no longer holds.
+# Pages and emails about an incident announce that it happened, which stays true: no check.
+PREMISES: list[tuple[re.Pattern, str, Callable[[re.Match, Notification], str | None]]] = [
+    (
+        re.compile(r"^step-(\d+)-overdue-(?:page|email)$"),
+        "the step is still waiting and overdue",
+        _overdue_step,
+    ),
+    (
+        re.compile(r"^escalation:(\d+):"),
+        "the version is still in the escalated stay",
+        _stage_escalation,
+    ),
+]
+
+
+def _premise(notification: Notification):
+    for pattern, statement, check in PREMISES:
+        match = pattern.match(notification.dedup_key)
+        if match is not None:
+            return statement, partial(check, match, notification)
+    return None
+
+
+def skip_if_stale(notification: Notification) -> bool:
+    """Re-check what the row announces under the model lock (the lock ``step_complete`` and the
+    lifecycle take first); if it no longer holds, end the row ``skipped``: no attempt is made,
+    the skip is logged and audited and, for an incident, written on its timeline."""
+    from governance.premises import Premise
+
+    found = _premise(notification)
+    if found is None:
+        return False
+    statement, check = found
+    premise = Premise(
+        "incidents.deliver_notifications",
+        f"{notification.channel} {notification.dedup_key}: {statement}",
+        model_id=notification.model_id,
+        model_name=notification.model.name if notification.model else "",
+    )
+    with premise.locked():
+        reason = check()
+        if reason is None:
+            return False
+        Notification.objects.filter(pk=notification.pk).update(
+            status=NotificationStatus.SKIPPED, claimed_until=None, last_error=f"skipped: {reason}"
+        )
+        premise.skip(reason, obj=notification, notification=notification.pk)
+        if notification.incident_id:
+            from ..timeline import add_event
+
+            add_event(
+                notification.incident,
+                kind="notification",
+                actor="system:notifications",
+                message=f"{notification.channel} to {notification.role or 'recipients'} not sent: "
+                f"{reason}",
+                data={"notification": notification.pk, "skipped": True},
+            )
+    return True
+
+
 def deliver_one(notification_id: int) -> str:
-    """One attempt at one due row; returns the outcome (``sent``, ``retry``, ``failed``, ``-``)."""
+    """One attempt at one due row; returns the outcome (``sent``, ``retry``, ``failed``,
+    ``skipped`` when what it announces no longer holds, ``-`` when another worker has it)."""
     now = timezone.now()
     if not _claim(notification_id, now):
         return "-"
     notification = Notification.objects.select_related("model", "incident").get(pk=notification_id)
+    if skip_if_stale(notification):
+        return "skipped"
     started = time.monotonic()
     status_code, error = None, ""
     try:

@@ -180,21 +180,25 @@ def stage_of(version) -> str:
     return Lifecycle.objects.get(version=version).stage
 
 
-def create(version, check: str, window_end: datetime = WINDOW_END) -> MonitorRun:
+def create(
+    version, check: str, window_end: datetime = WINDOW_END, trigger: str = "schedule"
+) -> MonitorRun:
     return runs.run_create(
         model=version.model,
         version=version,
         check=check,
         window_end=window_end,
-        trigger="schedule",
+        trigger=trigger,
         actor=SYSTEM,
     )
 
 
-def execute(version, check: str, frame: pd.DataFrame | None = None) -> MonitorRun:
+def execute(
+    version, check: str, frame: pd.DataFrame | None = None, trigger: str = "schedule"
+) -> MonitorRun:
     if frame is not None:
         put_window(version, frame)
-    return runs.run_execute(create(version, check).pk)
+    return runs.run_execute(create(version, check, trigger=trigger).pk)
 
 
 @pytest.fixture(autouse=True)
@@ -405,8 +409,9 @@ def test_concept_drift_on_a_version_in_validation_raises_the_alert_but_keeps_the
 ):
     version = live(Stage.VALIDATION)
     baseline(version, 0.85)
-    with django_capture_on_commit_callbacks(execute=True):
-        run = execute(version, "concept_drift", synthetic(3_000, seed=40, noisy_scores=0.8))
+    frame = synthetic(3_000, seed=40, noisy_scores=0.8)
+    with django_capture_on_commit_callbacks(execute=True):  # on demand: the schedule runs
+        run = execute(version, "concept_drift", frame, trigger="api")  # serving versions only
     assert run.status == RunStatus.SUCCEEDED
     alert = Alert.objects.get()
     assert alert.severity == "high" and alert.status == AlertStatus.OPEN

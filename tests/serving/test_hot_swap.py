@@ -214,10 +214,9 @@ def test_the_gateway_verifies_a_promoted_version_by_a_real_prediction_then_monit
     assert stage(v1) == "monitoring"
     event = AuditEvent.objects.filter(action="lifecycle.begin_monitoring").get()
     assert event.actor == "system:serving gateway"
-    assert readiness.verify_promotion(version_id=v1.pk) == {
-        "version": "1.0.0",
-        "skipped": "in stage monitoring",
-    }
+    again = readiness.verify_promotion(version_id=v1.pk)
+    assert again["status"] == "skipped" and again["version"] == "1.0.0"
+    assert again["reason"] == "1.0.0 was verified already (it is in monitoring)"
 
 
 @pytest.mark.django_db

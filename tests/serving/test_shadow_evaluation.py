@@ -238,7 +238,9 @@ def test_a_version_that_left_staging_gets_no_scheduled_evaluation(mlflow_models,
         Lifecycle.objects.filter(version=v2).update(stage="validation")  # moved meanwhile
 
         assert due == [v2.pk]
-        assert shadow_evaluation_record_due(version_id=v2.pk) is None
+        skipped = shadow_evaluation_record_due(version_id=v2.pk)
+        assert skipped["status"] == "skipped"
+        assert skipped["reason"] == "1.1.0 left staging (it is in validation)"
     assert not Evaluation.objects.filter(version=v2, kind=EvidenceKind.SHADOW).exists()
 
 

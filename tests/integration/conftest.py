@@ -1,0 +1,36 @@
+"""A cold gateway per test, and the gateway's outage hook recorded (it must stay silent)."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving import access, background, cache, generation, loader, log, router, shadow
+from tests.integration.outage_recorder import OUTAGES
+
+
+def _reset() -> None:
+    shadow.drain()
+    shadow.clear()
+    background.drain()
+    router.clear()
+    loader.clear()
+    cache.clear()
+    log.clear()
+    access.clear()
+    generation.reset()
+
+
+@pytest.fixture(autouse=True)
+def cold_gateway(settings, tmp_path):
+    settings.SERVING_LOG_FLUSH_SECONDS = 0
+    settings.VAR_DIR = tmp_path
+    settings.SERVING_OUTAGE_HOOK = "tests.integration.outage_recorder.record_outage"
+    OUTAGES.clear()
+    _reset()
+    yield
+    _reset()
+
+
+@pytest.fixture
+def outages() -> list[dict]:
+    return OUTAGES
