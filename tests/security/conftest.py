@@ -9,6 +9,7 @@ grant on the other model only) and ``ROLE@global`` (a global grant).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import pytest
@@ -24,7 +25,6 @@ from monitoring.models import Alert, MonitorRun
 from registry.models import ModelVersion
 from tests.factories import RegisteredModelFactory
 from tests.governance.lifecycle_helpers import new_version, person, to_production_first
-import hashlib
 from tests.incidents.helpers import alert_on
 
 SYSTEM = Actor.system("tests")
@@ -111,7 +111,8 @@ def _actor_user(actor: str):
 
 
 @pytest.fixture
-def world(db) -> World:
+def objects(db) -> World:
+    """The target's objects without the actors (the fuzzer brings its own token)."""
     from incidents.routing import route_alert
     from monitoring import runs
     from serving.halt import halt_engage
@@ -137,7 +138,7 @@ def world(db) -> World:
     )
     halt_engage(scope=TARGET, reason=HALT_REASON, actor=person("ml_lead"))
 
-    w = World(
+    return World(
         version=version,
         other=other,
         incident=incident,
@@ -145,6 +146,11 @@ def world(db) -> World:
         alert=alert,
         run=run,
     )
+
+
+@pytest.fixture
+def world(objects) -> World:
+    w = objects
     for actor in ACTORS[3:]:
         w.users[actor] = _actor_user(actor)
     w.users["no_grants"] = get_user_model().objects.create(username="no-grants", is_staff=False)
