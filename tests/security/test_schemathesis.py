@@ -209,7 +209,6 @@ def _run(case, app, world, token, request) -> None:
     case.call_and_validate(base_url="http://localhost", app=app, headers=headers, checks=CHECKS)
 
 
-@pytest.mark.slow  # ~10 min on 2 cores (SQLite); the README's ./bin/test runs it
 @pytest.mark.parametrize("op", _params("test_api_as_every_role"))
 def test_api_as_every_role(op, app, objects, powerful_token, request):
     _fuzz(op, app, objects, powerful_token, request)
