@@ -208,6 +208,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "governance.api.schema_errors.document_errors",
+    ],
     # choice sets that share a field name get names of their own instead of hashed ones
     "ENUM_NAME_OVERRIDES": {
         "IncidentKindEnum": "incidents.models.IncidentKind",

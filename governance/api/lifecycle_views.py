@@ -96,7 +96,10 @@ class ApprovalListCreateView(GenericAPIView):
     serializer_class = ApprovalSerializer
     queryset = Approval.objects.none()
 
-    @extend_schema(summary="A version's approvals, oldest first (voided ones included)")
+    @extend_schema(
+        summary="A version's approvals, oldest first (voided ones included)",
+        responses=ApprovalSerializer(many=True),  # paginated list, not one approval
+    )
     def get(self, request: Request, name: str, version: str) -> Response:
         target = registry_services.version_get(name, version)
         qs = Approval.objects.filter(version=target).select_related("user").order_by("id")
