@@ -430,7 +430,7 @@ def _skip_step(incident: Incident, run: StepRun, now: datetime, reason: str) -> 
     skipped = _step_premise(incident, run).skip(
         reason, obj=run, incident=incident.pk, step=run.order, step_task=run.task
     )
-    _maybe_resolve(incident, actor=SYSTEM)
+    incident_resolve_if_finished(incident, actor=SYSTEM)
     return {**skipped, "step": run.order, "task": run.task, "outcome": run.outcome}
 
 
