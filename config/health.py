@@ -104,7 +104,8 @@ def clear_cache() -> None:
 
 
 def may_see_details(request) -> bool:
-    """Staff who hold a role (or superusers), or a probe sending the configured bearer token."""
+    """Staff holding a global role (the details name every model), superusers, or a probe
+    sending the configured bearer token."""
     token = getattr(settings, "READYZ_DETAIL_TOKEN", "")
     header = request.headers.get("Authorization", "")
     if token and header.startswith("Bearer "):
@@ -116,7 +117,7 @@ def may_see_details(request) -> bool:
         return True
     from governance.models import RoleGrant
 
-    return RoleGrant.objects.filter(user=user).exists()
+    return RoleGrant.objects.filter(user=user, model__isnull=True).exists()
 
 
 @require_GET

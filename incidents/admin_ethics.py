@@ -16,6 +16,7 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
+from governance.admin_scoping import ModelScopedAdminMixin
 from governance.audit import Actor
 from governance.permissions import can, can_on_any_model
 from governance.roles import Action
@@ -88,8 +89,10 @@ class EthicsPolicyForm(forms.ModelForm):
 
 
 @admin.register(EthicsPolicy)
-class EthicsPolicyAdmin(ReadOnlyAdmin):
+class EthicsPolicyAdmin(ModelScopedAdminMixin, ReadOnlyAdmin):
     """Each save is a new version made by ``ethics_policy_update`` (audited, then checked)."""
+
+    edit_action = EDIT_ACTION
 
     form = EthicsPolicyForm
     list_display = ["model", "version", "created_at", "created_by", "reason"]

@@ -328,6 +328,8 @@ class StepCompleteView(GenericAPIView):
     def post(self, request: Request, pk: int, order: int) -> Response:
         body = StepCompleteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        if not _readable(request, Incident.objects.filter(pk=pk)).exists():
+            raise NotFound(f"no incident {pk}")  # as GET answers: the model is not named
         run = step_complete(
             incident_id=pk,
             order=order,

@@ -15,6 +15,7 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
+from governance.admin_scoping import ModelScopedAdminMixin
 from governance.audit import Actor
 from governance.permissions import can, can_on_any_model
 from governance.roles import Action
@@ -220,8 +221,10 @@ class PolicyForm(forms.ModelForm):
 
 
 @admin.register(MonitoringPolicy)
-class MonitoringPolicyAdmin(ReadOnlyAdmin):
+class MonitoringPolicyAdmin(ModelScopedAdminMixin, ReadOnlyAdmin):
     """Each save is a new version made by ``monitoring_policy_update`` (audited)."""
+
+    edit_action = POLICY_EDIT_ACTION
 
     form = PolicyForm
     list_display = ["model", "version", "created_at", "created_by", "comment"]

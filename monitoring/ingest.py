@@ -512,6 +512,12 @@ def _read_table(upload, *, text_columns: Sequence[str]) -> pa.Table:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            {"file": f"is neither Parquet nor UTF-8 CSV (byte {exc.start} is not UTF-8)"}
+        ) from exc
+    try:
         header = next(csv.reader(io.StringIO(data[: 1 << 16].decode("utf-8", errors="replace"))))
     except (StopIteration, csv.Error) as exc:
         raise InvalidInput({"file": "could not be read as CSV: no header row"}) from exc

@@ -114,3 +114,16 @@ def server_error(request, *args, **kwargs):
         "<p>It has been logged.</p>",
         content_type="text/html",
     )
+
+
+def not_found(request, exception=None):
+    """Django's 404 handler: the API's JSON error shape under /api/ (a path no route matches,
+    e.g. a non-integer id), Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"detail": f"No API endpoint or object at {request.path}: check the path and ids."},
+            status=404,
+        )
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)

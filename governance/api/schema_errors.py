@@ -34,6 +34,8 @@ def _codes(path: str, method: str, operation: dict) -> dict[str, str]:
     if method in _WRITES:
         codes["409"] = "Refused in the current state: `reasons` lists every unmet condition"
         codes["413"] = "The body is too large"
+    if operation.get("requestBody"):
+        codes["415"] = "The Content-Type is not one this operation accepts"
     if any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])):
         codes["422"] = "This Idempotency-Key was already used for a different request"
     if path.startswith("/api/v1/predict/"):

@@ -170,6 +170,11 @@ class VersionSerializer(serializers.ModelSerializer):
         source="registered_by.username", default=None, allow_null=True, read_only=True
     )
     signature = SignatureField(read_only=True)
+    serialization_format = serializers.CharField(
+        read_only=True,
+        help_text="pickle, cloudpickle, skops, onnx or other; empty for versions registered "
+        "before it was recorded",
+    )
 
     class Meta:
         model = ModelVersion

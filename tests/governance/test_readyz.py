@@ -55,6 +55,21 @@ def test_staff_without_any_grant_get_the_bare_status(client):
     assert set(client.get("/readyz").json()) == {"status"}
 
 
+def test_staff_with_a_grant_on_one_model_only_get_the_bare_status(client):
+    # the details name every model and its digest: only a global role may read them
+    from tests.factories import RegisteredModelFactory
+
+    RegisteredModelFactory(name="one-model")
+    services.role_grant(username="scoped", roles=["oncall"], model_name="one-model", actor=SYSTEM)
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.get(username="scoped")
+    user.is_staff = True
+    user.save()
+    client.force_login(user)
+    assert set(client.get("/readyz").json()) == {"status"}
+
+
 def test_a_probe_with_the_configured_token_sees_the_details(client, settings):
     settings.READYZ_DETAIL_TOKEN = "probe-secret-123"
     body = client.get("/readyz", HTTP_AUTHORIZATION="Bearer probe-secret-123").json()

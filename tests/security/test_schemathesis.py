@@ -55,26 +55,7 @@ EXAMPLES = int(os.environ.get("PROOF_EXAMPLES", "100"))  # fewer only to explore
 
 # Test item -> what this test found on main (strict xfail: each flips to a failure when fixed;
 # then delete its line).
-_UPLOAD = (
-    "500 UnicodeDecodeError in pyarrow on a multipart upload of a binary non-CSV file "
-    "(a PNG named file.png): bad input must be a 400 naming the field"
-)
-_HTML_404 = (
-    "a non-integer id in the path (/api/v1/.../null%2Cnull/) answers Django's HTML 404 page, "
-    "not the API's JSON error"
-)
-_NUL = (
-    "500 on PostgreSQL when a text query parameter carries a NUL byte (?model=%00...): "
-    "psycopg refuses NUL in a string literal; it must be a 400 naming the parameter"
-)
-KNOWN: dict[str, str] = {
-    "test_api_as_every_role[POST /api/v1/models/{name}/labels/]": _UPLOAD,
-    "test_api_as_every_role[POST /api/v1/models/{name}/versions/{version}/reference/]": _UPLOAD,
-    "test_api_anonymous[GET /api/v1/alerts/{id}/]": _HTML_404,
-    "test_api_anonymous[GET /api/v1/incidents/{id}/]": _HTML_404,
-    "test_api_anonymous[GET /api/v1/monitoring/runs/{id}/]": _HTML_404,
-    "test_api_anonymous[POST /api/v1/incidents/{id}/steps/{order}/complete/]": _HTML_404,
-}
+KNOWN: dict[str, str] = {}
 
 
 def connection_vendor() -> str:
@@ -151,20 +132,6 @@ SETTINGS = settings(
 )
 
 
-ON_POSTGRES = connection_vendor() == "postgresql"
-if ON_POSTGRES:
-    KNOWN.update(
-        {
-            f"test_api_as_every_role[GET {path}]": _NUL
-            for path in (
-                "/api/v1/audit/",
-                "/api/v1/incidents/",
-                "/api/v1/models/{name}/versions/",
-            )
-        }
-    )
-
-
 def _operations() -> list[str]:
     return [f"{m.upper()} {p}" for p, ops in SCHEMA["paths"].items() for m in ops]
 
@@ -226,11 +193,6 @@ _LISTS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 #13: no maximum page size; ?limit=10**24 is a 500 (an integer overflow in "
-    "the database), found by Schemathesis on main",
-)
 def test_a_huge_page_size_is_refused_or_capped_on_every_list(objects, powerful_token):
     """Fuzzing found it on some lists; asked of every list here, so the proof is deterministic."""
     from rest_framework.test import APIClient
