@@ -96,7 +96,7 @@ class EthicsPolicyAdmin(ModelScopedAdminMixin, ReadOnlyAdmin):
 
     form = EthicsPolicyForm
     list_display = ["model", "version", "created_at", "created_by", "reason"]
-    list_filter = ["model"]
+    list_filter = [("model", admin.RelatedOnlyFieldListFilter)]  # only the user's models
     list_select_related = ["model"]
 
     def _may_edit(self, request, obj=None) -> bool:

@@ -228,7 +228,7 @@ class MonitoringPolicyAdmin(ModelScopedAdminMixin, ReadOnlyAdmin):
 
     form = PolicyForm
     list_display = ["model", "version", "created_at", "created_by", "comment"]
-    list_filter = ["model"]
+    list_filter = [("model", admin.RelatedOnlyFieldListFilter)]  # only the user's models
     list_select_related = ["model"]
 
     def _may_edit(self, request, obj=None) -> bool:

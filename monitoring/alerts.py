@@ -58,11 +58,11 @@ def alert_acknowledge(*, alert_id: int, actor: Actor, note: str = "", scopes=Non
 
 def alert_resolve(*, alert_id: int, actor: Actor, note: str, scopes=None) -> Alert:
     """Closed by a person, with the reason (required: the next reader needs to know why)."""
-    if not (note or "").strip():
-        raise InvalidInput({"note": "required: why this alert is resolved"})
     with transaction.atomic():
         alert = _locked(alert_id)
-        _check(actor, alert, scopes)
+        _check(actor, alert, scopes)  # 403 before 400: a refused caller learns nothing more
+        if not (note or "").strip():
+            raise InvalidInput({"note": "required: why this alert is resolved"})
         if alert.status == AlertStatus.RESOLVED:
             raise Conflict(f"alert {alert.pk} is already resolved by {alert.resolved_by}")
         before = alert.status

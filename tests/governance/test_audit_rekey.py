@@ -142,9 +142,8 @@ def test_a_short_key_is_refused(settings):
 
 
 def test_production_settings_refuse_to_start_without_an_audit_key(monkeypatch):
-    import sys
-
     import secrets
+    import sys
 
     monkeypatch.setenv("DJANGO_SECRET_KEY", secrets.token_urlsafe(64))
     monkeypatch.delenv("AUDIT_HMAC_KEY", raising=False)

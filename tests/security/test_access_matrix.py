@@ -188,8 +188,9 @@ ADMIN_MODELS: dict[str, frozenset[str]] = {
 }
 # Add forms some roles open: manual rollback, halt, and the per-model policies. Everyone else 403.
 ADMIN_ADD: dict[str, Rule] = {
-    "monitoring.monitoringpolicy": R(holders(["ml_lead"]), shows=False),
-    "incidents.ethicspolicy": R(holders(["ethics_officer"]), shows=False),
+    # a per-model holder adds policies for their own models: the form offers only those
+    "monitoring.monitoringpolicy": R(holders(["ml_lead"], ANY_SCOPE), listing=True, shows=False),
+    "incidents.ethicspolicy": R(holders(["ethics_officer"], ANY_SCOPE), listing=True, shows=False),
     "incidents.rollback": R(holders(["ml_lead"], ANY_SCOPE), listing=True, shows=False),
     "serving.halt": R(holders(["ml_lead", "ethics_officer", "oncall"], ANY_SCOPE), shows=False),
 }
