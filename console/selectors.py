@@ -1,6 +1,6 @@
 """Reads behind the console's pages: bulk queries whose count does not grow with the models.
 
-The console sits on top of every app (docs/architecture.md, section 2): it reads their models
+The console sits on top of every app (docs/architecture.md §2): it reads their models
 here and changes state only through their services.
 """
 

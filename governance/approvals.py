@@ -1,6 +1,6 @@
 """Approvals: who signed off which transition of which version, on what evidence.
 
-Rules (DESIGN.md section 3): separation of duties - nobody approves or rejects a version they
+Rules (docs/architecture.md §4): separation of duties - nobody approves or rejects a version they
 registered (through any of their tokens: a CI token's owner counts as the registrant), are the
 responsible engineer of, or submitted evidence for; one person fills at most one required role per
 transition; CI accounts never approve; a rejection blocks until its author approves or new evidence

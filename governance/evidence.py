@@ -9,8 +9,8 @@ Every record is checked; a batch is accepted whole or refused whole, with errors
 and field (``records[3].score``, records counted from 0 in the order given). An accepted batch has
 a SHA-256 digest over its canonical form (the same records give the same digest whether they came
 as JSON, CSV or Parquet) and is stored as Parquet under ``VAR_DIR/evidence/<digest>.parquet``
-before the evaluation row commits (DESIGN.md section 5: data outside the database first, then the
-manifest row); ``sweep_orphans`` removes files no evaluation refers to.
+before the evaluation row commits (docs/architecture.md §5: data outside the database first,
+then the manifest row); ``sweep_orphans`` removes files no evaluation refers to.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Telling the holders of a role about something: the platform's notification interface.
 
-Governance sits below the incidents app (DESIGN.md section 2), so it cannot call the outbox
+Governance sits below the incidents app (docs/architecture.md §2), so it cannot call the outbox
 directly: ``notify_role`` hands the message to the function named by
 ``settings.GOVERNANCE_NOTIFY_HOOK`` (by default the incidents outbox,
 ``incidents.notifications.notify_role_by_email``: one email row per dedup key, delivered and

@@ -1,4 +1,4 @@
-"""Roles (DESIGN.md section 3) and the actions each may take.
+"""Roles (docs/architecture.md §4) and the actions each may take.
 
 A grant is global or scoped to one model. A token may be narrowed to a subset of its user's roles
 (its scopes); what a request may do is the union of the actions of the roles it holds for the model.

@@ -1,4 +1,4 @@
-"""Stage time limits (DESIGN.md section 3): find versions over their limit and escalate once.
+"""Stage time limits (docs/architecture.md §4): find versions over their limit and escalate once.
 
 Limits: development 14 days, validation 3 days, staging 7 days counted from the end of the shadow
 period (the policy's ``shadow_days``; a PATCH is fast-tracked with no shadow period), degraded 48

@@ -3,7 +3,7 @@
 ``route(alert_id)`` calls the function named by ``settings.MONITORING_ALERT_HOOK`` (a dotted path,
 default ``monitoring.routing.default_route``) with the alert. The incidents app points the
 setting at its own handler (incidents, playbooks, paging, rollback), so monitoring never imports
-it (DESIGN.md section 2). Every hook must be idempotent: a retried hand-off calls it again.
+it (docs/architecture.md §2). Every hook must be idempotent: a retried hand-off calls it again.
 
 ``default_route`` applies the specification's routing that monitoring can do by itself:
 

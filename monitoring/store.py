@@ -2,8 +2,8 @@
 
 Layout: ``VAR_DIR/monitoring/<model>/<kind>/day=YYYY-MM-DD/<uuid>.parquet``, one file per ingested
 batch and UTC day. A file is written under a temporary name, fsynced and renamed into place; only
-then does its ``DataBatch`` manifest row commit (DESIGN.md section 5). A request that fails after
-writing removes its files (``discard``); a crash in between leaves an orphan that
+then does its ``DataBatch`` manifest row commit (docs/architecture.md §5). A request that fails
+after writing removes its files (``discard``); a crash in between leaves an orphan that
 ``sweep_orphans`` removes. Readers only ever look at files a committed ``DataBatch`` points to.
 A prediction file has an id index beside it (``<uuid>.ids.npy``, ``DataBatch.id_index``: its
 ids' sorted 64-bit digests), which later merges combine per version and day; the duplicate check

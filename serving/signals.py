@@ -21,7 +21,8 @@ from .conf import GRANTS
 logger = logging.getLogger(__name__)
 
 NEW_LIVE = frozenset({"promote", "restore"})
-URGENT = "urgent"  # rollback and halt never wait behind monitoring jobs (DESIGN.md section 5)
+# rollback and halt never wait behind monitoring jobs (docs/architecture.md §5)
+URGENT = "urgent"
 
 
 def lifecycle_changed(sender, instance, name, source, target, **kwargs) -> None:

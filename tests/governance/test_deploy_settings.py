@@ -22,6 +22,7 @@ def run_manage(key: str, *args: str, tmp_path: Path) -> subprocess.CompletedProc
     env |= {
         "DJANGO_SETTINGS_MODULE": "config.settings.prod",
         "DJANGO_SECRET_KEY": key,
+        "AUDIT_HMAC_KEY": secrets.token_urlsafe(48),
         "GOVERNANCE_VAR_DIR": str(tmp_path),
         "DJANGO_STATIC_ROOT": str(tmp_path / "static"),
     }

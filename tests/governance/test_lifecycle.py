@@ -1,4 +1,4 @@
-"""Every edge of the lifecycle table (DESIGN.md section 3), and the forbidden ones."""
+"""Every edge of the lifecycle table (docs/architecture.md §4), and the forbidden ones."""
 
 from datetime import timedelta
 

@@ -106,12 +106,15 @@ def archive_standby(w: World) -> None:
 
 
 def resolve_by_rollback(w: World) -> None:
-    """A second critical alert rolls 1.0.1 back; the completed rollback resolves the incident."""
+    """A second critical alert rolls 1.0.1 back (the incident is then mitigating), then the
+    incident is resolved (set-up only: resolving by completing steps is tested in
+    tests/incidents) while its playbook task still waits in the queue."""
     from incidents.rollback import rollback_run
 
     rolled = critical_alert(w)["rollback"]
     assert rollback_run(rolled) == "completed"
-    assert Incident.objects.get(pk=w.context["incident"]).status == "resolved"
+    assert Incident.objects.get(pk=w.context["incident"]).status == "mitigating"
+    Incident.objects.filter(pk=w.context["incident"]).update(status="resolved")
 
 
 def complete_overdue_step(w: World) -> None:

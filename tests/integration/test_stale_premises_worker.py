@@ -171,7 +171,13 @@ def test_stale_tasks_run_by_a_real_worker_are_skipped_and_page_no_one(
     assert {p.role for p in pages} <= {"ethics_officer"}, [p.dedup_key for p in pages]
     assert Alert.objects.filter(version=monitored.v2).count() == 0
     assert MonitorRun.objects.get(pk=monitored.context["run"]).status == "skipped"
-    assert list(Rollback.objects.values_list("status", flat=True)) == ["skipped"]
+    # The reminder case's own incident is critical and its version still serves, so its
+    # playbook may legitimately roll it back (premise intact) if the worker gets that far; every
+    # other rollback here would come from a stale premise: only the superseded one, skipped.
+    stale = Rollback.objects.exclude(model=reminded.model)
+    assert list(stale.values_list("status", flat=True)) == ["skipped"]
+    legit = Rollback.objects.filter(model=reminded.model)
+    assert all(r.automatic and r.from_version == reminded.v2 for r in legit)
     candidate = shadowed.context["candidate"]
     assert Lifecycle.objects.get(version=candidate).stage == "staging"
     assert Lifecycle.objects.get(version=issue.v2).stage == "rollback"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 
@@ -92,7 +93,11 @@ def test_predict_is_served_with_the_gateway_settings_and_a_staff_session_is_not_
 def test_the_gateway_settings_load_without_the_consoles_secret_key(tmp_path):
     """What the compose service runs: prod settings minus the console, a key of its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL"))}
-    env.update(GOVERNANCE_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings.gateway")
+    env.update(
+        GOVERNANCE_VAR_DIR=str(tmp_path),
+        DJANGO_SETTINGS_MODULE="config.settings.gateway",
+        AUDIT_HMAC_KEY=secrets.token_urlsafe(48),  # the gateway audits outage reports
+    )
     script = (
         "import json, django; django.setup(); from django.conf import settings as s; "
         "print(json.dumps({'apps': s.INSTALLED_APPS, 'middleware': s.MIDDLEWARE, "
