@@ -7,6 +7,8 @@ are not DRF at all, so the depth limit is enforced here once for every JSON body
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
@@ -65,4 +67,26 @@ class RequestGuardMiddleware:
         request.json_depth_checked = True
         # Undecodable bodies are the parser's to refuse, with its own message.
         text = body.decode(request.encoding or settings.DEFAULT_CHARSET, errors="replace")
-        return depth_error(text)
+        return depth_error(text) or _nul_error(text)
+
+
+def _nul_error(text: str) -> str | None:
+    """A NUL character in any string or key of the body: PostgreSQL stores no text with one, so
+    it would reach the database as a 500. Refused here once for every JSON endpoint."""
+    if "\\u0000" not in text and "\x00" not in text:
+        return None  # the common case costs one scan
+    try:
+        stack = [json.loads(text)]
+    except ValueError:
+        return None  # the parser refuses it with its own message
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "JSON strings and keys must not contain NUL characters (\\u0000)."
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None

@@ -126,7 +126,14 @@ def _instant(name: str, raw: str) -> datetime:
         raise InvalidInput(
             {name: f"'{raw}' is not an ISO 8601 date or datetime, e.g. 2025-06-01T12:00:00Z"}
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        # in UTC, so no offset the database cannot represent (PostgreSQL: at most 15:59) gets there
+        instant = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        instant = None
+    if instant is None or not 1970 <= instant.year <= 2200:
+        raise InvalidInput({name: f"'{raw}' must be an instant between 1970 and 2200"})
+    return instant
 
 
 _TEXT_FILTERS = {

@@ -65,6 +65,7 @@ def start_worker(log: Path) -> subprocess.Popen:
         "MLFLOW_ARTIFACT_ROOT": str(settings.MLFLOW_ARTIFACT_ROOT),
         "ARTIFACT_CACHE_DIR": str(settings.ARTIFACT_CACHE_DIR),
         "SERVING_OUTAGE_HOOK": "incidents.outage.report_outage",
+        "AUDIT_HMAC_KEY": settings.AUDIT_HMAC_KEY,  # its audit events link with ours
         "LOG_LEVEL": "INFO",
     }
     if params.get("PASSWORD"):
