@@ -14,10 +14,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from governance import sla
-from governance.models import SERVING_STAGES, Lifecycle, RoleGrant
+from governance.models import SERVING_STAGES, Lifecycle
 from governance.permissions import can
-from governance.roles import Action, actions_for
-from governance.selectors import readable_models
+from governance.roles import Action
+from governance.selectors import models_allowing, readable_models
 from incidents.models import ACTIVE_STATUSES, OPEN_STEP_STATUSES, Incident, StepRun
 from monitoring.models import Alert, AlertStatus, Check, Severity
 from registry.models import RegisteredModel
@@ -62,13 +62,6 @@ class ModelRow:
 class Overview:
     rows: list[ModelRow]
     global_halt: Halt | None
-
-    @property
-    def halts(self) -> list[Halt]:
-        found = [row.halt for row in self.rows if row.halt is not None]
-        return ([self.global_halt] if self.global_halt else []) + [
-            h for h in found if h is not self.global_halt
-        ]
 
 
 def active_halts(model_names: list[str] | None = None) -> list[Halt]:
@@ -180,15 +173,6 @@ def halt_page(user) -> dict:
 ALERT_PAGE_SIZE = 50
 
 
-def models_allowing(user, action: str, names: list[str]) -> set[str]:
-    """Which of ``names`` the user may do ``action`` on, from one read of their grants (the
-    rule of ``governance.permissions.can``, without a query per model)."""
-    grants = list(RoleGrant.objects.filter(user=user).values_list("role", "model__name"))
-    if action in actions_for({role for role, model in grants if model is None}):
-        return set(names)
-    return {m for role, m in grants if m in names and action in actions_for({role})}
-
-
 def alert_page(user, params) -> dict:
     """Alerts of the models the user may read, filtered by model, check, severity and status
     (unknown filter values are ignored and shown as such), newest first, 50 at a time."""
@@ -215,7 +199,11 @@ def alert_page(user, params) -> dict:
         page = 1
     start = (page - 1) * ALERT_PAGE_SIZE
     rows = list(alerts.order_by("-created_at", "-id")[start : start + ALERT_PAGE_SIZE + 1])
-    handle = models_allowing(user, Action.HANDLE_ALERTS, models)
+    handle = set(
+        models_allowing(user, Action.HANDLE_ALERTS)
+        .filter(name__in=models)
+        .values_list("name", flat=True)
+    )
     kept = dict(chosen)
     if params.get("status") == "all":
         kept["status"] = "all"

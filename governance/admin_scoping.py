@@ -7,23 +7,8 @@ form's model choices follow the same grants as the API (``governance.permissions
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
-
-from registry.models import RegisteredModel
-
-from .models import RoleGrant
-from .roles import Action, actions_for
-
-
-def models_allowing(user, action: str) -> QuerySet[RegisteredModel]:
-    """The models on which ``user`` may do ``action`` (every model with a global grant)."""
-    if user.is_superuser:
-        return RegisteredModel.objects.all()
-    grants = list(RoleGrant.objects.filter(user=user).values_list("role", "model_id"))
-    if action in actions_for({role for role, model in grants if model is None}):
-        return RegisteredModel.objects.all()
-    ids = {m for role, m in grants if m is not None and action in actions_for({role})}
-    return RegisteredModel.objects.filter(pk__in=ids)
+from .roles import Action
+from .selectors import models_allowing
 
 
 class ModelScopedAdminMixin:

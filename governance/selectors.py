@@ -26,6 +26,17 @@ def readable_models(user, *, scopes=None) -> QuerySet[RegisteredModel]:
     return RegisteredModel.objects.filter(pk__in=scoped)
 
 
+def models_allowing(user, action: str) -> QuerySet[RegisteredModel]:
+    """The models on which ``user`` may do ``action`` (every model with a global grant)."""
+    if user.is_superuser:
+        return RegisteredModel.objects.all()
+    grants = list(RoleGrant.objects.filter(user=user).values_list("role", "model_id"))
+    if action in actions_for({role for role, model in grants if model is None}):
+        return RegisteredModel.objects.all()
+    ids = {m for role, m in grants if m is not None and action in actions_for({role})}
+    return RegisteredModel.objects.filter(pk__in=ids)
+
+
 def model_list(user, *, scopes=None) -> QuerySet[RegisteredModel]:
     live = ModelVersion.objects.filter(lifecycle__stage__in=SERVING_STAGES).select_related(
         "lifecycle"
