@@ -21,14 +21,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from django.db import transaction
 
 from monitoring import stats
 from registry import services as registry_services
 from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion
 
-from . import audit, evidence
+from . import audit, evidence, filestore
 from .approvals import approvals_void
 from .audit import Actor
 from .models import SERVING_STAGES, Evaluation, EvidenceKind, Lifecycle, Stage, ValidationPolicy
@@ -400,47 +399,42 @@ def evaluation_submit(
         digest, n_records = batch.digest, len(batch)
         data_path, created = evidence.store(batch)  # the file first, then the row commits
 
-    try:
-        with transaction.atomic():
-            registry_services.model_get(model_name, lock=True)  # serialise with promotions
-            if kind == EvidenceKind.SHADOW_REPLAY:
-                _refuse_shadow_replay_with_live_version(target)  # again, under the lock
-            evaluation = Evaluation.objects.create(
-                version=target,
-                kind=kind,
-                policy=policy,
-                passed=bool(report["passed"]),
-                report=report,
-                evidence_digest=digest,
-                records=n_records,
-                data_path=data_path,
-                created_by=actor.label[:200],
-                submitted_by=actor.user,
-            )
-            voided = approvals_void(version=target, reason=f"new evidence: {kind}", actor=actor)
-            audit.record(
-                actor=actor,
-                action="evaluation.recorded",
-                obj=evaluation,
-                model_name=target.model.name,
-                after={
-                    "version": target.version,
-                    "kind": kind,
-                    "passed": evaluation.passed,
-                    "policy_version": policy.version,
-                    "evidence_digest": digest,
-                    "records": n_records,
-                    "approvals_voided": voided,
-                },
-            )
-    except BaseException:
-        if created:
-            try:
-                evidence.discard(data_path)
-            except Exception:  # e.g. inside a broken outer transaction: the sweeper removes it
-                logger.warning("could not discard evidence file %s", data_path, exc_info=True)
-        raise
+    def create_row() -> Evaluation:
+        registry_services.model_get(model_name, lock=True)  # serialise with promotions
+        if kind == EvidenceKind.SHADOW_REPLAY:
+            _refuse_shadow_replay_with_live_version(target)  # again, under the lock
+        evaluation = Evaluation.objects.create(
+            version=target,
+            kind=kind,
+            policy=policy,
+            passed=bool(report["passed"]),
+            report=report,
+            evidence_digest=digest,
+            records=n_records,
+            data_path=data_path,
+            created_by=actor.label[:200],
+            submitted_by=actor.user,
+        )
+        voided = approvals_void(version=target, reason=f"new evidence: {kind}", actor=actor)
+        audit.record(
+            actor=actor,
+            action="evaluation.recorded",
+            obj=evaluation,
+            model_name=target.model.name,
+            after={
+                "version": target.version,
+                "kind": kind,
+                "passed": evaluation.passed,
+                "policy_version": policy.version,
+                "evidence_digest": digest,
+                "records": n_records,
+                "approvals_voided": voided,
+            },
+        )
+        return evaluation
 
+    written = [data_path] if created else []
+    evaluation = filestore.commit_after_files(written, create_row, referenced=evidence.referenced)
     if not evaluation.passed:
         _send_back(evaluation)
     return evaluation

@@ -2,9 +2,10 @@
 
 Layout: ``VAR_DIR/monitoring/<model>/<kind>/day=YYYY-MM-DD/<uuid>.parquet``, one file per ingested
 batch and UTC day. A file is written under a temporary name, fsynced and renamed into place; only
-then does its ``DataBatch`` manifest row commit (docs/architecture.md §5). A request that fails
-after writing removes its files (``discard``); a crash in between leaves an orphan that
-``sweep_orphans`` removes. Readers only ever look at files a committed ``DataBatch`` points to.
+then does its ``DataBatch`` manifest row commit (``governance.filestore``, architecture §5). A
+request that fails after writing removes its files (``discard``); a crash in between leaves an
+orphan that ``sweep_orphans`` removes. Readers only ever look at files a committed
+``DataBatch`` points to.
 A prediction file has an id index beside it (``<uuid>.ids.npy``, ``DataBatch.id_index``: its
 ids' sorted 64-bit digests), which later merges combine per version and day; the duplicate check
 of a new batch searches those, never the day's ids (see "The prediction id index" below).
@@ -32,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -50,6 +50,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from governance import filestore
 from registry.models import ModelVersion, RegisteredModel
 
 from .models import BatchKind, DataBatch
@@ -127,39 +128,24 @@ def write_file(
     day: date,
     id_digests: np.ndarray | None = None,
 ) -> StoredFile:
-    """Write ``table`` as one Parquet partition file: temp name, fsync, ``os.replace``.
+    """Write ``table`` as one Parquet partition file (``filestore.write_atomically``).
 
     With ``id_digests`` (the rows' ``id_digests``), the file's id index is written beside it.
     """
     directory = _partition(model_name, kind, day)
     stem = uuid.uuid4().hex
-    name = f"{stem}.parquet"
-    tmp = directory / f".{name}.tmp"
-    target = directory / name
-    try:
-        for attempt in range(2):  # the sweeper may remove an empty day directory meanwhile
-            directory.mkdir(parents=True, exist_ok=True)
-            try:
-                pq.write_table(
-                    table,
-                    tmp,
-                    compression=COMPRESSION,
-                    use_dictionary=_dictionary_columns(table.schema),
-                    row_group_size=1 << 20,
-                )
-                break
-            except FileNotFoundError:
-                if attempt:
-                    raise
-        digest = hashlib.sha256()
-        with open(tmp, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    relative = target.relative_to(Path(settings.VAR_DIR)).as_posix()
+    target = directory / f"{stem}.parquet"
+
+    def write(tmp: Path) -> None:
+        pq.write_table(
+            table,
+            tmp,
+            compression=COMPRESSION,
+            use_dictionary=_dictionary_columns(table.schema),
+            row_group_size=1 << 20,
+        )
+
+    digest = filestore.write_atomically(target, write, digest=True)
     index = ""
     if id_digests is not None:
         try:
@@ -168,10 +154,10 @@ def write_file(
             target.unlink(missing_ok=True)
             raise
     return StoredFile(
-        path=relative,
+        path=filestore.relative(target),
         day=day,
         rows=table.num_rows,
-        digest=f"sha256:{digest.hexdigest()}",
+        digest=f"sha256:{digest}",
         id_index=index,
     )
 
@@ -216,20 +202,10 @@ def combined_digest(files: Sequence[StoredFile]) -> str:
 
 def discard(paths: Iterable[str]) -> None:
     """Remove files written for a request that then failed (unless a manifest row has them)."""
-    paths = list(paths)
-    if not paths:
-        return
-    try:
-        kept = _referenced(paths)
-    except Exception:  # e.g. inside a broken transaction: leave them to the sweeper
-        logger.warning("could not check files to discard; the orphan sweeper will", exc_info=True)
-        return
-    for path in paths:
-        if path not in kept:
-            resolve(path).unlink(missing_ok=True)
+    filestore.discard_unreferenced(paths, referenced=referenced)
 
 
-def _referenced(paths: Sequence[str]) -> set[str]:
+def referenced(paths: Sequence[str]) -> set[str]:
     """Those of ``paths`` a manifest row points to, as its file or its id index."""
     batches = DataBatch.objects.filter(path__in=paths).values_list("path", flat=True)
     indexes = DataBatch.objects.filter(id_index__in=paths).values_list("id_index", flat=True)
@@ -258,37 +234,14 @@ def sweep_orphans(*, older_than: datetime | None = None) -> list[str]:
     still committing is left alone. Stale temporary files go too, and so do empty day
     directories. Returns the removed paths (relative to ``VAR_DIR``).
     """
-    base = root()
-    if not base.is_dir():
-        return []
     if older_than is None:
         older_than = timezone.now() - settings.ORPHAN_GRACE
-    cutoff = older_than.timestamp()
-    var_dir = Path(settings.VAR_DIR)
-    removed: list[str] = []
-    for directory, subdirs, files in os.walk(base, topdown=False):
-        here = Path(directory)
-        candidates = {}
-        for name in files:
-            file = here / name
-            try:
-                if file.stat().st_mtime < cutoff:
-                    candidates[file.relative_to(var_dir).as_posix()] = file
-            except FileNotFoundError:
-                continue
-        if candidates:
-            referenced = _referenced(list(candidates))
-            for relative, file in candidates.items():
-                if relative not in referenced:
-                    file.unlink(missing_ok=True)
-                    removed.append(relative)
-        if here != base and not subdirs and here.name.startswith("day="):
-            try:
-                if not any(here.iterdir()) and here.stat().st_mtime < cutoff:
-                    here.rmdir()
-            except OSError:
-                pass
-    return removed
+    return filestore.sweep_unreferenced(
+        root(),
+        cutoff=older_than.timestamp(),
+        referenced=referenced,
+        prune=lambda directory: directory.name.startswith("day="),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -809,16 +762,13 @@ def id_digests(ids: Iterable[str]) -> np.ndarray:
 
 def _write_id_index(sorted_digests: np.ndarray, *, directory: Path, stem: str) -> str:
     target = directory / f"{stem}{ID_INDEX_SUFFIX}"
-    tmp = directory / f".{target.name}.tmp"
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(sorted_digests, dtype="<i8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target.relative_to(Path(settings.VAR_DIR)).as_posix()
+
+    filestore.write_atomically(target, write)
+    return filestore.relative(target)
 
 
 @dataclass(frozen=True)

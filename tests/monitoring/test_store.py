@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from governance import audit
 from governance.audit import Actor
 from governance.models import AuditEvent
 from monitoring import ingest, profiles, stats, store
@@ -456,7 +457,7 @@ def test_a_failed_commit_removes_its_files(version, settings, monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(ingest.audit, "record", broken)
+    monkeypatch.setattr(audit, "record", broken)
 
     with pytest.raises(RuntimeError):
         ingest_predictions(version, records(3, start=T0 - timedelta(minutes=1)))
