@@ -123,14 +123,15 @@ def window_frame(data, features=FEATURES):
     import pyarrow as pa
 
     from monitoring import store
+    from monitoring.columns import feature_column, sensitive_column
 
     columns = {
         "score": pa.array(data["score"]),
         "prediction": pa.array(data["prediction"], type=pa.int8()),
     }
     for name in features:
-        columns[f"f.{name}"] = pa.array(data[name])
-    columns["s.race"] = pa.array(data["race"], type=pa.string())
+        columns[feature_column(name)] = pa.array(data[name])
+    columns[sensitive_column("race")] = pa.array(data["race"], type=pa.string())
     columns["label"] = pa.array(data["label"].astype("float64"))
     return store._to_frame(pa.table(columns))
 
@@ -295,6 +296,7 @@ def part_ours(args) -> None:
 
     from governance.models import ValidationPolicy
     from monitoring import checks, policies
+    from monitoring.columns import feature_column, sensitive_column
     from monitoring.models import Check
 
     stored = json.loads(Path(args.workdir, "profile.json").read_text())
@@ -316,13 +318,13 @@ def part_ours(args) -> None:
     for kind in order:  # the columns runs._columns loads for each check
         needs = checks.NEEDS[kind]
         if needs.features:
-            columns = [checks.FEATURE_PREFIX + name for name in FEATURES]
+            columns = [feature_column(name) for name in FEATURES]
         else:
             columns = ["score"]
             if kind not in (Check.LABEL_DRIFT, Check.PREDICTION_DRIFT):
                 columns.append("prediction")
             if needs.sensitive:
-                columns.append("s.race")
+                columns.append(sensitive_column("race"))
         if needs.labels:
             columns.append("label")
         windows[kind] = window[columns]
@@ -540,7 +542,8 @@ def part_store(args) -> None:
     from django.core.management import call_command
 
     from governance.audit import Actor
-    from monitoring import checks, store
+    from monitoring import store
+    from monitoring.columns import feature_column, sensitive_column
     from monitoring.ingest import labels_ingest, predictions_ingest
     from monitoring.models import Check
     from registry.models import ModelVersion, RegisteredModel
@@ -579,16 +582,16 @@ def part_store(args) -> None:
             with_sensitive=with_sensitive,
         )
 
-    features = [checks.FEATURE_PREFIX + name for name in FEATURES]
+    features = [feature_column(name) for name in FEATURES]
     cases = {
         "all_columns": (
-            ["score", "prediction", *features, "s.race"],
+            ["score", "prediction", *features, sensitive_column("race")],
             {"with_labels": True, "with_sensitive": True},
         ),
         Check.DATA_DRIFT: (features, {"with_labels": False, "with_sensitive": False}),
         Check.PREDICTION_DRIFT: (["score"], {"with_labels": False, "with_sensitive": False}),
         Check.FAIRNESS: (
-            ["score", "prediction", "s.race"],
+            ["score", "prediction", sensitive_column("race")],
             {"with_labels": True, "with_sensitive": True},
         ),
         Check.CONCEPT_DRIFT: (

@@ -24,6 +24,7 @@ from registry import services as registry_services
 from registry.errors import InvalidInput
 
 from . import ingest, profiles, store
+from .columns import attribute_of, feature_of, is_feature, is_sensitive
 from .params import query_count, query_datetime, query_text
 
 MAX_LIMIT = 1000
@@ -203,8 +204,8 @@ def _value(value: Any) -> Any:
 
 
 def _records(frame: pd.DataFrame, *, with_sensitive: bool) -> list[dict[str, Any]]:
-    features = [c for c in frame.columns if c.startswith(store.FEATURE_PREFIX)]
-    sensitive = [c for c in frame.columns if c.startswith(store.SENSITIVE_PREFIX)]
+    features = [c for c in frame.columns if is_feature(c)]
+    sensitive = [c for c in frame.columns if is_sensitive(c)]
     columns = {c: frame[c].tolist() for c in frame.columns}
     out = []
     for i in range(len(frame)):
@@ -215,13 +216,13 @@ def _records(frame: pd.DataFrame, *, with_sensitive: bool) -> list[dict[str, Any
             "timestamp": _value(columns["timestamp"][i]),
             "score": _value(columns["score"][i]),
             "prediction": None if prediction is None else int(prediction),
-            "features": {c[len(store.FEATURE_PREFIX) :]: _value(columns[c][i]) for c in features},
+            "features": {feature_of(c): _value(columns[c][i]) for c in features},
             "label": None if label is None else int(label),
             "label_time": _value(columns["label_time"][i]),
         }
         if with_sensitive:
             record["sensitive"] = {
-                c[len(store.SENSITIVE_PREFIX) :]: _value(columns[c][i])
+                attribute_of(c): _value(columns[c][i])
                 for c in sensitive
                 if _value(columns[c][i]) is not None
             }

@@ -34,11 +34,10 @@ from scipy import stats as sps
 from governance.models import Evaluation, EvidenceKind
 
 from . import stats
+from .columns import attribute_of, feature_column, is_sensitive
 from .models import Check
 from .stats import jsonable
 
-FEATURE_PREFIX = "f."
-SENSITIVE_PREFIX = "s."
 ECE_BINS = 10
 HIGHER_IS_WORSE = frozenset({"brier"})  # performance metrics that are losses
 _F1_BOOTSTRAP = 2000
@@ -226,7 +225,7 @@ def data_drift(window, profile, version, settings, thresholds) -> CheckResult:
         )
     n = len(window)
     _require_rows(n, int(settings["min_rows"]), "predictions")
-    missing = [f for f in expected if FEATURE_PREFIX + f not in window.columns]
+    missing = [f for f in expected if feature_column(f) not in window.columns]
     # float64 columns (what the store gives numeric features) convert to a view for free and
     # their NaN count answers "empty" too; other columns convert one at a time below
     ready: dict[str, tuple[np.ndarray, int]] = {}
@@ -234,7 +233,7 @@ def data_drift(window, profile, version, settings, thresholds) -> CheckResult:
     for name in expected:
         if name in missing:
             continue
-        column = window[FEATURE_PREFIX + name]
+        column = window[feature_column(name)]
         if column.dtype == np.float64 and features[name].get("kind") == "numeric":
             ready[name] = _feature_values(column, name, features)
             if ready[name][1] == n:
@@ -253,7 +252,7 @@ def data_drift(window, profile, version, settings, thresholds) -> CheckResult:
     points: list[Point] = []
     for name in expected:
         values, missing_values = ready.pop(name, None) or _feature_values(
-            window[FEATURE_PREFIX + name], name, features
+            window[feature_column(name)], name, features
         )
         try:
             result = stats.psi_from_profile(features[name], values)
@@ -552,7 +551,7 @@ def fairness(window, profile, version, settings, thresholds) -> CheckResult:
     policy's limits; a violation counts when the gap is also statistically significant."""
     labelled = _labelled(window)
     _require_rows(len(labelled), int(settings["min_labeled_rows"]), "labelled records")
-    attributes = [c for c in window.columns if c.startswith(SENSITIVE_PREFIX)]
+    attributes = [c for c in window.columns if is_sensitive(c)]
     if not attributes:
         raise CheckFailed(
             "the window's records carry no sensitive attribute, so fairness cannot be judged"
@@ -563,9 +562,7 @@ def fairness(window, profile, version, settings, thresholds) -> CheckResult:
     min_size = max(int(thresholds.get("min_group_size", stats.DEFAULT_MIN_GROUP_SIZE)), 1)
     limits = {key: float(thresholds[key]) for _, key, _, _ in _FAIRNESS_LIMITS}
     pmin = float(settings["fairness_pvalue_min"])
-    groups_of = {
-        column[len(SENSITIVE_PREFIX) :]: _groups(labelled[column]) for column in attributes
-    }
+    groups_of = {attribute_of(column): _groups(labelled[column]) for column in attributes}
     report = stats.fairness_metrics(y, predicted, groups_of, min_group_size=min_size)
     per_attribute: dict[str, Any] = {}
     points: list[Point] = []

@@ -32,6 +32,7 @@ from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion, RegisteredModel
 
 from . import checks
+from .columns import feature_column, is_sensitive
 from .models import (
     DAILY_CHECKS,
     SEVERITY,
@@ -203,7 +204,7 @@ def _sensitive_columns(run: MonitorRun) -> list[str]:
     names: dict[str, None] = {}
     for path in paths:
         for name in pq.read_schema(store.resolve(path)).names:
-            if name.startswith(checks.SENSITIVE_PREFIX):
+            if is_sensitive(name):
                 names[name] = None
     return list(names)
 
@@ -214,7 +215,7 @@ def _columns(run: MonitorRun, needs: checks.Needs, profile: dict | None) -> list
         features = list(run.version.feature_list or []) or list(
             ((profile or {}).get("features") or {}).keys()
         )
-        return [checks.FEATURE_PREFIX + name for name in features]
+        return [feature_column(name) for name in features]
     columns = ["score"]
     if run.kind != Check.LABEL_DRIFT and run.kind != Check.PREDICTION_DRIFT:
         columns.append("prediction")

@@ -53,27 +53,23 @@ from django.utils import timezone
 from governance import filestore
 from registry.models import ModelVersion, RegisteredModel
 
+from .columns import (
+    feature_column,
+    feature_of,
+    is_feature,
+    is_sensitive,
+)
 from .models import BatchKind, DataBatch
 
 logger = logging.getLogger(__name__)
 
 DATA_DIR = "monitoring"
-FEATURE_PREFIX = "f."
-SENSITIVE_PREFIX = "s."
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 BASE_COLUMNS = ("prediction_id", "timestamp", "score", "prediction")
 LABEL_COLUMNS = ("label", "label_time")
 COMPRESSION = "lz4"  # decompresses at memory speed; random floats do not compress anyway
 _NAT = np.iinfo(np.int64).min
 _DAY_US = 86_400_000_000
-
-
-def feature_column(name: str) -> str:
-    return FEATURE_PREFIX + name
-
-
-def sensitive_column(name: str) -> str:
-    return SENSITIVE_PREFIX + name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -111,8 +107,8 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
         f.name
         for f in schema
         if f.name in ("prediction", "version", "label")
-        or f.name.startswith(SENSITIVE_PREFIX)
-        or (f.name.startswith(FEATURE_PREFIX) and pa.types.is_string(f.type))
+        or is_sensitive(f.name)
+        or (is_feature(f.name) and pa.types.is_string(f.type))
     ]
 
 
@@ -301,7 +297,7 @@ class _Part:
 
 def _wanted(names: Sequence[str], columns: Sequence[str] | None, with_sensitive: bool) -> list[str]:
     if columns is None:
-        return [n for n in names if with_sensitive or not n.startswith(SENSITIVE_PREFIX)]
+        return [n for n in names if with_sensitive or not is_sensitive(n)]
     present = set(names)
     return [c for c in columns if c in present]
 
@@ -336,9 +332,7 @@ def _read_part(
 def _numbers_as_float(table: pa.Table) -> pa.Table:
     """Integer and boolean features as float64: what the checks and the statistics expect."""
     for index, f in enumerate(table.schema):
-        if f.name.startswith(FEATURE_PREFIX) and (
-            pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)
-        ):
+        if is_feature(f.name) and (pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)):
             table = table.set_column(index, f.name, pc.cast(table.column(index), pa.float64()))
     return table
 
@@ -453,7 +447,7 @@ def _column_type(name: str) -> pa.DataType:
     """The type of a column no stored file has (categorical features would be strings)."""
     if name in ("timestamp", "label_time"):
         return TIMESTAMP
-    if name in ("prediction_id", "version") or name.startswith(SENSITIVE_PREFIX):
+    if name in ("prediction_id", "version") or is_sensitive(name):
         return pa.string()
     return pa.float64()
 
@@ -498,7 +492,7 @@ def _check_columns(columns: Sequence[str] | None, with_sensitive: bool) -> None:
         return
     if isinstance(columns, str):
         raise TypeError("columns must be a list of column names")
-    hidden = [c for c in columns if c.startswith(SENSITIVE_PREFIX)]
+    hidden = [c for c in columns if is_sensitive(c)]
     if hidden and not with_sensitive:
         raise ValueError(f"sensitive columns {hidden} need with_sensitive=True")
 
@@ -665,11 +659,7 @@ def stored_feature_types(version: ModelVersion) -> dict[str, str]:
     except (OSError, pa.ArrowException):
         logger.warning("could not read the schema of %s", path, exc_info=True)
         return {}
-    return {
-        f.name[len(FEATURE_PREFIX) :]: _declared_type(f.type)
-        for f in schema
-        if f.name.startswith(FEATURE_PREFIX)
-    }
+    return {feature_of(f.name): _declared_type(f.type) for f in schema if is_feature(f.name)}
 
 
 def _declared_type(kind: pa.DataType) -> str:

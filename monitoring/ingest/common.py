@@ -22,6 +22,7 @@ from registry.feature_types import DEFAULT_TYPE, FEATURE_TYPES
 from registry.models import ModelVersion
 
 from .. import store
+from ..columns import feature_column, sensitive_column
 from ..models import BatchKind, DataBatch
 
 # A timestamp before this is refused when the version's training start is unknown (labels).
@@ -128,9 +129,9 @@ def record_table(parsed: Parsed, version: ModelVersion, *, with_label: bool) -> 
     }
     for name in version.feature_list:
         kind, values = parsed.features[name]
-        columns[store.feature_column(name)] = _feature_array(kind, values)
+        columns[feature_column(name)] = _feature_array(kind, values)
     for attribute, values in sorted(parsed.sensitive.items()):
-        columns[store.sensitive_column(attribute)] = pa.array(values, type=pa.string())
+        columns[sensitive_column(attribute)] = pa.array(values, type=pa.string())
     columns["version"] = pa.array([version.version] * n, type=pa.string())
     if with_label:
         columns["label"] = _binary_array(

@@ -18,6 +18,7 @@ import pytest
 from governance.models import Evaluation, EvidenceKind, ValidationPolicy
 from monitoring import checks, stats
 from monitoring.checks import CheckFailed, Skip
+from monitoring.columns import feature_of, is_feature
 from monitoring.policies import DEFAULTS
 from tests.factories import ModelVersionFactory
 
@@ -90,7 +91,7 @@ def synthetic(
 
 
 def reference_profile(frame: pd.DataFrame) -> dict:
-    features = {c[2:]: frame[c].to_numpy() for c in frame.columns if c.startswith("f.")}
+    features = {feature_of(c): frame[c].to_numpy() for c in frame.columns if is_feature(c)}
     return stats.build_reference_profile(features, frame["score"], frame["label"])
 
 

@@ -20,6 +20,7 @@ from governance import services
 from governance.audit import Actor
 from governance.models import AuditEvent, Lifecycle, Stage
 from monitoring import checks, ingest, routing, runs, schedule, store, tasks
+from monitoring.columns import attribute_of, feature_of, is_feature, is_sensitive
 from monitoring.models import (
     Alert,
     AlertStatus,
@@ -57,8 +58,8 @@ PROFILE = reference_profile(REFERENCE)
 
 def records_of(frame: pd.DataFrame, *, labels: bool = False) -> list[dict]:
     """``synthetic()`` rows as API records (labels only for the reference shape)."""
-    features = [c for c in frame.columns if c.startswith("f.")]
-    sensitive = [c for c in frame.columns if c.startswith("s.")]
+    features = [c for c in frame.columns if is_feature(c)]
+    sensitive = [c for c in frame.columns if is_sensitive(c)]
     stamps = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     out = []
     for i, row in enumerate(frame.to_dict("records")):
@@ -66,8 +67,8 @@ def records_of(frame: pd.DataFrame, *, labels: bool = False) -> list[dict]:
             "prediction_id": row["prediction_id"],
             "timestamp": stamps.iloc[i],
             "score": row["score"],
-            "features": {c[2:]: row[c] for c in features},
-            "sensitive": {c[2:]: row[c] for c in sensitive},
+            "features": {feature_of(c): row[c] for c in features},
+            "sensitive": {attribute_of(c): row[c] for c in sensitive},
         }
         if "prediction" in row and not pd.isna(row["prediction"]):
             record["prediction"] = int(row["prediction"])
