@@ -133,7 +133,7 @@ def window_frame(data, features=FEATURES):
         columns[feature_column(name)] = pa.array(data[name])
     columns[sensitive_column("race")] = pa.array(data["race"], type=pa.string())
     columns["label"] = pa.array(data["label"].astype("float64"))
-    return store._to_frame(pa.table(columns))
+    return store.to_frame(pa.table(columns))
 
 
 def version_fields(model, user, features=FEATURES) -> dict:

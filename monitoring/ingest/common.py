@@ -53,6 +53,19 @@ def parse(*, kind: str, **batch: Any) -> Parsed:
     return records.parse(schema=SCHEMAS[kind], **batch)
 
 
+def parse_for_version(kind: str, version: ModelVersion, *, records: Any, upload) -> Parsed:
+    """Validate a batch of ``version``'s records (predictions or reference): its features with
+    their declared types, its timestamps within the version's bounds."""
+    return parse(
+        kind=kind,
+        records=records,
+        upload=upload,
+        feature_names=version.feature_list,
+        feature_types=feature_types_of(version),
+        bounds=timestamp_bounds(version),
+    )
+
+
 def source_of(source: str | None, upload) -> str:
     """``source`` as given, else ``upload`` for a file and ``api`` for JSON records."""
     return source or ("upload" if upload is not None else "api")

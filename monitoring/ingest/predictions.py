@@ -21,16 +21,15 @@ from registry.models import ModelVersion
 
 from .. import store
 from ..models import BatchKind, DataBatch, IngestKey
+from ..store import ids as id_index
 from .common import (
     batch_rows,
     commit,
     day_list,
     days_of,
-    feature_types_of,
-    parse,
+    parse_for_version,
     record_table,
     source_of,
-    timestamp_bounds,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,14 +61,7 @@ def predictions_ingest(
     if (replayed := _ingested_before(target, keys)) is not None:
         logger.info("predictions of %s already ingested under %s", target, ", ".join(keys))
         return replayed
-    parsed = parse(
-        kind=BatchKind.PREDICTIONS,
-        records=records,
-        upload=upload,
-        feature_names=target.feature_list,
-        feature_types=feature_types_of(target),
-        bounds=timestamp_bounds(target),
-    )
+    parsed = parse_for_version(BatchKind.PREDICTIONS, target, records=records, upload=upload)
     written = _write(parsed, target)
     source = source_of(source, upload)
 
@@ -117,7 +109,7 @@ def _write(parsed, target: ModelVersion) -> _Written:
     """One file per day, rows sorted by time (a window edge is then a binary search)."""
     days = days_of(parsed.timestamp)
     ids = pa.array(parsed.prediction_id, type=pa.string())
-    digests = store.id_digests(parsed.prediction_id)
+    digests = id_index.id_digests(parsed.prediction_id)
     table = record_table(parsed, target, with_label=False)
     row_days, row_digests = days, digests
     if not np.all(parsed.timestamp[1:] >= parsed.timestamp[:-1]):

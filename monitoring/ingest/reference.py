@@ -19,11 +19,9 @@ from .common import (
     batch_rows,
     commit,
     day_list,
-    feature_types_of,
-    parse,
+    parse_for_version,
     record_table,
     source_of,
-    timestamp_bounds,
 )
 
 
@@ -49,14 +47,7 @@ def reference_ingest(
     file is filed under the day it arrived.
     """
     target = registry_services.version_get(model_name, version)
-    parsed = parse(
-        kind=BatchKind.REFERENCE,
-        records=records,
-        upload=upload,
-        feature_names=target.feature_list,
-        feature_types=feature_types_of(target),
-        bounds=timestamp_bounds(target),
-    )
+    parsed = parse_for_version(BatchKind.REFERENCE, target, records=records, upload=upload)
     table = record_table(parsed, target, with_label=True)
     files = [
         store.write_file(

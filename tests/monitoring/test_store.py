@@ -22,6 +22,7 @@ from monitoring.models import (
     MonitoringPolicy,
     ReferenceProfile,
 )
+from monitoring.store import ids as id_index
 from monitoring.tasks import purge_expired_predictions
 from registry.errors import InvalidInput
 from tests.factories import ModelVersionFactory
@@ -257,7 +258,7 @@ def test_a_duplicate_is_found_in_merged_id_indexes_naming_record_and_day(
 
 
 def test_a_digest_collision_never_refuses_a_new_prediction_id(version, monkeypatch):
-    monkeypatch.setattr(store, "id_digests", lambda ids: np.zeros(len(ids), dtype=np.int64))
+    monkeypatch.setattr(id_index, "id_digests", lambda ids: np.zeros(len(ids), dtype=np.int64))
     ingest_predictions(version, records(3))
 
     batches = ingest_predictions(version, records(3, prefix="q"))  # every digest collides
@@ -288,14 +289,14 @@ def test_a_merge_that_lost_a_race_changes_nothing(version, settings, monkeypatch
     for n in range(2):
         ingest_predictions(version, records(3, prefix=f"b{n}-"))
     before = {b.pk: b.id_index for b in DataBatch.objects.all()}
-    real_runs = store._runs
+    real_runs = id_index._runs
 
     def purged_meanwhile(version_id, day):
         runs = real_runs(version_id, day)
         DataBatch.objects.filter(pk=min(before)).update(id_index="elsewhere.ids.npy")
         return runs
 
-    monkeypatch.setattr(store, "_runs", purged_meanwhile)
+    monkeypatch.setattr(id_index, "_runs", purged_meanwhile)
 
     assert store.compact_id_index(version_id=version.pk, day=date(2026, 1, 5)) == 0
     assert DataBatch.objects.get(pk=max(before)).id_index == before[max(before)]
@@ -774,13 +775,13 @@ def located(version, ids) -> dict[str, list]:
 def opened_files(monkeypatch) -> list[str]:
     """The prediction files whose ids are read from now on."""
     opened: list[str] = []
-    real_ids = store._ids
+    real_ids = id_index._ids
 
     def spy(path):
         opened.append(path)
         return real_ids(path)
 
-    monkeypatch.setattr(store, "_ids", spy)
+    monkeypatch.setattr(id_index, "_ids", spy)
     return opened
 
 
@@ -809,9 +810,9 @@ def test_locating_through_id_indexes_finds_what_reading_every_file_finds(
 
 def test_a_digest_collision_is_not_a_located_prediction(version, monkeypatch):
     (batch,) = ingest_predictions(version, records(3))
-    real_digests = store.id_digests
+    real_digests = id_index.id_digests
     monkeypatch.setattr(  # "nope" hashes as "p1" does
-        store, "id_digests", lambda ids: real_digests(["p1" if i == "nope" else i for i in ids])
+        id_index, "id_digests", lambda ids: real_digests(["p1" if i == "nope" else i for i in ids])
     )
     opened = opened_files(monkeypatch)
 

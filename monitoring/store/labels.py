@@ -1,0 +1,103 @@
+"""Reading labels: the latest label of each prediction, scattered onto a window by position."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..models import BatchKind, DataBatch
+from .files import resolve
+from .frames import (
+    NAT,
+    TIMESTAMP,
+    timestamps_us,
+)
+
+if TYPE_CHECKING:
+    from .window import Part
+
+
+def latest_labels(
+    model_id: int, version_id: int | None, days: Iterable[date], batch_ids: Iterable[int]
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per prediction batch: (rows, label, label_time us) of the latest label of each row.
+
+    Latest = greatest ``label_time``; equal times go to the label ingested last.
+    """
+    label_batches = DataBatch.objects.filter(
+        model_id=model_id, kind=BatchKind.LABELS, day__in=sorted(set(days))
+    )
+    if version_id is not None:
+        label_batches = label_batches.filter(version_id=version_id)
+    paths = list(label_batches.order_by("id").values_list("path", flat=True))
+    if not paths:
+        return {}
+    wanted = np.fromiter(batch_ids, dtype=np.int64)
+    batch_parts, row_parts, label_parts, time_parts = [], [], [], []
+    for path in paths:
+        table = pq.read_table(resolve(path), columns=["batch", "row", "label", "label_time"])
+        batch = table.column("batch").to_numpy()
+        keep = np.isin(batch, wanted)
+        if not keep.any():
+            continue
+        batch_parts.append(batch[keep])
+        row_parts.append(table.column("row").to_numpy()[keep])
+        label_parts.append(table.column("label").to_numpy()[keep])
+        time_parts.append(timestamps_us(table.rename_columns(["b", "r", "l", "timestamp"]))[keep])
+    if not batch_parts:
+        return {}
+    batch = np.concatenate(batch_parts)
+    row = np.concatenate(row_parts)
+    label = np.concatenate(label_parts)
+    label_time = np.concatenate(time_parts)
+    key = (batch << 32) | row  # batch ids and rows both fit in 32 bits
+    if pd.Index(key).is_unique:  # the usual case, one label per prediction: no sort needed
+        return {
+            int(b): (row[mask], label[mask], label_time[mask])
+            for b in pd.unique(batch)
+            for mask in [batch == b]
+        }
+    order = np.lexsort((np.arange(batch.size), label_time))  # by time, then ingestion order
+    order = order[::-1]  # latest first
+    key = (batch[order] << 32) | row[order]  # batch ids and rows both fit in 32 bits
+    _, first = np.unique(key, return_index=True)
+    latest = order[first]
+    out: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    by_batch = np.argsort(batch[latest], kind="stable")
+    latest = latest[by_batch]
+    bounds = np.flatnonzero(np.diff(batch[latest])) + 1
+    for chunk in np.split(latest, bounds):
+        out[int(batch[chunk[0]])] = (row[chunk], label[chunk], label_time[chunk])
+    return out
+
+
+def label_columns(
+    parts: Sequence[Part], labels: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> tuple[pa.Array, pa.Array]:
+    n = sum(p.table.num_rows for p in parts)
+    label = np.full(n, np.nan)
+    label_time = np.full(n, NAT, dtype=np.int64)
+    start = 0
+    for part in parts:
+        size = part.table.num_rows
+        found = labels.get(part.batch_id)
+        if found is not None and size:
+            rows, values, times = found
+            if part.positions is None:
+                inside = (rows >= part.offset) & (rows < part.offset + size)
+                at = rows[inside] - part.offset
+            else:
+                at = np.searchsorted(part.positions, rows)
+                inside = (at < size) & (part.positions[np.minimum(at, size - 1)] == rows)
+                at = at[inside]
+            label[start + at] = values[inside]
+            label_time[start + at] = times[inside]
+        start += size
+    times = pa.array(label_time, mask=label_time == NAT, type=pa.int64()).cast(TIMESTAMP)
+    return pa.array(label, type=pa.float64()), times

@@ -1,0 +1,207 @@
+"""Reading predictions: a window of them (``load_window``) or the newest (``recent_records``)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from django.utils import timezone
+
+from registry.models import ModelVersion, RegisteredModel
+
+from ..models import BatchKind, DataBatch
+from .files import resolve
+from .frames import (
+    DAY_US,
+    as_utc,
+    check_columns,
+    empty_frame,
+    model_id_of,
+    numbers_as_float,
+    select_columns,
+    timestamps_us,
+    to_frame,
+    to_us,
+    version_id_of,
+    wanted_columns,
+)
+from .labels import label_columns, latest_labels
+
+
+@dataclass
+class Part:
+    """One prediction file's contribution to a window."""
+
+    batch_id: int
+    table: pa.Table
+    offset: int  # rows [offset, offset + table.num_rows) of the file, when positions is None
+    positions: np.ndarray | None = None  # the file rows kept, when they were not one range
+
+
+def _read_part(
+    batch: DataBatch,
+    lo: int,
+    hi: int,
+    columns: Sequence[str] | None,
+    with_sensitive: bool,
+) -> Part:
+    file = pq.ParquetFile(resolve(batch.path), memory_map=True)
+    wanted = wanted_columns(file.schema_arrow.names, columns, with_sensitive)
+    day_lo = to_us(datetime.combine(batch.day, time(), UTC))
+    inner = lo <= day_lo and day_lo + DAY_US <= hi
+    read = wanted if inner or "timestamp" in wanted else [*wanted, "timestamp"]
+    table = numbers_as_float(file.read(columns=read, use_threads=True))
+    part = Part(batch_id=batch.pk, table=table, offset=0)
+    if not inner:
+        ts = timestamps_us(table)
+        if ts.size and np.all(ts[1:] >= ts[:-1]):  # written sorted: a window edge is two searches
+            i, j = np.searchsorted(ts, [lo, hi], side="left")
+            part.table, part.offset = table.slice(i, j - i), int(i)
+        else:
+            keep = np.flatnonzero((ts >= lo) & (ts < hi))
+            part.table, part.positions = table.take(pa.array(keep)), keep
+        if "timestamp" not in wanted:
+            part.table = part.table.drop_columns(["timestamp"])
+    return part
+
+
+def _read_predictions(
+    batches: Sequence[DataBatch],
+    *,
+    lo: int,
+    hi: int,
+    columns: Sequence[str] | None,
+    with_labels: bool,
+    with_sensitive: bool,
+    model_id: int,
+    version_id: int | None,
+) -> pa.Table | None:
+    parts = [_read_part(b, lo, hi, columns, with_sensitive) for b in batches]
+    parts = [p for p in parts if p.table.num_rows] or parts[:1]
+    if not parts:
+        return None
+    table = pa.concat_tables([p.table for p in parts], promote_options="default")
+    if columns is not None:
+        table = select_columns(table, columns)
+    if with_labels:
+        labels = latest_labels(
+            model_id, version_id, {b.day for b in batches}, [p.batch_id for p in parts]
+        )
+        label, label_time = label_columns(parts, labels)
+        table = table.append_column("label", label).append_column("label_time", label_time)
+    return table
+
+
+def load_window(
+    *,
+    model: RegisteredModel | str | int,
+    version: ModelVersion | str | int | None,
+    start: datetime | date,
+    end: datetime | date,
+    columns: Sequence[str] | None = None,
+    with_labels: bool = False,
+    with_sensitive: bool = False,
+) -> pd.DataFrame:
+    """The predictions of ``version`` (all versions when ``None``) timed in ``[start, end)``.
+
+    Only the partitions of the days the window touches are read (a manifest query), only the
+    requested ``columns`` (stored names: ``prediction_id``, ``timestamp``, ``score``,
+    ``prediction``, ``f.<feature>``, ``s.<attribute>``, ``version``; all but the sensitive ones
+    when ``None``; a requested column no file has comes back all null) and, on the edge days,
+    only the rows inside the window. Sensitive ``s.*``
+    columns come only with ``with_sensitive=True``. ``with_labels`` adds ``label`` (float64: 0, 1,
+    NaN when unlabelled) and ``label_time``, the latest label per prediction. ``prediction`` is
+    float64 too (NaN when not logged), so both go straight into ``monitoring.stats``. Naive
+    datetimes are UTC. Rows come in storage order (by day, then batch; by time within a batch).
+    """
+    check_columns(columns, with_sensitive)
+    start, end = as_utc(start), as_utc(end)
+    model_id = model_id_of(model)
+    version_id = version_id_of(model_id, version)
+    feature_names: list[str] = []
+    if columns is None and isinstance(version, ModelVersion):
+        feature_names = list(version.feature_list)
+    table = None
+    if end > start:
+        batches = DataBatch.objects.filter(
+            model_id=model_id,
+            kind=BatchKind.PREDICTIONS,
+            day__gte=start.date(),
+            day__lte=(end - timedelta(microseconds=1)).date(),
+        )
+        if version_id is not None:
+            batches = batches.filter(version_id=version_id)
+        table = _read_predictions(
+            list(batches.order_by("day", "id")),
+            lo=to_us(start),
+            hi=to_us(end),
+            columns=columns,
+            with_labels=with_labels,
+            with_sensitive=with_sensitive,
+            model_id=model_id,
+            version_id=version_id,
+        )
+    if table is None:
+        return empty_frame(columns, feature_names, with_labels)
+    return to_frame(table)
+
+
+def recent_records(
+    *,
+    model: RegisteredModel,
+    version: ModelVersion | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    with_sensitive: bool = False,
+) -> pd.DataFrame:
+    """The newest ``limit`` predictions timed in ``[since, until)`` with their latest labels.
+
+    Reads day partitions newest first and stops as soon as it has ``limit`` rows.
+    """
+    until = as_utc(until) if until is not None else timezone.now() + timedelta(microseconds=1)
+    since = as_utc(since) if since is not None else None
+    batches = DataBatch.objects.filter(
+        model=model, kind=BatchKind.PREDICTIONS, day__lte=(until - timedelta(microseconds=1)).date()
+    )
+    if since is not None:
+        batches = batches.filter(day__gte=since.date())
+    if version is not None:
+        batches = batches.filter(version=version)
+    by_day: dict[date, list[DataBatch]] = defaultdict(list)
+    for batch in batches.order_by("-day", "id"):
+        by_day[batch.day].append(batch)
+    tables, total = [], 0
+    for day, day_batches in by_day.items():
+        day_start = datetime.combine(day, time(), UTC)
+        lo = max(since, day_start) if since is not None else day_start
+        hi = min(until, day_start + timedelta(days=1))
+        table = _read_predictions(
+            day_batches,
+            lo=to_us(lo),
+            hi=to_us(hi),
+            columns=None,
+            with_labels=True,
+            with_sensitive=with_sensitive,
+            model_id=model.pk,
+            version_id=version.pk if version is not None else None,
+        )
+        if table is not None and table.num_rows:
+            tables.append(table)
+            total += table.num_rows
+        if total >= limit:
+            break
+    if not tables:
+        return empty_frame(None, list(version.feature_list) if version else [], True)
+    table = pa.concat_tables(tables, promote_options="default")
+    frame = to_frame(table)
+    order = np.argsort(
+        -frame["timestamp"].to_numpy(dtype="datetime64[us]").astype(np.int64), kind="stable"
+    )
+    return frame.iloc[order[:limit]].reset_index(drop=True)
