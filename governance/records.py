@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
@@ -175,25 +175,37 @@ def _numbers(values: Sequence | pa.Array) -> _Col:
             pass
         else:
             return _Col(array, np.zeros(n, dtype=bool), ~np.isfinite(array))
-    array = np.full(n, np.nan)
+    return _one_by_one(values, _number)
+
+
+_BLANK = object()  # a value that counts as absent (blank text), as None does
+
+
+def _one_by_one(values: Sequence, convert: Callable[[Any], Any]) -> _Col:
+    """The slow path: ``convert`` gives each value's float, ``_BLANK`` or None (bad)."""
+    n = len(values)
+    out = np.full(n, np.nan)
     absent = np.zeros(n, dtype=bool)
     bad = np.zeros(n, dtype=bool)
     for i, value in enumerate(values):
-        if value is None:
+        converted = _BLANK if value is None else convert(value)
+        if converted is _BLANK:
             absent[i] = True
-        elif type(value) in _NUMBER_TYPES:
-            try:
-                number = float(value)
-            except OverflowError:
-                bad[i] = True
-                continue
-            if math.isfinite(number):
-                array[i] = number
-            else:
-                bad[i] = True
-        else:
+        elif converted is None:
             bad[i] = True
-    return _Col(array, absent, bad)
+        else:
+            out[i] = converted
+    return _Col(out, absent, bad)
+
+
+def _number(value: Any) -> float | None:
+    if type(value) not in _NUMBER_TYPES:
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _arrow_numbers(array: pa.Array) -> _Col:
@@ -726,26 +738,20 @@ def _booleans(values: Sequence | pa.Array | np.ndarray) -> _Col:
     if isinstance(values, np.ndarray) and values.dtype == np.float64:  # numbers (file or JSON)
         absent = np.isnan(values)
         return _Col(values, absent, ~absent & (values != 0.0) & (values != 1.0))
-    n = len(values)
-    out = np.full(n, np.nan)
-    absent = np.zeros(n, dtype=bool)
-    bad = np.zeros(n, dtype=bool)
-    for i, value in enumerate(values):
-        if value is None:
-            absent[i] = True
-        elif isinstance(value, bool) or (type(value) in _NUMBER_TYPES and value in (0, 1)):
-            out[i] = float(value)
-        elif isinstance(value, str):
-            text = value.strip().lower()
-            if not text:
-                absent[i] = True
-            elif text in _TRUE or text in _FALSE:
-                out[i] = 1.0 if text in _TRUE else 0.0
-            else:
-                bad[i] = True
-        else:
-            bad[i] = True
-    return _Col(out, absent, bad)
+    return _one_by_one(values, _boolean)
+
+
+def _boolean(value: Any) -> Any:
+    if isinstance(value, bool) or (type(value) in _NUMBER_TYPES and value in (0, 1)):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    if not text:
+        return _BLANK
+    if text in _TRUE or text in _FALSE:
+        return 1.0 if text in _TRUE else 0.0
+    return None
 
 
 def _feature(name: str, values: Sequence | pa.Array, kind: str, errors: Errors) -> np.ndarray:
