@@ -95,9 +95,9 @@ def _rect(node: str) -> tuple[float, float, float, float]:
     return x, y, BOX_W, BOX_H
 
 
-def _clip(cx: float, cy: float, dx: float, dy: float, rect) -> float:
+def _clip(dx: float, dy: float, rect) -> float:
     """How far along (dx, dy) from the rectangle's centre the line leaves it (0..1)."""
-    x, y, w, h = rect
+    _, _, w, h = rect
     limits = []
     if dx:
         limits.append((w / 2) / abs(dx))
@@ -113,8 +113,8 @@ def _edge(a: str, b: str, label: str, offset: float) -> Edge:
     dx, dy = x2 - x1, y2 - y1
     length = (dx * dx + dy * dy) ** 0.5
     nx, ny = -dy / length * offset, dx / length * offset  # a parallel lane for return edges
-    start = _clip(x1, y1, dx, dy, _rect(a))
-    end = 1 - _clip(x2, y2, -dx, -dy, _rect(b))
+    start = _clip(dx, dy, _rect(a))
+    end = 1 - _clip(-dx, -dy, _rect(b))
     gap = 4 / length  # a little air between arrow and box
     return Edge(
         round(x1 + dx * (start + gap) + nx, 1),

@@ -31,7 +31,6 @@ from monitoring.models import (
     Check,
     DataBatch,
     MetricPoint,
-    MonitoringPolicy,
     MonitorRun,
     RunStatus,
 )
