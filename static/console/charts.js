@@ -84,10 +84,13 @@
         ctx.lineTo(area.right, y);
         ctx.stroke();
         ctx.setLineDash([]);
+        var width = ctx.measureText(t.label).width + 6;
+        ctx.fillStyle = "rgba(255,255,255,0.85)";
+        ctx.fillRect(area.right - 4 - width, y - 15, width, 13);
         ctx.fillStyle = "#222";
         ctx.textAlign = "right";
         ctx.textBaseline = "bottom";
-        ctx.fillText(t.label, area.right - 4, y - 2);
+        ctx.fillText(t.label, area.right - 7, y - 2);
       });
       var x = chart.scales.x;
       var rows = [];
@@ -176,11 +179,26 @@
     return out;
   }
 
+  var HOUR = 36e5;
+  var DAY = 864e5;
+  var STEPS = [HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY, 7 * DAY, 14 * DAY,
+    28 * DAY, 56 * DAY, 91 * DAY];
+
+  // Ticks on whole UTC hours or days (a linear axis alone would put them at odd instants).
+  function timeTicks(min, max) {
+    var step = STEPS.find(function (s) { return (max - min) / s <= 8; }) || 182 * DAY;
+    var ticks = [];
+    for (var t = Math.ceil(min / step) * step; t <= max; t += step) ticks.push({ value: t });
+    return ticks;
+  }
+
   function scales(spec, payload) {
     var span = payload.to_ms - payload.from_ms;
     var result = {
       x: { type: "linear", min: payload.from_ms, max: payload.to_ms,
-        ticks: { maxTicksLimit: 8, callback: function (v) { return formatTime(v, span < 3 * 864e5); } },
+        afterBuildTicks: function (axis) { axis.ticks = timeTicks(axis.min, axis.max); },
+        ticks: { autoSkip: false, maxRotation: 0,
+          callback: function (v) { return formatTime(v, span < 3 * DAY); } },
         title: { display: false } },
       y: { type: spec.y.type, position: "left", title: { display: true, text: spec.y.label },
         ticks: { callback: function (v) { return formatNumber(v); } } }
