@@ -66,3 +66,17 @@ def test_every_chart_draws_its_points_and_the_text_alternatives_open(
     assert page.js_errors == []
     assert_accessible(page)
     shot(page, "model")
+
+    # the period form: three days by date redraws every chart with three days of points
+    first, last = seeded.days[2].date(), seeded.days[4].date()
+    page.get_by_label("Period", exact=True).select_option("custom")
+    page.get_by_label("From", exact=True).fill(first.isoformat())
+    page.get_by_label("To", exact=True).fill(last.isoformat())
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url(f"**from={first}**")
+    page.wait_for_selector("[data-series-loaded=yes]")
+    points = page.evaluate(
+        "() => Chart.getChart(document.querySelector('canvas[data-chart=psi]'))"
+        ".getDatasetMeta(0).data.length"
+    )
+    assert points == 3 and page.js_errors == []

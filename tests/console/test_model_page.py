@@ -295,3 +295,17 @@ def test_the_query_count_does_not_grow_with_days_features_or_versions(
     small_page, small_series = counts("small")
     assert counts("big") == (small_page, small_series)
     assert small_series <= 12
+
+
+def test_a_model_without_versions_or_data_shows_an_empty_diagram_and_empty_charts(client, lead):
+    RegisteredModelFactory(name="fresh")
+
+    page = client.get(reverse("console:model", args=["fresh"])).content.decode()
+    data = _series(client, "fresh")
+
+    assert "No version is live." in page and "lc-live" not in page
+    assert "No version of this model is serving." in page
+    assert page.count("No values in this period.") == 8
+    assert all(c["alerts"] == [] for c in data["charts"]) and data["annotations"] == []
+    assert [len(c["series"]) for c in data["charts"]] == [0, 0, 3, 0, 0, 0, 0, 2]
+    assert all(s["points"] == [] for c in data["charts"] for s in c["series"])
