@@ -44,6 +44,9 @@ EDGES: tuple[tuple[str, str, str], ...] = (
     (Stage.RETIRED, Stage.PRODUCTION, "restore"),
 )
 MAX_LISTED = 3
+# Edges whose meaning is not obvious from their place get a written label: (dx, dy) from the
+# middle of the line, so the two long diagonals' labels do not collide.
+CAPTIONS = {"restore": (-18, -8), "retire": (16, 22), "start rollback": (48, 6)}
 
 
 @dataclass
@@ -72,6 +75,15 @@ class Edge:
     x2: float
     y2: float
     label: str
+    caption: tuple[float, float] | None = None  # where the label is written, if it is
+
+    @property
+    def cx(self) -> float:
+        return self.caption[0] if self.caption else 0
+
+    @property
+    def cy(self) -> float:
+        return self.caption[1] if self.caption else 0
 
 
 @dataclass
@@ -116,13 +128,17 @@ def _edge(a: str, b: str, label: str, offset: float) -> Edge:
     start = _clip(dx, dy, _rect(a))
     end = 1 - _clip(-dx, -dy, _rect(b))
     gap = 4 / length  # a little air between arrow and box
-    return Edge(
+    edge = Edge(
         round(x1 + dx * (start + gap) + nx, 1),
         round(y1 + dy * (start + gap) + ny, 1),
         round(x1 + dx * (end - gap * 1.5) + nx, 1),
         round(y1 + dy * (end - gap * 1.5) + ny, 1),
         label,
     )
+    if label in CAPTIONS:
+        ox, oy = CAPTIONS[label]
+        edge.caption = ((edge.x1 + edge.x2) / 2 + ox, (edge.y1 + edge.y2) / 2 + oy)
+    return edge
 
 
 def lifecycle_diagram(
