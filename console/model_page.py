@@ -35,6 +35,7 @@ from monitoring.models import (
     RunStatus,
 )
 from monitoring.policies import DEFAULTS as MONITORING_DEFAULTS
+from monitoring.policies import policy_settings
 from registry.errors import InvalidInput
 from registry.models import ModelVersion, RegisteredModel
 from serving.models import Halt
@@ -219,7 +220,7 @@ def _policies(model: RegisteredModel) -> tuple[dict[str, Any], dict[str, Any]]:
     monitoring = model.monitoring_policies.order_by("-version").first()
     validation = model.validation_policies.order_by("-version").first()
     return (
-        {**MONITORING_DEFAULTS, **(monitoring.settings if monitoring else {})},
+        policy_settings(monitoring) if monitoring else dict(MONITORING_DEFAULTS),
         {**ValidationPolicy.DEFAULTS, **(validation.thresholds if validation else {})},
     )
 
