@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import model_views, views
 
 app_name = "console"
 
@@ -16,4 +16,6 @@ urlpatterns = [
     path("halts/", views.halts, name="halts"),
     path("halts/engage/", views.halt_engage, name="halt-engage"),
     path("halts/release/", views.halt_release, name="halt-release"),
+    path("models/<str:name>/", model_views.model, name="model"),
+    path("models/<str:name>/series.json", model_views.model_series, name="model-series"),
 ]

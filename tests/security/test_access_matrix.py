@@ -137,6 +137,9 @@ PAGES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/halts/"): R(READERS, listing=True),
     ("POST", "/console/halts/engage/"): R(READERS, listing=True, shows=False),
     ("POST", "/console/halts/release/"): R(READERS, listing=True, shows=False),
+    # a model's page and its charts' data: its readers only, a 404 for everyone else
+    ("GET", "/console/models/{name}/"): R(READERS),
+    ("GET", "/console/models/{name}/series.json"): R(READERS),
 }
 
 # The admin: staff with a global grant read; nobody adds or edits (facts are immutable and
