@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import incident_views, views
 
 app_name = "console"
 
@@ -16,4 +16,12 @@ urlpatterns = [
     path("halts/", views.halts, name="halts"),
     path("halts/engage/", views.halt_engage, name="halt-engage"),
     path("halts/release/", views.halt_release, name="halt-release"),
+    path("incidents/", incident_views.incident_list, name="incidents"),
+    path("incidents/<int:pk>/", incident_views.incident_detail, name="incident"),
+    path(
+        "incidents/<int:pk>/steps/<int:order>/complete/",
+        incident_views.incident_step_complete,
+        name="incident-step-complete",
+    ),
+    path("work/", incident_views.work, name="work"),
 ]
