@@ -20,4 +20,5 @@ def work(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    return {"work_count": work_count(user)}
+    known = getattr(request, "my_work", None)  # My work itself computed it already
+    return {"work_count": known.count if known is not None else work_count(user)}

@@ -89,5 +89,6 @@ def incident_step_complete(request, pk: int, order: int):
 def work(request):
     """My work: sign-offs, incident steps, stays over their limit and audit tasks waiting for
     the user's roles, soonest due first, each with a link to act."""
-    context = {"work": my_work(request.user), "now": timezone.now()}
+    request.my_work = my_work(request.user)  # the nav's count reads it too (context_processors)
+    context = {"work": request.my_work, "now": timezone.now()}
     return render(request, "console/work.html", context)
