@@ -163,6 +163,11 @@ class StepItem:
     decision: str = ""
     form: StepForm | None = None
 
+    @property
+    def done_by(self) -> str:
+        who, system = _who(self.run.completed_by)
+        return "the platform" if system else who
+
 
 @dataclass
 class TimelineLine:

@@ -131,7 +131,8 @@ def test_stays_over_their_limit_and_audit_tasks_reach_the_ml_lead_of_the_model()
     other = grant("lou", "ml_lead", model=new_version("1.0.0").model.name)
 
     found = {i.kind: i for i in my_work(own).items}
-    assert found["escalation"].title == f"{version.model.name} 1.0.0 is over its validation time limit"
+    name = version.model.name
+    assert found["escalation"].title == f"{name} 1.0.0 is over its validation time limit"
     assert found["escalation"].due_at == deadline == sla.deadline_for(lifecycle)
     assert found["audit_task"].title == f"Monthly audit of {version.model.name} for 2026-11"
     assert not [i for i in my_work(other).items if i.kind in ("escalation", "audit_task")]
