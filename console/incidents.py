@@ -81,9 +81,8 @@ STATUS_FILTERS = ["active", *IncidentStatus.values, "all"]
 
 
 def incident_list(user, params) -> dict:
-    """Incidents of the models the user may read, open and mitigating first (oldest first:
-    the longest-running fire on top), then the rest newest first; filtered by status and model
-    (unknown values are ignored), 50 at a time."""
+    """Incidents of the models the user may read, open and mitigating ones first, newest first
+    within each group; filtered by status and model (unknown values are ignored), 50 a page."""
     names = list(readable_models(user).order_by("name").values_list("name", flat=True))
     incidents = Incident.objects.filter(model__name__in=names).select_related("model", "version")
     model = params.get("model", "")
