@@ -1,8 +1,10 @@
-"""What every page shows: the halts in force that the user may know about (the red banner)."""
+"""What every page shows: the halts in force that the user may know about (the red banner),
+and how much waits for the user (the count beside My work)."""
 
 from __future__ import annotations
 
 from . import selectors
+from .work import work_count
 
 
 def halts(request) -> dict:
@@ -11,3 +13,12 @@ def halts(request) -> dict:
         return {}
     names = list(selectors.readable_models(user).values_list("name", flat=True))
     return {"engaged_halts": selectors.active_halts(names)}
+
+
+def work(request) -> dict:
+    """The count beside My work: a fixed number of queries (``console.work``)."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    known = getattr(request, "my_work", None)  # My work itself computed it already
+    return {"work_count": known.count if known is not None else work_count(user)}

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import model_views, views
+from . import incident_views, model_views, views
 
 app_name = "console"
 
@@ -18,4 +18,12 @@ urlpatterns = [
     path("halts/release/", views.halt_release, name="halt-release"),
     path("models/<str:name>/", model_views.model, name="model"),
     path("models/<str:name>/series.json", model_views.model_series, name="model-series"),
+    path("incidents/", incident_views.incident_list, name="incidents"),
+    path("incidents/<int:pk>/", incident_views.incident_detail, name="incident"),
+    path(
+        "incidents/<int:pk>/steps/<int:order>/complete/",
+        incident_views.incident_step_complete,
+        name="incident-step-complete",
+    ),
+    path("work/", incident_views.work, name="work"),
 ]

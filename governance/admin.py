@@ -16,14 +16,9 @@ from django_fsm import can_proceed
 from registry.admin import ReadOnlyAdmin
 from registry.errors import DomainError
 
+from . import inbox
 from . import lifecycle as lifecycle_rules
-from .approvals import (
-    APPROVAL_STAGE,
-    APPROVE_ACTION,
-    REQUIRED_APPROVALS,
-    approval_record,
-    conflicts_of_interest,
-)
+from .approvals import APPROVAL_STAGE, approval_record, conflicts_of_interest
 from .audit import Actor
 from .models import (
     Approval,
@@ -153,49 +148,32 @@ class LifecycleAdmin(ReadOnlyAdmin):
         return redirect(safe_next(request, reverse("admin:governance_lifecycle_inbox")))
 
     def inbox_view(self, request):
-        """Versions waiting for a sign-off in one of the user's roles."""
-        waiting = []
-        stages = set(APPROVAL_STAGE.values())
-        for lifecycle in Lifecycle.objects.filter(stage__in=stages).select_related(
-            "version__model", "version__responsible_engineer"
-        ):
-            for decision in _decisions_for(request.user, lifecycle):
-                waiting.append({"lifecycle": lifecycle, **decision})
+        """Versions waiting for a sign-off in one of the user's roles, and the other work the
+        higher apps hand them (incident steps, ...) through ``GOVERNANCE_WORK_HOOK``."""
+        grants = inbox.Grants.of(request.user)
+        waiting = [
+            {"lifecycle": p.lifecycle, "transition": p.transition, "role": p.role, "mine": p.mine}
+            for p in inbox.approvals_pending(request.user, grants=grants)
+        ]
         context = {
             **self.admin_site.each_context(request),
             "title": "Approvals inbox",
             "waiting": waiting,
+            "other_work": inbox.other_work(request.user, grants=grants),
             "roles": sorted(roles_of(request.user)),
         }
         return TemplateResponse(request, "admin/governance/lifecycle/inbox.html", context)
 
 
 def _decisions_for(user, lifecycle: Lifecycle) -> list[dict]:
-    """(transition, role) pairs the user could sign for this version now.
+    """(transition, role) pairs the user could sign for this version now (the inbox's rule).
 
     Nothing for a person with a conflict of interest (separation of duties): no button to press.
     """
-    out = []
-    if lifecycle.stage in APPROVAL_STAGE.values() and conflicts_of_interest(
-        lifecycle.version, user
-    ):
-        return out
-    for transition, stage in APPROVAL_STAGE.items():
-        if lifecycle.stage != stage:
-            continue
-        for role in REQUIRED_APPROVALS[transition]:
-            if can(user, APPROVE_ACTION[role], model=lifecycle.version.model):
-                mine = Approval.objects.filter(
-                    version=lifecycle.version,
-                    transition=transition,
-                    role=role,
-                    user=user,
-                    voided_at__isnull=True,
-                ).last()
-                out.append(
-                    {"transition": transition, "role": role, "mine": mine.decision if mine else ""}
-                )
-    return out
+    return [
+        {"transition": p.transition, "role": p.role, "mine": p.mine}
+        for p in inbox.approvals_pending(user, lifecycles=[lifecycle])
+    ]
 
 
 @admin.register(Evaluation)

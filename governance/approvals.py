@@ -66,6 +66,23 @@ def conflicts_of_interest(version: ModelVersion, user) -> list[str]:
     return reasons
 
 
+def versions_conflicted(user, versions) -> set[int]:
+    """The ids among ``versions`` that ``user`` may not sign off (``conflicts_of_interest`` for
+    many versions in one query, for the inboxes)."""
+    versions = list(versions)
+    if user is None or user.pk is None or not versions:
+        return set()
+    barred = set(
+        Evaluation.objects.filter(
+            version_id__in=[v.pk for v in versions], submitted_by=user
+        ).values_list("version_id", flat=True)
+    )
+    barred.update(
+        v.pk for v in versions if user.pk in (v.registered_by_id, v.responsible_engineer_id)
+    )
+    return barred
+
+
 def _conflicted_users(version: ModelVersion) -> set[int]:
     """Everyone whose sign-off on ``version`` never counts, even one recorded before the rule."""
     users = set(

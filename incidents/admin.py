@@ -46,8 +46,9 @@ from .playbook_editing import (
     playbook_step_update,
     playbook_update,
 )
-from .playbooks import NOT_APPLICABLE, step_complete
+from .playbooks import step_complete
 from .rollback import rollback_manual
+from .selectors import completable_by, decision_options, justification_needed_for
 
 
 def admin_actor(request: HttpRequest) -> Actor:
@@ -169,23 +170,6 @@ def rollback_request_view(model_admin: admin.ModelAdmin, request: HttpRequest) -
 # --- playbook steps from the incident page --------------------------------------------------
 
 
-def completable_by(user, incident: Incident, run: StepRun) -> bool:
-    """A waiting step assigned to roles, one of which ``user`` holds for the incident's model."""
-    return (
-        run.status == StepStatus.WAITING
-        and bool(run.roles)
-        and bool(roles_of(user, model=incident.model) & set(run.roles))
-    )
-
-
-def _decision_options(user, incident: Incident, run: StepRun) -> list[str]:
-    """The step's decisions (``not_applicable`` for a conditional step), without the acting
-    ones the user's roles do not allow (the service refuses those anyway)."""
-    needs = {"rollback": Action.ROLLBACK, "halt": Action.HALT}
-    offered = [*run.decisions, *([NOT_APPLICABLE] if run.condition else [])]
-    return [d for d in offered if d not in needs or can(user, needs[d], model=incident.model)]
-
-
 def step_rows(user, incident: Incident, *, now=None) -> list[dict]:
     """The incident's steps as the change page shows them, with a form where the user may act."""
     now = now or timezone.now()
@@ -205,14 +189,10 @@ def step_rows(user, incident: Incident, *, now=None) -> list[dict]:
                 "url": reverse(
                     "admin:incidents_incident_step_complete", args=[incident.pk, run.order]
                 ),
-                "decisions": _decision_options(user, incident, run),
+                "decisions": decision_options(user, incident, run),
                 "decision_required": bool(run.decisions),
                 "justification": bool(run.decisions),
-                "justification_required_for": [
-                    d for d in run.decisions if d not in ("rollback", "halt")
-                ]
-                if "rollback" in run.decisions
-                else [],
+                "justification_required_for": justification_needed_for(run),
             }
         rows.append(row)
     return rows

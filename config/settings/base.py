@@ -79,6 +79,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "console.context_processors.halts",
+                "console.context_processors.work",
             ],
         },
     },
@@ -327,6 +328,9 @@ SERVING_OUTAGE_HOOK = env("SERVING_OUTAGE_HOOK", default="incidents.outage.repor
 GOVERNANCE_NOTIFY_HOOK = env(
     "GOVERNANCE_NOTIFY_HOOK", default="incidents.notifications.notify_role_by_email"
 )
+# What else waits for a person beside sign-offs (incident steps, audit tasks): the admin's
+# approvals inbox lists it; the console's My work provides it.
+GOVERNANCE_WORK_HOOK = env("GOVERNANCE_WORK_HOOK", default="console.work.other_work")
 NOTIFICATION_WEBHOOK_URL = env("NOTIFICATION_WEBHOOK_URL", default="")
 NOTIFICATION_WEBHOOK_SECRET = env("NOTIFICATION_WEBHOOK_SECRET", default="")
 # Outbox retries wait base * 2^(attempt-1) seconds, capped.

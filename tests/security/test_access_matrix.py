@@ -140,6 +140,14 @@ PAGES: dict[tuple[str, str], Rule] = {
     # a model's page and its charts' data: its readers only, a 404 for everyone else
     ("GET", "/console/models/{name}/"): R(READERS),
     ("GET", "/console/models/{name}/series.json"): R(READERS),
+    ("GET", "/console/incidents/"): R(READERS, listing=True),
+    ("GET", "/console/incidents/{pk}/"): R(READERS),
+    # as the API's step completion: the fixture's waiting step is the data engineer's
+    ("POST", "/console/incidents/{pk}/steps/{order}/complete/"): R(
+        holders(["data_engineer"]), shows=False, body={"note": "checked"}
+    ),
+    # everyone logged in gets a list of their own work; only holders of a role see the target's
+    ("GET", "/console/work/"): R(READERS, listing=True, shows=False),
 }
 
 # The admin: staff with a global grant read; nobody adds or edits (facts are immutable and
