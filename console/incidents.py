@@ -248,12 +248,50 @@ def _status_words(incident: Incident, steps: list[StepRun], rollbacks: list) -> 
     return "The post-incident review is recorded."
 
 
+def _chart_window(incident: Incident) -> dict[str, str]:
+    return {
+        "from": (incident.created_at - CHART_MARGIN).date().isoformat(),
+        "to": (incident.created_at + CHART_MARGIN).date().isoformat(),
+    }
+
+
 def chart_link(incident: Incident) -> str:
-    """The model page's charts around the opening (two days each side), as a plain path: the
-    model page (``/console/models/<name>/``) reads ``from`` and ``to`` as dates."""
-    start = (incident.created_at - CHART_MARGIN).date().isoformat()
-    end = (incident.created_at + CHART_MARGIN).date().isoformat()
-    return f"/console/models/{incident.model.name}/?{urlencode({'from': start, 'to': end})}"
+    """The model page's charts around the opening (two days each side)."""
+    url = reverse("console:model", args=[incident.model.name])
+    return f"{url}?{urlencode(_chart_window(incident))}"
+
+
+# The charts an incident page draws, by what raised it; everything else gets the general four.
+FAIRNESS_CHARTS = ("fairness_gap", "fairness_groups", "performance", "psi")
+INCIDENT_CHARTS = {
+    "fairness": FAIRNESS_CHARTS,
+    "ethics": FAIRNESS_CHARTS,
+    "performance": ("performance", "psi", "ks", "ece"),
+}
+DEFAULT_CHARTS = ("psi", "performance", "fairness_gap", "ece")
+CHART_TITLES = {
+    "psi": "Data drift: PSI per feature",
+    "ks": "Prediction drift: KS test",
+    "performance": "Performance against the validated baseline",
+    "fairness_gap": "Fairness: equalized-odds difference",
+    "fairness_groups": "Fairness: rates per group",
+    "ece": "Calibration: ECE",
+}
+
+
+def incident_charts(incident: Incident) -> dict:
+    """The model's series around the opening, drawn by static/console/charts.js with the opening
+    marked, so a reader sees what the numbers did before and after."""
+    url = reverse("console:model-series", args=[incident.model.name])
+    return {
+        "series_url": f"{url}?{urlencode(_chart_window(incident))}",
+        "charts": [
+            {"id": c, "title": CHART_TITLES[c]}
+            for c in INCIDENT_CHARTS.get(str(incident.kind), DEFAULT_CHARTS)
+        ],
+        "mark_at": incident.created_at.isoformat(),
+        "mark_label": f"incident {incident.pk} opened",
+    }
 
 
 def readable_incident(user, pk: int) -> Incident | None:
@@ -312,5 +350,6 @@ def incident_page(user, incident: Incident, *, failed: dict | None = None) -> di
         "alerts_url": f"{alerts_url}?{urlencode({'model': incident.model.name, 'status': 'all'})}",
         "timeline": _timeline(events, by_order),
         "chart_link": chart_link(incident),
+        "charts": incident_charts(incident),
         "now": now,
     }

@@ -53,6 +53,10 @@ def test_a_reader_sees_the_checklist_without_forms(page, login_as, assert_access
 
     assert page.locator("ol.checklist > li").count() == 7
     assert page.locator("ol.checklist form").count() == 0
+    # the model's charts around the opening are drawn, the opening marked on each
+    page.wait_for_selector('[data-series-loaded="yes"]')
+    assert page.locator('canvas[data-chart][data-drawn="yes"]').count() == 4
+    assert page.js_errors == []
     assert page.locator("header .count").count() == 0
     page.goto("/console/incidents/")
     assert page.get_by_role(

@@ -66,6 +66,11 @@ def test_the_page_says_what_happened_in_words(client):
     end = (opened_at + timedelta(days=2)).date().isoformat()
     assert f'href="/console/models/{name}/?from={start}&amp;to={end}"' in html
     assert "Charts around the opening" in words
+    # the fairness charts themselves, fed by the model's series around the opening, marked
+    series = f"/console/models/{name}/series.json?from={start}&amp;to={end}"
+    assert f'data-series-url="{series}"' in html
+    assert f'data-mark-label="incident {incident.pk} opened"' in html
+    assert 'data-chart="fairness_gap"' in html and 'data-chart="fairness_groups"' in html
 
 
 def test_overdue_steps_are_red_and_say_so(client):
