@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import page_views, views
 
 app_name = "console"
 
@@ -16,4 +16,11 @@ urlpatterns = [
     path("halts/", views.halts, name="halts"),
     path("halts/engage/", views.halt_engage, name="halt-engage"),
     path("halts/release/", views.halt_release, name="halt-release"),
+    path(
+        "models/<str:name>/versions/<str:version>/",
+        page_views.version,
+        name="version",
+    ),
+    path("audit/", page_views.audit, name="audit"),
+    path("audit/export.csv", page_views.audit_export, name="audit-export"),
 ]
