@@ -137,6 +137,13 @@ PAGES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/halts/"): R(READERS, listing=True),
     ("POST", "/console/halts/engage/"): R(READERS, listing=True, shows=False),
     ("POST", "/console/halts/release/"): R(READERS, listing=True, shows=False),
+    # issue 12: a version of a model one may not read is a 404; the audit page and its export
+    # follow GET /api/v1/audit/ (read_audit, per-model grants see their models' events)
+    ("GET", "/console/models/{name}/versions/{version}/"): R(READERS),
+    ("GET", "/console/audit/"): R(holders(["ml_lead", "ethics_officer", "auditor"]), listing=True),
+    ("GET", "/console/audit/export.csv"): R(
+        holders(["ml_lead", "ethics_officer", "auditor"]), listing=True
+    ),
 }
 
 # The admin: staff with a global grant read; nobody adds or edits (facts are immutable and
@@ -382,7 +389,8 @@ class Matrix:
             client = self.api[actor]
             send = getattr(client, method.lower())
             response = send(url, body, format="json") if method != "GET" else send(url)
-        text = response.content.decode(errors="replace")
+        raw = b"".join(response.streaming_content) if response.streaming else response.content
+        text = raw.decode(errors="replace")
         markers = list(self.world.markers)
         if TARGET not in url and TARGET not in str(body):  # the caller's own words don't count
             markers.append(TARGET)
