@@ -55,6 +55,12 @@ def events(request) -> tuple[QuerySet[AuditEvent], dict[str, str], dict[str, str
     return qs.order_by("-seq"), chosen, errors
 
 
+def _row(event: AuditEvent) -> tuple:
+    """(event, sentence, detail rows, whether any field had a value before)."""
+    rows = wording.details(event)
+    return event, wording.describe(event), rows, any(b != wording.MISSING for _, b, _ in rows)
+
+
 def audit_page(request) -> dict:
     qs, chosen, errors = events(request)
     readable = AuditEvent.objects.all() if request.user.is_superuser else readable_events(request)
@@ -68,7 +74,7 @@ def audit_page(request) -> dict:
     is_global = request.user.is_superuser or can(request.user, Action.READ_AUDIT)
     return {
         "page": page,
-        "rows": [(e, wording.describe(e), wording.details(e)) for e in page.object_list],
+        "rows": [_row(e) for e in page.object_list],
         "chosen": chosen,
         "errors": errors,
         "models": models,
