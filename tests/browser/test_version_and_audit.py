@@ -53,7 +53,7 @@ def two_versions():
 def test_version_page_and_its_comparison(
     page, login_as, assert_accessible, shot, lead, two_versions
 ):
-    old, new = two_versions
+    _, new = two_versions
     login_as(page, lead)
 
     page.goto(f"/console/models/hotspot-classifier/versions/{new.version}/")
