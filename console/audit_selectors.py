@@ -16,13 +16,12 @@ from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import QueryDict
 
+from governance import wording
 from governance.api.audit_views import filter_events, readable_events
 from governance.models import AuditEvent, AuditVerificationState
 from governance.permissions import can, can_on_any_model
 from governance.roles import Action
 from registry.errors import InvalidInput
-
-from . import wording
 
 PAGE_SIZE = 50
 FILTERS = ("model", "actor", "action", "since", "until")

@@ -9,14 +9,13 @@ from dataclasses import dataclass, field
 from django.db.models import QuerySet
 from django.http import Http404
 
+from governance import wording
 from governance.api.audit_views import version_events
 from governance.models import Approval, AuditEvent, Evaluation
 from governance.roles import Action
 from governance.selectors import models_allowing
+from governance.wording import MISSING, Diff
 from registry.models import ModelCard, ModelVersion
-
-from . import wording
-from .wording import MISSING, Diff
 
 
 @dataclass

@@ -94,7 +94,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     @admin.display(description="training data", ordering="training_data_start")
     def training_data(self, obj) -> str:
         """One column for the range: the list fits beside the filters at 1400 px."""
-        return f"{obj.training_data_start:%Y-%m-%d} – {obj.training_data_end:%Y-%m-%d}"
+        return f"{obj.training_data_start:%Y-%m-%d} to {obj.training_data_end:%Y-%m-%d}"
 
     @admin.display(description="model card")
     def card_link(self, obj) -> str:

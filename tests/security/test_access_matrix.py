@@ -147,8 +147,10 @@ PAGES: dict[tuple[str, str], Rule] = {
 }
 
 # The admin: staff with a global grant read; nobody adds or edits (facts are immutable and
-# changes go through audited services). Per-model grants do not open the admin.
+# changes go through audited services). Per-model grants open the lifecycle, evaluation and
+# approval pages, scoped to their models (issue 12).
 STAFF_GLOBAL = holders(STAFF, ("global",))
+STAFF_SCOPED = STAFF_GLOBAL | holders(STAFF, ("target",))
 NOBODY: frozenset[str] = frozenset()
 ADMIN_MODELS: dict[str, frozenset[str]] = {
     "auth.group": NOBODY,
@@ -167,9 +169,9 @@ ADMIN_MODELS: dict[str, frozenset[str]] = {
     "axes.accessattempt": NOBODY,
     "axes.accesslog": NOBODY,
     "axes.accessfailurelog": NOBODY,
-    "governance.lifecycle": STAFF_GLOBAL,
-    "governance.evaluation": STAFF_GLOBAL,
-    "governance.approval": STAFF_GLOBAL,
+    "governance.lifecycle": STAFF_SCOPED,
+    "governance.evaluation": STAFF_SCOPED,
+    "governance.approval": STAFF_SCOPED,
     "governance.validationpolicy": STAFF_GLOBAL,
     "governance.escalation": STAFF_GLOBAL,
     "governance.rolegrant": STAFF_GLOBAL,

@@ -1,4 +1,5 @@
-"""How the console puts facts and audit events into words: numbers rounded, dicts as rows.
+"""How pages (the console, the admin) put facts and audit events into words: numbers
+rounded, dicts as rows.
 
 People read these pages, not machines: a JSON dump of a gate report or an audit payload hides
 what changed. Everything here is pure (no queries), so pages stay at a fixed query count.
@@ -10,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from governance.models import AuditEvent
+from .models import AuditEvent
 
 MISSING = "—"
 
