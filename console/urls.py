@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import incident_views, model_views, views
+from . import incident_views, model_views, page_views, views
 
 app_name = "console"
 
@@ -26,4 +26,11 @@ urlpatterns = [
         name="incident-step-complete",
     ),
     path("work/", incident_views.work, name="work"),
+    path(
+        "models/<str:name>/versions/<str:version>/",
+        page_views.version,
+        name="version",
+    ),
+    path("audit/", page_views.audit, name="audit"),
+    path("audit/export.csv", page_views.audit_export, name="audit-export"),
 ]

@@ -6,6 +6,7 @@ import json
 
 from django.contrib import admin, messages
 from django.db import transaction
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -18,7 +19,13 @@ from registry.errors import DomainError
 
 from . import inbox
 from . import lifecycle as lifecycle_rules
-from .approvals import APPROVAL_STAGE, approval_record, conflicts_of_interest
+from .admin_scoping import PerModelViewMixin
+from .api.audit_views import version_events
+from .approvals import (
+    APPROVAL_STAGE,
+    approval_record,
+    conflicts_of_interest,
+)
 from .audit import Actor
 from .models import (
     Approval,
@@ -30,8 +37,9 @@ from .models import (
     TokenScope,
     ValidationPolicy,
 )
-from .permissions import can, roles_of
+from .permissions import can
 from .roles import Action
+from .wording import describe, details
 
 
 def safe_next(request, fallback: str) -> str:
@@ -62,10 +70,40 @@ def allowed_transitions(lifecycle: Lifecycle, user) -> list[dict]:
     return offered
 
 
+class AuditHistoryMixin:
+    """The "History" button shows the object's audit events, not Django's LogEntry rows.
+
+    Nothing here is saved through the admin (services write and audit every change), so the
+    admin's own history is always empty while the audit log holds every action.
+    """
+
+    def audit_events(self, obj):
+        return AuditEvent.objects.filter(
+            object_type=obj._meta.label, object_id=str(obj.pk)
+        ).order_by("seq")
+
+    def history_view(self, request, object_id, extra_context=None):
+        obj = self.get_object(request, object_id)
+        if obj is None or not self.has_view_permission(request, obj):
+            raise Http404(f"no {self.opts.verbose_name} {object_id}")
+        events = list(self.audit_events(obj))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"History: {obj}",
+            "subtitle": None,
+            "opts": self.opts,
+            "object": obj,
+            "events": [(e, describe(e), details(e)) for e in events],
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/governance/audit_history.html", context)
+
+
 @admin.register(Lifecycle)
-class LifecycleAdmin(ReadOnlyAdmin):
+class LifecycleAdmin(AuditHistoryMixin, PerModelViewMixin, ReadOnlyAdmin):
     """The version's stage with buttons for what the logged-in user may do, and its evidence."""
 
+    model_lookup = "version__model"
     list_display = ["version", "stage", "archive", "stage_entered_at", "promoted_at"]
     list_filter = ["stage", "archive", "version__model"]
     search_fields = ["version__model__name", "version__version"]
@@ -92,9 +130,13 @@ class LifecycleAdmin(ReadOnlyAdmin):
         ]
         return extra + super().get_urls()
 
+    def audit_events(self, obj):
+        """The whole version's story: registration, evidence, sign-offs and transitions."""
+        return version_events(obj.version)
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         lifecycle = get_object_or_404(
-            Lifecycle.objects.select_related("version__model"), pk=object_id
+            self.get_queryset(request).select_related("version__model"), pk=object_id
         )
         version = lifecycle.version
         context = {
@@ -160,9 +202,17 @@ class LifecycleAdmin(ReadOnlyAdmin):
             "title": "Approvals inbox",
             "waiting": waiting,
             "other_work": inbox.other_work(request.user, grants=grants),
-            "roles": sorted(roles_of(request.user)),
+            "roles": _held_roles(request.user),
         }
         return TemplateResponse(request, "admin/governance/lifecycle/inbox.html", context)
+
+
+def _held_roles(user) -> list[str]:
+    """The user's grants as the inbox names them: global roles, then "role for model"."""
+    grants = RoleGrant.objects.filter(user=user).select_related("model")
+    return sorted(g.role for g in grants if g.model_id is None) + sorted(
+        f"{g.role} for {g.model.name}" for g in grants if g.model_id is not None
+    )
 
 
 def _decisions_for(user, lifecycle: Lifecycle) -> list[dict]:
@@ -177,9 +227,10 @@ def _decisions_for(user, lifecycle: Lifecycle) -> list[dict]:
 
 
 @admin.register(Evaluation)
-class EvaluationAdmin(ReadOnlyAdmin):
+class EvaluationAdmin(AuditHistoryMixin, PerModelViewMixin, ReadOnlyAdmin):
     """Gate reports as the platform computed them."""
 
+    model_lookup = "version__model"
     list_display = [
         "version",
         "kind",
@@ -200,14 +251,15 @@ class EvaluationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Approval)
-class ApprovalAdmin(ReadOnlyAdmin):
+class ApprovalAdmin(AuditHistoryMixin, PerModelViewMixin, ReadOnlyAdmin):
+    model_lookup = "version__model"
     list_display = ["version", "transition", "role", "user", "decision", "created_at", "voided_at"]
     list_filter = ["transition", "role", "decision", "version__model"]
     search_fields = ["version__model__name", "user__username", "comment"]
 
 
 @admin.register(ValidationPolicy)
-class ValidationPolicyAdmin(ReadOnlyAdmin):
+class ValidationPolicyAdmin(AuditHistoryMixin, ReadOnlyAdmin):
     list_display = ["model", "version", "created_at", "created_by", "comment"]
     list_filter = ["model"]
 
@@ -219,7 +271,7 @@ class EscalationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(RoleGrant)
-class RoleGrantAdmin(ReadOnlyAdmin):
+class RoleGrantAdmin(AuditHistoryMixin, ReadOnlyAdmin):
     list_display = ["user", "role", "model", "granted_at", "granted_by"]
     list_filter = ["role", "model"]
     search_fields = ["user__username"]

@@ -20,7 +20,7 @@ from registry.models import ModelVersion
 from . import audit
 from .audit import Actor
 from .models import Approval, Decision, Evaluation, Lifecycle, RoleGrant, Stage
-from .permissions import can
+from .permissions import can, roles_of
 from .roles import Action, Role
 
 REQUIRED_APPROVALS: dict[str, tuple[str, ...]] = {
@@ -168,7 +168,11 @@ def approval_record(
     user = actor.user
     if user is None:
         raise Forbidden("approvals are made by people, never by a system task")
-    if not can(user, APPROVE_ACTION[role], model=version.model, scopes=scopes):
+    # A sign-off is given in a role one holds: an ML lead's roles include an engineer's actions,
+    # but their code-review sign-off is not a peer ML engineer's (docs/architecture.md §4).
+    if role not in roles_of(user, model=version.model, scopes=scopes) or not can(
+        user, APPROVE_ACTION[role], model=version.model, scopes=scopes
+    ):
         raise Forbidden(f"you do not hold the {role} role for {version.model.name}")
     if RoleGrant.objects.filter(user=user, role=Role.CI).exists():
         raise Forbidden("CI accounts never approve")

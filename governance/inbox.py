@@ -129,8 +129,11 @@ def approvals_pending(
         for transition, stage in APPROVAL_STAGE.items():
             if lifecycle.stage != stage:
                 continue
+            held = grants.roles_for(version.model_id)
             for role in REQUIRED_APPROVALS[transition]:
-                if not grants.allows(APPROVE_ACTION[role], version.model_id):
+                # only a role the user holds: an ML lead holds the engineer's actions, not the
+                # engineer's signature (approvals.approval_record refuses it the same way)
+                if role not in held or not grants.allows(APPROVE_ACTION[role], version.model_id):
                     continue
                 decided = mine.get((version.pk, transition, role), "")
                 other_roles = signed.get((version.pk, transition), set()) - {role}

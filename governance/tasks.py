@@ -44,3 +44,12 @@ def audit_checkpoint() -> int:
     from .audit import checkpoint
 
     return checkpoint().checkpoint.seq
+
+
+@shared_task(name="governance.verify_audit")
+def verify_audit() -> bool:
+    """Verify the whole chain daily (beat) and record when and how that went, as
+    ``manage.py verify_audit`` does: the console's audit page shows the last result."""
+    from .audit import verify_and_checkpoint
+
+    return verify_and_checkpoint().result.valid

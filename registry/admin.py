@@ -62,8 +62,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         "stage",
         "flavor",
         "responsible_engineer",
-        "training_data_start",
-        "training_data_end",
+        "training_data",
         "created_at",
         "card_link",
     ]
@@ -91,6 +90,11 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     def stage(self, obj) -> str:
         lifecycle = getattr(obj, "lifecycle", None)
         return lifecycle.stage if lifecycle else "—"
+
+    @admin.display(description="training data", ordering="training_data_start")
+    def training_data(self, obj) -> str:
+        """One column for the range: the list fits beside the filters at 1400 px."""
+        return f"{obj.training_data_start:%Y-%m-%d} to {obj.training_data_end:%Y-%m-%d}"
 
     @admin.display(description="model card")
     def card_link(self, obj) -> str:

@@ -297,6 +297,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "serving.record_shadow_evaluations",
         "schedule": 3600.0,
     },
+    # the whole chain, recorded in AuditVerificationState (shown on the console's audit page)
+    "verify-audit-chain": {"task": "governance.verify_audit", "schedule": 86400.0},
     "purge-expired-predictions": {
         "task": "monitoring.purge_expired_predictions",
         "schedule": 86400.0,

@@ -148,11 +148,20 @@ PAGES: dict[tuple[str, str], Rule] = {
     ),
     # everyone logged in gets a list of their own work; only holders of a role see the target's
     ("GET", "/console/work/"): R(READERS, listing=True, shows=False),
+    # issue 12: a version of a model one may not read is a 404; the audit page and its export
+    # follow GET /api/v1/audit/ (read_audit, per-model grants see their models' events)
+    ("GET", "/console/models/{name}/versions/{version}/"): R(READERS),
+    ("GET", "/console/audit/"): R(holders(["ml_lead", "ethics_officer", "auditor"]), listing=True),
+    ("GET", "/console/audit/export.csv"): R(
+        holders(["ml_lead", "ethics_officer", "auditor"]), listing=True
+    ),
 }
 
 # The admin: staff with a global grant read; nobody adds or edits (facts are immutable and
-# changes go through audited services). Per-model grants do not open the admin.
+# changes go through audited services). Per-model grants open the lifecycle, evaluation and
+# approval pages, scoped to their models (issue 12).
 STAFF_GLOBAL = holders(STAFF, ("global",))
+STAFF_SCOPED = STAFF_GLOBAL | holders(STAFF, ("target",))
 NOBODY: frozenset[str] = frozenset()
 ADMIN_MODELS: dict[str, frozenset[str]] = {
     "auth.group": NOBODY,
@@ -171,9 +180,9 @@ ADMIN_MODELS: dict[str, frozenset[str]] = {
     "axes.accessattempt": NOBODY,
     "axes.accesslog": NOBODY,
     "axes.accessfailurelog": NOBODY,
-    "governance.lifecycle": STAFF_GLOBAL,
-    "governance.evaluation": STAFF_GLOBAL,
-    "governance.approval": STAFF_GLOBAL,
+    "governance.lifecycle": STAFF_SCOPED,
+    "governance.evaluation": STAFF_SCOPED,
+    "governance.approval": STAFF_SCOPED,
     "governance.validationpolicy": STAFF_GLOBAL,
     "governance.escalation": STAFF_GLOBAL,
     "governance.rolegrant": STAFF_GLOBAL,
@@ -393,7 +402,8 @@ class Matrix:
             client = self.api[actor]
             send = getattr(client, method.lower())
             response = send(url, body, format="json") if method != "GET" else send(url)
-        text = response.content.decode(errors="replace")
+        raw = b"".join(response.streaming_content) if response.streaming else response.content
+        text = raw.decode(errors="replace")
         markers = list(self.world.markers)
         if TARGET not in url and TARGET not in str(body):  # the caller's own words don't count
             markers.append(TARGET)
