@@ -26,9 +26,9 @@ submitted evidence goes through too) as the version's ``shadow`` evidence, what 
 requires; a failing one takes ``fail_shadow``. ``shadow_evaluations_due`` lists the versions
 whose shadow period is over and that have no evaluation for their current stay in staging:
 beat's hourly ``serving.record_shadow_evaluations`` records one for each (``once_per_stay``, so a
-second run, or two workers at once, record nothing more). Not due: a first version (no live version to
-shadow: its ``shadow_replay`` evidence stands in) and a PATCH of the live version (fast-tracked:
-``promote`` needs no shadow evidence from it).
+second run, or two workers at once, record nothing more). Not due: a first version (no live
+version to shadow: its ``shadow_replay`` evidence stands in) and a PATCH of the live version
+(fast-tracked: ``promote`` needs no shadow evidence from it).
 """
 
 from __future__ import annotations
