@@ -158,6 +158,7 @@ def _version_ref(version, staged_at: int = 0) -> VersionRef:
     """
     features = tuple(version.feature_list or ())
     lifecycle = getattr(version, "lifecycle", None)  # read with the version (select_related)
+    policy = getattr(version.model, "artifact_policy", None)  # None: the defaults
     threshold = (version.thresholds or {}).get("decision", 0.5)
     declared = getattr(version, "feature_types", None) or {}
     return VersionRef(
@@ -173,6 +174,8 @@ def _version_ref(version, staged_at: int = 0) -> VersionRef:
             features=features,
             label=f"{version.model.name} {version.version}",
             stage=lifecycle.stage if lifecycle is not None else None,
+            # the model's artifact policy as it is now (a change bumps the routing generation)
+            allow_executable=policy.allow_executable if policy is not None else True,
         ),
         staged_at=staged_at,
         integer_features=frozenset(f for f in features if declared.get(f) == "integer"),
@@ -196,7 +199,7 @@ def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
             Q(stage__in=[*SERVING_STAGES, Stage.STAGING])
             | Q(stage=Stage.RETIRED, archive=Archive.WARM)
         )
-        .select_related("version__model")
+        .select_related("version__model__artifact_policy")
         .order_by("-stage_entered_at", "-pk")
     )
     halts = {
