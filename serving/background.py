@@ -35,9 +35,11 @@ class Background:
         self.thread: threading.Thread | None = None
         self.executor: ThreadPoolExecutor | None = None
         self.stopped = False
+        self.used = False  # something was buffered: flush once more at exit
 
     def ensure_started(self) -> None:
         """Start the flusher thread (once; not while flushing is off)."""
+        self.used = True
         thread = self.thread
         if (thread is not None and thread.is_alive()) or _interval() <= 0 or self.stopped:
             return

@@ -115,8 +115,9 @@ def _make_current() -> Gateway:
 
 
 def _flush_at_exit() -> None:
+    """What a gateway that served still holds goes to the spool (a console process: nothing)."""
     gateway = _gateway
-    if gateway is not None and gateway.pid == os.getpid():
+    if gateway is not None and gateway.pid == os.getpid() and gateway.background.used:
         gateway.background.flush_all(final=True)
 
 
