@@ -17,10 +17,11 @@ Evidence kinds:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+from django.db import transaction
 
 from monitoring import stats
 from registry import services as registry_services
@@ -37,8 +38,10 @@ from .selectors import latest_evaluation
 __all__ = [
     "SUBMITTABLE_KINDS",
     "evaluation_list",
+    "evaluation_record",
     "evaluation_submit",
     "failed_gates",
+    "gate",
     "gates_passed",
     "latest_evaluation",
     "shadow_replay_report",
@@ -57,7 +60,9 @@ AUTOMATIC_ON_FAILURE = {
     (Stage.VALIDATION, EvidenceKind.VALIDATION): "fail_validation",
     (Stage.VALIDATION, EvidenceKind.SHADOW_REPLAY): "fail_validation",
     (Stage.STAGING, EvidenceKind.SHADOW_REPLAY): "fail_shadow",
+    (Stage.STAGING, EvidenceKind.SHADOW): "fail_shadow",
 }
+GATES_ACTOR = Actor.system("validation gates")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,9 +92,10 @@ def evaluation_list(version: ModelVersion, *, kind: str | None = None):
 # ------------------------------------------------------------------------------------------------
 
 
-def _gate(
+def gate(
     name: str, passed: bool, values: dict, thresholds: dict, reasons: list[str]
 ) -> dict[str, Any]:
+    """One gate of a report: every report (validation, replay, shadow) has this shape."""
     return {
         "gate": name,
         "passed": bool(passed),
@@ -120,7 +126,7 @@ def metrics_gate(
         "positive_rate": perf["positive_rate"],
         "decision_threshold": perf["decision_threshold"],
     }
-    return _gate("metrics", not reasons, values, {"auc_min": auc_min}, reasons)
+    return gate("metrics", not reasons, values, {"auc_min": auc_min}, reasons)
 
 
 def fairness_gate(
@@ -140,7 +146,7 @@ def fairness_gate(
             "fairness cannot be judged: the records carry no sensitive attribute "
             '(give each record e.g. "sensitive": {"area": "north"})'
         )
-        return _gate("fairness", False, values, limits, reasons)
+        return gate("fairness", False, values, limits, reasons)
     report = stats.fairness_metrics(
         batch.labels, predicted, batch.sensitive, min_group_size=max(min_size, 1)
     )
@@ -213,7 +219,7 @@ def fairness_gate(
             "fairness cannot be judged: no sensitive attribute has two or more groups of at "
             f"least {min_size} records ({', '.join(report.attributes)})",
         )
-    return _gate("fairness", not reasons, values, limits, reasons)
+    return gate("fairness", not reasons, values, limits, reasons)
 
 
 def calibration_gate(
@@ -232,7 +238,7 @@ def calibration_gate(
             for b in result.to_dict()["bins"]
         ],
     }
-    return _gate("calibration", not reasons, values, {"ece_max": ece_max}, reasons)
+    return gate("calibration", not reasons, values, {"ece_max": ece_max}, reasons)
 
 
 def shadow_period_gate(
@@ -253,7 +259,7 @@ def shadow_period_gate(
         "last": _iso(last),
         "span_days": round(span_days, 6),
     }
-    return _gate("shadow_period", not reasons, values, {"shadow_days": shadow_days}, reasons)
+    return gate("shadow_period", not reasons, values, {"shadow_days": shadow_days}, reasons)
 
 
 def _iso(value: np.datetime64) -> str:
@@ -399,48 +405,95 @@ def evaluation_submit(
         digest, n_records = batch.digest, len(batch)
         data_path, created = evidence.store(batch)  # the file first, then the row commits
 
-    def create_row() -> Evaluation:
-        registry_services.model_get(model_name, lock=True)  # serialise with promotions
+    def refuse_if_live() -> None:
         if kind == EvidenceKind.SHADOW_REPLAY:
             _refuse_shadow_replay_with_live_version(target)  # again, under the lock
-        evaluation = Evaluation.objects.create(
+
+    try:
+        return evaluation_record(
             version=target,
+            kind=kind,
+            policy=policy,
+            report=report,
+            digest=digest,
+            records=n_records,
+            data_path=data_path,
+            actor=actor,
+            premise=refuse_if_live,
+        )
+    except BaseException:
+        # the file first, then the row: a row that did not commit leaves an orphan to discard
+        # (one that did commit keeps its file: the verdict stands even if the send-back failed)
+        if created:
+            try:
+                filestore.discard_unreferenced([data_path], referenced=evidence.referenced)
+            except Exception:  # e.g. inside a broken outer transaction: the sweeper removes it
+                logger.warning("could not discard evidence file %s", data_path, exc_info=True)
+        raise
+
+
+def evaluation_record(
+    *,
+    version: ModelVersion,
+    kind: str,
+    policy: ValidationPolicy,
+    report: Mapping[str, Any],
+    digest: str,
+    records: int,
+    actor: Actor,
+    data_path: str = "",
+    send_back_actor: Actor = GATES_ACTOR,
+    premise: Callable[[], Evaluation | None] | None = None,
+) -> Evaluation:
+    """Record a verdict: the one way evidence of any kind, submitted or computed, is stored.
+
+    Under the model lock (serialised with promotions), in one transaction: the ``Evaluation``
+    row, the voiding of the version's standing approvals (new evidence, new round) and the audit
+    event. ``premise`` runs first under that lock: it raises to refuse, or returns an existing
+    evaluation to record nothing (idempotent callers). A failing verdict then takes the
+    automatic transition its stage calls for (``AUTOMATIC_ON_FAILURE``) as ``send_back_actor``,
+    in a transaction of its own.
+    """
+    with transaction.atomic():
+        registry_services.model_get(version.model.name, lock=True)
+        if premise is not None:
+            earlier = premise()
+            if earlier is not None:
+                return earlier
+        evaluation = Evaluation.objects.create(
+            version=version,
             kind=kind,
             policy=policy,
             passed=bool(report["passed"]),
             report=report,
             evidence_digest=digest,
-            records=n_records,
+            records=records,
             data_path=data_path,
             created_by=actor.label[:200],
             submitted_by=actor.user,
         )
-        voided = approvals_void(version=target, reason=f"new evidence: {kind}", actor=actor)
+        voided = approvals_void(version=version, reason=f"new evidence: {kind}", actor=actor)
         audit.record(
             actor=actor,
             action="evaluation.recorded",
             obj=evaluation,
-            model_name=target.model.name,
+            model_name=version.model.name,
             after={
-                "version": target.version,
+                "version": version.version,
                 "kind": kind,
                 "passed": evaluation.passed,
                 "policy_version": policy.version,
                 "evidence_digest": digest,
-                "records": n_records,
+                "records": records,
                 "approvals_voided": voided,
             },
         )
-        return evaluation
-
-    written = [data_path] if created else []
-    evaluation = filestore.commit_after_files(written, create_row, referenced=evidence.referenced)
     if not evaluation.passed:
-        _send_back(evaluation)
+        _send_back(evaluation, actor=send_back_actor)
     return evaluation
 
 
-def _send_back(evaluation: Evaluation) -> None:
+def _send_back(evaluation: Evaluation, *, actor: Actor) -> None:
     """Apply the automatic transition a failed evaluation calls for, if the stage has one."""
     from .lifecycle import transition
 
@@ -454,7 +507,7 @@ def _send_back(evaluation: Evaluation) -> None:
         transition(
             version=version,
             name=name,
-            actor=Actor.system("validation gates"),
+            actor=actor,
             comment=f"{evaluation.kind} evaluation {evaluation.pk} failed gate(s): {failed}",
             automatic=True,
         )

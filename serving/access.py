@@ -44,16 +44,17 @@ class GatewayTokenAuthentication(ScopedTokenAuthentication):
         except (TypeError, binascii.Error, ValueError):
             raise exceptions.AuthenticationFailed(message) from None
         grants = _grants_generation(self._request)
-        cached = _tokens.get(digest)
+        state = _current()
+        cached = state.tokens.get(digest)
         if cached is not None and grants is not None and cached[0] == grants:
             auth_token = cached[1]
         else:
             auth_token = _lookup(text, digest)
             if grants is not None:
-                with _lock:
-                    if len(_tokens) >= _MAX_TOKENS:
-                        _tokens.clear()
-                    _tokens[digest] = (grants, auth_token)
+                with state.lock:
+                    if len(state.tokens) >= _MAX_TOKENS:
+                        state.tokens.clear()
+                    state.tokens[digest] = (grants, auth_token)
         if auth_token.expiry is not None and auth_token.expiry < timezone.now():
             raise exceptions.AuthenticationFailed(message)
         return self.validate_user(auth_token)
@@ -81,31 +82,44 @@ def _lookup(text: str, digest: str):
     raise exceptions.AuthenticationFailed("Invalid token.")
 
 
-_tokens: dict[str, tuple[int, object]] = {}
 _MAX_TOKENS = 10_000
-_decisions: dict[tuple, tuple[int, bool]] = {}
-_lock = threading.Lock()
 _MAX_DECISIONS = 10_000
+
+
+class Decisions:
+    """One gateway's token checks and PREDICT decisions, each valid for one grants generation."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, tuple[int, object]] = {}
+        self.decisions: dict[tuple, tuple[int, bool]] = {}
+        self.lock = threading.Lock()
+
+
+def _current() -> Decisions:
+    from .gateway import current
+
+    return current().access
 
 
 def may_predict(user, *, model_name: str, scopes, grants_generation: int | None) -> bool:
     key = (user.pk, tuple(sorted(scopes)) if scopes else None, model_name)
-    cached = _decisions.get(key)
+    state = _current()
+    cached = state.decisions.get(key)
     if cached is not None and grants_generation is not None and cached[0] == grants_generation:
         return cached[1]
     allowed = can(user, Action.PREDICT, model=model_name, scopes=scopes)
     if grants_generation is not None:
-        with _lock:
-            if len(_decisions) >= _MAX_DECISIONS:
-                _decisions.clear()
-            _decisions[key] = (grants_generation, allowed)
+        with state.lock:
+            if len(state.decisions) >= _MAX_DECISIONS:
+                state.decisions.clear()
+            state.decisions[key] = (grants_generation, allowed)
     return allowed
 
 
 def clear() -> None:
-    with _lock:
-        _decisions.clear()
-        _tokens.clear()
+    from .gateway import current
+
+    current().access = Decisions()
 
 
 class PredictPermission(BasePermission):

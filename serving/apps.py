@@ -12,11 +12,19 @@ class ServingConfig(AppConfig):
         from knox.models import get_token_model
 
         from governance.models import Lifecycle, RoleGrant
+        from registry.models import ArtifactPolicy
 
         from . import signals
 
         post_transition.connect(
             signals.lifecycle_changed, sender=Lifecycle, dispatch_uid="serving.lifecycle"
+        )
+        # Routes carry the model's artifact policy to the loader: a change reroutes at commit.
+        post_save.connect(
+            signals.artifact_policy_changed, sender=ArtifactPolicy, dispatch_uid="serving.policy+"
+        )
+        post_delete.connect(
+            signals.artifact_policy_changed, sender=ArtifactPolicy, dispatch_uid="serving.policy-"
         )
         # Cached PREDICT decisions and token checks end when a grant, a token or a user changes.
         for sender, name in (

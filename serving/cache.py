@@ -32,7 +32,6 @@ from typing import NamedTuple
 import numpy as np
 from django.utils.module_loading import import_string
 
-from . import background
 from .conf import setting
 
 logger = logging.getLogger(__name__)
@@ -46,13 +45,37 @@ class Entry(NamedTuple):  # a tuple: one is built per served prediction
     at: float  # epoch seconds
 
 
-_lru: OrderedDict[tuple, Entry] = OrderedDict()  # (model, canonical names, row bytes) -> entry
-_incoming: deque = deque()  # served batches not yet in the LRU (the newest ~cache-size rows)
-_unstored: deque = deque()  # served batches not yet offered to the shared table (the newest)
-_rows = {"incoming": 0, "unstored": 0}
-_stored: OrderedDict[tuple, tuple[str, float]] = OrderedDict()  # what the shared copy holds
-_lock = threading.Lock()
-_store_lock = threading.Lock()
+class ServedBatch(NamedTuple):
+    """One request's live predictions, noted for the cache (the per-row work waits)."""
+
+    model_name: str
+    version: str
+    features: tuple[str, ...]
+    prediction_ids: list[str]
+    X: np.ndarray
+    scores: np.ndarray
+    predictions: np.ndarray
+    at: float  # epoch seconds
+
+
+class AnswerCache:
+    """One gateway's stale-answer cache: noted batches, the LRU and what the shared copy holds."""
+
+    def __init__(self) -> None:
+        self.lru: OrderedDict[tuple, Entry] = OrderedDict()  # (model, names, row bytes) -> entry
+        self.incoming: deque[ServedBatch] = deque()  # not yet in the LRU (the newest rows)
+        self.unstored: deque[ServedBatch] = deque()  # not yet offered to the shared table
+        self.rows = {"incoming": 0, "unstored": 0}
+        self.stored: OrderedDict[tuple, tuple[str, float]] = OrderedDict()  # the shared copy
+        self.reported: dict[tuple[str, str], float] = {}  # outage reports: (model, kind) -> when
+        self.lock = threading.Lock()
+        self.store_lock = threading.Lock()
+
+
+def _current():
+    from .gateway import current
+
+    return current()
 
 
 def instance_key(features: tuple[str, ...], row: list[float]) -> str:
@@ -103,45 +126,56 @@ def remember(
     predictions: np.ndarray,
 ) -> None:
     """Note served predictions (cheap: two appends; the per-row work waits for a reader)."""
-    background.ensure_started()
-    batch = (model_name, version, features, prediction_ids, X, scores, predictions, time.time())
-    with _lock:
-        _append(_incoming, "incoming", batch, int(setting("SERVING_STALE_CACHE_SIZE")))
-        _append(_unstored, "unstored", batch, int(setting("SERVING_STALE_STORE_MAX_PER_FLUSH")))
+    gateway = _current()
+    gateway.background.ensure_started()
+    state = gateway.answers
+    batch = ServedBatch(
+        model_name, version, features, prediction_ids, X, scores, predictions, gateway.clock()
+    )
+    with state.lock:
+        _append(state, "incoming", batch, int(setting("SERVING_STALE_CACHE_SIZE")))
+        _append(state, "unstored", batch, int(setting("SERVING_STALE_STORE_MAX_PER_FLUSH")))
 
 
-def _append(queue: deque, name: str, batch: tuple, limit: int) -> None:
+def _append(state: AnswerCache, name: str, batch: ServedBatch, limit: int) -> None:
     """Append, then drop the oldest batches the newest ``limit`` rows make useless."""
+    queue: deque[ServedBatch] = getattr(state, name)
     queue.append(batch)
-    _rows[name] += len(batch[3])
-    while len(queue) > 1 and _rows[name] - len(queue[0][3]) >= limit:
-        _rows[name] -= len(queue.popleft()[3])
+    state.rows[name] += len(batch.prediction_ids)
+    while len(queue) > 1 and state.rows[name] - len(queue[0].prediction_ids) >= limit:
+        state.rows[name] -= len(queue.popleft().prediction_ids)
 
 
-def _take(queue: deque, name: str) -> list[tuple]:
-    with _lock:
+def _take(state: AnswerCache, name: str) -> list[ServedBatch]:
+    with state.lock:
+        queue: deque[ServedBatch] = getattr(state, name)
         batches = list(queue)
         queue.clear()
-        _rows[name] = 0
+        state.rows[name] = 0
     return batches
 
 
-def _absorb() -> None:
+def _absorb(state: AnswerCache | None = None) -> None:
     """Move what requests noted into the LRU (when the cache is read: an outage, a test)."""
+    state = state or _current().answers
     limit = int(setting("SERVING_STALE_CACHE_SIZE"))
-    for model_name, version, features, ids, X, scores, predictions, at in _take(
-        _incoming, "incoming"
-    ):
-        keys = _row_keys(model_name, features, X)
+    lru = state.lru
+    for b in _take(state, "incoming"):
+        keys = _row_keys(b.model_name, b.features, b.X)
         entries = map(
-            Entry, repeat(version), ids, scores.tolist(), predictions.tolist(), repeat(at)
+            Entry,
+            repeat(b.version),
+            b.prediction_ids,
+            b.scores.tolist(),
+            b.predictions.tolist(),
+            repeat(b.at),
         )
-        with _lock:
+        with state.lock:
             for key, entry in zip(keys, entries, strict=True):
-                _lru.pop(key, None)
-                _lru[key] = entry  # (re)inserted last: the most recently used
-            while len(_lru) > limit:
-                _lru.popitem(last=False)
+                lru.pop(key, None)
+                lru[key] = entry  # (re)inserted last: the most recently used
+            while len(lru) > limit:
+                lru.popitem(last=False)
         time.sleep(0)  # let a request thread take the GIL between batches
 
 
@@ -153,18 +187,18 @@ def flush(*, final: bool = False) -> int:
     """
     from .models import StalePrediction
 
-    with _store_lock:
+    state = _current().answers
+    stored = state.stored
+    with state.store_lock:
         pending: dict[tuple, tuple] = {}
-        for model_name, version, features, ids, X, scores, predictions, at in reversed(
-            _take(_unstored, "unstored")
-        ):
-            keys = _row_keys(model_name, features, X)
-            scores_, predictions_ = scores.tolist(), predictions.tolist()
+        for b in reversed(_take(state, "unstored")):
+            keys = _row_keys(b.model_name, b.features, b.X)
+            scores_, predictions_ = b.scores.tolist(), b.predictions.tolist()
             for i, key in enumerate(keys):
-                if key in pending or _stored.get(key) == (version, scores_[i]):
+                if key in pending or stored.get(key) == (b.version, scores_[i]):
                     continue  # a newer answer is taken, or the shared copy has this one
-                entry = Entry(version, ids[i], scores_[i], predictions_[i], at)
-                pending[key] = (features, X[i], entry)
+                entry = Entry(b.version, b.prediction_ids[i], scores_[i], predictions_[i], b.at)
+                pending[key] = (b.features, b.X[i], entry)
         if not pending:
             return 0
         rows = [
@@ -192,10 +226,10 @@ def flush(*, final: bool = False) -> int:
             return 0
         limit = int(setting("SERVING_STALE_CACHE_SIZE"))
         for key, (_, _, e) in pending.items():
-            _stored.pop(key, None)
-            _stored[key] = (e.version, e.score)
-        while len(_stored) > limit:
-            _stored.popitem(last=False)
+            stored.pop(key, None)
+            stored[key] = (e.version, e.score)
+        while len(stored) > limit:
+            stored.popitem(last=False)
         return len(rows)
 
 
@@ -203,13 +237,14 @@ def lookup(model_name: str, features: tuple[str, ...], X: np.ndarray) -> list[En
     """The cached entry of each row (this process first, then the shared table)."""
     from .models import StalePrediction
 
-    _absorb()
+    state = _current().answers
+    _absorb(state)
     found: list[Entry | None] = []
-    with _lock:
+    with state.lock:
         for key in _row_keys(model_name, features, X):
-            entry = _lru.get(key)
+            entry = state.lru.get(key)
             if entry is not None:
-                _lru.move_to_end(key)
+                state.lru.move_to_end(key)
             found.append(entry)
     missing = {i: instance_key(features, X[i]) for i, e in enumerate(found) if e is None}
     if missing:
@@ -268,8 +303,6 @@ def stale_answer(route, X: np.ndarray, failure: str) -> tuple[int, dict]:
 
 # --- outage reports ---------------------------------------------------------------------------
 
-_reported: dict[tuple[str, str], float] = {}
-
 
 def log_outage(*, model: str, version: str | None, kind: str, detail: str) -> None:
     """A fallback hook (serving alone, without the incidents app): an error in the log."""
@@ -278,26 +311,20 @@ def log_outage(*, model: str, version: str | None, kind: str, detail: str) -> No
 
 def report_outage(*, model: str, version: str | None, kind: str, detail: str) -> None:
     """Tell the outage hook, at most once per (model, kind) per interval, off the request path."""
+    gateway = _current()
+    state = gateway.answers
     now = time.monotonic()
     key = (model, kind)
     interval = float(setting("SERVING_OUTAGE_REPORT_SECONDS"))
-    with _lock:
-        last = _reported.get(key)
+    with state.lock:
+        last = state.reported.get(key)
         if last is not None and now - last < interval:
             return
-        _reported[key] = now
+        state.reported[key] = now
     hook = import_string(setting("SERVING_OUTAGE_HOOK"))
-    background.call_soon(hook, model=model, version=version, kind=kind, detail=detail)
+    gateway.background.call_soon(hook, model=model, version=version, kind=kind, detail=detail)
 
 
 def clear() -> None:
-    with _lock:
-        _lru.clear()
-        _stored.clear()
-        _reported.clear()
-        _incoming.clear()
-        _unstored.clear()
-        _rows.update(incoming=0, unstored=0)
-
-
-background.register_flusher(flush)
+    """Forget every cached answer and outage report (``gateway.reset`` gives a fresh cache)."""
+    _current().answers = AnswerCache()

@@ -1,29 +1,138 @@
-"""The predict service: route, halt check, validation, scoring, thresholds, logging, shadow.
+"""The gateway of this process, and the predict service.
 
-The live version scores only its own features; features a staged version needs beyond them
-(``route.shadow_features``) are validated, then handed to the shadow scoring alone.
+``Gateway`` owns everything the gateway keeps in memory: routes, loaded models, the stale-answer
+cache, the prediction log buffer, token and PREDICT decisions, the shadow queue and counts, the
+background threads and the generation backend; and it is given its collaborators (the
+monitoring ingestion the spool goes to, how that ingestion is enqueued, the clock). ``current()``
+is this process's one: a forked worker (gunicorn) gets a fresh one at its first call, keeping
+only the loaded models (the one PID check). ``reset()`` stops it and starts a new one (tests).
 
-``serve`` is the one code path of a prediction, used by the API and by the promotion check.
+``serve`` is the one code path of a prediction, used by the API and by the promotion check: route,
+halt check, validation, scoring, thresholds, logging, shadow. The live version scores only its
+own features; features a staged version needs beyond them (``route.shadow_features``) are
+validated, then handed to the shadow scoring alone.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from registry.errors import InvalidInput, NotFound
 
-from . import cache, log, router, shadow
+from . import access, background, cache, loader, log, router, shadow, shadow_counts
 from .conf import setting
 from .loader import ArtifactError
 from .validation import blame_instances, feature_matrices, feature_matrix, parse_body
 
-# Per artifact digest, one row its model scored: the reference that tells a broken model from a
-# request whose values the model cannot score.
-_good_rows: dict[str, np.ndarray] = {}
+
+def _monitoring_ingest(**kwargs) -> None:
+    from monitoring.ingest import predictions_ingest  # monitoring is above serving
+
+    predictions_ingest(**kwargs)
+
+
+def _enqueue_ingest() -> None:
+    log.enqueue_ingest()
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Gateway:
+    """The gateway's state in one process, and the collaborators it hands work to."""
+
+    def __init__(
+        self,
+        *,
+        ingest: Callable[..., object] = _monitoring_ingest,
+        enqueue_ingest: Callable[[], object] = _enqueue_ingest,
+        clock: Callable[[], float] = _now,
+        models: loader.Models | None = None,
+    ) -> None:
+        self.pid = os.getpid()
+        self.ingest = ingest  # monitoring.ingest.predictions_ingest's signature
+        self.enqueue_ingest = enqueue_ingest  # tells a worker the spool has files
+        self.clock = clock  # epoch seconds of served predictions
+        self.lock = threading.Lock()
+        self.generations = None  # generation.backend() makes it from the settings
+        self.models = models or loader.Models()
+        self.routes = router.Routes()
+        self.answers = cache.AnswerCache()
+        self.log = log.PredictionLog()
+        self.access = access.Decisions()
+        self.shadow = shadow.ShadowQueue()
+        self.counts = shadow_counts.Counts()
+        self.background = background.Background((log.flush, cache.flush, shadow_counts.flush))
+        # Per artifact digest, one row its model scored: the reference that tells a broken
+        # model from a request whose values the model cannot score.
+        self.good_rows: dict[str, np.ndarray] = {}
+
+    def forked(self) -> Gateway:
+        """A forked worker's gateway: no threads, buffers or caches of the parent, its models."""
+        return Gateway(
+            ingest=self.ingest,
+            enqueue_ingest=self.enqueue_ingest,
+            clock=self.clock,
+            models=self.models.forked(),
+        )
+
+    def stop(self) -> None:
+        """Finish what is queued (shadow scoring, hooks), then end the threads."""
+        self.shadow.stop()
+        self.background.stop()
+
+
+_gateway: Gateway | None = None
+_gateway_lock = threading.Lock()
+
+
+def current() -> Gateway:
+    """This process's gateway (made on first use; a fresh one in a forked worker)."""
+    gateway = _gateway
+    if gateway is not None and gateway.pid == os.getpid():
+        return gateway
+    return _make_current()
+
+
+def _make_current() -> Gateway:
+    global _gateway, _gateway_lock
+    if _gateway is not None and _gateway.pid != os.getpid():
+        _gateway_lock = threading.Lock()  # the parent's may have been held at the fork
+    with _gateway_lock:
+        if _gateway is None:
+            _gateway = Gateway()
+        elif _gateway.pid != os.getpid():
+            _gateway = _gateway.forked()
+        return _gateway
+
+
+def _flush_at_exit() -> None:
+    """What a gateway that served still holds goes to the spool (a console process: nothing)."""
+    gateway = _gateway
+    if gateway is not None and gateway.pid == os.getpid() and gateway.background.used:
+        gateway.background.flush_all(final=True)
+
+
+def reset(**collaborators: Any) -> Gateway:
+    """Stop this process's gateway and start a cold one, given ``collaborators`` (tests)."""
+    global _gateway
+    old = _gateway
+    if old is not None and old.pid == os.getpid():
+        old.stop()  # what it still scores or flushes goes to it, not to the new one
+    with _gateway_lock:
+        _gateway = Gateway(**collaborators)
+    return _gateway
+
+
+atexit.register(_flush_at_exit)
 
 
 def prediction_ids(n: int) -> list[str]:
@@ -44,7 +153,7 @@ def prediction_ids(n: int) -> list[str]:
 
 def _client_fault(model, X: np.ndarray, features: tuple[str, ...]) -> dict[str, str] | None:
     """400 problems when the request's values made the scoring fail; None: the model's outage."""
-    good_row = _good_rows.get(model.digest)
+    good_row = current().good_rows.get(model.digest)
     if good_row is None or good_row.shape != (X.shape[1],):
         good_row = np.zeros(X.shape[1])
     return blame_instances(lambda rows: model.score(rows, features), X, features, good_row)
@@ -118,8 +227,9 @@ def serve(
         if record:
             cache.report_outage(model=model_name, version=live.version, kind=kind, detail=detail)
         return cache.stale_answer(route, X, f"{live.version} {kind}: {detail}")
-    if model.digest not in _good_rows:
-        _good_rows[model.digest] = X[0].copy()
+    gateway = current()
+    if model.digest not in gateway.good_rows:
+        gateway.good_rows[model.digest] = X[0].copy()
     predictions = (scores >= live.threshold).astype(np.int8)
     ids = prediction_ids(len(X))
     body = {
@@ -132,7 +242,7 @@ def serve(
         "stale": False,
     }
     if record:
-        now = time.time()
+        now = gateway.clock()
         log.record(
             log.LoggedBatch(
                 model_name=model_name,

@@ -16,7 +16,6 @@ Two backends:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 
@@ -98,17 +97,16 @@ class RedisGenerations:
                 time.sleep(0.05 * (attempt + 1))
 
 
-_backend = None
-_lock = threading.Lock()
-
-
 def backend() -> DatabaseGenerations | RedisGenerations:
-    global _backend
-    if _backend is None:
-        with _lock:
-            if _backend is None:
-                _backend = _make()
-    return _backend
+    """The gateway's generation backend (made on first use, from the settings)."""
+    from .gateway import current
+
+    gateway = current()
+    if gateway.generations is None:
+        with gateway.lock:
+            if gateway.generations is None:
+                gateway.generations = _make()
+    return gateway.generations
 
 
 def _make() -> DatabaseGenerations | RedisGenerations:
@@ -121,8 +119,9 @@ def _make() -> DatabaseGenerations | RedisGenerations:
 
 def reset() -> None:
     """Forget the backend (tests that change settings)."""
-    global _backend
-    _backend = None
+    from .gateway import current
+
+    current().generations = None
 
 
 def read(names: Sequence[str]) -> tuple[int, ...] | None:

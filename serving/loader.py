@@ -118,19 +118,35 @@ def positive_scores(output: Any) -> np.ndarray:
     return values
 
 
-_models: dict[str, LoadedModel] = {}
-_failures: dict[str, tuple[float, ArtifactError]] = {}
-_locks: dict[str, threading.Lock] = {}
-_registry_lock = threading.Lock()
+class Models:
+    """One gateway's models in memory by artifact digest, recent load failures, a lock per load.
+
+    A forked worker keeps its parent's models (``forked``: read-only after loading), with fresh
+    locks and no remembered failures.
+    """
+
+    def __init__(self, models: dict[str, LoadedModel] | None = None) -> None:
+        self.models: dict[str, LoadedModel] = dict(models or {})
+        self.failures: dict[str, tuple[float, ArtifactError]] = {}
+        self.locks: dict[str, threading.Lock] = {}
+        self.lock = threading.Lock()
+
+    def lock_for(self, digest: str) -> threading.Lock:
+        with self.lock:
+            return self.locks.setdefault(digest, threading.Lock())
+
+    def forked(self) -> Models:
+        return Models(self.models)
 
 
-def _lock_for(digest: str) -> threading.Lock:
-    with _registry_lock:
-        return _locks.setdefault(digest, threading.Lock())
+def _state() -> Models:
+    from .gateway import current
+
+    return current().models
 
 
 def loaded(digest: str) -> LoadedModel | None:
-    return _models.get(digest)
+    return _state().models.get(digest)
 
 
 # Stages of a version that has not passed validation (governance.models.Stage): never served.
@@ -159,16 +175,17 @@ def check_servable(ref: ArtifactRef) -> None:
 def load(ref: ArtifactRef) -> LoadedModel:
     """The in-memory model for ``ref``, loading it (verified) on first use."""
     check_servable(ref)
-    model = _models.get(ref.digest)
+    state = _state()
+    model = state.models.get(ref.digest)
     if model is not None:
         check_policy(ref, model.format)  # the policy may have changed since it was loaded
         return model
-    with _lock_for(ref.digest):
-        model = _models.get(ref.digest)
+    with state.lock_for(ref.digest):
+        model = state.models.get(ref.digest)
         if model is not None:
             check_policy(ref, model.format)
             return model
-        failure = _failures.get(ref.digest)
+        failure = state.failures.get(ref.digest)
         if failure is not None and time.monotonic() < failure[0]:
             raise failure[1]
         try:
@@ -176,31 +193,32 @@ def load(ref: ArtifactRef) -> LoadedModel:
         except ArtifactError as exc:
             if exc.kind != "policy_refused":  # a verdict on this reference, not the artifact
                 retry_at = time.monotonic() + float(setting("SERVING_LOAD_RETRY_SECONDS"))
-                _failures[ref.digest] = (retry_at, exc)
+                state.failures[ref.digest] = (retry_at, exc)
             raise
-        _failures.pop(ref.digest, None)
-        _models[ref.digest] = model
+        state.failures.pop(ref.digest, None)
+        state.models[ref.digest] = model
         return model
 
 
 def retry_due(digest: str) -> bool:
-    failure = _failures.get(digest)
+    failure = _state().failures.get(digest)
     return failure is None or time.monotonic() >= failure[0]
 
 
 def retain(digests: set[str]) -> None:
     """Drop every in-memory model not in ``digests`` (only live and shadow versions stay)."""
-    with _registry_lock:
-        for digest in list(_models):
+    state = _state()
+    with state.lock:
+        for digest in list(state.models):
             if digest not in digests:
-                _models.pop(digest, None)
+                state.models.pop(digest, None)
                 logger.info("unloaded artifact %s", digest)
 
 
 def clear() -> None:
-    with _registry_lock:
-        _models.clear()
-        _failures.clear()
+    from .gateway import current
+
+    current().models = Models()
 
 
 def ensure_cached(ref: ArtifactRef) -> Path:

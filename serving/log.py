@@ -44,7 +44,6 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
-from . import background
 from .conf import setting
 
 logger = logging.getLogger(__name__)
@@ -117,30 +116,43 @@ def _read_arrow(path: Path):
     return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 
-_buffer: list[LoggedBatch] = []
-_count = 0
-_lock = threading.Lock()
-_flush_lock = threading.Lock()
-_announce_pending = True  # a new process announces what an earlier one left in the spool
-_announced_at = float("-inf")
 _SPOOL_GLOB = "spool-*.arrow"
+
+
+class PredictionLog:
+    """One gateway's buffer of served batches and its announcements to the workers."""
+
+    def __init__(self) -> None:
+        self.buffer: list[LoggedBatch] = []
+        self.count = 0
+        self.lock = threading.Lock()
+        self.flush_lock = threading.Lock()
+        self.announce_pending = True  # a new gateway announces what an earlier one left
+        self.announced_at = float("-inf")
+
+
+def _current():
+    from .gateway import current
+
+    return current()
 
 
 def record(batch: LoggedBatch) -> None:
     """Append a batch to the log (cheap: no I/O, no per-record work)."""
-    global _count
-    background.ensure_started()
-    with _lock:
-        _buffer.append(batch)
-        _count += len(batch)
-        full = _count >= int(setting("SERVING_LOG_BATCH_SIZE"))
+    gateway = _current()
+    state = gateway.log
+    gateway.background.ensure_started()
+    with state.lock:
+        state.buffer.append(batch)
+        state.count += len(batch)
+        full = state.count >= int(setting("SERVING_LOG_BATCH_SIZE"))
     if full:
-        background.wake()
+        gateway.background.wake_event.set()
 
 
 def buffered() -> int:
     """Predictions waiting in memory."""
-    return _count
+    return _current().log.count
 
 
 def spool_dir() -> Path:
@@ -152,11 +164,12 @@ def flush(*, final: bool = False) -> int:
 
     No database work: the ingestion runs in a Celery worker (``ingest_spooled``).
     """
-    global _count
-    with _flush_lock:
-        with _lock:
-            batches, _buffer[:] = list(_buffer), []
-            _count = 0
+    gateway = _current()
+    state = gateway.log
+    with state.flush_lock:
+        with state.lock:
+            batches, state.buffer = state.buffer, []
+            state.count = 0
         spooled = 0
         groups = _groups(batches)
         for index, group in enumerate(groups):
@@ -166,34 +179,35 @@ def flush(*, final: bool = False) -> int:
             except OSError as exc:  # a full disk: keep them for the next flush
                 kept = [batch for rest in groups[index:] for batch in rest]
                 held = sum(len(b) for b in kept)
-                with _lock:
-                    _buffer[:0] = kept
-                    _count += held
+                with state.lock:
+                    state.buffer[:0] = kept
+                    state.count += held
                 logger.error("could not write the prediction spool, %d kept: %s", held, exc)
                 break
             spooled += sum(len(b) for b in group)
-        if spooled or (_announce_pending and next(spool_dir().glob(_SPOOL_GLOB), None)):
-            _announce(final=final)
+        if spooled or (state.announce_pending and next(spool_dir().glob(_SPOOL_GLOB), None)):
+            _announce(gateway, final=final)
         return spooled
 
 
-def _announce(*, final: bool) -> None:
+def _announce(gateway, *, final: bool) -> None:
     """Enqueue the ingestion, at most once per interval (a worker takes every file present)."""
-    global _announce_pending, _announced_at
+    state = gateway.log
     now = time.monotonic()
-    if not final and now - _announced_at < float(setting("SERVING_LOG_INGEST_SECONDS")):
-        _announce_pending = True  # the flusher's next round announces it
+    if not final and now - state.announced_at < float(setting("SERVING_LOG_INGEST_SECONDS")):
+        state.announce_pending = True  # the flusher's next round announces it
         return
     try:
-        enqueue_ingest()
+        gateway.enqueue_ingest()
     except Exception as exc:  # the broker may be down: the files wait on disk
-        _announce_pending = True
+        state.announce_pending = True
         logger.warning("could not enqueue the prediction log ingestion: %s", exc)
         return
-    _announced_at, _announce_pending = now, False
+    state.announced_at, state.announce_pending = now, False
 
 
 def enqueue_ingest() -> None:
+    """The gateway's default ``enqueue_ingest`` collaborator: the Celery task."""
     from .tasks import ingest_prediction_log
 
     ingest_prediction_log.apply_async()
@@ -241,7 +255,7 @@ def ingest_spooled() -> int:
 
     Raises on a failure of the store (the claimed files are back in the spool): retry later.
     """
-    from monitoring.ingest import predictions_ingest as ingest  # monitoring is above serving
+    ingest = _current().ingest  # monitoring.ingest.predictions_ingest unless one is given
 
     _reclaim_stale()
     done = 0
@@ -373,12 +387,8 @@ def _permanent(exc: Exception) -> bool:
 
 
 def clear() -> None:
-    """Drop everything buffered (tests)."""
-    global _count, _announce_pending, _announced_at
-    with _lock:
-        _buffer.clear()
-        _count = 0
-    _announce_pending, _announced_at = True, float("-inf")
-
-
-background.register_flusher(flush)
+    """Drop everything buffered (tests; ``gateway.reset`` gives a fresh log)."""
+    state = _current().log
+    with state.lock:
+        state.buffer, state.count = [], 0
+    state.announce_pending, state.announced_at = True, float("-inf")

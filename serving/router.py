@@ -71,9 +71,23 @@ class Route:
     shadow_features: tuple[str, ...] = ()  # accepted for the staging versions, not the live one
 
 
-_routes: dict[str, Route] = {}
-_locks: dict[str, threading.Lock] = {}
-_locks_lock = threading.Lock()
+class Routes:
+    """One gateway's routes per model name, and a build lock per name."""
+
+    def __init__(self, routes: dict[str, Route] | None = None) -> None:
+        self.routes: dict[str, Route] = dict(routes or {})
+        self.locks: dict[str, threading.Lock] = {}
+        self.locks_lock = threading.Lock()
+
+    def lock_for(self, name: str) -> threading.Lock:
+        with self.locks_lock:
+            return self.locks.setdefault(name, threading.Lock())
+
+
+def _state() -> Routes:
+    from .gateway import current
+
+    return current().routes
 
 
 def generation_keys(model_name: str) -> tuple[str, str, str]:
@@ -82,11 +96,6 @@ def generation_keys(model_name: str) -> tuple[str, str, str]:
 
 def read_generations(model_name: str) -> tuple[int, ...] | None:
     return generation.read(generation_keys(model_name))
-
-
-def _lock_for(name: str) -> threading.Lock:
-    with _locks_lock:
-        return _locks.setdefault(name, threading.Lock())
 
 
 def _max_age() -> float | None:
@@ -106,13 +115,14 @@ def _current(route: Route | None, gens: Sequence[int] | None) -> bool:
 def route_for(model_name: str, generations: Sequence[int] | None = None) -> Route:
     """The route of ``model_name`` as of ``generations`` (read now when not given)."""
     gens = read_generations(model_name) if generations is None else generations
-    route = _routes.get(model_name)
+    state = _state()
+    route = state.routes.get(model_name)
     if _current(route, gens):
         if route.live is not None and route.live_model is None:
             return _retry_live(route)
         return route
-    with _lock_for(model_name):
-        route = _routes.get(model_name)
+    with state.lock_for(model_name):
+        route = state.routes.get(model_name)
         if _current(route, gens):
             return route
         # Read again under the lock: another thread may have rebuilt it for a newer generation.
@@ -121,7 +131,7 @@ def route_for(model_name: str, generations: Sequence[int] | None = None) -> Rout
             return route
         route = _build(model_name, None if gens is None else tuple(gens[:2]))
         if route.model_id is not None:
-            _routes[model_name] = route
+            state.routes[model_name] = route
             _retain()
         return route
 
@@ -130,11 +140,11 @@ def _retry_live(route: Route) -> Route:
     """The live model failed to load: try again when due, without making requests wait."""
     if not loader.retry_due(route.live.artifact.digest):
         return route
-    lock = _lock_for(route.model_name)
+    lock = _state().lock_for(route.model_name)
     if not lock.acquire(blocking=False):
         return route
     try:
-        current = _routes.get(route.model_name, route)
+        current = _state().routes.get(route.model_name, route)
         if current.live_model is not None or current.live is None:
             return current
         try:
@@ -144,7 +154,7 @@ def _retry_live(route: Route) -> Route:
         else:
             fresh = dataclasses.replace(current, live_model=model, live_error=None)
             logger.info("%s %s loads again", route.model_name, current.live.version)
-        _routes[route.model_name] = fresh
+        _state().routes[route.model_name] = fresh
         return fresh
     finally:
         lock.release()
@@ -158,6 +168,7 @@ def _version_ref(version, staged_at: int = 0) -> VersionRef:
     """
     features = tuple(version.feature_list or ())
     lifecycle = getattr(version, "lifecycle", None)  # read with the version (select_related)
+    policy = getattr(version.model, "artifact_policy", None)  # None: the defaults
     threshold = (version.thresholds or {}).get("decision", 0.5)
     declared = getattr(version, "feature_types", None) or {}
     return VersionRef(
@@ -173,6 +184,8 @@ def _version_ref(version, staged_at: int = 0) -> VersionRef:
             features=features,
             label=f"{version.model.name} {version.version}",
             stage=lifecycle.stage if lifecycle is not None else None,
+            # the model's artifact policy as it is now (a change bumps the routing generation)
+            allow_executable=policy.allow_executable if policy is not None else True,
         ),
         staged_at=staged_at,
         integer_features=frozenset(f for f in features if declared.get(f) == "integer"),
@@ -196,7 +209,7 @@ def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
             Q(stage__in=[*SERVING_STAGES, Stage.STAGING])
             | Q(stage=Stage.RETIRED, archive=Archive.WARM)
         )
-        .select_related("version__model")
+        .select_related("version__model__artifact_policy")
         .order_by("-stage_entered_at", "-pk")
     )
     halts = {
@@ -273,17 +286,17 @@ def _load_shadows(route: Route, refs: list[VersionRef]) -> None:
             logger.warning("no shadow scoring for %s %s: %s", route.model_name, ref.version, exc)
     if not loaded:
         return
-    with _lock_for(route.model_name):
-        current = _routes.get(route.model_name)
+    with _state().lock_for(route.model_name):
+        current = _state().routes.get(route.model_name)
         if current is not None and current.built_at == route.built_at:
-            _routes[route.model_name] = dataclasses.replace(
+            _state().routes[route.model_name] = dataclasses.replace(
                 current, shadows=current.shadows + tuple(loaded)
             )
 
 
 def _retain() -> None:
     keep = set()
-    for route in list(_routes.values()):
+    for route in list(_state().routes.values()):
         if route.live_model is not None:
             keep.add(route.live_model.digest)
         keep.update(model.digest for _, model in route.shadows)
@@ -291,10 +304,11 @@ def _retain() -> None:
 
 
 def cached_route(model_name: str) -> Route | None:
-    return _routes.get(model_name)
+    return _state().routes.get(model_name)
 
 
 def clear() -> None:
     """Forget every route (tests; a process that wants to start cold)."""
-    with _locks_lock:
-        _routes.clear()
+    from .gateway import current
+
+    current().routes = Routes()

@@ -24,11 +24,11 @@ period) and records it as the version's ``shadow`` evidence.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
 from itertools import compress
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,26 +37,93 @@ from .conf import setting
 
 logger = logging.getLogger(__name__)
 
-_queue: deque = deque()
-_thread: threading.Thread | None = None
-_pid: int | None = None
-_wake = threading.Event()
-_lock = threading.Lock()
-_idle = threading.Condition(_lock)
-_pending = 0  # requests queued or being scored
-_stats = {"scored": 0, "dropped": 0, "skipped_features": 0, "failed": 0}
 _MAX_ROWS_PER_CALL = 20_000
 
 
-def _ensure_thread() -> None:
-    global _thread, _pid
-    if _pid == os.getpid() and _thread is not None:
-        return
-    with _lock:
-        if _pid != os.getpid() or _thread is None:  # a fresh process, or a forked worker
-            _thread = threading.Thread(target=_run, name="serving-shadow", daemon=True)
-            _pid = os.getpid()
-            _thread.start()
+class ShadowRequest(NamedTuple):
+    """One live request queued for shadow scoring."""
+
+    route: Any  # router.Route: its shadow versions and models, as the request saw them
+    X: np.ndarray  # the live features
+    prediction_ids: list[str]
+    timestamp: float
+    sensitive: list | None
+    shadow_X: np.ndarray | None  # route.shadow_features (NaN where not carried), or None
+
+
+class ShadowQueue:
+    """One gateway's shadow queue, its scoring thread and its counters."""
+
+    def __init__(self) -> None:
+        self.queue: deque[ShadowRequest] = deque()
+        self.thread: threading.Thread | None = None
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        self.pending = 0  # requests queued or being scored
+        self.stats = {"scored": 0, "dropped": 0, "skipped_features": 0, "failed": 0}
+        self.stopped = False
+
+    def ensure_thread(self) -> None:
+        if self.thread is not None:
+            return
+        with self.lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="serving-shadow", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped:
+            self.wake.wait(float(setting("SERVING_SHADOW_INTERVAL")))
+            self.wake.clear()
+            while self.queue and not self.stopped:
+                try:
+                    self._score_queued()
+                except Exception:  # never let the thread die
+                    logger.exception("shadow scoring failed")
+
+    def _score_queued(self) -> None:
+        """Score what is queued (up to a bound), one model call per route and shadow version."""
+        taken: list[ShadowRequest] = []
+        rows = 0
+        while self.queue and rows < _MAX_ROWS_PER_CALL:
+            item = self.queue.popleft()
+            taken.append(item)
+            rows += len(item.X)
+        try:
+            by_route: dict[int, list[ShadowRequest]] = {}
+            for item in taken:
+                by_route.setdefault(id(item.route), []).append(item)
+            for items in by_route.values():
+                _score(self.stats, items)
+        finally:
+            with self.lock:
+                self.pending -= len(taken)
+                if self.pending == 0:
+                    self.idle.notify_all()
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        self.wake.set()
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self.pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.idle.wait(remaining)
+        return True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Score what is queued, then end the thread (``Gateway.reset``)."""
+        self.drain(timeout)
+        self.stopped = True
+        self.wake.set()
+
+
+def _state() -> ShadowQueue:
+    from .gateway import current
+
+    return current().shadow
 
 
 def submit(
@@ -71,55 +138,23 @@ def submit(
 
     ``shadow_X``: the values of ``route.shadow_features`` (NaN where not carried), or None.
     """
-    global _pending
     if not route.shadows:
         return
-    with _lock:
-        if _pending >= int(setting("SERVING_SHADOW_MAX_PENDING")):
-            _stats["dropped"] += 1
+    state = _state()
+    with state.lock:
+        if state.pending >= int(setting("SERVING_SHADOW_MAX_PENDING")):
+            state.stats["dropped"] += 1
             return
-        _pending += 1
-    _queue.append((route, X, prediction_ids, timestamp, sensitive, shadow_X))
-    _ensure_thread()
+        state.pending += 1
+    state.queue.append(ShadowRequest(route, X, prediction_ids, timestamp, sensitive, shadow_X))
+    state.ensure_thread()
 
 
-def _run() -> None:
-    while True:
-        _wake.wait(float(setting("SERVING_SHADOW_INTERVAL")))
-        _wake.clear()
-        while _queue:
-            try:
-                _score_queued()
-            except Exception:  # never let the thread die
-                logger.exception("shadow scoring failed")
-
-
-def _score_queued() -> None:
-    """Score what is queued (up to a bound), one model call per route and shadow version."""
-    global _pending
-    taken, rows = [], 0
-    while _queue and rows < _MAX_ROWS_PER_CALL:
-        item = _queue.popleft()
-        taken.append(item)
-        rows += len(item[1])
-    try:
-        by_route: dict[int, list] = {}
-        for item in taken:
-            by_route.setdefault(id(item[0]), []).append(item)
-        for items in by_route.values():
-            _score(items)
-    finally:
-        with _lock:
-            _pending -= len(taken)
-            if _pending == 0:
-                _idle.notify_all()
-
-
-def _score(items: list) -> None:
+def _score(stats: dict[str, int], items: list[ShadowRequest]) -> None:
     """Shadow-score the requests of one route; log them per request under the staging version."""
-    route = items[0][0]
+    route = items[0].route
     live = route.live.features
-    X = items[0][1] if len(items) == 1 else np.vstack([item[1] for item in items])
+    X = items[0].X if len(items) == 1 else np.vstack([item.X for item in items])
     wide = None  # the live columns, then route.shadow_features (NaN where not carried)
     for ref, model in route.shadows:
         carried = None  # every row
@@ -128,7 +163,7 @@ def _score(items: list) -> None:
         else:
             names = (*live, *route.shadow_features)
             if not ref.feature_set <= set(names):  # not staged when the route was built
-                _stats["skipped_features"] += len(X)
+                stats["skipped_features"] += len(X)
                 shadow_counts.add(route.model_name, ref, not_carried=len(X))
                 continue
             if wide is None:
@@ -136,7 +171,7 @@ def _score(items: list) -> None:
             columns = wide[:, [names.index(f) for f in ref.features]]
             carried = ~np.isnan(columns).any(axis=1)  # live columns are finite (validated)
             lacking = len(carried) - int(carried.sum())
-            _stats["skipped_features"] += lacking
+            stats["skipped_features"] += lacking
             if lacking:
                 shadow_counts.add(route.model_name, ref, not_carried=lacking)
             if lacking == len(carried):
@@ -146,27 +181,29 @@ def _score(items: list) -> None:
         try:
             scores = model.score(columns, ref.features)
         except Exception as exc:
-            _stats["failed"] += len(columns)
+            stats["failed"] += len(columns)
             shadow_counts.add(route.model_name, ref, failed=len(columns))
             logger.warning("shadow %s %s failed: %s", route.model_name, ref.version, exc)
             continue
         predictions = (scores >= ref.threshold).astype(np.int8)
         _log(route.model_name, ref, items, carried, columns, scores, predictions)
-        _stats["scored"] += len(columns)
+        stats["scored"] += len(columns)
         shadow_counts.add(route.model_name, ref, scored=len(columns))
 
 
-def _wide(items: list, X: np.ndarray, n_shadow: int) -> np.ndarray:
+def _wide(items: list[ShadowRequest], X: np.ndarray, n_shadow: int) -> np.ndarray:
     blocks = [
-        item[5] if item[5] is not None else np.full((len(item[1]), n_shadow), np.nan)
+        item.shadow_X if item.shadow_X is not None else np.full((len(item.X), n_shadow), np.nan)
         for item in items
     ]
     return np.hstack([X, blocks[0] if len(blocks) == 1 else np.vstack(blocks)])
 
 
-def _log(model_name: str, ref, items: list, carried, columns, scores, predictions) -> None:
+def _log(
+    model_name: str, ref, items: list[ShadowRequest], carried, columns, scores, predictions
+) -> None:
     """One log batch per request, of its rows scored (``carried``: which rows; None: all)."""
-    sizes = [len(item[1]) for item in items]
+    sizes = [len(item.X) for item in items]
     if carried is None:
         masks, kept = [None] * len(items), sizes
     else:
@@ -180,7 +217,7 @@ def _log(model_name: str, ref, items: list, carried, columns, scores, prediction
         strict=True,
     )
     for item, mask, (x, s, p) in zip(items, masks, parts, strict=True):
-        _, _, prediction_ids, timestamp, sensitive, _ = item
+        prediction_ids, timestamp, sensitive = item.prediction_ids, item.timestamp, item.sensitive
         if not len(x):
             continue
         if mask is not None and len(x) < len(mask):  # some rows lacked the features
@@ -205,21 +242,14 @@ def _log(model_name: str, ref, items: list, carried, columns, scores, prediction
 
 def drain(timeout: float = 10.0) -> bool:
     """Wait until every queued shadow scoring is done (tests, benchmarks)."""
-    _wake.set()
-    deadline = time.monotonic() + timeout
-    with _lock:
-        while _pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            _idle.wait(remaining)
-    return True
+    return _state().drain(timeout)
 
 
 def stats() -> dict[str, int]:
     """This process's instances shadow-scored, lacking a shadow version's features
     (``skipped_features``) or failed; requests ``dropped`` (queue full) and ``pending``."""
-    return dict(_stats, pending=_pending)
+    state = _state()
+    return dict(state.stats, pending=state.pending)
 
 
 def counts(model_name: str) -> dict[str, dict[str, int]]:
@@ -229,7 +259,8 @@ def counts(model_name: str) -> dict[str, dict[str, int]]:
 
 
 def clear() -> None:
-    """Forget the counts (tests)."""
+    """Forget the counts (tests; ``gateway.reset`` gives fresh ones)."""
     shadow_counts.clear()
-    for key in _stats:
-        _stats[key] = 0
+    state = _state()
+    for key in state.stats:
+        state.stats[key] = 0

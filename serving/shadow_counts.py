@@ -24,16 +24,25 @@ from pathlib import Path
 
 from django.conf import settings
 
-from . import background
-
 logger = logging.getLogger(__name__)
 KINDS = ("scored", "not_carried", "failed")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-_counts: dict[tuple[str, str, int, int], dict[str, int]] = {}  # (model, version, id, stay)
-_dirty: set[tuple[str, str, int, int]] = set()
-_lock = threading.Lock()
-_process: tuple[int, int] | None = None  # (pid, start nonce): one file per process
+
+class Counts:
+    """One gateway's totals per (model, version, id, stay); written to one file per gateway."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int, int], dict[str, int]] = {}
+        self.dirty: set[tuple[str, str, int, int]] = set()
+        self.lock = threading.Lock()
+        self.file_name = f"{os.getpid()}-{time.time_ns()}.json"  # (pid, start nonce)
+
+
+def _current():
+    from .gateway import current
+
+    return current()
 
 
 def stay(entered: datetime) -> int:
@@ -43,24 +52,22 @@ def stay(entered: datetime) -> int:
 
 def add(model_name: str, ref, **counts: int) -> None:
     """Add ``scored``, ``not_carried`` or ``failed`` instances of a shadow ``router.VersionRef``."""
-    global _process
+    gateway = _current()
+    state = gateway.counts
     key = (model_name, ref.version, ref.id, ref.staged_at)
-    with _lock:
-        if _process is None or _process[0] != os.getpid():  # a fresh or forked process
-            _counts.clear()
-            _dirty.clear()
-            _process = (os.getpid(), time.time_ns())
-        totals = _counts.setdefault(key, dict.fromkeys(KINDS, 0))
+    with state.lock:
+        totals = state.counts.setdefault(key, dict.fromkeys(KINDS, 0))
         for kind, n in counts.items():
             totals[kind] += n
-        _dirty.add(key)
-    background.ensure_started()
+        state.dirty.add(key)
+    gateway.background.ensure_started()
 
 
 def by_version(model_name: str) -> dict[str, dict[str, int]]:
     """This process's totals per shadow version of ``model_name`` (its current stays)."""
-    with _lock:
-        return {key[1]: dict(c) for key, c in _counts.items() if key[0] == model_name}
+    state = _current().counts
+    with state.lock:
+        return {key[1]: dict(c) for key, c in state.counts.items() if key[0] == model_name}
 
 
 def directory() -> Path:
@@ -69,12 +76,11 @@ def directory() -> Path:
 
 def flush(*, final: bool = False) -> int:
     """Write the totals that changed since the last flush; returns how many files."""
-    with _lock:
-        if _process is None or _process[0] != os.getpid():
-            return 0
-        changed = {key: dict(_counts[key]) for key in _dirty}
-        _dirty.clear()
-        name = f"{_process[0]}-{_process[1]}.json"
+    state = _current().counts
+    with state.lock:
+        changed = {key: dict(state.counts[key]) for key in state.dirty}
+        state.dirty.clear()
+        name = state.file_name
     for key, totals in changed.items():
         folder = directory() / f"{key[2]}-{key[3]}"
         try:
@@ -83,8 +89,8 @@ def flush(*, final: bool = False) -> int:
             partial.write_text(json.dumps({"version": key[1], **totals}))
             partial.rename(folder / name)
         except OSError as exc:  # written again at the next flush
-            with _lock:
-                _dirty.add(key)
+            with state.lock:
+                state.dirty.add(key)
             logger.warning("could not write the shadow counts of %s %s: %s", *key[:2], exc)
     return len(changed)
 
@@ -126,10 +132,5 @@ def sweep() -> int:
 
 
 def clear() -> None:
-    """Forget this process's totals (tests)."""
-    with _lock:
-        _counts.clear()
-        _dirty.clear()
-
-
-background.register_flusher(flush)
+    """Forget this process's totals (tests; ``gateway.reset`` gives fresh counts)."""
+    _current().counts = Counts()

@@ -20,29 +20,27 @@ model's validation policy:
   one and no other; after a rollback or another promotion it must be staged again);
 - ``shadow_period``: the candidate has been in staging for ``shadow_days``.
 
-``shadow_evaluate`` only computes the report; ``shadow_evaluation_record`` stores it as the
-version's ``shadow`` evidence (what ``promote`` requires) and, when it failed, takes
-``fail_shadow``. ``shadow_evaluations_due`` lists the versions whose shadow period is over and
-that have no evaluation for their current stay in staging: beat's hourly
-``serving.record_shadow_evaluations`` records one for each (``once_per_stay``, so a second run,
-or two workers at once, record nothing more). Not due: a first version (no live version to
-shadow: its ``shadow_replay`` evidence stands in) and a PATCH of the live version (fast-tracked:
-``promote`` needs no shadow evidence from it).
+Serving computes the report (``shadow_evaluate``: small steps, one per gate); governance records
+it (``shadow_evaluation_record`` hands it to ``governance.gates.evaluation_record``, the service
+submitted evidence goes through too) as the version's ``shadow`` evidence, what ``promote``
+requires; a failing one takes ``fail_shadow``. ``shadow_evaluations_due`` lists the versions
+whose shadow period is over and that have no evaluation for their current stay in staging:
+beat's hourly ``serving.record_shadow_evaluations`` records one for each (``once_per_stay``, so a
+second run, or two workers at once, record nothing more). Not due: a first version (no live
+version to shadow: its ``shadow_replay`` evidence stands in) and a PATCH of the live version
+(fast-tracked: ``promote`` needs no shadow evidence from it).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from django.db import transaction
 from django.utils import timezone
 
-from governance import audit
 from governance.audit import Actor
 from governance.models import Evaluation, EvidenceKind, Lifecycle, Stage, ValidationPolicy
 from governance.policies import validation_policy_current
@@ -57,14 +55,29 @@ logger = logging.getLogger(__name__)
 ACTOR = Actor.system("serving gateway")
 
 
-def _gate(name: str, passed: bool, values: dict, thresholds: dict, reasons: list[str]) -> dict:
-    return {
-        "gate": name,
-        "passed": passed,
-        "values": values,
-        "thresholds": thresholds,
-        "reasons": reasons,
-    }
+@dataclass(frozen=True)
+class Stay:
+    """The candidate's stay in staging being judged, and the policy it is judged by (read once)."""
+
+    version: ModelVersion
+    baseline: ModelVersion  # the live version it shadows
+    policy: ValidationPolicy
+    thresholds: dict[str, Any]
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The logged predictions of the stay: the candidate's, the live version's, and the pairs."""
+
+    shadow: Any  # pandas DataFrames (monitoring.store.load_window)
+    live: Any
+    paired: Any
+
+    @property
+    def n(self) -> int:
+        return len(self.paired)
 
 
 def _frame(model, version, start, end):
@@ -98,37 +111,52 @@ def _batch(frame, sensitive_columns: list[str]):
     )
 
 
-def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
-    """The shadow report of ``version`` (in the shape of the governance gate reports)."""
-    from governance import gates
-    from monitoring import stats
-
+def _stay(version: ModelVersion) -> Stay:
     lifecycle = Lifecycle.objects.select_related("version__model").get(version=version)
-    model = version.model
     baseline = lifecycle.shadow_baseline
     if baseline is None:
         raise Conflict(
             f"{version} has no live version to be compared with (a first version is judged "
             "by its shadow_replay evidence)"
         )
-    policy = validation_policy_current(model)
-    thresholds = {**ValidationPolicy.DEFAULTS, **policy.thresholds}
-    start, end = lifecycle.stage_entered_at, timezone.now()
-    shadow = _frame(model, version, start, end)
-    live = _frame(model, baseline, start, end)
-    paired = shadow.merge(live, on="prediction_id", suffixes=("", "_live"))
-    gates_out = []
+    policy = validation_policy_current(version.model)
+    return Stay(
+        version=version,
+        baseline=baseline,
+        policy=policy,
+        thresholds={**ValidationPolicy.DEFAULTS, **policy.thresholds},
+        start=lifecycle.stage_entered_at,
+        end=timezone.now(),
+    )
 
-    agreement_min = float(thresholds["shadow_agreement_min"])
-    n = len(paired)
+
+def _traffic(stay: Stay) -> Traffic:
+    model = stay.version.model
+    shadow = _frame(model, stay.version, stay.start, stay.end)
+    live = _frame(model, stay.baseline, stay.start, stay.end)
+    paired = shadow.merge(live, on="prediction_id", suffixes=("", "_live"))
+    return Traffic(shadow=shadow, live=live, paired=paired)
+
+
+def _agreement_gate(stay: Stay, traffic: Traffic) -> dict:
+    from governance.gates import gate
+
+    version, baseline, n = stay.version, stay.baseline, traffic.n
+    agreement_min = float(stay.thresholds["shadow_agreement_min"])
     # A MAJOR may need features the live version does not use: the gateway shadow-scores only
     # the requests that carry them, so live predictions without a shadow twin are expected.
     uncovered = [f for f in version.feature_list or () if f not in set(baseline.feature_list or ())]
-    counted = shadow_counts.stay_totals(version_id=version.pk, staged_at=start)
-    values = {"agreement": None, "paired": n, "live_unpaired": len(live) - n, "gateway": counted}
+    counted = shadow_counts.stay_totals(version_id=version.pk, staged_at=stay.start)
+    values = {
+        "agreement": None,
+        "paired": n,
+        "live_unpaired": len(traffic.live) - n,
+        "gateway": counted,
+    }
     if uncovered:
         values["features_beyond_live"] = uncovered
     if n:
+        paired = traffic.paired
         agree = float(
             np.mean(
                 paired["prediction"].to_numpy(dtype=float)
@@ -140,14 +168,20 @@ def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
         )
     else:
         agree, reasons = None, ["no paired shadow and live predictions were logged"]
-        reasons += _why_unshadowed(version, baseline, uncovered, counted, len(live))
+        reasons += _why_unshadowed(version, baseline, uncovered, counted, len(traffic.live))
     values["agreement"] = agree
-    gates_out.append(
-        _gate("agreement", not reasons, values, {"shadow_agreement_min": agreement_min}, reasons)
-    )
+    return gate("agreement", not reasons, values, {"shadow_agreement_min": agreement_min}, reasons)
 
-    ks_min = float(thresholds["shadow_ks_pvalue_min"])
-    if n:
+
+def _score_distribution_gate(stay: Stay, traffic: Traffic) -> dict:
+    from governance.gates import gate
+    from monitoring import stats
+
+    ks_min = float(stay.thresholds["shadow_ks_pvalue_min"])
+    if not traffic.n:
+        ks, reasons = {}, ["no paired predictions to compare"]
+    else:
+        paired = traffic.paired
         ks = stats.ks_two_sample(
             paired["score_live"].to_numpy(dtype=float), paired["score"].to_numpy(dtype=float)
         ).to_dict()
@@ -156,84 +190,94 @@ def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
             if ks["p_value"] >= ks_min
             else [f"KS p-value {ks['p_value']:.3g} is below {ks_min}: the scores moved"]
         )
-    else:
-        ks, reasons = {}, ["no paired predictions to compare"]
-    gates_out.append(
-        _gate("score_distribution", not reasons, ks, {"shadow_ks_pvalue_min": ks_min}, reasons)
-    )
+    return gate("score_distribution", not reasons, ks, {"shadow_ks_pvalue_min": ks_min}, reasons)
 
+
+def _performance_gates(stay: Stay, traffic: Traffic) -> list[dict]:
+    """The validation gates (metrics, fairness) on the labelled pairs, live AUC alongside."""
+    from governance import gates
+    from monitoring import stats
+
+    paired, thresholds = traffic.paired, stay.thresholds
     sensitive_columns = [
         c for c in paired.columns if c.startswith("s.") and not c.endswith("_live")
     ]
-    labelled = _batch(paired, sensitive_columns) if n else None
-    threshold = float(version.thresholds.get("decision", 0.5))
-    if labelled is not None and len(labelled):
-        metrics = gates.metrics_gate(labelled, decision_threshold=threshold, thresholds=thresholds)
-        live_batch = _batch(
-            paired.assign(score=paired["score_live"], prediction=paired["prediction_live"]),
-            sensitive_columns,
-        )
-        live_perf = stats.performance_metrics(
-            live_batch.labels,
-            live_batch.scores,
-            live_batch.predictions,
-            decision_threshold=float(baseline.thresholds.get("decision", 0.5)),
-        ).to_dict()
-        metrics["values"]["live_auc"] = live_perf["auc"]
-        metrics["values"]["live_version"] = baseline.version
-        predicted = stats.predicted_class(
-            labelled.scores, labelled.predictions, decision_threshold=threshold
-        )
-        fairness = gates.fairness_gate(labelled, predicted, thresholds=thresholds)
-    else:
+    labelled = _batch(paired, sensitive_columns) if traffic.n else None
+    if labelled is None or not len(labelled):
         why = ["no labelled shadow records yet: post labels for the live prediction ids"]
-        metrics = _gate("metrics", False, {"n": 0}, {"auc_min": thresholds["auc_min"]}, why)
-        fairness = _gate("fairness", False, {}, {}, list(why))
-    gates_out += [metrics, fairness]
+        return [
+            gates.gate("metrics", False, {"n": 0}, {"auc_min": thresholds["auc_min"]}, why),
+            gates.gate("fairness", False, {}, {}, list(why)),
+        ]
+    threshold = float(stay.version.thresholds.get("decision", 0.5))
+    metrics = gates.metrics_gate(labelled, decision_threshold=threshold, thresholds=thresholds)
+    live_batch = _batch(
+        paired.assign(score=paired["score_live"], prediction=paired["prediction_live"]),
+        sensitive_columns,
+    )
+    live_perf = stats.performance_metrics(
+        live_batch.labels,
+        live_batch.scores,
+        live_batch.predictions,
+        decision_threshold=float(stay.baseline.thresholds.get("decision", 0.5)),
+    ).to_dict()
+    metrics["values"]["live_auc"] = live_perf["auc"]
+    metrics["values"]["live_version"] = stay.baseline.version
+    predicted = stats.predicted_class(
+        labelled.scores, labelled.predictions, decision_threshold=threshold
+    )
+    return [metrics, gates.fairness_gate(labelled, predicted, thresholds=thresholds)]
 
-    from governance.lifecycle import live_lifecycle
 
-    live_now = live_lifecycle(model, exclude=version)
-    now_version = live_now.version.version if live_now else "none"
+def _live_version_gate(stay: Stay) -> dict:
+    from governance.gates import gate
+
+    now_version = _live_version_name(stay.version)
     reasons = (
         []
-        if live_now is not None and live_now.version_id == baseline.pk
+        if now_version == stay.baseline.version
         else [
-            f"the live version changed since {version.version} entered staging (was "
-            f"{baseline.version}, now {now_version}): stage it again to shadow the new one"
+            f"the live version changed since {stay.version.version} entered staging (was "
+            f"{stay.baseline.version}, now {now_version}): stage it again to shadow the new one"
         ]
     )
-    gates_out.append(
-        _gate(
-            "live_version",
-            not reasons,
-            {"shadowed": baseline.version, "live": now_version},
-            {},
-            reasons,
-        )
-    )
+    values = {"shadowed": stay.baseline.version, "live": now_version}
+    return gate("live_version", not reasons, values, {}, reasons)
 
-    shadow_days = float(thresholds["shadow_days"])
-    days = (end - start).total_seconds() / 86400
+
+def _shadow_period_gate(stay: Stay) -> dict:
+    from governance.gates import gate
+
+    shadow_days = float(stay.thresholds["shadow_days"])
+    days = (stay.end - stay.start).total_seconds() / 86400
     reasons = [] if days >= shadow_days else [f"{days:.2f} of {shadow_days:g} days in shadow"]
-    gates_out.append(
-        _gate(
-            "shadow_period",
-            not reasons,
-            {"since": start.isoformat(), "days": round(days, 4)},
-            {"shadow_days": shadow_days},
-            reasons,
-        )
-    )
+    values = {"since": stay.start.isoformat(), "days": round(days, 4)}
+    return gate("shadow_period", not reasons, values, {"shadow_days": shadow_days}, reasons)
+
+
+def _report(stay: Stay) -> dict[str, Any]:
+    traffic = _traffic(stay)
+    gates_out = [
+        _agreement_gate(stay, traffic),
+        _score_distribution_gate(stay, traffic),
+        *_performance_gates(stay, traffic),
+        _live_version_gate(stay),
+        _shadow_period_gate(stay),
+    ]
     return {
         "passed": all(g["passed"] for g in gates_out),
-        "policy_version": policy.version,
-        "version": version.version,
-        "live_version": baseline.version,
-        "window": {"start": start.isoformat(), "end": end.isoformat()},
-        "records": {"shadow": len(shadow), "live": len(live), "paired": n},
+        "policy_version": stay.policy.version,
+        "version": stay.version.version,
+        "live_version": stay.baseline.version,
+        "window": {"start": stay.start.isoformat(), "end": stay.end.isoformat()},
+        "records": {"shadow": len(traffic.shadow), "live": len(traffic.live), "paired": traffic.n},
         "gates": gates_out,
     }
+
+
+def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
+    """The shadow report of ``version`` (in the shape of the governance gate reports)."""
+    return _report(_stay(version))
 
 
 def _why_unshadowed(
@@ -265,83 +309,57 @@ def _why_unshadowed(
     return reasons
 
 
+def _same_stay(version: ModelVersion, report: dict[str, Any]) -> Evaluation | None:
+    """Under the model lock, for the scheduled run: the report still describes this stay.
+
+    A version that left staging raises ``PremiseFailed``; one already evaluated in this stay
+    returns that evaluation (nothing more is recorded). The report was computed outside the
+    lock, so a transition that slipped in meanwhile (a new stay, another live version) raises.
+    """
+    current = Lifecycle.objects.filter(version=version).values("stage", "stage_entered_at").first()
+    if current is None or current["stage"] != Stage.STAGING:
+        where = current["stage"] if current else "no stage"
+        raise PremiseFailed(f"{version.version} left staging (it is in {where})")
+    earlier = _evaluation_since(version, current["stage_entered_at"])
+    if earlier is not None:
+        return earlier
+    if report["window"]["start"] != current["stage_entered_at"].isoformat():
+        raise PremiseFailed(f"{version.version} entered staging again while it was evaluated")
+    shadowed = next(g for g in report["gates"] if g["gate"] == "live_version")["values"]["live"]
+    live_now = _live_version_name(version)
+    if shadowed != live_now:
+        raise PremiseFailed(
+            f"the live version changed while {version.version} was evaluated (was "
+            f"{shadowed}, now {live_now})"
+        )
+    return None
+
+
 def shadow_evaluation_record(
     *, version: ModelVersion, actor: Actor = ACTOR, once_per_stay: bool = False
 ) -> Evaluation | None:
-    """Store the shadow report as the version's ``shadow`` evidence; a failure sends it back.
+    """Compute the shadow report; governance records it as the version's ``shadow`` evidence.
 
-    Like every new evidence, it voids the version's standing approvals: the promotion is signed
-    on the shadow result. A failing report takes ``fail_shadow`` (staging -> validation) in a
-    transaction of its own. ``once_per_stay`` (the scheduled run): under the model lock, a
-    version that left staging gets none (None) and one that already has an evaluation for this
-    stay in staging gets no second one (the existing one is returned).
+    Recorded by ``governance.gates.evaluation_record``, as submitted evidence is: it voids the
+    version's standing approvals (the promotion is signed on the shadow result), and a failing
+    report takes ``fail_shadow`` (staging -> validation) in a transaction of its own.
+    ``once_per_stay`` (the scheduled run): see ``_same_stay``.
     """
-    from governance import lifecycle
-    from governance.approvals import approvals_void
-    from registry import services as registry_services
+    from governance import evidence, gates
 
-    report = shadow_evaluate(version)
-    digest = hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()
-    with transaction.atomic():
-        registry_services.model_get(version.model.name, lock=True)  # serialise with promotions
-        if once_per_stay:
-            stay = Lifecycle.objects.filter(version=version).values("stage", "stage_entered_at")
-            current = stay.first()
-            if current is None or current["stage"] != Stage.STAGING:
-                where = current["stage"] if current else "no stage"
-                raise PremiseFailed(f"{version.version} left staging (it is in {where})")
-            earlier = _evaluation_since(version, current["stage_entered_at"])
-            if earlier is not None:
-                return earlier
-            # the report was computed outside the lock: it must describe this very stay and
-            # the version serving now, or a transition slipped in between
-            if report["window"]["start"] != current["stage_entered_at"].isoformat():
-                raise PremiseFailed(
-                    f"{version.version} entered staging again while it was evaluated"
-                )
-            live_gate = next(g for g in report["gates"] if g["gate"] == "live_version")
-            if live_gate["values"]["live"] != _live_version_name(version):
-                raise PremiseFailed(
-                    f"the live version changed while {version.version} was evaluated (was "
-                    f"{live_gate['values']['live']}, now {_live_version_name(version)})"
-                )
-        evaluation = Evaluation.objects.create(
-            version=version,
-            kind=EvidenceKind.SHADOW,
-            policy=validation_policy_current(version.model),
-            passed=bool(report["passed"]),
-            report=report,
-            evidence_digest=digest,
-            records=report["records"]["paired"],
-            created_by=actor.label[:200],
-        )
-        voided = approvals_void(version=version, reason="new evidence: shadow", actor=actor)
-        audit.record(
-            actor=actor,
-            action="evaluation.recorded",
-            obj=evaluation,
-            model_name=version.model.name,
-            after={
-                "version": version.version,
-                "kind": EvidenceKind.SHADOW,
-                "passed": evaluation.passed,
-                "policy_version": report["policy_version"],
-                "evidence_digest": digest,
-                "records": evaluation.records,
-                "approvals_voided": voided,
-            },
-        )
-    stage = Lifecycle.objects.filter(version=version).values_list("stage", flat=True).first()
-    if not evaluation.passed and stage == Stage.STAGING:
-        failed = ", ".join(g["gate"] for g in report["gates"] if not g["passed"])
-        lifecycle.transition(
-            version=version,
-            name="fail_shadow",
-            actor=actor,
-            automatic=True,
-            comment=f"shadow evaluation {evaluation.pk} failed: {failed}",
-        )
-    return evaluation
+    stay = _stay(version)
+    report = _report(stay)
+    return gates.evaluation_record(
+        version=version,
+        kind=EvidenceKind.SHADOW,
+        policy=stay.policy,
+        report=report,
+        digest=evidence.payload_digest(report),
+        records=report["records"]["paired"],
+        actor=actor,
+        send_back_actor=actor,
+        premise=(lambda: _same_stay(version, report)) if once_per_stay else None,
+    )
 
 
 def _evaluation_since(version: ModelVersion, since: datetime) -> Evaluation | None:

@@ -4,6 +4,8 @@
   commit with Redis; see ``generation``), so each gateway reloads its route on its next request.
 - A promotion or restore enqueues, after commit, the gateway's verification of the new version
   (which then takes ``begin_monitoring``) and the warm-standby refresh.
+- An artifact policy change bumps the model's generation: routes carry the policy to the loader,
+  which then refuses an executable artifact the policy no longer allows (even one in memory).
 - A grant change, a token deletion or a user change bumps the ``__grants__`` generation, which
   voids the cached token checks and PREDICT decisions.
 """
@@ -33,6 +35,10 @@ def lifecycle_changed(sender, instance, name, source, target, **kwargs) -> None:
     if name in NEW_LIVE:
         transaction.on_commit(partial(enqueue_verification, version.pk), robust=True)
         transaction.on_commit(partial(enqueue_warm_standby, version.model_id), robust=True)
+
+
+def artifact_policy_changed(sender, instance, **kwargs) -> None:
+    generation.bump(instance.model.name)
 
 
 def grants_changed(sender, **kwargs) -> None:

@@ -26,7 +26,7 @@ def warm_versions(model_id: int):
         for row in Lifecycle.objects.filter(
             version__model_id=model_id, stage=Stage.RETIRED, archive=Archive.WARM
         )
-        .select_related("version__model")
+        .select_related("version__model__artifact_policy")
         .order_by("-stage_entered_at", "-pk")[:WARM_STANDBY]
     ]
 

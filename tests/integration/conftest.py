@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serving import access, background, cache, generation, loader, log, router, shadow
+from serving import gateway
 from tests.integration.outage_recorder import OUTAGES
-
-
-def _reset() -> None:
-    shadow.drain()
-    shadow.clear()
-    background.drain()
-    router.clear()
-    loader.clear()
-    cache.clear()
-    log.clear()
-    access.clear()
-    generation.reset()
 
 
 @pytest.fixture(autouse=True)
@@ -26,9 +14,9 @@ def cold_gateway(settings, tmp_path):
     settings.VAR_DIR = tmp_path
     settings.SERVING_OUTAGE_HOOK = "tests.integration.outage_recorder.record_outage"
     OUTAGES.clear()
-    _reset()
+    gateway.reset()
     yield
-    _reset()
+    gateway.reset()
 
 
 @pytest.fixture

@@ -4,31 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serving import access, background, cache, generation, loader, log, router, shadow, signals
+from serving import gateway, signals
 from tests.serving import helpers
-
-
-def _reset() -> None:
-    shadow.drain()
-    shadow.clear()
-    background.drain()
-    router.clear()
-    loader.clear()
-    cache.clear()
-    log.clear()
-    access.clear()
-    generation.reset()
-
-
-@pytest.fixture(autouse=True)
-def cold_gateway(settings, tmp_path):
-    settings.SERVING_LOG_FLUSH_SECONDS = 0  # tests flush by hand
-    settings.VAR_DIR = tmp_path  # each test its own prediction spool
-    settings.SERVING_OUTAGE_HOOK = "tests.serving.helpers.record_outage"
-    helpers.OUTAGES.clear()
-    _reset()
-    yield
-    _reset()
 
 
 @pytest.fixture(autouse=True)
@@ -37,11 +14,21 @@ def enqueued(monkeypatch) -> list[tuple[str, int]]:
     calls: list[tuple[str, int]] = []
     monkeypatch.setattr(signals, "enqueue_verification", lambda i: calls.append(("verify", i)))
     monkeypatch.setattr(signals, "enqueue_warm_standby", lambda i: calls.append(("warm", i)))
-    monkeypatch.setattr(log, "enqueue_ingest", lambda: calls.append(("ingest", 0)))
     monkeypatch.setattr(
         signals, "enqueue_shadow_evaluation", lambda i: calls.append(("shadow_evaluation", i))
     )
     return calls
+
+
+@pytest.fixture(autouse=True)
+def cold_gateway(settings, tmp_path, enqueued) -> gateway.Gateway:
+    """A new gateway for each test (the one reset), its prediction-log announcements recorded."""
+    settings.SERVING_LOG_FLUSH_SECONDS = 0  # tests flush by hand
+    settings.VAR_DIR = tmp_path  # each test its own prediction spool
+    settings.SERVING_OUTAGE_HOOK = "tests.serving.helpers.record_outage"
+    helpers.OUTAGES.clear()
+    yield gateway.reset(enqueue_ingest=lambda: enqueued.append(("ingest", 0)))
+    gateway.reset()
 
 
 @pytest.fixture
@@ -65,30 +52,19 @@ def ci(api_client):
 
 
 @pytest.fixture
-def ingested(monkeypatch) -> list[dict]:
-    """A stand-in ``monitoring.ingest`` recording what the gateway hands it.
+def ingested(cold_gateway) -> list[dict]:
+    """The gateway's monitoring ingestion replaced by a recorder of what it is handed.
 
     Each call is recorded with its keyword arguments plus ``records``: the uploaded Parquet
     file's rows, with features as plain columns and sensitive attributes as ``sensitive.<name>``.
     """
-    import importlib.machinery
-    import sys
-    import types
-
     import pyarrow.parquet as pq
 
-    from serving import log
-
     calls: list[dict] = []
-    module = types.ModuleType("monitoring.ingest")
-    module.__spec__ = importlib.machinery.ModuleSpec("monitoring.ingest", loader=None)
 
     def predictions_ingest(**kwargs):
         rows = pq.read_table(kwargs["upload"]).to_pylist()
         calls.append({**kwargs, "records": rows})
 
-    module.predictions_ingest = predictions_ingest
-    monkeypatch.setitem(sys.modules, "monitoring.ingest", module)
-    log.clear()
-    yield calls
-    log.clear()
+    cold_gateway.ingest = predictions_ingest
+    return calls

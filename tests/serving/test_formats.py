@@ -414,3 +414,33 @@ def test_an_executable_format_is_refused_where_the_policy_allows_none(mlflow_mod
     assert loaded.format == "cloudpickle"
     with pytest.raises(loader.ArtifactError):  # ...and still refused once the policy says so
         loader.load(pickled_ref)
+
+
+def test_a_model_whose_artifact_policy_forbids_executables_is_not_served_from_a_pickle(
+    mlflow_models, ci, api_client, committed
+):
+    """The ML Lead's per-model policy reaches the gateway: the route carries it to the loader,
+    and changing it reroutes at commit, so even a pickle already in memory stops serving."""
+    v1 = live(mlflow_models, "1.0.0", seed=58)
+    name = v1.model.name
+    lead = api_client("ml_lead", username="policy-lead", model=name)
+    policy = f"/api/v1/models/{name}/artifact-policy/"
+    rows = instances(3, start=0.25)
+    assert predict(ci, name, rows).json()["version"] == "1.0.0"  # cloudpickle, allowed
+    assert router.route_for(name).live.artifact.allow_executable is True
+
+    with committed():
+        forbid = lead.put(policy, {"allow_executable": False, "reason": "no pickles"}, "json")
+    assert forbid.status_code == 200
+    refused = predict(ci, name, instances(3, start=5.0))  # answered by no cached prediction
+
+    assert router.route_for(name).live.artifact.allow_executable is False
+    assert refused.status_code == 503 and "policy_refused" in refused.json()["detail"]
+    with pytest.raises(loader.ArtifactError) as direct:  # the loader itself, not only the route
+        loader.load(router._version_ref(ModelVersion.objects.get(pk=v1.pk)).artifact)
+    assert direct.value.kind == "policy_refused"
+
+    with committed():
+        allow = lead.put(policy, {"allow_executable": True, "reason": "reviewed"}, "json")
+    assert allow.status_code == 200
+    assert predict(ci, name, rows).json()["stale"] is False

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from registry.errors import InvalidInput
-from serving import background, log, tasks
+from serving import background, gateway, log, tasks
 from tests.serving.helpers import instances, live, log_to_store, predict
 
 pytestmark = pytest.mark.django_db
 
 
-def _store(monkeypatch, fn) -> None:
-    """Replace the (stand-in) monitoring store's predictions_ingest."""
-    monkeypatch.setattr(sys.modules["monitoring.ingest"], "predictions_ingest", fn)
+def _store(fn) -> None:
+    """Replace the gateway's (stand-in) monitoring ingestion."""
+    gateway.current().ingest = fn
 
 
 def _down(**kwargs):
@@ -162,15 +162,15 @@ def test_a_failing_store_puts_the_files_back_for_the_retry(
     version = live(mlflow_models, seed=41)
     predict(ci, version.model.name, instances(2))
     log.flush()
-    working = sys.modules["monitoring.ingest"].predictions_ingest
+    working = gateway.current().ingest
 
-    _store(monkeypatch, _down)
+    _store(_down)
     with pytest.raises(ConnectionError):
         log.ingest_spooled()
     assert log.spilled_predictions() == 2
     assert not list(log.spool_dir().glob("*.claimed-*"))
 
-    _store(monkeypatch, working)
+    _store(working)
     assert log.ingest_spooled() == 2
     assert len(ingested[0]["records"]) == 2
 
@@ -182,7 +182,7 @@ def test_a_file_the_store_refuses_is_set_aside_and_the_others_are_ingested(
     for start in (0.0, 99.0, 5.0):
         predict(ci, version.model.name, instances(2, start=start))
         log.flush()
-    working = sys.modules["monitoring.ingest"].predictions_ingest
+    working = gateway.current().ingest
 
     def refuse_99(**kwargs):
         import pyarrow.parquet as pq
@@ -192,7 +192,7 @@ def test_a_file_the_store_refuses_is_set_aside_and_the_others_are_ingested(
             raise InvalidInput({"records[0].f1": "out of range"})
         working(**kwargs)
 
-    _store(monkeypatch, refuse_99)
+    _store(refuse_99)
 
     assert log.ingest_spooled() == 4
 

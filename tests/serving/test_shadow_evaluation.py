@@ -446,3 +446,92 @@ def test_workers_racing_to_record_the_same_evaluation_record_it_once():
     assert AuditEvent.objects.filter(action="lifecycle.fail_shadow").count() == 1
     assert stage(v2) == "validation"
     assert audit.verify().valid
+
+
+# --- one recording service for computed and submitted evidence ----------------------------------
+
+
+def _recorded_outcome(evaluation: Evaluation) -> dict:
+    """What recording a failing evaluation in staging did, in terms independent of its kind."""
+    from governance.models import Approval
+
+    version = evaluation.version
+    event = AuditEvent.objects.get(action="evaluation.recorded", object_id=str(evaluation.pk))
+    sent_back = AuditEvent.objects.get(
+        action="lifecycle.fail_shadow", model_name=version.model.name
+    )
+    sign_offs = Approval.objects.filter(version=version, transition="promote")
+    return {
+        "stage": stage(version),
+        "audit_after": sorted(event.after),
+        "approvals_voided": event.after["approvals_voided"],
+        "standing_approvals": sign_offs.filter(voided_at=None).count(),
+        "void_reasons": set(sign_offs.values_list("voided_reason", flat=True)),
+        "policy": (evaluation.policy.version, event.after["policy_version"]),
+        "digest": event.after["evidence_digest"] == evaluation.evidence_digest,
+        "sent_back": sent_back.reason.startswith(
+            f"{evaluation.kind} evaluation {evaluation.pk} failed gate(s): "
+        ),
+    }
+
+
+def test_shadow_and_submitted_evidence_are_recorded_by_the_same_governance_service(
+    mlflow_models, monkeypatch
+):
+    from governance import gates
+    from tests.governance.test_gates import make_records, submit, with_timestamps
+
+    recorded = []
+    service = gates.evaluation_record
+
+    def spy(**kwargs):
+        recorded.append(kwargs["kind"])
+        return service(**kwargs)
+
+    monkeypatch.setattr(gates, "evaluation_record", spy)
+    v1 = live(mlflow_models, "1.0.0", seed=61)
+    shadowed = candidate(mlflow_models, v1)  # no traffic: the shadow report fails
+    first = new_version("1.0.0", thresholds={"decision": 0.5})  # no live version: replay
+    to_staging(first)
+    for version in (shadowed, first):
+        sign_promotion(version)  # three standing sign-offs, voided by the new evidence
+
+    with time_machine.travel(timedelta(days=8)):
+        computed = shadow_evaluation_record(version=shadowed)
+    submitted = submit(first, "shadow_replay", records=with_timestamps(make_records(), days=2))
+
+    assert recorded == [EvidenceKind.SHADOW, EvidenceKind.SHADOW_REPLAY]
+    assert computed.passed is False and submitted.passed is False
+    outcome = _recorded_outcome(computed)
+    assert outcome == {
+        **_recorded_outcome(submitted),
+        "void_reasons": {"new evidence: shadow"},
+    }
+    # the approval for staging and the three sign-offs
+    assert outcome["stage"] == "validation" and outcome["approvals_voided"] == 4
+    assert outcome["standing_approvals"] == 0 and outcome["sent_back"] and outcome["digest"]
+    assert _recorded_outcome(submitted)["void_reasons"] == {"new evidence: shadow_replay"}
+
+
+def test_a_send_back_refused_because_the_stage_moved_leaves_the_evaluation_standing(
+    mlflow_models, monkeypatch, caplog
+):
+    """``fail_shadow`` raising ``Conflict`` (another transition won the race) is logged, not
+    raised: the evaluation is recorded and audited, and the version stays where it is."""
+    from governance import lifecycle
+
+    v1 = live(mlflow_models, "1.0.0", seed=61)
+    v2 = candidate(mlflow_models, v1)
+
+    def moved(**kwargs):
+        raise Conflict(f"{kwargs['version']} is no longer in staging")
+
+    monkeypatch.setattr(lifecycle, "transition", moved)
+    with time_machine.travel(timedelta(days=8)), caplog.at_level("WARNING", "governance.gates"):
+        evaluation = shadow_evaluation_record(version=v2)
+
+    assert evaluation.passed is False and stage(v2) == "staging"
+    assert AuditEvent.objects.filter(
+        action="evaluation.recorded", object_id=str(evaluation.pk)
+    ).exists()
+    assert "automatic fail_shadow of" in caplog.text and "no longer in staging" in caplog.text

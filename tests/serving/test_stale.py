@@ -189,12 +189,12 @@ def test_the_instance_key_ignores_feature_order_and_int_or_float():
     assert a == b
 
 
-def test_the_in_process_cache_is_bounded(mlflow_models, ci, settings):
+def test_the_in_process_cache_is_bounded(mlflow_models, ci, settings, cold_gateway):
     settings.SERVING_STALE_CACHE_SIZE = 5
     version = live(mlflow_models, seed=11)
     predict(ci, version.model.name, instances(8))
     cache._absorb()
-    assert len(cache._lru) == 5
+    assert len(cold_gateway.answers.lru) == 5
 
 
 def test_predictions_of_a_rolled_back_version_are_never_served_stale(
@@ -219,16 +219,18 @@ def test_predictions_of_a_rolled_back_version_are_never_served_stale(
     assert response.json()["stale"] is True
 
 
-def test_serving_does_no_per_row_cache_work_until_the_cache_is_read(mlflow_models, ci):
+def test_serving_does_no_per_row_cache_work_until_the_cache_is_read(
+    mlflow_models, ci, cold_gateway
+):
     version = live(mlflow_models, seed=11)
     predict(ci, version.model.name, instances(4))
 
-    assert len(cache._lru) == 0  # the request only noted its arrays
+    assert len(cold_gateway.answers.lru) == 0  # the request only noted its arrays
 
     X = np.array([[r["f1"], r["f2"], r["f3"]] for r in instances(4)])
     found = cache.lookup(version.model.name, ("f1", "f2", "f3"), X)
     assert [e.version for e in found] == ["1.0.0"] * 4
-    assert len(cache._lru) == 4
+    assert len(cold_gateway.answers.lru) == 4
 
 
 def test_the_shared_copy_gets_new_or_changed_answers_only(mlflow_models, ci):
