@@ -265,7 +265,7 @@ def setup_django(settings: str = "config.settings.test") -> None:
 def part_profile(args) -> None:
     import numpy as np
 
-    from monitoring import stats
+    from analytics import stats
 
     data = make_data(args.rows, seed=1, current=False)
     features = {name: data[name] for name in FEATURES}

@@ -52,7 +52,7 @@ _TIMESTAMP = "must be an ISO 8601 date-time, e.g. 2026-01-05T10:00:00Z"
 
 @dataclass(frozen=True)
 class EvidenceBatch:
-    """An accepted batch of records as arrays, ready for ``monitoring.stats``."""
+    """An accepted batch of records as arrays, ready for ``analytics.stats``."""
 
     scores: np.ndarray  # float64 in [0, 1]
     labels: np.ndarray  # int8, 0/1

@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from analytics.stats import jsonable
 from governance import audit
 from governance.audit import Actor
 from governance.models import SERVING_STAGES, Lifecycle, ValidationPolicy
@@ -45,7 +46,6 @@ from .models import (
     RunStatus,
 )
 from .policies import monitoring_policy_current, policy_settings
-from .stats import jsonable
 
 logger = logging.getLogger(__name__)
 

@@ -101,7 +101,7 @@ def _batch(frame, sensitive_columns: list[str]):
 def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
     """The shadow report of ``version`` (in the shape of the governance gate reports)."""
     from governance import gates
-    from monitoring import stats
+    from analytics import stats
 
     lifecycle = Lifecycle.objects.select_related("version__model").get(version=version)
     model = version.model
