@@ -294,15 +294,15 @@ def part_ours(args) -> None:
     import threadpoolctl
 
     from governance.models import ValidationPolicy
-    from monitoring import checks, policies
-    from monitoring.models import Check
+    from monitoring import checks
+    from monitoring.models import Check, MonitoringPolicy
 
     stored = json.loads(Path(args.workdir, "profile.json").read_text())
     profile, baseline_auc = stored["profile"], stored["auc"]
     checks.validated_baseline = lambda version, metric: (baseline_auc, 0)  # no database here
     version = SimpleNamespace(thresholds={"decision": 0.5}, feature_list=FEATURES, pk=0)
-    settings = dict(policies.DEFAULTS)
-    thresholds = dict(ValidationPolicy.DEFAULTS)
+    settings = MonitoringPolicy.schema.defaults()
+    thresholds = ValidationPolicy.schema.defaults()
     window = window_frame(make_data(args.rows, seed=2, current=True))
     order = [  # daily, then weekly
         Check.DATA_DRIFT,

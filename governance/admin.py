@@ -36,6 +36,7 @@ from .models import (
     ValidationPolicy,
 )
 from .permissions import can, roles_of
+from .policy_admin import VersionedPolicyAdmin
 from .roles import Action
 
 
@@ -229,9 +230,10 @@ class ApprovalAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ValidationPolicy)
-class ValidationPolicyAdmin(ReadOnlyAdmin):
-    list_display = ["model", "version", "created_at", "created_by", "comment"]
-    list_filter = ["model"]
+class ValidationPolicyAdmin(VersionedPolicyAdmin):
+    """The gate thresholds; the ML Lead of a model publishes a new version (audited)."""
+
+    edit_action = Action.APPROVE_AS_ML_LEAD
 
 
 @admin.register(Escalation)

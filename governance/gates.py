@@ -32,7 +32,7 @@ from . import audit, evidence
 from .approvals import approvals_void
 from .audit import Actor
 from .models import SERVING_STAGES, Evaluation, EvidenceKind, Lifecycle, Stage, ValidationPolicy
-from .policies import validation_policy_current
+from .policies import policy_in_force
 from .selectors import latest_evaluation
 
 __all__ = [
@@ -245,7 +245,7 @@ def validation_report(
     batch: evidence.EvidenceBatch, *, decision_threshold: float, policy: ValidationPolicy
 ) -> dict[str, Any]:
     """``{"passed", "policy_version", "gates": [metrics, fairness, calibration]}``."""
-    thresholds = {**ValidationPolicy.DEFAULTS, **policy.thresholds}
+    thresholds = policy.resolved
     predicted = stats.predicted_class(
         batch.scores, batch.predictions, decision_threshold=decision_threshold
     )
@@ -266,8 +266,7 @@ def shadow_replay_report(
 ) -> dict[str, Any]:
     """The validation gates on the replayed records, then the shadow period."""
     report = validation_report(batch, decision_threshold=decision_threshold, policy=policy)
-    thresholds = {**ValidationPolicy.DEFAULTS, **policy.thresholds}
-    report["gates"].append(shadow_period_gate(batch, thresholds=thresholds))
+    report["gates"].append(shadow_period_gate(batch, thresholds=policy.resolved))
     report["passed"] = all(g["passed"] for g in report["gates"])
     return report
 
@@ -367,7 +366,7 @@ def evaluation_submit(
     if kind == EvidenceKind.SHADOW_REPLAY:
         _refuse_shadow_replay_with_live_version(target)  # before reading a large batch
 
-    policy = validation_policy_current(target.model)
+    policy = policy_in_force("validation", target.model, actor)
     data_path, created, n_records = "", False, 0
     if kind == EvidenceKind.UNIT_TESTS:
         report, digest = _unit_tests(payload, upload)

@@ -6,7 +6,7 @@ Every check has the signature ``check(window, profile, version, settings, thresh
   ``f.<feature>``, ``s.<attribute>``, ``label``; ``label`` is null where no label arrived yet);
 * ``profile``: the version's stored reference profile (``stats.build_reference_profile``) or None;
 * ``version``: the ``ModelVersion`` (its ``thresholds["decision"]`` and ``feature_list``);
-* ``settings``: the monitoring policy's settings (``policies.policy_settings``);
+* ``settings``: the monitoring policy's settings (``MonitoringPolicy.resolved``);
 * ``thresholds``: the validation policy's thresholds (the fairness limits, ``min_group_size``).
 
 It returns a ``CheckResult`` (``metrics``: plain JSON, every number a JSON number or null;

@@ -50,13 +50,14 @@ from django.utils import timezone
 from governance import audit
 from governance.audit import Actor
 from governance.evidence import MAX_RECORDS
+from governance.policies import policy_values
 from registry import services as registry_services
 from registry.errors import Conflict, InvalidInput
 from registry.feature_types import DEFAULT_TYPE, FEATURE_TYPES
 from registry.models import ModelVersion, RegisteredModel
 
 from . import profiles, store
-from .models import BatchKind, DataBatch, IngestKey, MonitoringPolicy, ReferenceProfile
+from .models import BatchKind, DataBatch, IngestKey, ReferenceProfile
 
 logger = logging.getLogger(__name__)
 
@@ -1248,13 +1249,7 @@ def reference_ingest(
 
 def retention_days(model: RegisteredModel) -> int:
     """``retention_days`` of the model's newest monitoring policy, else the default (365)."""
-    default = MonitoringPolicy.DEFAULTS["retention_days"]
-    policy = MonitoringPolicy.objects.filter(model=model).order_by("-version").first()
-    value = (policy.settings or {}).get("retention_days", default) if policy else default
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
-        logger.warning("model %s: retention_days %r is not a positive number", model, value)
-        return default
-    return int(value)
+    return int(policy_values("monitoring", model)["retention_days"])
 
 
 def purge_expired(*, now: datetime | None = None) -> int:

@@ -45,7 +45,7 @@ from django.utils import timezone
 from governance import audit
 from governance.audit import Actor
 from governance.models import Evaluation, EvidenceKind, Lifecycle, Stage, ValidationPolicy
-from governance.policies import validation_policy_current
+from governance.policies import policy_current, policy_in_force, policy_values
 from governance.premises import PremiseFailed
 from registry.errors import Conflict
 from registry.models import ModelVersion
@@ -98,10 +98,12 @@ def _batch(frame, sensitive_columns: list[str]):
     )
 
 
-def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
+def shadow_evaluate(
+    version: ModelVersion, *, policy: ValidationPolicy | None = None
+) -> dict[str, Any]:
     """The shadow report of ``version`` (in the shape of the governance gate reports)."""
-    from governance import gates
     from analytics import stats
+    from governance import gates
 
     lifecycle = Lifecycle.objects.select_related("version__model").get(version=version)
     model = version.model
@@ -111,8 +113,8 @@ def shadow_evaluate(version: ModelVersion) -> dict[str, Any]:
             f"{version} has no live version to be compared with (a first version is judged "
             "by its shadow_replay evidence)"
         )
-    policy = validation_policy_current(model)
-    thresholds = {**ValidationPolicy.DEFAULTS, **policy.thresholds}
+    policy = policy or policy_current("validation", model)
+    thresholds = policy.resolved
     start, end = lifecycle.stage_entered_at, timezone.now()
     shadow = _frame(model, version, start, end)
     live = _frame(model, baseline, start, end)
@@ -280,7 +282,8 @@ def shadow_evaluation_record(
     from governance.approvals import approvals_void
     from registry import services as registry_services
 
-    report = shadow_evaluate(version)
+    policy = policy_in_force("validation", version.model, actor)
+    report = shadow_evaluate(version, policy=policy)
     digest = hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()
     with transaction.atomic():
         registry_services.model_get(version.model.name, lock=True)  # serialise with promotions
@@ -308,7 +311,7 @@ def shadow_evaluation_record(
         evaluation = Evaluation.objects.create(
             version=version,
             kind=EvidenceKind.SHADOW,
-            policy=validation_policy_current(version.model),
+            policy=policy,
             passed=bool(report["passed"]),
             report=report,
             evidence_digest=digest,
@@ -354,9 +357,7 @@ def _evaluation_since(version: ModelVersion, since: datetime) -> Evaluation | No
 
 def _shadow_days(model_id: int) -> float:
     """The policy's shadow period, read only (a sweep creates no policy row)."""
-    policy = ValidationPolicy.objects.filter(model_id=model_id).order_by("-version").first()
-    thresholds = {**ValidationPolicy.DEFAULTS, **(policy.thresholds if policy else {})}
-    return float(thresholds["shadow_days"])
+    return float(policy_values("validation", model_id)["shadow_days"])
 
 
 def shadow_evaluations_due(*, now: datetime | None = None) -> list[int]:
