@@ -11,8 +11,12 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RemoveConstraint(model_name="validationpolicy", name="uniq_policy_version"),
-        migrations.RenameField(model_name="validationpolicy", old_name="thresholds", new_name="values"),
-        migrations.RenameField(model_name="validationpolicy", old_name="comment", new_name="reason"),
+        migrations.RenameField(
+            model_name="validationpolicy", old_name="thresholds", new_name="values"
+        ),
+        migrations.RenameField(
+            model_name="validationpolicy", old_name="comment", new_name="reason"
+        ),
         migrations.AlterField(
             model_name="validationpolicy",
             name="values",
@@ -26,9 +30,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="validationpolicy",
             name="version",
-            field=models.PositiveIntegerField(
-                help_text="0: no version yet, the schema's defaults"
-            ),
+            field=models.PositiveIntegerField(help_text="0: no version yet, the schema's defaults"),
         ),
         migrations.AlterField(
             model_name="validationpolicy",

@@ -11,8 +11,12 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RemoveConstraint(model_name="monitoringpolicy", name="uniq_monitoring_policy"),
-        migrations.RenameField(model_name="monitoringpolicy", old_name="settings", new_name="values"),
-        migrations.RenameField(model_name="monitoringpolicy", old_name="comment", new_name="reason"),
+        migrations.RenameField(
+            model_name="monitoringpolicy", old_name="settings", new_name="values"
+        ),
+        migrations.RenameField(
+            model_name="monitoringpolicy", old_name="comment", new_name="reason"
+        ),
         migrations.AlterField(
             model_name="monitoringpolicy",
             name="values",
