@@ -266,7 +266,7 @@ def setup_django(settings: str = "config.settings.test") -> None:
 def part_profile(args) -> None:
     import numpy as np
 
-    from monitoring import stats
+    from analytics import stats
 
     data = make_data(args.rows, seed=1, current=False)
     features = {name: data[name] for name in FEATURES}
@@ -295,16 +295,16 @@ def part_ours(args) -> None:
     import threadpoolctl
 
     from governance.models import ValidationPolicy
-    from monitoring import checks, policies
+    from monitoring import checks
     from monitoring.columns import feature_column, sensitive_column
-    from monitoring.models import Check
+    from monitoring.models import Check, MonitoringPolicy
 
     stored = json.loads(Path(args.workdir, "profile.json").read_text())
     profile, baseline_auc = stored["profile"], stored["auc"]
     checks.validated_baseline = lambda version, metric: (baseline_auc, 0)  # no database here
     version = SimpleNamespace(thresholds={"decision": 0.5}, feature_list=FEATURES, pk=0)
-    settings = dict(policies.DEFAULTS)
-    thresholds = dict(ValidationPolicy.DEFAULTS)
+    settings = MonitoringPolicy.schema.defaults()
+    thresholds = ValidationPolicy.schema.defaults()
     window = window_frame(make_data(args.rows, seed=2, current=True))
     order = [  # daily, then weekly
         Check.DATA_DRIFT,

@@ -85,11 +85,10 @@ def set_up(models: int, rows: int) -> dict:
 
     from governance.audit import Actor
     from governance.models import Lifecycle, Stage
-    from governance.policies import validation_policy_current
+    from governance.policies import policy_in_force
     from monitoring import store
     from monitoring.ingest import labels_ingest, predictions_ingest, reference_ingest
     from monitoring.models import BatchKind, DataBatch, ReferenceProfile
-    from monitoring.policies import monitoring_policy_current
     from registry.models import ModelVersion, RegisteredModel
 
     t0 = time.perf_counter()
@@ -146,8 +145,8 @@ def set_up(models: int, rows: int) -> dict:
             ]
         )
     for model in [first, *others]:
-        monitoring_policy_current(model)
-        validation_policy_current(model)
+        policy_in_force("monitoring", model, actor)
+        policy_in_force("validation", model, actor)
 
     import pyarrow as pa
 

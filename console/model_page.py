@@ -22,8 +22,8 @@ from governance.models import (
     SERVING_STAGES,
     AuditEvent,
     Lifecycle,
-    ValidationPolicy,
 )
+from governance.policies import policy_values
 from monitoring.checks import HIGHER_IS_WORSE
 from monitoring.models import (
     Alert,
@@ -34,8 +34,6 @@ from monitoring.models import (
     MonitorRun,
     RunStatus,
 )
-from monitoring.policies import DEFAULTS as MONITORING_DEFAULTS
-from monitoring.policies import policy_settings
 from registry.errors import InvalidInput
 from registry.models import ModelVersion, RegisteredModel
 from serving.models import Halt
@@ -216,13 +214,8 @@ def model_page(model: RegisteredModel) -> ModelPage:
 
 
 def _policies(model: RegisteredModel) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The newest monitoring and validation settings (read only: no default row is created)."""
-    monitoring = model.monitoring_policies.order_by("-version").first()
-    validation = model.validation_policies.order_by("-version").first()
-    return (
-        policy_settings(monitoring) if monitoring else dict(MONITORING_DEFAULTS),
-        {**ValidationPolicy.DEFAULTS, **(validation.thresholds if validation else {})},
-    )
+    """The monitoring and validation values in force (read only: no default row is created)."""
+    return policy_values("monitoring", model), policy_values("validation", model)
 
 
 def _chart(

@@ -38,6 +38,7 @@ from .models import (
     ValidationPolicy,
 )
 from .permissions import can
+from .policy_admin import VersionedPolicyAdmin
 from .roles import Action
 from .wording import describe, details
 
@@ -259,9 +260,10 @@ class ApprovalAdmin(AuditHistoryMixin, PerModelViewMixin, ReadOnlyAdmin):
 
 
 @admin.register(ValidationPolicy)
-class ValidationPolicyAdmin(AuditHistoryMixin, ReadOnlyAdmin):
-    list_display = ["model", "version", "created_at", "created_by", "comment"]
-    list_filter = ["model"]
+class ValidationPolicyAdmin(AuditHistoryMixin, VersionedPolicyAdmin):
+    """The gate thresholds; the ML Lead of a model publishes a new version (audited)."""
+
+    edit_action = Action.APPROVE_AS_ML_LEAD
 
 
 @admin.register(Escalation)

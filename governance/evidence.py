@@ -50,7 +50,7 @@ SHADOW_REPLAY_SCHEMA = records.Schema(
 
 @dataclass(frozen=True)
 class EvidenceBatch:
-    """An accepted batch of records as arrays, ready for ``monitoring.stats``."""
+    """An accepted batch of records as arrays, ready for ``analytics.stats``."""
 
     scores: np.ndarray  # float64 in [0, 1]
     labels: np.ndarray  # int8, 0/1

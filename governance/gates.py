@@ -1,6 +1,6 @@
 """Validation gates: CI submits evidence, the platform computes the verdict.
 
-The numbers come from ``monitoring.stats`` over the submitted records; metrics reported at
+The numbers come from ``analytics.stats`` over the submitted records; metrics reported at
 registration are stored for reference and never used here. Each evaluation records the validation
 policy version it used. Gates run in the pipeline's order: metrics, fairness, calibration (and, for
 a shadow replay, the shadow period).
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from django.db import transaction
 
-from monitoring import stats
+from analytics import fairness, stats
 from registry import services as registry_services
 from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion
@@ -32,7 +32,7 @@ from . import audit, evidence, filestore
 from .approvals import approvals_void
 from .audit import Actor
 from .models import SERVING_STAGES, Evaluation, EvidenceKind, Lifecycle, Stage, ValidationPolicy
-from .policies import validation_policy_current
+from .policies import policy_in_force
 from .selectors import latest_evaluation
 
 __all__ = [
@@ -150,37 +150,17 @@ def fairness_gate(
     report = stats.fairness_metrics(
         batch.labels, predicted, batch.sensitive, min_group_size=max(min_size, 1)
     )
-    judged_any = False
+    verdict = fairness.judge(report, limits)
     for name, result in report.attributes.items():
         data = result.to_dict()
-        judged = data["n_judged_groups"] >= 2
-        attr_reasons: list[str] = []
-        if judged:
-            judged_any = True
-            eod, fpr_r, fnr_r = (
-                data["equalized_odds_difference"],
-                data["fpr_ratio"],
-                data["fnr_ratio"],
-            )
-            if eod is None or eod > limits["equalized_odds_difference_max"]:
-                attr_reasons.append(
-                    f"{name}: equalized odds difference {_fmt(eod)} exceeds "
-                    f"{limits['equalized_odds_difference_max']}"
-                )
-            if fpr_r is None or fpr_r < limits["fpr_ratio_min"]:
-                attr_reasons.append(
-                    f"{name}: FPR ratio {_fmt(fpr_r)} is below {limits['fpr_ratio_min']}"
-                    + (" (fewer than two judged groups have negatives)" if fpr_r is None else "")
-                )
-            if fnr_r is None or fnr_r < limits["fnr_ratio_min"]:
-                attr_reasons.append(
-                    f"{name}: FNR ratio {_fmt(fnr_r)} is below {limits['fnr_ratio_min']}"
-                    + (" (fewer than two judged groups have positives)" if fnr_r is None else "")
-                )
+        judged_attr = verdict.attributes[name]
+        judged = judged_attr.judged
+        attr_reasons = [f.describe() for f in judged_attr.violations + judged_attr.undefined]
         small = [g["group"] for g in data["groups"] if not g["judged"]]
         values[name] = {
             "judged": judged,
-            "passed": judged and not attr_reasons,
+            "passed": judged_attr.status == "passed",
+            "status": judged_attr.status,
             "equalized_odds_difference": data["equalized_odds_difference"],
             "fpr_ratio": data["fpr_ratio"],
             "fnr_ratio": data["fnr_ratio"],
@@ -213,13 +193,13 @@ def fairness_gate(
                 + (f" (under {min_size}: {', '.join(small)})" if small else "")
             )
         reasons += attr_reasons
-    if not judged_any:
+    if verdict.status == "not_judged":
         reasons.insert(
             0,
             "fairness cannot be judged: no sensitive attribute has two or more groups of at "
             f"least {min_size} records ({', '.join(report.attributes)})",
         )
-    return gate("fairness", not reasons, values, limits, reasons)
+    return gate("fairness", verdict.passed, values, limits, reasons)
 
 
 def calibration_gate(
@@ -270,7 +250,7 @@ def validation_report(
     batch: evidence.EvidenceBatch, *, decision_threshold: float, policy: ValidationPolicy
 ) -> dict[str, Any]:
     """``{"passed", "policy_version", "gates": [metrics, fairness, calibration]}``."""
-    thresholds = {**ValidationPolicy.DEFAULTS, **policy.thresholds}
+    thresholds = policy.resolved
     predicted = stats.predicted_class(
         batch.scores, batch.predictions, decision_threshold=decision_threshold
     )
@@ -291,8 +271,7 @@ def shadow_replay_report(
 ) -> dict[str, Any]:
     """The validation gates on the replayed records, then the shadow period."""
     report = validation_report(batch, decision_threshold=decision_threshold, policy=policy)
-    thresholds = {**ValidationPolicy.DEFAULTS, **policy.thresholds}
-    report["gates"].append(shadow_period_gate(batch, thresholds=thresholds))
+    report["gates"].append(shadow_period_gate(batch, thresholds=policy.resolved))
     report["passed"] = all(g["passed"] for g in report["gates"])
     return report
 
@@ -392,7 +371,7 @@ def evaluation_submit(
     if kind == EvidenceKind.SHADOW_REPLAY:
         _refuse_shadow_replay_with_live_version(target)  # before reading a large batch
 
-    policy = validation_policy_current(target.model)
+    policy = policy_in_force("validation", target.model, actor)
     data_path, created, n_records = "", False, 0
     if kind == EvidenceKind.UNIT_TESTS:
         report, digest = _unit_tests(payload, upload)

@@ -24,7 +24,7 @@ from .approvals import unmet_approvals
 from .audit import Actor
 from .models import SERVING_STAGES, Archive, EvidenceKind, Lifecycle, Stage
 from .permissions import can
-from .policies import validation_policy_current
+from .policies import policy_values
 from .roles import Action
 from .selectors import latest_evaluation
 from .versioning import version_bump
@@ -38,21 +38,24 @@ class TransitionRule:
     needs_comment: bool = False
 
 
-A = Action
 RULES: dict[str, TransitionRule] = {
-    "submit_for_validation": TransitionRule(frozenset({A.REQUEST_TRANSITION, A.REGISTER})),
+    "submit_for_validation": TransitionRule(
+        frozenset({Action.REQUEST_TRANSITION, Action.REGISTER})
+    ),
     "fail_validation": TransitionRule(frozenset()),
-    "approve_for_staging": TransitionRule(frozenset({A.REQUEST_TRANSITION, A.APPROVE_AS_ML_LEAD})),
+    "approve_for_staging": TransitionRule(
+        frozenset({Action.REQUEST_TRANSITION, Action.APPROVE_AS_ML_LEAD})
+    ),
     "fail_shadow": TransitionRule(frozenset()),
-    "promote": TransitionRule(frozenset({A.REQUEST_TRANSITION, A.APPROVE_AS_ML_LEAD})),
+    "promote": TransitionRule(frozenset({Action.REQUEST_TRANSITION, Action.APPROVE_AS_ML_LEAD})),
     "begin_monitoring": TransitionRule(frozenset()),
     "mark_degraded": TransitionRule(frozenset()),
-    "resolve": TransitionRule(frozenset({A.RESOLVE_DEGRADED}), needs_comment=True),
-    "approve_retraining": TransitionRule(frozenset({A.APPROVE_RETRAINING})),
-    "start_rollback": TransitionRule(frozenset({A.ROLLBACK}), needs_comment=True),
+    "resolve": TransitionRule(frozenset({Action.RESOLVE_DEGRADED}), needs_comment=True),
+    "approve_retraining": TransitionRule(frozenset({Action.APPROVE_RETRAINING})),
+    "start_rollback": TransitionRule(frozenset({Action.ROLLBACK}), needs_comment=True),
     "restore": TransitionRule(frozenset()),
-    "complete_rollback": TransitionRule(frozenset({A.ROLLBACK}), needs_comment=True),
-    "retire": TransitionRule(frozenset({A.APPROVE_AS_ML_LEAD}), needs_comment=True),
+    "complete_rollback": TransitionRule(frozenset({Action.ROLLBACK}), needs_comment=True),
+    "retire": TransitionRule(frozenset({Action.APPROVE_AS_ML_LEAD}), needs_comment=True),
 }
 
 
@@ -132,9 +135,9 @@ def _baseline_unmet(lifecycle: Lifecycle) -> list[str]:
 
 
 def _shadow_unmet(lifecycle: Lifecycle) -> list[str]:
-    """Shadow mode: replay for a first version, none for PATCH, 7 days of shadow otherwise."""
+    """Shadow mode: replay for a first version, none for PATCH, else the policy's shadow_days."""
     version = lifecycle.version
-    shadow_days = validation_policy_current(version.model).thresholds.get("shadow_days", 7)
+    shadow_days = policy_values("validation", version.model_id)["shadow_days"]
     if live_lifecycle(version.model, exclude=version) is None:
         replay = latest_evaluation(version, EvidenceKind.SHADOW_REPLAY)
         if replay is None or not replay.passed:

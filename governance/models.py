@@ -10,6 +10,8 @@ from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
 from registry.models import ModelVersion, RegisteredModel
 
+from .policy_base import VersionedPolicy
+from .policy_schema import VALIDATION
 from .roles import Role
 
 
@@ -74,8 +76,7 @@ class Archive(models.TextChoices):
     COLD = "cold", "cold archive"
 
 
-S = Stage
-_SERVING = [S.PRODUCTION, S.MONITORING, S.DEGRADED, S.RETRAINING]
+_SERVING = [Stage.PRODUCTION, Stage.MONITORING, Stage.DEGRADED, Stage.RETRAINING]
 
 
 class Lifecycle(ConcurrentTransitionMixin, models.Model):
@@ -118,101 +119,77 @@ class Lifecycle(ConcurrentTransitionMixin, models.Model):
     def _entered(self) -> None:
         self.stage_entered_at = timezone.now()
 
-    @transition(field=stage, source=S.DEVELOPMENT, target=S.VALIDATION)
+    @transition(field=stage, source=Stage.DEVELOPMENT, target=Stage.VALIDATION)
     def submit_for_validation(self) -> None:
         self._entered()
 
-    @transition(field=stage, source=S.VALIDATION, target=S.DEVELOPMENT)
+    @transition(field=stage, source=Stage.VALIDATION, target=Stage.DEVELOPMENT)
     def fail_validation(self) -> None:
         self._entered()
 
-    @transition(field=stage, source=S.VALIDATION, target=S.STAGING)
+    @transition(field=stage, source=Stage.VALIDATION, target=Stage.STAGING)
     def approve_for_staging(self) -> None:
         self._entered()
 
-    @transition(field=stage, source=S.STAGING, target=S.VALIDATION)
+    @transition(field=stage, source=Stage.STAGING, target=Stage.VALIDATION)
     def fail_shadow(self) -> None:
         self._entered()
 
-    @transition(field=stage, source=S.STAGING, target=S.PRODUCTION)
+    @transition(field=stage, source=Stage.STAGING, target=Stage.PRODUCTION)
     def promote(self) -> None:
         self._entered()
         self.promoted_at = self.stage_entered_at
         self.archive = Archive.NONE
 
-    @transition(field=stage, source=S.PRODUCTION, target=S.MONITORING)
+    @transition(field=stage, source=Stage.PRODUCTION, target=Stage.MONITORING)
     def begin_monitoring(self) -> None:
         self._entered()
 
-    @transition(field=stage, source=[S.PRODUCTION, S.MONITORING], target=S.DEGRADED)
+    @transition(field=stage, source=[Stage.PRODUCTION, Stage.MONITORING], target=Stage.DEGRADED)
     def mark_degraded(self) -> None:
         self._entered()
 
-    @transition(field=stage, source=S.DEGRADED, target=S.MONITORING)
+    @transition(field=stage, source=Stage.DEGRADED, target=Stage.MONITORING)
     def resolve(self) -> None:
         self._entered()
 
-    @transition(field=stage, source=S.DEGRADED, target=S.RETRAINING)
+    @transition(field=stage, source=Stage.DEGRADED, target=Stage.RETRAINING)
     def approve_retraining(self) -> None:
         self._entered()
 
-    @transition(field=stage, source=_SERVING, target=S.ROLLBACK)
+    @transition(field=stage, source=_SERVING, target=Stage.ROLLBACK)
     def start_rollback(self) -> None:
         self._entered()
 
-    @transition(field=stage, source=S.RETIRED, target=S.PRODUCTION)
+    @transition(field=stage, source=Stage.RETIRED, target=Stage.PRODUCTION)
     def restore(self) -> None:
         self._entered()
         self.promoted_at = self.stage_entered_at
         self.archive = Archive.NONE
         self.retired_reason = ""
 
-    @transition(field=stage, source=S.ROLLBACK, target=S.RETIRED)
+    @transition(field=stage, source=Stage.ROLLBACK, target=Stage.RETIRED)
     def complete_rollback(self, reason: str = "") -> None:
         self._entered()
         self.archive = Archive.COLD
         self.retired_reason = reason
 
-    @transition(field=stage, source=_SERVING, target=S.RETIRED)
+    @transition(field=stage, source=_SERVING, target=Stage.RETIRED)
     def retire(self, reason: str = "", archive: str = Archive.WARM) -> None:
         self._entered()
         self.archive = archive
         self.retired_reason = reason
 
 
-class ValidationPolicy(models.Model):
+class ValidationPolicy(VersionedPolicy):
     """Gate thresholds of one model, versioned: every gate result names the version it used."""
 
-    DEFAULTS = {
-        "auc_min": 0.70,
-        "equalized_odds_difference_max": 0.10,
-        "fpr_ratio_min": 0.80,
-        "fnr_ratio_min": 0.80,
-        "min_group_size": 30,
-        "ece_max": 0.05,
-        "shadow_days": 7,
-        "shadow_agreement_min": 0.90,
-        "shadow_ks_pvalue_min": 0.01,
-    }
+    kind = "validation"
+    schema = VALIDATION
+    audit_action = "validation_policy.updated"
 
-    model = models.ForeignKey(
-        RegisteredModel, on_delete=models.PROTECT, related_name="validation_policies"
-    )
-    version = models.PositiveIntegerField()
-    thresholds = models.JSONField()
-    created_at = models.DateTimeField(default=timezone.now)
-    created_by = models.CharField(max_length=200, blank=True)
-    comment = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["model__name", "-version"]
-        constraints = [
-            models.UniqueConstraint(fields=["model", "version"], name="uniq_policy_version")
-        ]
+    class Meta(VersionedPolicy.Meta):
         verbose_name_plural = "validation policies"
-
-    def __str__(self) -> str:
-        return f"{self.model} validation policy v{self.version}"
 
 
 class EvidenceKind(models.TextChoices):

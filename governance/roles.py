@@ -44,47 +44,53 @@ class Action(models.TextChoices):
     HANDLE_ALERTS = "handle_alerts", "acknowledge and resolve alerts"
 
 
-A = Action
-_ENGINEER = {A.READ, A.REGISTER, A.APPROVE_CODE_REVIEW}
+_ENGINEER = {Action.READ, Action.REGISTER, Action.APPROVE_CODE_REVIEW}
 
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
     Role.CI: frozenset(
-        {A.READ, A.REGISTER, A.SUBMIT_EVIDENCE, A.REQUEST_TRANSITION, A.INGEST, A.PREDICT}
+        {
+            Action.READ,
+            Action.REGISTER,
+            Action.SUBMIT_EVIDENCE,
+            Action.REQUEST_TRANSITION,
+            Action.INGEST,
+            Action.PREDICT,
+        }
     ),
-    Role.ML_ENGINEER: frozenset(_ENGINEER | {A.COMPLETE_STEP, A.HANDLE_ALERTS}),
+    Role.ML_ENGINEER: frozenset(_ENGINEER | {Action.COMPLETE_STEP, Action.HANDLE_ALERTS}),
     Role.ML_LEAD: frozenset(
         _ENGINEER
         | {
-            A.APPROVE_AS_ML_LEAD,
-            A.RESOLVE_DEGRADED,
-            A.APPROVE_RETRAINING,
-            A.ROLLBACK,
-            A.HALT,
-            A.RELEASE_HALT,
-            A.START_RUNS,
-            A.READ_AUDIT,
-            A.COMPLETE_STEP,
-            A.HANDLE_ALERTS,
+            Action.APPROVE_AS_ML_LEAD,
+            Action.RESOLVE_DEGRADED,
+            Action.APPROVE_RETRAINING,
+            Action.ROLLBACK,
+            Action.HALT,
+            Action.RELEASE_HALT,
+            Action.START_RUNS,
+            Action.READ_AUDIT,
+            Action.COMPLETE_STEP,
+            Action.HANDLE_ALERTS,
         }
     ),
     Role.ETHICS_OFFICER: frozenset(
         {
-            A.READ,
-            A.READ_SENSITIVE,
-            A.APPROVE_AS_ETHICS_OFFICER,
-            A.HALT,
-            A.RELEASE_HALT,
-            A.START_RUNS,
-            A.READ_AUDIT,
-            A.COMPLETE_STEP,
-            A.HANDLE_ALERTS,
+            Action.READ,
+            Action.READ_SENSITIVE,
+            Action.APPROVE_AS_ETHICS_OFFICER,
+            Action.HALT,
+            Action.RELEASE_HALT,
+            Action.START_RUNS,
+            Action.READ_AUDIT,
+            Action.COMPLETE_STEP,
+            Action.HANDLE_ALERTS,
         }
     ),
-    Role.PRODUCT_MANAGER: frozenset({A.READ, A.APPROVE_AS_PRODUCT_MANAGER}),
-    Role.DATA_ENGINEER: frozenset({A.READ, A.INGEST, A.COMPLETE_STEP}),
-    Role.DOMAIN_SME: frozenset({A.READ, A.COMPLETE_STEP}),
-    Role.ONCALL: frozenset({A.READ, A.HALT, A.COMPLETE_STEP, A.HANDLE_ALERTS}),
-    Role.AUDITOR: frozenset({A.READ, A.READ_AUDIT, A.READ_SENSITIVE}),
+    Role.PRODUCT_MANAGER: frozenset({Action.READ, Action.APPROVE_AS_PRODUCT_MANAGER}),
+    Role.DATA_ENGINEER: frozenset({Action.READ, Action.INGEST, Action.COMPLETE_STEP}),
+    Role.DOMAIN_SME: frozenset({Action.READ, Action.COMPLETE_STEP}),
+    Role.ONCALL: frozenset({Action.READ, Action.HALT, Action.COMPLETE_STEP, Action.HANDLE_ALERTS}),
+    Role.AUDITOR: frozenset({Action.READ, Action.READ_AUDIT, Action.READ_SENSITIVE}),
 }
 
 # Roles whose members are people who may log in to the admin (CI is a machine account).

@@ -20,7 +20,7 @@ from . import audit
 from .audit import Actor
 from .models import SERVING_STAGES, Lifecycle, RoleGrant, Stage, TokenScope
 from .permissions import roles_of
-from .policies import validation_policy_create_default
+from .policies import policy_create_initial
 from .roles import STAFF_ROLES, Role
 from .versioning import check_bump
 
@@ -34,7 +34,7 @@ def model_register(*, name: str, description: str = "", actor: Actor) -> Registe
         model = registry_services.model_create(
             name=name, description=description, created_by=actor.user
         )
-        policy = validation_policy_create_default(model=model, actor=actor)
+        policy = policy_create_initial("validation", model, actor)
         audit.record(
             actor=actor,
             action="model.registered",
@@ -43,7 +43,7 @@ def model_register(*, name: str, description: str = "", actor: Actor) -> Registe
             after={
                 "name": model.name,
                 "description": model.description,
-                "validation_policy": {"version": policy.version, "thresholds": policy.thresholds},
+                "validation_policy": {"version": policy.version, "values": policy.values},
             },
         )
     return model

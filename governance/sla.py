@@ -23,7 +23,8 @@ from registry.semver import Bump
 
 from . import audit, notify
 from .audit import Actor
-from .models import Escalation, Lifecycle, Stage, ValidationPolicy
+from .models import Escalation, Lifecycle, Stage
+from .policies import policy_values
 from .roles import Role
 from .versioning import version_bump
 
@@ -60,12 +61,7 @@ def shadow_period(version: ModelVersion) -> timedelta:
     """The shadow period a version must sit out in staging before its limit starts to run."""
     if is_fast_tracked(version):
         return timedelta(0)
-    # Read-only on purpose: ``validation_policy_current`` creates a missing policy, and a sweep
-    # that only reads should not write (nor race another worker creating the same row).
-    policy = ValidationPolicy.objects.filter(model_id=version.model_id).order_by("-version").first()
-    thresholds = policy.thresholds if policy else ValidationPolicy.DEFAULTS
-    days = thresholds.get("shadow_days", ValidationPolicy.DEFAULTS["shadow_days"])
-    return timedelta(days=days)
+    return timedelta(days=policy_values("validation", version.model_id)["shadow_days"])
 
 
 def deadline_for(lifecycle: Lifecycle) -> datetime | None:

@@ -7,30 +7,20 @@ follows a change (a breach halts the model) are the same as over the API.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from django import forms
-from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
-from django.urls import reverse
-from django.utils.html import format_html
+from django.contrib import admin
 
-from governance.admin_scoping import ModelScopedAdminMixin
 from governance.audit import Actor
 from governance.permissions import can, can_on_any_model
+from governance.policy_admin import VersionedPolicyAdmin, field_errors, pretty
 from governance.roles import Action
-from registry.admin import ReadOnlyAdmin
 from registry.errors import InvalidInput
 
-from .ethics import ethics_policy_update, validate_limits, validate_prohibited
+from .ethics import ethics_policy_update
+from .ethics_schema import validate_limits, validate_prohibited
 from .models import EthicsPolicy
 
 EDIT_ACTION = Action.APPROVE_AS_ETHICS_OFFICER
-
-
-def _pretty(data: Any) -> str:
-    return format_html("<pre>{}</pre>", json.dumps(data, indent=2, sort_keys=True))
 
 
 class EthicsPolicyForm(forms.ModelForm):
@@ -58,12 +48,9 @@ class EthicsPolicyForm(forms.ModelForm):
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
-        if self.instance.pk:
-            self.fields["new_fairness_limits"].initial = self.instance.fairness_limits
-            self.fields["new_prohibited_features"].initial = self.instance.prohibited_features
-        else:
-            self.fields["new_fairness_limits"].initial = {}
-            self.fields["new_prohibited_features"].initial = []
+        values = self.instance.resolved if self.instance.pk else EthicsPolicy.schema.defaults()
+        self.fields["new_fairness_limits"].initial = values["fairness_limits"]
+        self.fields["new_prohibited_features"].initial = values["prohibited_features"]
 
     def clean(self):
         data = super().clean()
@@ -81,7 +68,7 @@ class EthicsPolicyForm(forms.ModelForm):
             try:
                 data[field] = validate(empty if value is None else value)
             except InvalidInput as exc:
-                errors[field] = [f"{k}: {' '.join(v)}" for k, v in exc.errors.items()]
+                errors[field] = field_errors(exc)
         if errors:
             raise forms.ValidationError(errors)
         data["policy_model"] = model
@@ -89,59 +76,34 @@ class EthicsPolicyForm(forms.ModelForm):
 
 
 @admin.register(EthicsPolicy)
-class EthicsPolicyAdmin(ModelScopedAdminMixin, ReadOnlyAdmin):
+class EthicsPolicyAdmin(VersionedPolicyAdmin):
     """Each save is a new version made by ``ethics_policy_update`` (audited, then checked)."""
 
     edit_action = EDIT_ACTION
-
     form = EthicsPolicyForm
-    list_display = ["model", "version", "created_at", "created_by", "reason"]
-    list_filter = [("model", admin.RelatedOnlyFieldListFilter)]  # only the user's models
-    list_select_related = ["model"]
+    shown = ["model", "version", "limits", "prohibited", "created_by", "reason"]
 
     def _may_edit(self, request, obj=None) -> bool:
-        user = request.user
+        user = request.user  # no superuser shortcut: only an Ethics Officer sets hard limits
         if not (user.is_active and user.is_staff):
             return False
         if obj is None:
             return can_on_any_model(user, EDIT_ACTION)
         return can(user, EDIT_ACTION, model=obj.model)
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return self._may_edit(request)
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return self._may_edit(request, obj)
-
     def get_fields(self, request, obj=None):
         new = ["new_fairness_limits", "new_prohibited_features", "change_reason"]
         if obj is None:
             return ["model", *new]
-        shown = ["model", "version", "limits", "prohibited", "created_by", "reason"]
-        return shown + (new if self._may_edit(request, obj) else [])
-
-    def get_readonly_fields(self, request, obj=None):
-        if obj is None:
-            return []
-        return ["model", "version", "limits", "prohibited", "created_by", "reason"]
+        return self.shown + (new if self._may_edit(request, obj) else [])
 
     @admin.display(description="fairness limits of this version")
     def limits(self, obj) -> str:
-        return _pretty(obj.fairness_limits)
+        return pretty(obj.fairness_limits)
 
     @admin.display(description="prohibited features of this version")
     def prohibited(self, obj) -> str:
-        return _pretty(obj.prohibited_features)
-
-    def get_form(self, request, obj=None, change=False, **kwargs):
-        form_class = super().get_form(request, obj, change=change, **kwargs)
-        user = request.user
-
-        class WithUser(form_class):
-            def __init__(self, *args, **kw):
-                super().__init__(*args, user=user, **kw)
-
-        return WithUser
+        return pretty(obj.prohibited_features)
 
     def save_model(self, request, obj, form, change) -> None:
         policy = ethics_policy_update(
@@ -154,22 +116,6 @@ class EthicsPolicyAdmin(ModelScopedAdminMixin, ReadOnlyAdmin):
         request._new_policy = policy
         # The admin logs and redirects to ``obj``: make it the new version (nothing is saved).
         obj.pk, obj.version, obj.model = policy.pk, policy.version, policy.model
-
-    def save_related(self, request, form, formsets, change) -> None:
-        return None
-
-    def _to_new(self, request):
-        policy = request._new_policy
-        self.message_user(request, f"{policy}: created.", messages.SUCCESS)
-        return HttpResponseRedirect(
-            reverse("admin:incidents_ethicspolicy_change", args=[policy.pk])
-        )
-
-    def response_add(self, request, obj, post_url_continue=None):
-        return self._to_new(request)
-
-    def response_change(self, request, obj):
-        return self._to_new(request)
 
     def construct_change_message(self, request, form, formsets, add=False):
         return [{"changed": {"fields": ["fairness_limits", "prohibited_features"]}}]

@@ -21,7 +21,6 @@ nothing happens again: never a second halt, never a second incident.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
@@ -33,13 +32,15 @@ from governance.audit import Actor
 from governance.lifecycle import live_lifecycle
 from governance.models import SERVING_STAGES, Lifecycle
 from governance.permissions import can
+from governance.policies import policy_current, policy_publish, policy_validate
 from governance.roles import Action, Role
 from monitoring.models import Alert, Check, MonitorRun, RunStatus
 from registry import services as registry_services
-from registry.errors import Forbidden, InvalidInput
+from registry.errors import Forbidden
 from registry.models import ModelVersion, RegisteredModel
 from serving.halt import active_halt, halt_engage
 
+from .ethics_schema import is_number
 from .models import (
     Channel,
     EthicsPolicy,
@@ -54,17 +55,6 @@ from .timeline import add_event
 logger = logging.getLogger(__name__)
 
 SYSTEM = Actor.system("incidents.ethics")
-# The per-attribute aggregates monitoring's fairness check stores (monitoring.checks.fairness):
-# ratios are min/max over groups and differences max-min, so every one lies in [0, 1].
-FAIRNESS_AGGREGATES = (
-    "equalized_odds_difference",
-    "fpr_ratio",
-    "fnr_ratio",
-    "demographic_parity_ratio",
-    "tpr_difference",
-    "fpr_difference",
-)
-BOUNDS = ("max", "min")
 
 
 @dataclass(frozen=True)
@@ -98,56 +88,9 @@ class Breach:
 
 
 def ethics_policy_current(model: RegisteredModel) -> EthicsPolicy | None:
-    """The newest policy version, or None: a model without a policy has no hard limits."""
-    return EthicsPolicy.objects.filter(model=model).order_by("-version").first()
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def validate_limits(fairness_limits: Any) -> dict[str, dict[str, float]]:
-    """The limits as ``{aggregate: {"max"|"min": float}}``; InvalidInput names each bad entry."""
-    if not isinstance(fairness_limits, dict):
-        raise InvalidInput(
-            {"fairness_limits": 'must be an object such as {"fpr_ratio": {"min": 0.5}}'}
-        )
-    errors: dict[str, str] = {}
-    clean: dict[str, dict[str, float]] = {}
-    for key, bound in fairness_limits.items():
-        field = f"fairness_limits.{key}"
-        if key not in FAIRNESS_AGGREGATES:
-            errors[field] = f"not a fairness aggregate; use one of {', '.join(FAIRNESS_AGGREGATES)}"
-            continue
-        if not isinstance(bound, dict) or not bound or set(bound) - set(BOUNDS):
-            errors[field] = 'must be {"max": number} or {"min": number} (or both)'
-            continue
-        for side, limit in bound.items():
-            if not _number(limit):
-                errors[f"{field}.{side}"] = "must be a number"
-            elif not 0 <= limit <= 1:
-                errors[f"{field}.{side}"] = "must lie between 0 and 1 (fairness aggregates do)"
-        if f"{field}.max" not in errors and f"{field}.min" not in errors:
-            if "max" in bound and "min" in bound and bound["min"] > bound["max"]:
-                errors[field] = "the minimum is above the maximum: nothing could pass"
-            else:
-                clean[key] = {side: float(limit) for side, limit in sorted(bound.items())}
-    if errors:
-        raise InvalidInput(errors)
-    return clean
-
-
-def validate_prohibited(prohibited_features: Any) -> list[str]:
-    if not isinstance(prohibited_features, list):
-        raise InvalidInput({"prohibited_features": "must be a list of feature names"})
-    errors = {
-        f"prohibited_features.{i}": "must be a non-empty string"
-        for i, name in enumerate(prohibited_features)
-        if not isinstance(name, str) or not name.strip()
-    }
-    if errors:
-        raise InvalidInput(errors)
-    return list(dict.fromkeys(name.strip() for name in prohibited_features))
+    """The newest stored version, or None: a model without a policy has no hard limits."""
+    policy = policy_current("ethics", model)
+    return policy if policy.pk is not None else None
 
 
 def ethics_policy_update(
@@ -164,54 +107,13 @@ def ethics_policy_update(
         actor.user, Action.APPROVE_AS_ETHICS_OFFICER, model=model_name, scopes=scopes
     ):
         raise Forbidden(f"changing the ethics policy of {model_name} needs the Ethics Officer")
-    errors: dict[str, str | list[str]] = {}
-    limits: dict[str, dict[str, float]] = {}
-    prohibited: list[str] = []
-    try:
-        limits = validate_limits(fairness_limits)
-    except InvalidInput as exc:
-        errors.update(exc.errors)
-    try:
-        prohibited = validate_prohibited(prohibited_features)
-    except InvalidInput as exc:
-        errors.update(exc.errors)
-    if not (reason or "").strip():
-        errors["reason"] = "required: why the hard limits change"
-    if errors:
-        raise InvalidInput(errors)
+    values = {"fairness_limits": fairness_limits, "prohibited_features": prohibited_features}
+    policy_validate("ethics", values, reason)  # every bad field named before the model lookup
     model = registry_services.model_get(model_name)
     with transaction.atomic():
-        RegisteredModel.objects.select_for_update().get(pk=model.pk)
-        current = ethics_policy_current(model)
-        policy = EthicsPolicy.objects.create(
-            model=model,
-            version=(current.version if current else 0) + 1,
-            fairness_limits=limits,
-            prohibited_features=prohibited,
-            reason=reason.strip(),
-            created_by=actor.label[:200],
-        )
-        audit.record(
-            actor=actor,
-            action="incidents.ethics_policy_updated",
-            obj=policy,
-            model_name=model.name,
-            before=_policy_state(current),
-            after=_policy_state(policy),
-            reason=policy.reason,
-        )
+        policy = policy_publish("ethics", model, values, actor, reason=reason)
         transaction.on_commit(partial(_check_after_update, model.pk), robust=True)
     return policy
-
-
-def _policy_state(policy: EthicsPolicy | None) -> dict[str, Any] | None:
-    if policy is None:
-        return None
-    return {
-        "version": policy.version,
-        "fairness_limits": policy.fairness_limits,
-        "prohibited_features": policy.prohibited_features,
-    }
 
 
 def _check_after_update(model_id: int) -> None:
@@ -238,7 +140,7 @@ def fairness_breaches(
             continue
         for metric, bound in sorted((policy.fairness_limits or {}).items()):
             value = entry.get(metric)
-            if not _number(value):
+            if not is_number(value):
                 continue
             for side, limit in sorted(bound.items()):
                 crossed = value > limit if side == "max" else value < limit

@@ -20,13 +20,8 @@ from governance.roles import Action
 from registry import services as registry_services
 from registry.errors import InvalidInput
 
-from .ethics import (
-    FAIRNESS_AGGREGATES,
-    ethics_policy_current,
-    ethics_policy_update,
-    validate_limits,
-    validate_prohibited,
-)
+from .ethics import ethics_policy_current, ethics_policy_update
+from .ethics_schema import FAIRNESS_AGGREGATES, validate_limits, validate_prohibited
 from .models import EthicsPolicy
 
 LIMITS_SCHEMA = {

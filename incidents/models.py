@@ -5,8 +5,11 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from governance.policy_base import VersionedPolicy
 from monitoring.models import Alert
 from registry.models import ModelVersion, RegisteredModel
+
+from .ethics_schema import ETHICS
 
 
 class IncidentKind(models.TextChoices):
@@ -312,29 +315,23 @@ class StepRun(models.Model):
 # --- Ethics hard limits ------------------------------------------------------------------------
 
 
-class EthicsPolicy(models.Model):
+class EthicsPolicy(VersionedPolicy):
     """Hard limits per model, versioned like the other policies: a breach halts the model.
 
-    ``fairness_limits`` maps a fairness aggregate to its hard bound, e.g.
-    ``{"equalized_odds_difference": {"max": 0.2}, "fpr_ratio": {"min": 0.5}}``;
-    ``prohibited_features`` lists features no serving version may use.
+    Its values are ``fairness_limits`` and ``prohibited_features`` (``ethics_schema``).
     """
 
-    model = models.ForeignKey(
-        RegisteredModel, on_delete=models.PROTECT, related_name="ethics_policies"
-    )
-    version = models.PositiveIntegerField()
-    fairness_limits = models.JSONField(default=dict, blank=True)
-    prohibited_features = models.JSONField(default=list, blank=True)
-    reason = models.TextField()
-    created_by = models.CharField(max_length=200)
-    created_at = models.DateTimeField(default=timezone.now)
+    kind = "ethics"
+    schema = ETHICS
+    audit_action = "incidents.ethics_policy_updated"
 
-    class Meta:
-        ordering = ["model", "-version"]
-        constraints = [
-            models.UniqueConstraint(fields=["model", "version"], name="uniq_ethics_policy_version")
-        ]
+    class Meta(VersionedPolicy.Meta):
+        verbose_name_plural = "ethics policies"
 
-    def __str__(self) -> str:
-        return f"ethics policy v{self.version} of {self.model_id}"
+    @property
+    def fairness_limits(self) -> dict[str, dict[str, float]]:
+        return self.resolved["fairness_limits"]
+
+    @property
+    def prohibited_features(self) -> list[str]:
+        return self.resolved["prohibited_features"]

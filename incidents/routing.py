@@ -24,10 +24,10 @@ from governance import audit
 from governance.audit import Actor
 from governance.lifecycle import live_lifecycle
 from governance.models import SERVING_STAGES, Lifecycle
+from governance.policies import policy_values
 from governance.premises import Premise
 from governance.roles import Role
 from monitoring.models import Alert, Check, Severity
-from monitoring.policies import monitoring_policy_current, policy_settings
 from monitoring.routing import default_route
 from registry.models import RegisteredModel
 
@@ -155,9 +155,9 @@ def _maybe_rollback(alert: Alert, model: RegisteredModel, incident: Incident) ->
     live = live_lifecycle(model)
     if live is None or live.version_id != alert.version_id:
         return None  # rollback concerns the live version only
-    policy = policy_settings(monitoring_policy_current(model))
-    needed = int(policy.get("critical_alerts_for_rollback", 2))
-    window = timedelta(hours=float(policy.get("rollback_window_hours", 24)))
+    policy = policy_values("monitoring", model)
+    needed = int(policy["critical_alerts_for_rollback"])
+    window = timedelta(hours=float(policy["rollback_window_hours"]))
     since = max(alert.created_at, timezone.now()) - window
     criticals = Alert.objects.filter(
         version_id=live.version_id, severity=Severity.CRITICAL, created_at__gte=since

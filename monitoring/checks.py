@@ -6,7 +6,7 @@ Every check has the signature ``check(window, profile, version, settings, thresh
   ``f.<feature>``, ``s.<attribute>``, ``label``; ``label`` is null where no label arrived yet);
 * ``profile``: the version's stored reference profile (``stats.build_reference_profile``) or None;
 * ``version``: the ``ModelVersion`` (its ``thresholds["decision"]`` and ``feature_list``);
-* ``settings``: the monitoring policy's settings (``policies.policy_settings``);
+* ``settings``: the monitoring policy's settings (``MonitoringPolicy.resolved``);
 * ``thresholds``: the validation policy's thresholds (the fairness limits, ``min_group_size``).
 
 It returns a ``CheckResult`` (``metrics``: plain JSON, every number a JSON number or null;
@@ -31,12 +31,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from analytics import fairness as fairness_rule
+from analytics import stats
+from analytics.stats import jsonable
 from governance.models import Evaluation, EvidenceKind
 
-from . import stats
 from .columns import attribute_of, feature_column, is_sensitive
 from .models import Check
-from .stats import jsonable
 
 ECE_BINS = 10
 HIGHER_IS_WORSE = frozenset({"brier"})  # performance metrics that are losses
@@ -514,12 +515,8 @@ def concept_drift(window, profile, version, settings, thresholds) -> CheckResult
 # Fairness
 # --------------------------------------------------------------------------------------------
 
-_FAIRNESS_LIMITS = (
-    # (aggregate, threshold key, breach when, per-group rate it compares)
-    ("equalized_odds_difference", "equalized_odds_difference_max", "above", None),
-    ("fpr_ratio", "fpr_ratio_min", "below", "fpr"),
-    ("fnr_ratio", "fnr_ratio_min", "below", "fnr"),
-)
+# The per-group rate whose spread a violated aggregate measures (None: equalized odds, either).
+_RATE_OF = {"equalized_odds_difference": None, "fpr_ratio": "fpr", "fnr_ratio": "fnr"}
 
 
 def _extremes_p(groups: list[dict], rate: str) -> tuple[float, str, str]:
@@ -559,19 +556,22 @@ def fairness(window, profile, version, settings, thresholds) -> CheckResult:
     scores = _scores(labelled)
     y = _label_array(labelled)
     predicted = _predicted(labelled, scores, version)
-    min_size = max(int(thresholds.get("min_group_size", stats.DEFAULT_MIN_GROUP_SIZE)), 1)
-    limits = {key: float(thresholds[key]) for _, key, _, _ in _FAIRNESS_LIMITS}
+    min_size = max(int(thresholds["min_group_size"]), 1)
+    limits = {key: float(thresholds[key]) for _, key, _ in fairness_rule.LIMITED_AGGREGATES}
     pmin = float(settings["fairness_pvalue_min"])
     groups_of = {attribute_of(column): _groups(labelled[column]) for column in attributes}
     report = stats.fairness_metrics(y, predicted, groups_of, min_group_size=min_size)
+    verdict = fairness_rule.judge(report, limits)
     per_attribute: dict[str, Any] = {}
     points: list[Point] = []
     violations: list[dict[str, Any]] = []
     for name, result in report.attributes.items():
         data = result.to_dict()
-        judged = data["n_judged_groups"] >= 2
+        judged_attr = verdict.attributes[name]
         entry = {
-            "judged": judged,
+            "judged": judged_attr.judged,
+            "status": judged_attr.status,
+            "undefined": [f.aggregate for f in judged_attr.undefined],
             "n_judged_groups": data["n_judged_groups"],
             "min_group_size": min_size,
             **{
@@ -616,40 +616,31 @@ def fairness(window, profile, version, settings, thresholds) -> CheckResult:
             for rate in ("selection_rate", "tpr", "fpr", "fnr", "ppv"):
                 points.append((rate, name, f"{name}={g['group']}", g[rate]))
             points.append(("n", name, f"{name}={g['group']}", g["n"]))
-        if judged:
-            for aggregate, key, direction, rate in _FAIRNESS_LIMITS:
-                value, limit = data[aggregate], limits[key]
-                if value is None:
-                    continue  # undefined is not a violation: too few positives or negatives
-                crossed = value > limit if direction == "above" else value < limit
-                if not crossed:
-                    continue
-                if rate is None:  # equalized odds: the larger of the TPR and FPR spreads
-                    rate = (
-                        "tpr"
-                        if (data["tpr_difference"] or 0) >= (data["fpr_difference"] or 0)
-                        else "fpr"
-                    )
-                p_value, low, high = _extremes_p(data["groups"], rate)
-                violation = {
-                    "attribute": name,
-                    "metric": aggregate,
-                    "value": value,
-                    "threshold": limit,
-                    "rate": rate,
-                    "groups": [low, high],
-                    "p_value": p_value,
-                    "significant": p_value < pmin,
-                    # how far past the limit, relative to it: to pick the worst violation
-                    "excess": (value - limit) / limit
-                    if direction == "above"
-                    else (limit - value) / limit,
-                }
-                entry["violations"].append(violation)
-                if violation["significant"]:
-                    violations.append(violation)
+        for finding in judged_attr.violations:
+            rate = _RATE_OF[finding.aggregate]
+            if rate is None:  # equalized odds: the larger of the TPR and FPR spreads
+                rate = (
+                    "tpr"
+                    if (data["tpr_difference"] or 0) >= (data["fpr_difference"] or 0)
+                    else "fpr"
+                )
+            p_value, low, high = _extremes_p(data["groups"], rate)
+            violation = {
+                "attribute": name,
+                "metric": finding.aggregate,
+                "value": finding.value,
+                "threshold": finding.limit,
+                "rate": rate,
+                "groups": [low, high],
+                "p_value": p_value,
+                "significant": p_value < pmin,
+                "excess": finding.excess,
+            }
+            entry["violations"].append(violation)
+            if violation["significant"]:
+                violations.append(violation)
         per_attribute[name] = entry
-    if not any(a["judged"] for a in per_attribute.values()):
+    if verdict.status == "not_judged":
         raise Skip(
             f"fairness not judged: no sensitive attribute has two groups of at least {min_size} "
             f"labelled records ({', '.join(per_attribute)})"

@@ -11,7 +11,10 @@ from django.db import models
 from django.utils import timezone
 
 from governance.models import ValidationPolicy
+from governance.policy_base import VersionedPolicy
 from registry.models import ModelVersion, RegisteredModel
+
+from .policies import MONITORING
 
 
 class BatchKind(models.TextChoices):
@@ -86,44 +89,15 @@ class ReferenceProfile(models.Model):
         return f"reference profile of {self.version}"
 
 
-class MonitoringPolicy(models.Model):
+class MonitoringPolicy(VersionedPolicy):
     """Thresholds, windows and minimum sizes of one model's checks, versioned like gate policies."""
 
-    DEFAULTS = {
-        "psi_max": 0.2,
-        "performance_metric": "auc",
-        "performance_drop_max": 0.05,
-        "ks_pvalue_min": 0.01,
-        "label_pvalue_min": 0.01,
-        "label_rate_change_max": 0.25,
-        "ece_max": 0.05,
-        "daily_window_days": 7,
-        "weekly_window_days": 28,
-        "min_rows": 500,
-        "min_labeled_rows": 200,
-        "retention_days": 365,
-        "critical_alerts_for_rollback": 2,
-        "rollback_window_hours": 24,
-    }
+    kind = "monitoring"
+    schema = MONITORING
+    audit_action = "monitoring_policy.updated"
 
-    model = models.ForeignKey(
-        RegisteredModel, on_delete=models.PROTECT, related_name="monitoring_policies"
-    )
-    version = models.PositiveIntegerField()
-    settings = models.JSONField()
-    created_at = models.DateTimeField(default=timezone.now)
-    created_by = models.CharField(max_length=200, blank=True)
-    comment = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["model__name", "-version"]
-        constraints = [
-            models.UniqueConstraint(fields=["model", "version"], name="uniq_monitoring_policy")
-        ]
+    class Meta(VersionedPolicy.Meta):
         verbose_name_plural = "monitoring policies"
-
-    def __str__(self) -> str:
-        return f"{self.model} monitoring policy v{self.version}"
 
 
 class Check(models.TextChoices):

@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 from django.utils import timezone
 
+from analytics import stats
 from registry.errors import Conflict
 from registry.models import ModelVersion
 
-from . import stats, store
+from . import store
 from .models import DataBatch, ReferenceProfile
 
 

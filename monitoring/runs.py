@@ -22,10 +22,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from analytics.stats import jsonable
 from governance import audit
 from governance.audit import Actor
 from governance.models import SERVING_STAGES, Lifecycle, ValidationPolicy
-from governance.policies import validation_policy_current
+from governance.policies import policy_in_force
 from governance.premises import Premise
 from governance.selectors import live_version
 from registry.errors import Conflict, InvalidInput
@@ -45,8 +46,6 @@ from .models import (
     ReferenceProfile,
     RunStatus,
 )
-from .policies import monitoring_policy_current, policy_settings
-from .stats import jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +79,8 @@ def run_create(
         raise InvalidInput({"check": f"unknown check '{check}'; use {', '.join(Check.values)}"})
     if version.model_id != model.pk:
         raise InvalidInput({"version": f"{version} is not a version of {model.name}"})
-    policy = monitoring_policy_current(model)
-    start = window_end - timedelta(days=window_days(check, policy_settings(policy)))
+    policy = policy_in_force("monitoring", model, actor)
+    start = window_end - timedelta(days=window_days(check, policy.resolved))
     run, _ = MonitorRun.objects.get_or_create(
         version=version,
         kind=check,
@@ -90,7 +89,7 @@ def run_create(
         defaults={
             "model": model,
             "policy": policy,
-            "validation_policy": validation_policy_current(model),
+            "validation_policy": policy_in_force("validation", model, actor),
             "trigger": trigger,
             "created_by": actor.label,
         },
@@ -252,11 +251,12 @@ def _compute(run: MonitorRun) -> Outcome:
                 f"{run.version} has no reference profile: upload its reference data "
                 f"(POST /api/v1/models/{run.model.name}/versions/{run.version.version}/reference/)"
             )
-    settings = policy_settings(run.policy)
-    thresholds = {
-        **ValidationPolicy.DEFAULTS,
-        **(run.validation_policy.thresholds if run.validation_policy else {}),
-    }
+    settings = run.policy.resolved
+    thresholds = (
+        run.validation_policy.resolved
+        if run.validation_policy
+        else ValidationPolicy.schema.defaults()
+    )
     window = _load_window(run, needs, profile)
     rows = len(window)
     try:

@@ -43,7 +43,7 @@ from django.utils import timezone
 
 from governance.audit import Actor
 from governance.models import Evaluation, EvidenceKind, Lifecycle, Stage, ValidationPolicy
-from governance.policies import validation_policy_current
+from governance.policies import policy_current, policy_in_force, policy_values
 from governance.premises import PremiseFailed
 from registry.errors import Conflict
 from registry.models import ModelVersion
@@ -111,7 +111,8 @@ def _batch(frame, sensitive_columns: list[str]):
     )
 
 
-def _stay(version: ModelVersion) -> Stay:
+def _stay(version: ModelVersion, *, actor: Actor | None = None) -> Stay:
+    """The stay being judged; with ``actor`` (recording) its policy is a stored version."""
     lifecycle = Lifecycle.objects.select_related("version__model").get(version=version)
     baseline = lifecycle.shadow_baseline
     if baseline is None:
@@ -119,12 +120,16 @@ def _stay(version: ModelVersion) -> Stay:
             f"{version} has no live version to be compared with (a first version is judged "
             "by its shadow_replay evidence)"
         )
-    policy = validation_policy_current(version.model)
+    policy = (
+        policy_in_force("validation", version.model, actor)
+        if actor is not None
+        else policy_current("validation", version.model)
+    )
     return Stay(
         version=version,
         baseline=baseline,
         policy=policy,
-        thresholds={**ValidationPolicy.DEFAULTS, **policy.thresholds},
+        thresholds=policy.resolved,
         start=lifecycle.stage_entered_at,
         end=timezone.now(),
     )
@@ -174,8 +179,8 @@ def _agreement_gate(stay: Stay, traffic: Traffic) -> dict:
 
 
 def _score_distribution_gate(stay: Stay, traffic: Traffic) -> dict:
+    from analytics import stats
     from governance.gates import gate
-    from monitoring import stats
 
     ks_min = float(stay.thresholds["shadow_ks_pvalue_min"])
     if not traffic.n:
@@ -195,8 +200,8 @@ def _score_distribution_gate(stay: Stay, traffic: Traffic) -> dict:
 
 def _performance_gates(stay: Stay, traffic: Traffic) -> list[dict]:
     """The validation gates (metrics, fairness) on the labelled pairs, live AUC alongside."""
+    from analytics import stats
     from governance import gates
-    from monitoring import stats
 
     paired, thresholds = traffic.paired, stay.thresholds
     sensitive_columns = [
@@ -347,7 +352,7 @@ def shadow_evaluation_record(
     """
     from governance import evidence, gates
 
-    stay = _stay(version)
+    stay = _stay(version, actor=actor)
     report = _report(stay)
     return gates.evaluation_record(
         version=version,
@@ -372,9 +377,7 @@ def _evaluation_since(version: ModelVersion, since: datetime) -> Evaluation | No
 
 def _shadow_days(model_id: int) -> float:
     """The policy's shadow period, read only (a sweep creates no policy row)."""
-    policy = ValidationPolicy.objects.filter(model_id=model_id).order_by("-version").first()
-    thresholds = {**ValidationPolicy.DEFAULTS, **(policy.thresholds if policy else {})}
-    return float(thresholds["shadow_days"])
+    return float(policy_values("validation", model_id)["shadow_days"])
 
 
 def shadow_evaluations_due(*, now: datetime | None = None) -> list[int]:

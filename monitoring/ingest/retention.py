@@ -11,10 +11,11 @@ from django.utils import timezone
 
 from governance import audit
 from governance.audit import Actor
+from governance.policies import policy_values
 from registry.models import RegisteredModel
 
 from .. import store
-from ..models import BatchKind, DataBatch, MonitoringPolicy
+from ..models import BatchKind, DataBatch
 
 logger = logging.getLogger(__name__)
 
@@ -22,14 +23,8 @@ PURGE_TASK = "monitoring.purge_expired_predictions"
 
 
 def retention_days(model: RegisteredModel) -> int:
-    """``retention_days`` of the model's newest monitoring policy, else the default (365)."""
-    default = MonitoringPolicy.DEFAULTS["retention_days"]
-    policy = MonitoringPolicy.objects.filter(model=model).order_by("-version").first()
-    value = (policy.settings or {}).get("retention_days", default) if policy else default
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
-        logger.warning("model %s: retention_days %r is not a positive number", model, value)
-        return default
-    return int(value)
+    """``retention_days`` of the model's monitoring policy in force (its schema's default, 365)."""
+    return int(policy_values("monitoring", model)["retention_days"])
 
 
 def purge_expired(*, now: datetime | None = None) -> int:

@@ -117,7 +117,7 @@ def load_window(
     only the rows inside the window. Sensitive ``s.*``
     columns come only with ``with_sensitive=True``. ``with_labels`` adds ``label`` (float64: 0, 1,
     NaN when unlabelled) and ``label_time``, the latest label per prediction. ``prediction`` is
-    float64 too (NaN when not logged), so both go straight into ``monitoring.stats``. Naive
+    float64 too (NaN when not logged), so both go straight into ``analytics.stats``. Naive
     datetimes are UTC. Rows come in storage order (by day, then batch; by time within a batch).
     """
     check_columns(columns, with_sensitive)

@@ -18,6 +18,7 @@ from django.db import transaction
 from governance import audit
 from governance.audit import Actor
 from governance.models import Archive, Lifecycle, Stage
+from governance.policies import policy_in_force
 from monitoring.models import (
     Alert,
     BatchKind,
@@ -28,7 +29,6 @@ from monitoring.models import (
     RunStatus,
     Severity,
 )
-from monitoring.policies import monitoring_policy_current
 from registry.models import ModelVersion
 from serving.models import Halt
 from tests.factories import ModelVersionFactory, RegisteredModelFactory
@@ -133,7 +133,7 @@ def seed(name: str = "hotspot", *, days: int = 10, features: int = 3, now=NOW) -
             return versions["1.0.1"]
         return versions["1.0.0"]
 
-    policy = monitoring_policy_current(model)
+    policy = policy_in_force("monitoring", model, LEAD)
     runs = MonitorRun.objects.bulk_create(
         MonitorRun(
             model=model,

@@ -8,10 +8,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from governance.audit import Actor
 from governance.models import Lifecycle, RoleGrant, Stage
+from governance.policies import policy_in_force
 from incidents.models import Incident, IncidentKind, IncidentStatus, StepRun, StepStatus
 from monitoring.models import Alert, AlertStatus, Check, MonitorRun, Severity
-from monitoring.policies import monitoring_policy_current
 from serving.models import Halt
 from tests.factories import ModelVersionFactory, RegisteredModelFactory, UserFactory
 
@@ -30,7 +31,7 @@ def _alert(version, severity):
         model=version.model,
         version=version,
         kind=Check.DATA_DRIFT,
-        policy=monitoring_policy_current(version.model),
+        policy=policy_in_force("monitoring", version.model, Actor.system("tests")),
         window_start=now - timedelta(days=1, seconds=MonitorRun.objects.count()),
         window_end=now,
     )

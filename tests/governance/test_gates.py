@@ -24,7 +24,7 @@ from governance.models import (
     Lifecycle,
     Stage,
 )
-from governance.policies import validation_policy_update
+from governance.policies import policy_publish
 from registry.errors import Conflict, InvalidInput
 from tests.factories import ModelVersionFactory, RegisteredModelFactory, UserFactory
 
@@ -214,11 +214,11 @@ def test_predicted_class_defaults_to_the_versions_decision_threshold():
 
 
 def test_the_gates_use_the_current_policy_version_and_record_it(version):
-    validation_policy_update(
-        model=version.model, changes={"auc_min": 0.95}, comment="stricter", actor=CI
+    policy = policy_publish(
+        "validation", model=version.model, values={"auc_min": 0.95}, reason="stricter", actor=CI
     )
     evaluation = submit(version, "validation", records=make_records())
-    assert evaluation.report["policy_version"] == 2 and evaluation.policy.version == 2
+    assert evaluation.report["policy_version"] == policy.version == evaluation.policy.version
     assert gate(evaluation.report, "metrics")["thresholds"] == {"auc_min": 0.95}
     assert evaluation.passed is False
 

@@ -18,7 +18,7 @@ from django.db import connection
 from governance import audit, notify, sla
 from governance.audit import Actor
 from governance.models import AuditEvent, Escalation, Lifecycle, RoleGrant, Stage
-from governance.policies import validation_policy_update
+from governance.policies import policy_publish
 from governance.tasks import escalate_overdue_stages
 from incidents.models import Notification
 from incidents.notifications import deliver_due
@@ -147,10 +147,11 @@ def test_the_bump_is_judged_against_the_newest_lower_version_not_the_patch_numbe
 def test_staging_limit_follows_the_shadow_days_of_the_current_validation_policy():
     previous = ModelVersionFactory(version="1.3.0")
     minor = ModelVersionFactory(model=previous.model, version="1.4.0")
-    validation_policy_update(
+    policy_publish(
+        "validation",
         model=minor.model,
-        changes={"shadow_days": 10},
-        comment="longer shadow",
+        values={"shadow_days": 10},
+        reason="longer shadow",
         actor=Actor.system("tests"),
     )
     put_in_stage(minor, Stage.STAGING, T0)

@@ -153,9 +153,12 @@ def test_each_update_is_a_new_audited_version_and_the_old_one_stays():
     events = AuditEvent.objects.filter(action="incidents.ethics_policy_updated").order_by("seq")
     assert [e.before for e in events] == [
         None,
-        {"version": 1, "fairness_limits": {"fpr_ratio": {"min": 0.5}}, "prohibited_features": []},
+        {
+            "version": 1,
+            "values": {"fairness_limits": {"fpr_ratio": {"min": 0.5}}, "prohibited_features": []},
+        },
     ]
-    assert events.last().after["prohibited_features"] == ["ethnicity"]
+    assert events.last().after["values"]["prohibited_features"] == ["ethnicity"]
     assert events.last().actor == "the-ethicist" and events.last().reason == "stricter"
     assert audit.verify().valid
 

@@ -77,11 +77,11 @@ def test_one_critical_alert_alone_does_not_roll_back():
 
 def test_the_policy_sets_how_many_critical_alerts_roll_back():
     _, v2 = live_pair()
-    from monitoring.policies import monitoring_policy_current
+    from governance.audit import Actor
+    from governance.policies import policy_publish
 
-    policy = monitoring_policy_current(v2.model)
-    policy.settings = {**policy.settings, "critical_alerts_for_rollback": 3}
-    policy.save()
+    tests = Actor.system("tests")
+    policy_publish("monitoring", v2.model, {"critical_alerts_for_rollback": 3}, tests)
     assert route_alert(alert_on(v2))["rollback"] is None
     assert route_alert(alert_on(v2))["rollback"] is None
     assert route_alert(alert_on(v2))["rollback"] is not None

@@ -15,17 +15,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analytics import stats
 from governance.models import Evaluation, EvidenceKind, ValidationPolicy
-from monitoring import checks, stats
+from monitoring import checks
 from monitoring.checks import CheckFailed, Skip
 from monitoring.columns import feature_of, is_feature
-from monitoring.policies import DEFAULTS
+from monitoring.policies import MONITORING
 from tests.factories import ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
 
-SETTINGS: dict[str, Any] = dict(DEFAULTS)
-THRESHOLDS: dict[str, Any] = dict(ValidationPolicy.DEFAULTS)
+SETTINGS: dict[str, Any] = MONITORING.defaults()
+THRESHOLDS: dict[str, Any] = ValidationPolicy.schema.defaults()
 FEATURES = ["f1", "f2", "f3"]
 
 

@@ -8,10 +8,11 @@ import pytest
 from django.contrib import admin
 from django.urls import include, path
 
+from governance.audit import Actor
 from governance.models import AuditEvent, Stage
+from governance.policies import policy_in_force
 from monitoring import runs, tasks
 from monitoring.models import Alert, MonitoringPolicy, MonitorRun, RunStatus
-from monitoring.policies import monitoring_policy_current
 from tests.factories import UserFactory
 from tests.monitoring.test_checks import synthetic
 from tests.monitoring.test_runs import alert_on, create, live, put_window
@@ -246,7 +247,6 @@ def test_alerts_of_unreadable_models_are_not_listed(api_client):
 @pytest.fixture
 def lead_client(client):
     from governance import services
-    from governance.audit import Actor
 
     services.role_grant(username="the-lead", roles=["ml_lead"], actor=Actor.system("tests"))
     user = UserFactory(username="the-lead")
@@ -256,29 +256,29 @@ def lead_client(client):
 
 def test_admin_policy_change_creates_a_new_audited_version(lead_client):
     version = live()
-    policy = monitoring_policy_current(version.model)
+    policy = policy_in_force("monitoring", version.model, Actor.system("tests"))
     url = f"/admin/monitoring/monitoringpolicy/{policy.pk}/change/"
     assert lead_client.get(url).status_code == 200
-    settings = {**policy.settings, "psi_max": 0.3}
+    settings = {**policy.values, "psi_max": 0.3}
     response = lead_client.post(
         url, {"new_settings": json.dumps(settings), "change_comment": "seasonal data"}
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     new = MonitoringPolicy.objects.get(model=version.model, version=2)
-    assert new.settings["psi_max"] == 0.3 and new.comment == "seasonal data"
+    assert new.values["psi_max"] == 0.3 and new.reason == "seasonal data"
     assert response["Location"].endswith(f"/{new.pk}/change/")
-    event = AuditEvent.objects.get(action="monitoring_policy.updated")
-    assert event.actor == "the-lead" and event.after["settings"]["psi_max"] == 0.3
+    event = AuditEvent.objects.filter(action="monitoring_policy.updated").order_by("seq").last()
+    assert event.actor == "the-lead" and event.after["values"]["psi_max"] == 0.3
     policy.refresh_from_db()
-    assert policy.settings["psi_max"] == 0.2  # the old version is untouched
+    assert policy.values["psi_max"] == 0.2  # the old version is untouched
 
 
 def test_admin_policy_change_refuses_a_bad_value_naming_it(lead_client):
     version = live()
-    policy = monitoring_policy_current(version.model)
+    policy = policy_in_force("monitoring", version.model, Actor.system("tests"))
     response = lead_client.post(
         f"/admin/monitoring/monitoringpolicy/{policy.pk}/change/",
-        {"new_settings": json.dumps({**policy.settings, "min_rows": 0}), "change_comment": "x"},
+        {"new_settings": json.dumps({**policy.values, "min_rows": 0}), "change_comment": "x"},
     )
     assert response.status_code == 200
     assert b"min_rows: must be a whole number of at least 1" in response.content
@@ -299,7 +299,10 @@ def test_admin_lists_runs_and_alerts_read_only(lead_client):
 
 def test_admin_policy_add_creates_the_next_version_for_the_chosen_model(lead_client):
     version = live()
-    settings = {**monitoring_policy_current(version.model).settings, "ece_max": 0.08}
+    settings = {
+        **policy_in_force("monitoring", version.model, Actor.system("tests")).values,
+        "ece_max": 0.08,
+    }
     response = lead_client.post(
         "/admin/monitoring/monitoringpolicy/add/",
         {
@@ -310,14 +313,13 @@ def test_admin_policy_add_creates_the_next_version_for_the_chosen_model(lead_cli
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     new = MonitoringPolicy.objects.get(model=version.model, version=2)
-    assert new.settings["ece_max"] == 0.08
+    assert new.values["ece_max"] == 0.08
 
 
 def test_admin_policy_editing_needs_the_ml_lead(client):
     version = live()
-    policy = monitoring_policy_current(version.model)
+    policy = policy_in_force("monitoring", version.model, Actor.system("tests"))
     from governance import services
-    from governance.audit import Actor
 
     services.role_grant(username="pm", roles=["product_manager"], actor=Actor.system("tests"))
     client.force_login(UserFactory(username="pm"))

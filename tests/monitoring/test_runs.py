@@ -19,6 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from governance import services
 from governance.audit import Actor
 from governance.models import AuditEvent, Lifecycle, Stage
+from governance.policies import policy_current, policy_in_force, policy_publish
 from monitoring import checks, ingest, routing, runs, schedule, store, tasks
 from monitoring.columns import attribute_of, feature_of, is_feature, is_sensitive
 from monitoring.models import (
@@ -33,11 +34,6 @@ from monitoring.models import (
     ReferenceProfile,
     ReviewItem,
     RunStatus,
-)
-from monitoring.policies import (
-    monitoring_policy_current,
-    monitoring_policy_update,
-    policy_settings,
 )
 from registry.errors import InvalidInput
 from tests.factories import ModelVersionFactory, RegisteredModelFactory
@@ -233,11 +229,12 @@ def test_run_create_finds_the_existing_run_of_the_same_version_check_and_window(
 
 def test_run_create_records_the_current_policy_versions():
     version = live()
-    monitoring_policy_update(
-        model=version.model, changes={"psi_max": 0.3}, comment="looser", actor=SYSTEM
+    policy_publish(
+        "monitoring", model=version.model, values={"psi_max": 0.3}, reason="looser", actor=SYSTEM
     )
     run = create(version, "data_drift")
-    assert run.policy.version == 2 and run.validation_policy.version == 1
+    assert run.policy.version == 1 and run.policy.values["psi_max"] == 0.3
+    assert run.validation_policy.version == 1
     assert run.status == RunStatus.PENDING and run.trigger == "schedule"
 
 
@@ -640,23 +637,29 @@ def test_the_beat_schedule_rows_exist_for_the_admin():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_a_model_without_a_policy_gets_version_1_with_the_defaults():
+def test_a_model_without_a_policy_reads_the_defaults_and_a_run_pins_version_1():
     model = RegisteredModelFactory()
-    policy = monitoring_policy_current(model)
-    assert policy.version == 1 and policy.settings["psi_max"] == 0.2
-    assert monitoring_policy_current(model).pk == policy.pk
-    assert MonitoringPolicy.DEFAULTS.items() <= policy_settings(policy).items()
+    read = policy_current("monitoring", model)
+    assert read.pk is None and read.version == 0 and read.resolved["psi_max"] == 0.2
+    assert not MonitoringPolicy.objects.exists()  # reading writes no row
+    policy = policy_in_force("monitoring", model, SYSTEM)
+    assert policy.version == 1 and policy.values == MonitoringPolicy.schema.defaults()
+    assert policy_in_force("monitoring", model, SYSTEM).pk == policy.pk
 
 
 def test_a_policy_update_is_a_new_audited_version():
     model = RegisteredModelFactory()
-    policy = monitoring_policy_update(
-        model=model, changes={"psi_max": 0.25, "min_rows": 1000}, comment="fewer", actor=SYSTEM
+    policy = policy_publish(
+        "monitoring",
+        model=model,
+        values={"psi_max": 0.25, "min_rows": 1000},
+        reason="fewer",
+        actor=SYSTEM,
     )
-    assert policy.version == 2 and policy.settings["psi_max"] == 0.25
-    assert monitoring_policy_current(model).pk == policy.pk
+    assert policy.version == 1 and policy.values["psi_max"] == 0.25
+    assert policy_current("monitoring", model).pk == policy.pk
     event = AuditEvent.objects.get(action="monitoring_policy.updated")
-    assert event.before["settings"]["psi_max"] == 0.2 and event.after["settings"]["psi_max"] == 0.25
+    assert event.before is None and event.after["values"]["psi_max"] == 0.25
     assert event.reason == "fewer"
 
 
@@ -670,23 +673,23 @@ def test_a_policy_update_is_a_new_audited_version():
         ({"min_rows": 0}, "min_rows"),
         ({"daily_window_days": 2.5}, "daily_window_days"),
         ({"performance_metric": "vibes"}, "performance_metric"),
-        ({}, "changes"),
+        ({}, "values"),
     ],
 )
 def test_a_policy_update_refuses_bad_settings_naming_the_field(changes, field):
     model = RegisteredModelFactory()
     with pytest.raises(InvalidInput) as caught:
-        monitoring_policy_update(model=model, changes=changes, comment="", actor=SYSTEM)
+        policy_publish("monitoring", model=model, values=changes, reason="", actor=SYSTEM)
     assert field in caught.value.errors
-    assert not MonitoringPolicy.objects.filter(model=model, version=2).exists()
+    assert not MonitoringPolicy.objects.filter(model=model).exists()
 
 
 def test_a_run_uses_the_policy_recorded_on_it():
     version = live()
     put_window(version, synthetic(600, seed=43))
     run = create(version, "prediction_drift")
-    monitoring_policy_update(
-        model=version.model, changes={"min_rows": 5_000}, comment="", actor=SYSTEM
+    policy_publish(
+        "monitoring", model=version.model, values={"min_rows": 5_000}, reason="", actor=SYSTEM
     )
     assert runs.run_execute(run.pk).status == RunStatus.SUCCEEDED  # v1: min_rows 500
 

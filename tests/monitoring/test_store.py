@@ -677,9 +677,7 @@ def test_new_reference_data_is_added_and_the_profile_recomputed(version):
 
 
 def test_purge_removes_only_expired_predictions_and_labels_and_audits_it(version, settings):
-    MonitoringPolicy.objects.create(
-        model=version.model, version=1, settings={**MonitoringPolicy.DEFAULTS, "retention_days": 30}
-    )
+    MonitoringPolicy.objects.create(model=version.model, version=1, values={"retention_days": 30})
     now = T0 + timedelta(days=40)
     old = ingest_predictions(version, records(2, start=T0))  # day 0: expired
     kept = ingest_predictions(version, records(2, start=T0 + timedelta(days=11), prefix="k"))

@@ -183,7 +183,8 @@ ADMIN_MODELS: dict[str, frozenset[str]] = {
     "governance.lifecycle": STAFF_SCOPED,
     "governance.evaluation": STAFF_SCOPED,
     "governance.approval": STAFF_SCOPED,
-    "governance.validationpolicy": STAFF_GLOBAL,
+    # the ML Lead of a model edits its validation policy (issue 11)
+    "governance.validationpolicy": STAFF_GLOBAL | holders(["ml_lead"]),
     "governance.escalation": STAFF_GLOBAL,
     "governance.rolegrant": STAFF_GLOBAL,
     "governance.tokenscope": STAFF_GLOBAL,
@@ -210,6 +211,7 @@ ADMIN_MODELS: dict[str, frozenset[str]] = {
 ADMIN_ADD: dict[str, Rule] = {
     # a per-model holder adds policies for their own models: the form offers only those
     "monitoring.monitoringpolicy": R(holders(["ml_lead"], ANY_SCOPE), listing=True, shows=False),
+    "governance.validationpolicy": R(holders(["ml_lead"], ANY_SCOPE), listing=True, shows=False),
     "incidents.ethicspolicy": R(holders(["ethics_officer"], ANY_SCOPE), listing=True, shows=False),
     "incidents.rollback": R(holders(["ml_lead"], ANY_SCOPE), listing=True, shows=False),
     "serving.halt": R(holders(["ml_lead", "ethics_officer", "oncall"], ANY_SCOPE), shows=False),

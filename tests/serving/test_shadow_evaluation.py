@@ -264,14 +264,15 @@ def test_a_first_version_in_staging_is_never_due():
 
 
 def test_the_shadow_period_comes_from_the_validation_policy():
-    from governance.policies import validation_policy_update
+    from governance.policies import policy_publish
 
     v1 = new_version("1.0.0")
     to_production_first(v1)
-    validation_policy_update(
+    policy_publish(
+        "validation",
         model=v1.model,
-        changes={"shadow_days": 3},
-        comment="short shadow for a low-risk model",
+        values={"shadow_days": 3},
+        reason="short shadow for a low-risk model",
         actor=person("ethics_officer"),
     )
     v2 = new_version("1.1.0", model=v1.model)

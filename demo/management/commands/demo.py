@@ -149,21 +149,22 @@ class Command(BaseCommand):
         the ML Lead: the admin's inbox and history show real work in progress.
         """
         from demo.lifecycle_walk import walk
-        from governance.policies import validation_policy_update
+        from governance.policies import policy_current, policy_publish
 
         model = RegisteredModel.objects.get(name=MODEL_NAME)
-        if model.validation_policies.count() < 2:
-            validation_policy_update(
-                model=model,
-                changes={"fpr_ratio_min": 0.5, "fnr_ratio_min": 0.5},
-                comment=(
+        if policy_current("validation", model).version < 2:
+            policy_publish(
+                "validation",
+                model,
+                {"fpr_ratio_min": 0.5, "fnr_ratio_min": 0.5},
+                Actor.for_user(get_user_model().objects.get(username="olu-ethics")),
+                reason=(
                     "Per-neighbourhood false-positive rates are 2-5 % (about 40 cases a group on "
                     "the 12-week validation split), so a min/max ratio has a sampling error above "
                     "0.2; parity is judged by the equalized-odds difference (<= 0.10, unchanged) "
                     "with ratio floors of 0.5 until the split is large enough. Reviewed by the "
                     "Ethics Officer."
                 ),
-                actor=Actor.for_user(get_user_model().objects.get(username="olu-ethics")),
             )
             self.step("ethics officer set the model's FPR/FNR ratio floors to 0.5 (policy v2)")
         for version, (model, validation, features) in self.splits.items():

@@ -1,4 +1,4 @@
-"""Specification tests for monitoring.stats (pure numpy/scipy, no Django, no database)."""
+"""Specification tests for analytics.stats (pure numpy/scipy, no Django, no database)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from hypothesis.extra import numpy as hnp
 from scipy.stats import chi2_contingency, ks_2samp
 from sklearn.metrics import roc_auc_score
 
-from monitoring import stats
-from monitoring.stats import (
+from analytics import stats
+from analytics.stats import (
     PSI_EPSILON,
     build_feature_profile,
     build_reference_profile,
