@@ -9,8 +9,9 @@ from django.contrib.auth import get_user_model
 
 from governance.audit import Actor
 from incidents.models import Incident, IncidentKind, Rollback, RollbackStatus
-from incidents.playbooks import playbook_advance, step_complete
+from incidents.playbook_engine import playbook_advance
 from incidents.rollback import rollback_run
+from incidents.steps.human import step_complete
 from registry.errors import DomainError
 
 

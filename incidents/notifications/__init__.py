@@ -24,6 +24,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from governance.models import RoleGrant
+from platform_core.tasking import enqueue
 
 from ..models import Channel, DeliveryAttempt, Notification, NotificationStatus
 from .base import PermanentFailure, TemporaryFailure
@@ -94,9 +95,7 @@ def notify_role(
 
 
 def enqueue_delivery(countdown: float | None = None) -> None:
-    from ..tasks import deliver_notifications
-
-    deliver_notifications.apply_async(countdown=countdown)
+    enqueue("incidents.deliver_notifications", countdown=countdown)
 
 
 def backoff(attempts: int) -> timedelta:

@@ -12,8 +12,8 @@ from governance import audit
 from governance.models import Archive, Lifecycle
 from incidents import rollback as rollback_service
 from incidents import tasks
+from incidents.alert_response import route_alert
 from incidents.models import Incident, Notification, Rollback
-from incidents.routing import route_alert
 from tests.incidents.helpers import alert_on, live_pair, live_single, stage
 from tests.serving.helpers import live, promote_patch
 

@@ -26,9 +26,9 @@ from django.db import connection
 
 from governance import audit
 from governance.models import Archive, AuditEvent, Lifecycle
+from incidents.alert_response import route_alert
 from incidents.models import Incident, Rollback
 from incidents.rollback import TERMINAL
-from incidents.routing import route_alert
 from tests.incidents.helpers import alert_on, stage
 from tests.serving.helpers import live, promote_patch
 
