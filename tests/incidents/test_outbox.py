@@ -16,9 +16,9 @@ from governance import services
 from governance.audit import Actor
 from incidents.models import Incident, IncidentKind, Notification
 from incidents.notifications import deliver_due, notify_role
+from incidents.notifications.webhook import HEADER
 from incidents.paging import page_role
 from tests.factories import RegisteredModelFactory
-from incidents.notifications.webhook import HEADER
 
 pytestmark = pytest.mark.django_db
 
