@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
+from platform_core.tasking import enqueue
+
 from . import background
 from .conf import setting
 
@@ -194,9 +196,7 @@ def _announce(*, final: bool) -> None:
 
 
 def enqueue_ingest() -> None:
-    from .tasks import ingest_prediction_log
-
-    ingest_prediction_log.apply_async()
+    enqueue("serving.ingest_prediction_log")
 
 
 def _groups(batches: list[LoggedBatch]) -> list[list[LoggedBatch]]:

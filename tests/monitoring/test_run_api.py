@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from governance.models import AuditEvent, Stage
-from monitoring import runs, tasks
+from monitoring import runs
 from monitoring.models import Alert, MonitoringPolicy, MonitorRun, RunStatus
 from monitoring.policies import monitoring_policy_current
 from tests.factories import UserFactory
@@ -37,7 +37,13 @@ def _own_var_dir(settings, tmp_path):
 @pytest.fixture
 def enqueued(monkeypatch):
     sent: list[int] = []
-    monkeypatch.setattr(tasks.execute_run, "delay", lambda run_id: sent.append(run_id))
+
+    def record(name, args=(), kwargs=None, **options):
+        if name == "monitoring.execute_run":
+            sent.append(args[0])
+        return ""
+
+    monkeypatch.setattr("platform_core.tasking.send", record)
     return sent
 
 
