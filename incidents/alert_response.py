@@ -39,7 +39,7 @@ from .rollback import rollback_create
 from .services import incident_active, incident_open
 from .timeline import add_event
 
-SYSTEM = Actor.system("incidents.routing")  # the label audit events already carry
+SYSTEM = Actor.system("incidents.alert_response")
 PAGED_ROLE = {Severity.HIGH: Role.ML_LEAD, Severity.CRITICAL: Role.ETHICS_OFFICER}
 _RANK = {Severity.MEDIUM: 0, Severity.HIGH: 1, Severity.CRITICAL: 2}
 

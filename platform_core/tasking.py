@@ -30,15 +30,17 @@ def send(name: str, args: tuple = (), kwargs: dict[str, Any] | None = None, **op
     return getattr(result, "id", "") or ""
 
 
-def enqueue(name: str, *args: Any, countdown: float | None = None, **kwargs: Any) -> str:
+def enqueue(name: str, /, *args: Any, countdown: float | None = None, **kwargs: Any) -> str:
     """Send task ``name`` with ``args``/``kwargs`` now: for callers already past the commit."""
     return send(name, args, kwargs, countdown=countdown)
 
 
-def enqueue_on_commit(name: str, *args: Any, countdown: float | None = None, **kwargs: Any) -> None:
+def enqueue_on_commit(
+    name: str, /, *args: Any, countdown: float | None = None, **kwargs: Any
+) -> None:
     """Send task ``name`` once the current transaction commits (at once outside one).
 
-    ``robust``: a broker that is down is logged, not raised into the committed request; the
-    periodic safety nets (beat) pick the work up again.
+    ``robust``: a broker that is down is logged, not raised into the request that committed;
+    the committed rows record the work, which a redelivery or a beat entry can pick up.
     """
     transaction.on_commit(partial(send, name, args, kwargs, countdown=countdown), robust=True)

@@ -244,7 +244,7 @@ def test_an_automatic_rollback_request_is_audited_like_a_manual_one(serving_pair
 
     [event] = AuditEvent.objects.filter(action="incidents.rollback_requested")
     assert event.object_id == str(rollback_id)
-    assert event.actor == "system:incidents.routing"
+    assert event.actor == "system:incidents.alert_response"
     assert event.after["automatic"] is True and event.after["version"] == "1.0.1"
     assert "2 critical alerts on 1.0.1" in event.reason
     assert audit.verify().valid
