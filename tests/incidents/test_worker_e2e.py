@@ -214,6 +214,7 @@ def assert_rolled_back_once(v1, v2) -> Rollback:
     rolled = Lifecycle.objects.get(version=v2)
     assert (rolled.stage, rolled.archive) == ("retired", Archive.COLD)
     assert audit_actions("incidents.rollback_") == [
+        "incidents.rollback_requested",  # automatic, by the alert's response
         "incidents.rollback_switched",
         "incidents.rollback_verified",
         "incidents.rollback_completed",
