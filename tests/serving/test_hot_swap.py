@@ -198,7 +198,11 @@ def test_the_enqueue_names_the_tasks_and_settings_route_them_to_the_urgent_queue
     )
     REAL_ENQUEUE_VERIFICATION(7)
     REAL_ENQUEUE_WARM_STANDBY(3)
-    assert sent == [("serving.verify_promotion", (7,), {}), ("serving.warm_standby", (3,), {})]
+    assert [(name, args) for name, args, _ in sent] == [
+        ("serving.verify_promotion", (7,)),
+        ("serving.warm_standby", (3,)),
+    ]
+    assert all("queue" not in options for _, _, options in sent)  # settings choose it
     queues = {app.amqp.router.route({}, name, args, {})["queue"].name for name, args, _ in sent}
     assert queues == {"urgent"}
 
