@@ -326,8 +326,8 @@ def poll(model: str, done, *, interval: float, timeout: float) -> float | None:
 
 
 def drill(v1, v2, broker) -> dict:
+    from incidents.alert_response import route_alert
     from incidents.models import Rollback
-    from incidents.routing import route_alert
     from serving.halt import halt_engage
     from tests.governance.lifecycle_helpers import person
     from tests.incidents.helpers import alert_on

@@ -15,7 +15,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
-    path("registry/", include("registry.urls")),
+    path("registry/", include("governance.registry_urls")),
     path("api/v1/", include("governance.api.urls")),
     path("api/v1/", include("monitoring.urls")),
     path("api/v1/", include("monitoring.run_urls")),

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 from governance.audit import Actor
 from governance.permissions import can_on_any_model
 from governance.roles import Action
-from incidents.playbooks import step_complete
+from incidents.steps.human import step_complete
 from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 
 from . import incidents as selectors

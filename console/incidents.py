@@ -28,8 +28,8 @@ from incidents.models import (
     StepRun,
     StepStatus,
 )
-from incidents.playbooks import NOT_APPLICABLE
 from incidents.selectors import completable_by, decision_options, justification_needed_for
+from incidents.steps.human import NOT_APPLICABLE
 
 ROLE_NAMES = dict(Role.choices)
 KIND_WORDS = {

@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from django.contrib.auth import get_user_model
 
 from governance.audit import Actor
-from incidents.models import Incident, IncidentKind, Rollback, RollbackStatus
-from incidents.playbooks import playbook_advance, step_complete
+from incidents.models import Channel, Incident, IncidentKind, Notification, Rollback, RollbackStatus
+from incidents.notifications import deliver_due
+from incidents.playbook_engine import playbook_advance
 from incidents.rollback import rollback_run
+from incidents.steps.human import step_complete
 from registry.errors import DomainError
 
 
@@ -77,3 +79,20 @@ def work_incidents(model_name: str) -> Iterator[str]:
         f"incident {fairness.pk} is {fairness.status}: {open_steps} steps wait for people "
         "(root-cause analysis, the Ethics Committee's remediation plan, the review)"
     )
+
+
+def deliver_notifications(model_name: str) -> Iterator[str]:
+    """Deliver the outbox as the worker would. The demo configures no paging service
+    (``PAGING_URL``/``PAGING_ROUTING_KEYS``), so each page fails and is emailed to the same role
+    instead (files under ``var/mail/``); the incident timelines say so."""
+    for _ in range(2):  # the pages, then the emails standing in for them
+        deliver_due()
+    fallbacks = Notification.objects.filter(
+        model__name=model_name, channel=Channel.EMAIL, dedup_key__endswith="-email-fallback"
+    )
+    roles = sorted(set(fallbacks.values_list("role", flat=True)))
+    if roles:
+        yield (
+            f"no paging service configured: {fallbacks.count()} page(s) emailed instead to "
+            f"{', '.join(roles)} (var/mail/; the incident timeline says so)"
+        )

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed
 
-from registry.errors import Conflict, Forbidden, InvalidInput, NotFound
+from registry.errors import Conflict, Forbidden, InvalidInput, NoStandbyVersion, NotFound
 from registry.models import ModelVersion, RegisteredModel
 from registry.semver import Bump
 
@@ -200,7 +200,9 @@ def transition(
                 )
             reasons = unmet_conditions(lifecycle, name, comment=comment)
             if reasons:
-                raise Conflict(
+                # a rollback without a standby is a state its callers handle, not a refusal
+                no_standby = name == "start_rollback" and _standby_target(lifecycle) is None
+                raise (NoStandbyVersion if no_standby else Conflict)(
                     f"{name} refused: {len(reasons)} unmet condition(s)", reasons=reasons
                 )
             changed += _apply(lifecycle, name, comment=comment, actor=actor)

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from knox.models import AuthToken
 
+from platform_core.tasking import enqueue
 from registry import services as registry_services
 from registry.errors import InvalidInput, NotFound
 from registry.models import ModelVersion, RegisteredModel
@@ -124,9 +125,7 @@ def mlflow_mirror_or_retry(version_id: int) -> None:
         mlflow_mirror(version_id=version_id)
     except Exception:
         logger.warning("MLflow mirror of version %s failed; queued a retry", version_id)
-        from .tasks import mirror_stage_to_mlflow
-
-        mirror_stage_to_mlflow.delay(version_id)
+        enqueue("governance.mirror_stage_to_mlflow", version_id)
 
 
 MIRROR_ROUNDS = 3

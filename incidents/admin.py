@@ -1,5 +1,5 @@
 """Admin views of incidents, rollbacks and the outbox, and of the playbooks, whose edits go
-through the audited services of ``incidents.playbooks``.
+through the audited services of ``incidents.playbook_editing``.
 
 Governance staff act here as over the API, through the same services: an ML Lead requests a
 manual rollback (the Rollback "add" page is that request), and a person holding one of a waiting
@@ -26,6 +26,7 @@ from governance.roles import Action
 from registry.admin import ReadOnlyAdmin as RoleReadOnlyAdmin
 from registry.errors import Conflict, DomainError, Forbidden, InvalidInput
 
+from .manual_rollback import rollback_manual
 from .models import (
     DeliveryAttempt,
     Incident,
@@ -46,9 +47,8 @@ from .playbook_editing import (
     playbook_step_update,
     playbook_update,
 )
-from .playbooks import step_complete
-from .rollback import rollback_manual
 from .selectors import completable_by, decision_options, justification_needed_for
+from .steps.human import step_complete
 
 
 def admin_actor(request: HttpRequest) -> Actor:

@@ -19,6 +19,7 @@ from governance.permissions import can, request_scopes, roles_of
 from governance.roles import Action, actions_for
 from registry.errors import NotFound
 
+from .manual_rollback import rollback_manual
 from .models import (
     OPEN_STEP_STATUSES,
     Incident,
@@ -30,8 +31,7 @@ from .models import (
     StepRun,
     StepStatus,
 )
-from .playbooks import step_complete
-from .rollback import rollback_manual
+from .steps.human import step_complete
 
 
 class EventSerializer(serializers.ModelSerializer):

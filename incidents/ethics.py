@@ -14,7 +14,8 @@ Breaches are looked for in three places, always on the model's *serving* version
 A breach calls ``ethics_halt``: in one transaction the gateway's kill switch is engaged for the
 model (``halt_engage(automatic=True)``), an ``ethics`` incident (critical, playbook 2) is opened
 or joined with the halt and a timeline event saying what engaged it and why, the playbook starts
-and the Ethics Officer is paged. With the model already halted and its ethics incident active,
+and the Ethics Officer is paged (once per incident and halt: the alert that brought the breach
+pages nobody a second time). With the model already halted and its ethics incident active,
 nothing happens again: never a second halt, never a second incident.
 """
 
@@ -39,16 +40,11 @@ from registry import services as registry_services
 from registry.errors import Forbidden
 from registry.models import ModelVersion, RegisteredModel
 from serving.halt import active_halt, halt_engage
+from serving.models import Halt
 
 from .ethics_schema import is_number
-from .models import (
-    Channel,
-    EthicsPolicy,
-    EventKind,
-    Incident,
-    IncidentKind,
-)
-from .notifications import notify_role
+from .models import EthicsPolicy, EventKind, Incident, IncidentKind
+from .paging import page_role, role_paged
 from .services import incident_active, incident_open
 from .timeline import add_event
 
@@ -300,93 +296,28 @@ def ethics_halt(
     """
     if not breaches:
         raise ValueError("ethics_halt needs at least one breach")
-    described = [b.describe() for b in breaches]
-    policy_version = breaches[0].policy_version
-    reason = f"ethics hard limits breached (ethics policy v{policy_version}): " + "; ".join(
-        described
+    reason = f"ethics hard limits breached (ethics policy v{breaches[0].policy_version}): " + (
+        "; ".join(b.describe() for b in breaches)
     )
     with transaction.atomic():
         RegisteredModel.objects.select_for_update().get(pk=model.pk)
         existing_halt = active_halt(model.name)
-        if incident is None:
-            incident = incident_active(model, IncidentKind.ETHICS)
+        incident = incident or incident_active(model, IncidentKind.ETHICS)
         if (
             existing_halt is not None
             and incident is not None
             and incident.halt_id == existing_halt.pk
         ):
-            return {
-                "model": model.name,
-                "action": "already halted",
-                "halt": existing_halt.pk,
-                "incident": incident.pk,
-                "breaches": [b.to_dict() for b in breaches],
-            }
+            return _outcome(model, "already halted", existing_halt, incident, breaches)
         opened = incident is None
         if opened:
-            incident = incident_open(
-                model=model,
-                kind=IncidentKind.ETHICS,
-                severity="critical",
-                title=f"ethics hard limit breached on {model.name}"
-                + (f" {version.version}" if version else "")
-                + ": inference halted",
-                version=version,
-                actor=actor,
-                message=f"opened by the ethics check: {reason}",
-                data={"policy_version": policy_version},
-            )
+            incident = _open_ethics_incident(model, version, reason, breaches, actor)
         halt, created = halt_engage(scope=model.name, reason=reason, actor=actor, automatic=True)
         incident.halt = halt
         incident.save(update_fields=["halt"])
-        breach_data = [b.to_dict() for b in breaches]
-        if created:
-            message = f"emergency halt of {model.name} engaged by {actor.label}: {reason}"
-        else:
-            message = (
-                f"the emergency halt of {model.name} engaged by {halt.engaged_by_label} at "
-                f"{halt.engaged_at:%Y-%m-%d %H:%M:%S} UTC ({halt.reason}) stays in force; "
-                f"the ethics check found: {'; '.join(described)}"
-            )
-        add_event(
-            incident,
-            kind=EventKind.DECISION,
-            actor=actor.label,
-            message=message,
-            data={
-                "halt": halt.pk,
-                "halt_engaged_by": halt.engaged_by_label,
-                "halt_created": created,
-                "policy_version": policy_version,
-                "breaches": breach_data,
-            },
-        )
-        role = Role.ETHICS_OFFICER
-        dedup_key = f"incident-{incident.pk}-page-{role}"
-        if not opened:  # a new halt within the same incident is paged again
-            dedup_key += f"-halt-{halt.pk}"
-        _, paged = notify_role(
-            channel=Channel.PAGE,
-            role=role,
-            model=model,
-            incident=incident,
-            subject=f"[{model.name}] EMERGENCY HALT: ethics hard limit breached "
-            f"(incident {incident.pk}, playbook {incident.playbook})",
-            body=message,
-            dedup_key=dedup_key,
-            incident_key=f"incident-{incident.pk}",
-        )
-        if paged:
-            add_event(
-                incident,
-                kind=EventKind.NOTIFICATION,
-                actor=actor.label,
-                message=f"paging {role} (emergency halt)",
-                data={"role": role, "halt": halt.pk},
-            )
-        action = "halted" if opened else "joined"
-        if not created:
-            action = "recorded"
+        message = _record_halt_on_timeline(incident, halt, created, reason, breaches, actor)
+        _page_ethics_officer(incident, halt, message, actor)
+        action = ("halted" if opened else "joined") if created else "recorded"
         audit.record(
             actor=actor,
             action="incidents.ethics_halt",
@@ -398,16 +329,93 @@ def ethics_halt(
                 "halt": halt.pk,
                 "halt_created": created,
                 "version": version.version if version else None,
-                "policy_version": policy_version,
-                "breaches": breach_data,
+                "policy_version": breaches[0].policy_version,
+                "breaches": [b.to_dict() for b in breaches],
             },
             reason=reason,
         )
     logger.warning("ethics halt of %s (%s): %s", model.name, action, reason)
+    return _outcome(model, action, halt, incident, breaches)
+
+
+def _outcome(
+    model: RegisteredModel, action: str, halt: Halt, incident: Incident, breaches: list[Breach]
+) -> dict:
     return {
         "model": model.name,
         "action": action,
         "halt": halt.pk,
         "incident": incident.pk,
-        "breaches": breach_data,
+        "breaches": [b.to_dict() for b in breaches],
     }
+
+
+def _open_ethics_incident(
+    model: RegisteredModel,
+    version: ModelVersion | None,
+    reason: str,
+    breaches: list[Breach],
+    actor: Actor,
+) -> Incident:
+    return incident_open(
+        model=model,
+        kind=IncidentKind.ETHICS,
+        severity="critical",
+        title=f"ethics hard limit breached on {model.name}"
+        + (f" {version.version}" if version else "")
+        + ": inference halted",
+        version=version,
+        actor=actor,
+        message=f"opened by the ethics check: {reason}",
+        data={"policy_version": breaches[0].policy_version},
+    )
+
+
+def _record_halt_on_timeline(
+    incident: Incident,
+    halt: Halt,
+    created: bool,
+    reason: str,
+    breaches: list[Breach],
+    actor: Actor,
+) -> str:
+    """The timeline says who engaged the halt and why (or that someone's halt stays)."""
+    model_name = incident.model.name
+    if created:
+        message = f"emergency halt of {model_name} engaged by {actor.label}: {reason}"
+    else:
+        message = (
+            f"the emergency halt of {model_name} engaged by {halt.engaged_by_label} at "
+            f"{halt.engaged_at:%Y-%m-%d %H:%M:%S} UTC ({halt.reason}) stays in force; "
+            f"the ethics check found: {'; '.join(b.describe() for b in breaches)}"
+        )
+    add_event(
+        incident,
+        kind=EventKind.DECISION,
+        actor=actor.label,
+        message=message,
+        data={
+            "halt": halt.pk,
+            "halt_engaged_by": halt.engaged_by_label,
+            "halt_created": created,
+            "policy_version": breaches[0].policy_version,
+            "breaches": [b.to_dict() for b in breaches],
+        },
+    )
+    return message
+
+
+def _page_ethics_officer(incident: Incident, halt: Halt, message: str, actor: Actor) -> None:
+    """One page per incident, person and event: the halt that comes with the incident (or with
+    the alert that opened it) is the incident's page; a later halt within it is a new one."""
+    role = Role.ETHICS_OFFICER
+    page_role(
+        incident,
+        role=role,
+        subject=f"[{incident.model.name}] EMERGENCY HALT: ethics hard limit breached "
+        f"(incident {incident.pk}, playbook {incident.playbook})",
+        body=message,
+        actor=actor.label,
+        event=f"halt-{halt.pk}" if role_paged(incident, role) else "",
+        data={"halt": halt.pk},
+    )

@@ -17,7 +17,7 @@ from governance.roles import Role
 from registry.errors import Forbidden, InvalidInput
 
 from .models import Playbook, PlaybookStep
-from .playbooks import ACTIONS
+from .steps.automated import ACTIONS
 
 EDITABLE_STEP_FIELDS = (
     "order",

@@ -6,7 +6,8 @@ post-incident review scheduled 48 hours out. Without a warm-standby version: no_
 switched, the ML Lead paged). Each step runs in its own transaction under a row lock on the
 rollback and commits its status with its effect, so a retried or redelivered task resumes from the
 stored status and never rolls back twice. The unique constraint on ``from_version`` means a failing
-version is rolled back at most once, however many alerts or people ask.
+version is rolled back at most once, however many alerts or people ask. An ML Lead's rollback
+(``incidents.manual_rollback``) opens its incident and then takes the same path.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
-from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -25,29 +24,21 @@ from governance import audit
 from governance import lifecycle as lifecycle_rules
 from governance.audit import Actor
 from governance.models import SERVING_STAGES, Lifecycle
-from governance.permissions import can
 from governance.premises import Premise
-from governance.roles import Action, Role
-from registry import services as registry_services
-from registry.errors import Conflict, Forbidden, InvalidInput
-from registry.models import ModelVersion, RegisteredModel
+from governance.roles import Role
+from platform_core.tasking import enqueue_on_commit
+from registry.errors import Conflict, NoStandbyVersion
+from registry.models import ModelVersion
+from serving import gateway
 
-from .models import (
-    Channel,
-    EventKind,
-    Incident,
-    IncidentKind,
-    IncidentStatus,
-    Rollback,
-    RollbackStatus,
-)
-from .notifications import notify_role
+from .models import EventKind, Incident, IncidentStatus, Rollback, RollbackStatus
+from .paging import page_role
+from .resolution import REVIEW_AFTER, incident_resolve_if_finished, review_step_ensure
 from .timeline import add_event
 
 logger = logging.getLogger(__name__)
 
 SYSTEM = Actor.system("incidents.rollback")
-REVIEW_AFTER = timedelta(hours=48)
 TERMINAL = frozenset(
     {
         RollbackStatus.COMPLETED,
@@ -62,7 +53,8 @@ def rollback_create(
     *, incident: Incident, version: ModelVersion, reason: str, actor: Actor, automatic: bool
 ) -> Rollback | None:
     """The rollback row of ``version`` (inside the caller's transaction, which holds the model
-    lock); None when that version already has one. The task is enqueued after commit."""
+    lock) and its ``incidents.rollback_requested`` audit event, automatic or not; None when that
+    version already has one. The task is enqueued after commit."""
     if Rollback.objects.filter(from_version=version).exists():
         return None
     try:
@@ -89,55 +81,16 @@ def rollback_create(
         + f": {reason}",
         data={"rollback": rollback.pk, "from_version": version.version},
     )
-    transaction.on_commit(partial(enqueue_rollback, rollback.pk), robust=True)
+    audit.record(
+        actor=actor,
+        action="incidents.rollback_requested",
+        obj=rollback,
+        model_name=version.model.name,
+        after={"incident": incident.pk, "version": version.version, "automatic": automatic},
+        reason=reason,
+    )
+    enqueue_on_commit("incidents.run_rollback", rollback.pk)
     return rollback
-
-
-def enqueue_rollback(rollback_id: int) -> None:
-    from .tasks import run_rollback
-
-    result = run_rollback.apply_async(args=[rollback_id], queue="urgent")
-    Rollback.objects.filter(pk=rollback_id, task_id="").update(task_id=result.id or "")
-
-
-def rollback_manual(
-    *, model_name: str, reason: str, actor: Actor, scopes=None
-) -> tuple[Incident, Rollback]:
-    """An ML Lead's rollback of the live version: the same path as the automatic one."""
-    if actor.user is None or not can(actor.user, Action.ROLLBACK, model=model_name, scopes=scopes):
-        raise Forbidden(f"rolling back {model_name} needs the 'rollback' permission")
-    if not (reason or "").strip():
-        raise InvalidInput({"reason": ["required: why the live version is rolled back"]})
-    reason = reason.strip()
-    model = registry_services.model_get(model_name)
-    with transaction.atomic():
-        RegisteredModel.objects.select_for_update().get(pk=model.pk)
-        live = lifecycle_rules.live_lifecycle(model)
-        if live is None:
-            raise Conflict(f"no version of {model_name} is serving; there is nothing to roll back")
-        if Rollback.objects.filter(from_version=live.version).exists():
-            raise Conflict(f"{live.version} is already being rolled back (or was)")
-        incident = Incident.objects.create(
-            kind=IncidentKind.MANUAL_ROLLBACK,
-            severity="high",
-            title=f"manual rollback of {model_name} {live.version.version}",
-            model=model,
-            version=live.version,
-            opened_by=actor.label[:200],
-        )
-        add_event(incident, kind=EventKind.OPENED, actor=actor.label, message=incident.title)
-        rollback = rollback_create(
-            incident=incident, version=live.version, reason=reason, actor=actor, automatic=False
-        )
-        audit.record(
-            actor=actor,
-            action="incidents.rollback_requested",
-            obj=rollback,
-            model_name=model_name,
-            after={"incident": incident.pk, "version": live.version.version, "automatic": False},
-            reason=reason,
-        )
-    return incident, rollback
 
 
 def rollback_run(rollback_id: int, *, task_id: str = "") -> str:
@@ -236,12 +189,11 @@ def _switch(rollback: Rollback) -> None:
                 comment=f"rollback {rollback.pk}: {rollback.reason}",
                 automatic=True,
             )
+    except NoStandbyVersion as exc:
+        _no_standby(rollback, " ".join([str(exc), *exc.reasons]))
+        return
     except Conflict as exc:
-        text = " ".join([str(exc), *exc.reasons])
-        if "warm-standby" in text:
-            _no_standby(rollback, text)
-        else:
-            _fail(rollback, f"start_rollback refused: {text}")
+        _fail(rollback, f"start_rollback refused: {' '.join([str(exc), *exc.reasons])}")
         return
     rollback.to_version = ModelVersion.objects.get(pk=lifecycle.superseded_id)
     rollback.status = RollbackStatus.SWITCHED
@@ -268,16 +220,14 @@ def _no_standby(rollback: Rollback, detail: str) -> None:
         f"{rollback.from_version.version} keeps serving. The ML Lead is paged.",
         data={"rollback": rollback.pk},
     )
-    notify_role(
-        channel=Channel.PAGE,
+    page_role(
+        incident,
         role=Role.ML_LEAD,
-        model=rollback.model,
-        incident=incident,
         subject=f"[{rollback.model.name}] rollback impossible: no warm-standby version",
         body=f"Rollback of {rollback.from_version.version} found no warm-standby version to "
         f"restore. Nothing was switched. Reason for the rollback: {rollback.reason}",
-        dedup_key=f"rollback-{rollback.pk}-no-standby",
-        incident_key=f"incident-{incident.pk}",
+        actor=SYSTEM.label,
+        event=f"rollback-{rollback.pk}-no-standby",
     )
 
 
@@ -291,15 +241,13 @@ def _fail(rollback: Rollback, detail: str) -> None:
         message=f"rollback failed: {detail}",
         data={"rollback": rollback.pk},
     )
-    notify_role(
-        channel=Channel.PAGE,
+    page_role(
+        rollback.incident,
         role=Role.ML_LEAD,
-        model=rollback.model,
-        incident=rollback.incident,
         subject=f"[{rollback.model.name}] rollback failed",
         body=detail,
-        dedup_key=f"rollback-{rollback.pk}-failed",
-        incident_key=f"incident-{rollback.incident_id}",
+        actor=SYSTEM.label,
+        event=f"rollback-{rollback.pk}-failed",
     )
 
 
@@ -354,8 +302,6 @@ class Probe:
 
 def _probe(model_name: str, version: ModelVersion) -> Probe:
     """Score one all-zero instance through ``serving.gateway.serve`` until ``version`` answers."""
-    from serving import gateway
-
     payload = {"instances": [dict.fromkeys(version.feature_list or [], 0.0)]}
     detail = ""
     for attempt in range(1, VERIFY_ATTEMPTS + 1):
@@ -417,7 +363,5 @@ def _complete(rollback: Rollback) -> None:
         f"post-incident review due {incident.review_due_at:%Y-%m-%d %H:%M} UTC",
         data={"rollback": rollback.pk},
     )
-    from .playbooks import incident_resolve_if_finished, review_step_ensure  # imports this module
-
     review_step_ensure(incident, actor=SYSTEM)
     incident_resolve_if_finished(incident, actor=SYSTEM)

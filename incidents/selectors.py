@@ -8,7 +8,7 @@ from governance.permissions import can, roles_of
 from governance.roles import Action
 
 from .models import Incident, StepRun, StepStatus
-from .playbooks import NOT_APPLICABLE
+from .steps.human import NOT_APPLICABLE
 
 # Decisions that act at once need the permission of the act itself (the service checks again).
 ACTING_PERMISSION = {"rollback": Action.ROLLBACK, "halt": Action.HALT}

@@ -7,7 +7,7 @@ from governance.audit import Actor
 from registry.models import ModelVersion, RegisteredModel
 
 from .models import ACTIVE_STATUSES, EventKind, Incident, IncidentKind
-from .playbooks import playbook_start
+from .playbook_engine import playbook_start
 from .timeline import add_event
 
 # Which playbook of the specification (section 7) each kind of incident runs.

@@ -34,7 +34,7 @@ def deliver_notifications() -> dict:
 @shared_task(name="incidents.run_playbook", acks_late=True)
 def run_playbook(incident_id: int) -> list[dict]:
     """Run the incident's due automated steps in order; safe to redeliver."""
-    from .playbooks import playbook_advance
+    from .playbook_engine import playbook_advance
 
     return playbook_advance(incident_id)
 
@@ -42,7 +42,7 @@ def run_playbook(incident_id: int) -> list[dict]:
 @shared_task(name="incidents.escalate_overdue_steps")
 def escalate_overdue_steps() -> int:
     """Tell the escalation role about every overdue human step (once per step)."""
-    from .playbooks import steps_escalate_overdue
+    from .playbook_engine import steps_escalate_overdue
 
     return steps_escalate_overdue()
 

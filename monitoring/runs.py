@@ -29,6 +29,7 @@ from governance.models import SERVING_STAGES, Lifecycle, ValidationPolicy
 from governance.policies import policy_in_force
 from governance.premises import Premise
 from governance.selectors import live_version
+from platform_core.tasking import enqueue
 from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion, RegisteredModel
 
@@ -155,10 +156,8 @@ def runs_start(
 
 def enqueue_runs(run_ids: Iterable[int]) -> None:
     """One ``monitoring.execute_run`` task per run (a duplicate finds the run claimed)."""
-    from .tasks import execute_run
-
     for run_id in run_ids:
-        execute_run.delay(run_id)
+        enqueue("monitoring.execute_run", run_id)
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,6 +430,4 @@ def hand_off(alert_id: int) -> None:
         routing.route(alert_id)
     except Exception:
         logger.exception("routing alert %s failed; retrying in a task", alert_id)
-        from .tasks import route_alert
-
-        route_alert.delay(alert_id)
+        enqueue("monitoring.route_alert", alert_id)

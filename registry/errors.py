@@ -27,6 +27,10 @@ class Conflict(DomainError):
         super().__init__(message)
 
 
+class NoStandbyVersion(Conflict):
+    """409 of ``start_rollback``: no warm-standby version to restore, so nothing can switch."""
+
+
 class Forbidden(DomainError):
     """403: the actor lacks the role the action needs."""
 

@@ -96,7 +96,7 @@ class Decisions:
 
 
 def _current() -> Decisions:
-    from .gateway import current
+    from .process import current
 
     return current().access
 
@@ -117,7 +117,7 @@ def may_predict(user, *, model_name: str, scopes, grants_generation: int | None)
 
 
 def clear() -> None:
-    from .gateway import current
+    from .process import current
 
     current().access = Decisions()
 

@@ -14,7 +14,7 @@ class ServingConfig(AppConfig):
         from governance.models import Lifecycle, RoleGrant
         from registry.models import ArtifactPolicy
 
-        from . import signals
+        from . import gateway, signals  # noqa: F401  (gateway registers itself with process)
 
         post_transition.connect(
             signals.lifecycle_changed, sender=Lifecycle, dispatch_uid="serving.lifecycle"

@@ -106,7 +106,7 @@ class Background:
 
 
 def _current() -> Background:
-    from .gateway import current
+    from .process import current
 
     return current().background
 

@@ -73,7 +73,7 @@ class AnswerCache:
 
 
 def _current():
-    from .gateway import current
+    from .process import current
 
     return current()
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from registry.errors import InvalidInput, NotFound
 
-from . import access, background, cache, loader, log, router, shadow, shadow_counts
+from . import access, background, cache, loader, log, process, router, shadow, shadow_counts
 from .conf import setting
 from .loader import ArtifactError
 from .validation import blame_instances, feature_matrices, feature_matrix, parse_body
@@ -90,49 +90,12 @@ class Gateway:
         self.background.stop()
 
 
-_gateway: Gateway | None = None
-_gateway_lock = threading.Lock()
-
-
-def current() -> Gateway:
-    """This process's gateway (made on first use; a fresh one in a forked worker)."""
-    gateway = _gateway
-    if gateway is not None and gateway.pid == os.getpid():
-        return gateway
-    return _make_current()
-
-
-def _make_current() -> Gateway:
-    global _gateway, _gateway_lock
-    if _gateway is not None and _gateway.pid != os.getpid():
-        _gateway_lock = threading.Lock()  # the parent's may have been held at the fork
-    with _gateway_lock:
-        if _gateway is None:
-            _gateway = Gateway()
-        elif _gateway.pid != os.getpid():
-            _gateway = _gateway.forked()
-        return _gateway
-
-
-def _flush_at_exit() -> None:
-    """What a gateway that served still holds goes to the spool (a console process: nothing)."""
-    gateway = _gateway
-    if gateway is not None and gateway.pid == os.getpid() and gateway.background.used:
-        gateway.background.flush_all(final=True)
-
-
-def reset(**collaborators: Any) -> Gateway:
-    """Stop this process's gateway and start a cold one, given ``collaborators`` (tests)."""
-    global _gateway
-    old = _gateway
-    if old is not None and old.pid == os.getpid():
-        old.stop()  # what it still scores or flushes goes to it, not to the new one
-    with _gateway_lock:
-        _gateway = Gateway(**collaborators)
-    return _gateway
-
-
-atexit.register(_flush_at_exit)
+# One gateway per process, kept by ``serving.process`` so that the parts composed above can reach
+# it without importing this module; ``current`` and ``reset`` are re-exported for callers.
+process.register(Gateway)
+current = process.current
+reset = process.reset
+atexit.register(process.flush_at_exit)
 
 
 def prediction_ids(n: int) -> list[str]:

@@ -99,7 +99,7 @@ class RedisGenerations:
 
 def backend() -> DatabaseGenerations | RedisGenerations:
     """The gateway's generation backend (made on first use, from the settings)."""
-    from .gateway import current
+    from .process import current
 
     gateway = current()
     if gateway.generations is None:
@@ -119,7 +119,7 @@ def _make() -> DatabaseGenerations | RedisGenerations:
 
 def reset() -> None:
     """Forget the backend (tests that change settings)."""
-    from .gateway import current
+    from .process import current
 
     current().generations = None
 

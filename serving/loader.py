@@ -140,7 +140,7 @@ class Models:
 
 
 def _state() -> Models:
-    from .gateway import current
+    from .process import current
 
     return current().models
 
@@ -216,7 +216,7 @@ def retain(digests: set[str]) -> None:
 
 
 def clear() -> None:
-    from .gateway import current
+    from .process import current
 
     current().models = Models()
 

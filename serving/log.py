@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
+from platform_core.tasking import enqueue
+
 from .conf import setting
 
 logger = logging.getLogger(__name__)
@@ -132,7 +134,7 @@ class PredictionLog:
 
 
 def _current():
-    from .gateway import current
+    from .process import current
 
     return current()
 
@@ -207,10 +209,8 @@ def _announce(gateway, *, final: bool) -> None:
 
 
 def enqueue_ingest() -> None:
-    """The gateway's default ``enqueue_ingest`` collaborator: the Celery task."""
-    from .tasks import ingest_prediction_log
-
-    ingest_prediction_log.apply_async()
+    """The gateway's default ``enqueue_ingest`` collaborator: the Celery task, by name."""
+    enqueue("serving.ingest_prediction_log")
 
 
 def _groups(batches: list[LoggedBatch]) -> list[list[LoggedBatch]]:

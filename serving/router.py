@@ -85,7 +85,7 @@ class Routes:
 
 
 def _state() -> Routes:
-    from .gateway import current
+    from .process import current
 
     return current().routes
 
@@ -309,6 +309,6 @@ def cached_route(model_name: str) -> Route | None:
 
 def clear() -> None:
     """Forget every route (tests; a process that wants to start cold)."""
-    from .gateway import current
+    from .process import current
 
     current().routes = Routes()

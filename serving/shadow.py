@@ -121,7 +121,7 @@ class ShadowQueue:
 
 
 def _state() -> ShadowQueue:
-    from .gateway import current
+    from .process import current
 
     return current().shadow
 

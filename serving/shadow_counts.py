@@ -40,7 +40,7 @@ class Counts:
 
 
 def _current():
-    from .gateway import current
+    from .process import current
 
     return current()
 

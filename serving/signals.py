@@ -17,14 +17,14 @@ from functools import partial
 
 from django.db import transaction
 
+from platform_core.tasking import enqueue
+
 from . import generation
 from .conf import GRANTS
 
 logger = logging.getLogger(__name__)
 
 NEW_LIVE = frozenset({"promote", "restore"})
-# rollback and halt never wait behind monitoring jobs (docs/architecture.md §5)
-URGENT = "urgent"
 
 
 def lifecycle_changed(sender, instance, name, source, target, **kwargs) -> None:
@@ -46,21 +46,17 @@ def grants_changed(sender, **kwargs) -> None:
 
 
 def enqueue_verification(version_id: int) -> None:
-    from .tasks import verify_promotion
-
-    verify_promotion.apply_async((version_id,), queue=URGENT)
+    """On ``urgent`` (settings route it): never behind monitoring (docs/architecture.md §5)."""
+    enqueue("serving.verify_promotion", version_id)
 
 
 def enqueue_warm_standby(model_id: int) -> None:
-    from .tasks import warm_standby
-
-    warm_standby.apply_async((model_id,), queue=URGENT)
+    enqueue("serving.warm_standby", model_id)
 
 
 def enqueue_shadow_evaluation(version_id: int) -> None:
     """Enqueue with its premise as it holds now (the stay in staging, the live version), which
     the task re-checks under the model lock before it records anything."""
     from .shadow_evaluation import shadow_premise_now
-    from .tasks import record_shadow_evaluation
 
-    record_shadow_evaluation.apply_async((version_id,), kwargs=shadow_premise_now(version_id))
+    enqueue("serving.record_shadow_evaluation", version_id, **shadow_premise_now(version_id))

@@ -323,7 +323,7 @@ ORPHAN_GRACE = timedelta(hours=env.int("ORPHAN_GRACE_HOURS", default=6))
 # CI posts validation splits as JSON; larger batches belong in a CSV or Parquet upload.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024 * 1024)
 # Where alerts go once written: the incidents layer's router (incidents, paging, rollback).
-MONITORING_ALERT_HOOK = env("MONITORING_ALERT_HOOK", default="incidents.routing.route_alert")
+MONITORING_ALERT_HOOK = env("MONITORING_ALERT_HOOK", default="incidents.alert_response.route_alert")
 # Told when the live model cannot serve: the incidents layer opens a playbook-3 outage incident.
 SERVING_OUTAGE_HOOK = env("SERVING_OUTAGE_HOOK", default="incidents.outage.report_outage")
 # How governance (a lower layer) tells people: the incidents layer's notification outbox.

@@ -24,8 +24,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from governance.models import RoleGrant
+from platform_core.tasking import enqueue
 
 from ..models import Channel, DeliveryAttempt, Notification, NotificationStatus
+from ..timeline import add_event
 from .base import PermanentFailure, TemporaryFailure
 from .email import EmailChannel
 from .page import PageChannel
@@ -94,9 +96,7 @@ def notify_role(
 
 
 def enqueue_delivery(countdown: float | None = None) -> None:
-    from ..tasks import deliver_notifications
-
-    deliver_notifications.apply_async(countdown=countdown)
+    enqueue("incidents.deliver_notifications", countdown=countdown)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -201,8 +201,6 @@ def skip_if_stale(notification: Notification) -> bool:
         )
         premise.skip(reason, obj=notification, notification=notification.pk)
         if notification.incident_id:
-            from ..timeline import add_event
-
             add_event(
                 notification.incident,
                 kind="notification",
@@ -258,8 +256,6 @@ def deliver_one(notification_id: int) -> str:
             fields.update(next_attempt_at=finished + backoff(notification.attempts))
         Notification.objects.filter(pk=notification.pk).update(**fields)
     if notification.incident_id and outcome != "retry":
-        from ..timeline import add_event
-
         with transaction.atomic():
             add_event(
                 notification.incident,
@@ -269,7 +265,41 @@ def deliver_one(notification_id: int) -> str:
                 f"{outcome}" + (f" ({error})" if error else ""),
                 data={"notification": notification.pk, "attempts": notification.attempts},
             )
+    if outcome != "sent" and notification.channel == Channel.PAGE:
+        with transaction.atomic():
+            page_fallback_email(notification, error=error, retried=outcome == "retry")
     return outcome
+
+
+def page_fallback_email(
+    notification: Notification, *, error: str, retried: bool
+) -> Notification | None:
+    """A page that could not be sent becomes an email to the same role, once, and the incident's
+    timeline says so: a role without a routing key (or a paging service that is down) still
+    hears of the incident. Resolves have no fallback (the trigger's email said it all)."""
+    if notification.event != "trigger":
+        return None
+    email, created = notify_role(
+        channel=Channel.EMAIL,
+        role=notification.role,
+        model=notification.model,
+        incident=notification.incident,
+        subject=f"[page not delivered] {notification.subject}",
+        body=f"{notification.body}\n\nThis was sent as a page, which could not be delivered: "
+        f"{error}. It reaches you by email instead.",
+        dedup_key=f"{notification.dedup_key}-email-fallback",
+    )
+    if created and notification.incident_id:
+        add_event(
+            notification.incident,
+            kind="notification",
+            actor="system:notifications",
+            message=f"page to {notification.role or 'recipients'} could not be sent ({error}); "
+            f"emailed {notification.role or 'them'} instead"
+            + ("; the page is retried" if retried else ""),
+            data={"notification": notification.pk, "fallback": email.pk},
+        )
+    return email
 
 
 def deliver_due(*, limit: int = 100) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
@@ -131,3 +132,13 @@ def check_columns(columns: Sequence[str] | None, with_sensitive: bool) -> None:
     hidden = [c for c in columns if is_sensitive(c)]
     if hidden and not with_sensitive:
         raise ValueError(f"sensitive columns {hidden} need with_sensitive=True")
+
+
+@dataclass
+class Part:
+    """One prediction file's contribution to a window."""
+
+    batch_id: int
+    table: pa.Table
+    offset: int  # rows [offset, offset + table.num_rows) of the file, when positions is None
+    positions: np.ndarray | None = None  # the file rows kept, when they were not one range

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,11 +15,9 @@ from .files import resolve
 from .frames import (
     NAT,
     TIMESTAMP,
+    Part,
     timestamps_us,
 )
-
-if TYPE_CHECKING:
-    from .window import Part
 
 
 def latest_labels(

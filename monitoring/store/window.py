@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
@@ -19,6 +18,7 @@ from ..models import BatchKind, DataBatch
 from .files import resolve
 from .frames import (
     DAY_US,
+    Part,
     as_utc,
     check_columns,
     empty_frame,
@@ -32,16 +32,6 @@ from .frames import (
     wanted_columns,
 )
 from .labels import label_columns, latest_labels
-
-
-@dataclass
-class Part:
-    """One prediction file's contribution to a window."""
-
-    batch_id: int
-    table: pa.Table
-    offset: int  # rows [offset, offset + table.num_rows) of the file, when positions is None
-    positions: np.ndarray | None = None  # the file rows kept, when they were not one range
 
 
 def _read_part(

@@ -6,20 +6,16 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from governance import services
+from incidents.alert_response import route_alert
 from incidents.models import Incident
-from incidents.playbooks import playbook_advance
-from incidents.routing import route_alert
+from incidents.playbook_engine import playbook_advance
 from tests.incidents.helpers import SYSTEM, alert_on, live_pair
 
 
 @pytest.fixture
 def no_broker(monkeypatch):
     """Task enqueues are dropped: the tests call the services and run playbooks themselves."""
-    for target in (
-        "incidents.rollback.enqueue_rollback",
-        "incidents.playbooks.enqueue_playbook",
-    ):
-        monkeypatch.setattr(target, lambda *a, **k: None)
+    monkeypatch.setattr("platform_core.tasking.send", lambda *a, **k: None)
     monkeypatch.setattr("incidents.notifications.enqueue_delivery", lambda countdown=None: None)
 
 

@@ -69,6 +69,13 @@ def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_pa
     # the playbook is in progress: automated steps and the first people's steps done
     assert [steps[n] for n in (1, 2, 3, 4)] == ["done"] * 4
     assert {steps[n] for n in (5, 6, 7, 8)} == {"waiting"}
+    # no paging service in the demo: the Ethics Officer's page is emailed instead, once, and said
+    fallback = db.execute(
+        "SELECT message FROM incidents_incidentevent WHERE incident_id = ? AND message LIKE ?",
+        [incident_id, "page to ethics_officer could not be sent%"],
+    ).fetchall()
+    assert len(fallback) == 1 and "emailed ethics_officer instead" in fallback[0][0]
+    assert list((tmp_path / "mail").iterdir())  # the email, as the file backend keeps it
     critical = db.execute(
         "SELECT COUNT(*) FROM monitoring_alert WHERE severity = 'critical'"
     ).fetchone()[0]

@@ -1,18 +1,31 @@
 import pytest
 
+# What the recording stand-in files each task under (the rest under its own name).
+RECORDED_AS = {
+    "incidents.run_rollback": "rollback",
+    "incidents.deliver_notifications": "delivery",
+    "incidents.run_playbook": "playbook",
+}
+
 
 @pytest.fixture(autouse=True)
 def enqueued(monkeypatch):
-    """Record task enqueues instead of sending them to a broker; tests call services directly."""
+    """Record task enqueues instead of sending them to a broker; tests call services directly.
+
+    Every enqueue goes through ``platform_core.tasking.send`` by task name: rollbacks and
+    playbooks are recorded by id, deliveries by countdown, anything else as (args, kwargs).
+    """
     calls: dict[str, list] = {"rollback": [], "delivery": [], "playbook": []}
-    monkeypatch.setattr(
-        "incidents.rollback.enqueue_rollback", lambda pk: calls["rollback"].append(pk)
-    )
-    monkeypatch.setattr(
-        "incidents.notifications.enqueue_delivery",
-        lambda countdown=None: calls["delivery"].append(countdown),
-    )
-    monkeypatch.setattr(
-        "incidents.playbooks.enqueue_playbook", lambda pk: calls["playbook"].append(pk)
-    )
+
+    def record(name, args=(), kwargs=None, **options):
+        key = RECORDED_AS.get(name, name)
+        if key == "delivery":
+            calls[key].append(options.get("countdown"))
+        elif key in ("rollback", "playbook"):
+            calls[key].append(args[0])
+        else:
+            calls.setdefault(key, []).append((args, kwargs or {}))
+        return ""
+
+    monkeypatch.setattr("platform_core.tasking.send", record)
     return calls

@@ -10,9 +10,10 @@ from django.utils import timezone
 
 from governance import services as governance_services
 from governance.models import AuditEvent
+from incidents.alert_response import route_alert
 from incidents.models import Incident, IncidentKind, Rollback, StepStatus
-from incidents.playbooks import playbook_advance, step_complete
-from incidents.routing import route_alert
+from incidents.playbook_engine import playbook_advance
+from incidents.steps.human import step_complete
 from serving.halt import active_halt
 from tests.governance.lifecycle_helpers import SYSTEM, person
 from tests.incidents.helpers import alert_on, live_pair, stage

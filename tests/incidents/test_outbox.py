@@ -14,9 +14,11 @@ from django.utils import timezone
 
 from governance import services
 from governance.audit import Actor
-from incidents.models import Notification
+from incidents.models import Incident, IncidentKind, Notification
 from incidents.notifications import deliver_due, notify_role
 from incidents.notifications.webhook import HEADER
+from incidents.paging import page_role
+from tests.factories import RegisteredModelFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -70,7 +72,8 @@ def test_a_page_is_retried_through_500_and_429_and_delivered_once(endpoint, sett
     for minutes in (0, 1, 2, 3, 4):
         with time_machine.travel(now + timedelta(minutes=minutes), tick=False):
             outcomes.append(deliver_due())
-    assert outcomes == [{"retry": 1}, {"retry": 1}, {"sent": 1}, {}, {}]
+    # at the second minute, the page's email fallback too (failed: the lead has no address)
+    assert outcomes == [{"retry": 1}, {"retry": 1, "failed": 1}, {"sent": 1}, {}, {}]
     page.refresh_from_db()
     assert (page.status, page.attempts) == ("sent", 3)
     attempts = list(page.delivery_attempts.values_list("number", "outcome", "status_code"))
@@ -92,7 +95,8 @@ def test_backoff_is_exponential_and_a_4xx_stops(endpoint, settings):
         assert deliver_due() == {"retry": 1}
         page.refresh_from_db()
         assert page.next_attempt_at == start + timedelta(seconds=10)
-        assert deliver_due() == {}  # not due yet
+        # the page is not due yet; its email fallback is, and nobody on call has an address
+        assert deliver_due() == {"failed": 1}
     with time_machine.travel(start + timedelta(seconds=11), tick=False):
         assert deliver_due() == {"failed": 1}
     page.refresh_from_db()
@@ -142,3 +146,50 @@ def test_a_dedup_key_longer_than_its_column_still_dedups():
     again, created_again = notify_role(channel="email", role="auditor", subject="s", dedup_key=key)
     assert (created, created_again) == (True, False)
     assert again.pk == first.pk and Notification.objects.count() == 1
+
+
+def test_a_page_without_a_routing_key_is_emailed_to_the_role_and_the_timeline_says_so(settings):
+    settings.PAGING_URL = "http://127.0.0.1:9/never-called"
+    settings.PAGING_ROUTING_KEYS = {}  # nobody configured a key for the Ethics Officer
+    grant("ethicist", "ethics_officer", email="ethics@example.org")
+    incident = Incident.objects.create(
+        kind=IncidentKind.FAIRNESS,
+        severity="critical",
+        title="fairness alert",
+        model=RegisteredModelFactory(),
+        opened_by="tests",
+    )
+    page, _ = page_role(
+        incident, role="ethics_officer", subject="fairness incident", body="act", actor="tests"
+    )
+
+    assert deliver_due() == {"failed": 1}  # the page: no routing key, nothing to retry
+    assert deliver_due() == {"sent": 1}  # its fallback: an email to the same role
+    assert deliver_due() == {}  # once
+
+    page.refresh_from_db()
+    assert page.status == "failed" and "no paging routing key" in page.last_error
+    email = Notification.objects.get(channel="email")
+    assert (email.role, email.status, email.incident_id) == ("ethics_officer", "sent", incident.pk)
+    assert mail.outbox[0].to == ["ethics@example.org"]
+    assert mail.outbox[0].subject == "[page not delivered] fairness incident"
+    assert "no paging routing key for role 'ethics_officer'" in mail.outbox[0].body
+    said = incident.events.filter(data__fallback=email.pk).get()
+    assert said.message == (
+        "page to ethics_officer could not be sent (no paging routing key for role "
+        "'ethics_officer'); emailed ethics_officer instead"
+    )
+
+
+def test_a_page_that_is_retried_is_emailed_at_once_and_only_once(settings):
+    settings.PAGING_URL = "http://127.0.0.1:9/nothing"
+    settings.PAGING_ROUTING_KEYS = {"default": "rk"}
+    grant("ethicist", "ethics_officer", email="ethics@example.org")
+    notify_role(channel="page", role="ethics_officer", subject="s", dedup_key="k7")
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        assert deliver_due() == {"retry": 1}  # the paging service cannot be reached
+        assert deliver_due() == {"sent": 1}  # the email does not wait for the retries
+    with time_machine.travel(start + timedelta(seconds=11), tick=False):
+        assert deliver_due() == {"retry": 1}  # the page is retried; no second email
+    assert Notification.objects.filter(channel="email").count() == 1

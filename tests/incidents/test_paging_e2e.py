@@ -20,8 +20,8 @@ import pytest
 
 from governance import services
 from governance.audit import Actor
+from incidents.alert_response import route_alert
 from incidents.models import Incident, Notification
-from incidents.routing import route_alert
 from tests.incidents.helpers import alert_on, live_single
 from tests.incidents.test_worker_e2e import Workers, wait_for
 

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from governance import audit
 from governance.models import AuditEvent
-from incidents import playbooks, tasks
+from incidents import playbook_engine, tasks
+from incidents.alert_response import route_alert
 from incidents.models import (
     EventKind,
     Incident,
@@ -24,14 +25,9 @@ from incidents.models import (
     StepRun,
 )
 from incidents.playbook_editing import playbook_step_create, playbook_step_update
-from incidents.playbooks import (
-    incident_resolved,
-    playbook_advance,
-    playbook_start,
-    step_complete,
-    steps_escalate_overdue,
-)
-from incidents.routing import route_alert
+from incidents.playbook_engine import playbook_advance, playbook_start, steps_escalate_overdue
+from incidents.resolution import incident_resolved
+from incidents.steps.human import step_complete
 from incidents.timeline import add_event
 from registry.errors import Conflict, Forbidden, InvalidInput
 from serving.models import StalePrediction
@@ -211,8 +207,8 @@ def test_a_redelivered_run_playbook_task_does_no_step_twice():
     incident, _ = fairness_incident()
     first_step = incident.steps.get(order=1)
     # The worker committed step 1, then died; the task is redelivered twice.
-    assert playbooks._run_step(incident.pk, first_step.pk)["status"] == "done"
-    assert playbooks._run_step(incident.pk, first_step.pk) is None
+    assert playbook_engine._run_step(incident.pk, first_step.pk)["status"] == "done"
+    assert playbook_engine._run_step(incident.pk, first_step.pk) is None
 
     assert [r["step"] for r in tasks.run_playbook.apply(args=[incident.pk]).get()] == [2]
     assert tasks.run_playbook.apply(args=[incident.pk]).get() == []
@@ -272,9 +268,9 @@ def test_an_overdue_human_step_escalates_to_the_ml_lead_exactly_once():
     playbook_advance(incident.pk)
     opened = incident.created_at
     verify = incident.steps.get(order=2)  # data engineer, 1 h
-    decide = incident.steps.get(order=6)  # ML Lead, immediately
+    analyse = incident.steps.get(order=3)  # ML engineer, 2 h
 
-    assert steps_escalate_overdue(now=opened + timedelta(minutes=30)) == 1  # step 6 only
+    assert steps_escalate_overdue(now=opened + timedelta(minutes=30)) == 0
     assert steps_escalate_overdue(now=opened + timedelta(minutes=61)) == 1  # step 2 now
     assert steps_escalate_overdue(now=opened + timedelta(minutes=62)) == 0
     with time_machine.travel(opened + timedelta(hours=2, minutes=1), tick=False):
@@ -283,7 +279,7 @@ def test_an_overdue_human_step_escalates_to_the_ml_lead_exactly_once():
 
     verify.refresh_from_db()
     assert verify.escalated_at == opened + timedelta(minutes=61)
-    for step in (verify, decide):
+    for step in (verify, analyse):
         page = Notification.objects.get(dedup_key=f"step-{step.pk}-overdue-page")
         email = Notification.objects.get(dedup_key=f"step-{step.pk}-overdue-email")
         assert (page.channel, page.role, email.channel, email.role) == (
@@ -293,8 +289,28 @@ def test_an_overdue_human_step_escalates_to_the_ml_lead_exactly_once():
             "ml_lead",
         )
         assert page.recipients == ["the-lead"] and "overdue" in page.subject
-    assert audit_count("incidents.step_overdue") == 3
-    assert incident.events.filter(message__contains="escalated to ml_lead").count() == 3
+    assert audit_count("incidents.step_overdue") == 2
+    assert incident.events.filter(message__contains="escalated to ml_lead").count() == 2
+
+
+def test_a_step_due_immediately_is_paged_once_and_never_reminded_as_overdue():
+    """Deadline 0 means "immediately": the ML Lead deciding on the rollback (playbook 1 step 6)
+    was paged about the incident when the step started waiting; a minute later is no new event."""
+    person("ml_lead")
+    incident, _ = performance_incident()
+    playbook_advance(incident.pk)
+    decide = incident.steps.get(order=6)
+    assert (decide.status, decide.due_at) == ("waiting", incident.created_at)
+    assert decide.outcome["immediate"] is True
+
+    for minutes in (1, 2, 59):  # before the first other deadline (step 2, 1 h)
+        steps_escalate_overdue(now=incident.created_at + timedelta(minutes=minutes))
+
+    decide.refresh_from_db()
+    assert decide.escalated_at is None
+    assert not Notification.objects.filter(dedup_key__startswith=f"step-{decide.pk}-").exists()
+    pages = Notification.objects.filter(incident=incident, channel="page", role="ml_lead")
+    assert [p.dedup_key for p in pages] == [f"incident-{incident.pk}-page-ml_lead"]
 
 
 @pytest.mark.parametrize(
@@ -585,7 +601,9 @@ def test_on_call_escalating_an_outage_pages_the_ml_lead():
         actor=oncall,
     )
 
-    page = Notification.objects.get(dedup_key=f"step-{step.pk}-escalate-page")
+    page = Notification.objects.get(
+        dedup_key=f"incident-{incident.pk}-page-ml_lead-step-5-escalated"
+    )
     assert (page.channel, page.role, page.recipients) == ("page", "ml_lead", ["the-lead"])
     assert step.outcome["paged"] == "ml_lead"
     assert incident.events.filter(kind="decision", message__contains="escalate").exists()

@@ -12,8 +12,8 @@ from governance import audit
 from governance.models import Archive, Lifecycle
 from incidents import rollback as rollback_service
 from incidents import tasks
+from incidents.alert_response import route_alert
 from incidents.models import Incident, Notification, Rollback
-from incidents.routing import route_alert
 from tests.incidents.helpers import alert_on, live_pair, live_single, stage
 from tests.serving.helpers import live, promote_patch
 
@@ -230,3 +230,62 @@ def test_a_halted_model_still_rolls_back_and_stays_halted(serving_pair):
         v1.model.name, {"instances": [{"f1": 0, "f2": 0, "f3": 0}]}, record=False
     )
     assert code == 503 and body["halted"] is True
+
+
+# --- one way to open an incident, one audit event per request, a typed "no standby" -----------
+
+
+def test_an_automatic_rollback_request_is_audited_like_a_manual_one(serving_pair):
+    _, v2 = serving_pair
+    route_alert(alert_on(v2))
+    rollback_id = route_alert(alert_on(v2))["rollback"]
+
+    from governance.models import AuditEvent
+
+    [event] = AuditEvent.objects.filter(action="incidents.rollback_requested")
+    assert event.object_id == str(rollback_id)
+    assert event.actor == "system:incidents.alert_response"
+    assert event.after["automatic"] is True and event.after["version"] == "1.0.1"
+    assert "2 critical alerts on 1.0.1" in event.reason
+    assert audit.verify().valid
+
+
+def test_a_manual_rollback_opens_its_incident_as_every_incident_opens(serving_pair):
+    _, v2 = serving_pair
+    from governance.models import AuditEvent
+    from incidents.manual_rollback import rollback_manual
+    from tests.governance.lifecycle_helpers import person
+
+    lead = person("ml_lead", "lee")
+    incident, rollback = rollback_manual(
+        model_name=v2.model.name, reason="bias spike on northgate", actor=lead
+    )
+
+    opened = incident.events.get(kind="opened")
+    # incidents.services writes the opening event: why, and the playbook the kind runs (none)
+    assert opened.message == f"manual rollback of {v2.model.name} 1.0.1: bias spike on northgate"
+    assert opened.data == {"playbook": ""} and opened.actor == lead.label
+    [event] = AuditEvent.objects.filter(action="incidents.rollback_requested")
+    assert (event.actor, event.after["automatic"]) == (lead.label, False)
+    assert rollback.requested_by == lead.label[:200]
+
+
+def test_no_standby_is_recognised_by_its_type_not_by_the_words_of_its_message(monkeypatch):
+    from governance import lifecycle
+    from registry.errors import Conflict, NoStandbyVersion
+
+    version = live_single()
+    route_alert(alert_on(version))
+    rollback_id = route_alert(alert_on(version))["rollback"]
+    with pytest.raises(NoStandbyVersion) as refused:
+        lifecycle.transition(
+            version=version, name="start_rollback", actor=rollback_service.SYSTEM, automatic=True
+        )
+    assert isinstance(refused.value, Conflict)  # still a 409 wherever it reaches the API
+
+    def reworded(**kwargs):
+        raise NoStandbyVersion("nothing to restore", reasons=["v(n-1) was retired"])
+
+    monkeypatch.setattr(rollback_service.lifecycle_rules, "transition", reworded)
+    assert rollback_service.rollback_run(rollback_id) == "no_standby"
+    assert Rollback.objects.get().last_error == "nothing to restore v(n-1) was retired"

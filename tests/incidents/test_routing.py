@@ -5,8 +5,8 @@ import threading
 import pytest
 from django.db import connection
 
+from incidents.alert_response import route_alert
 from incidents.models import Incident, Notification, Rollback
-from incidents.routing import route_alert
 from monitoring.models import ReviewItem
 from tests.incidents.helpers import alert_on, live_pair, stage
 

@@ -3,9 +3,9 @@
 import pytest
 
 from governance.models import AuditEvent
+from incidents.alert_response import route_alert
 from incidents.models import Incident, Notification, Rollback
-from incidents.playbooks import playbook_advance
-from incidents.routing import route_alert
+from incidents.playbook_engine import playbook_advance
 from serving.halt import active_halt
 from tests.incidents.helpers import alert_on, live_pair
 

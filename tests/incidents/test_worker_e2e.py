@@ -26,9 +26,9 @@ from django.db import connection
 
 from governance import audit
 from governance.models import Archive, AuditEvent, Lifecycle
+from incidents.alert_response import route_alert
 from incidents.models import Incident, Rollback
 from incidents.rollback import TERMINAL
-from incidents.routing import route_alert
 from tests.incidents.helpers import alert_on, stage
 from tests.serving.helpers import live, promote_patch
 
@@ -214,6 +214,7 @@ def assert_rolled_back_once(v1, v2) -> Rollback:
     rolled = Lifecycle.objects.get(version=v2)
     assert (rolled.stage, rolled.archive) == ("retired", Archive.COLD)
     assert audit_actions("incidents.rollback_") == [
+        "incidents.rollback_requested",  # automatic, by the alert's response
         "incidents.rollback_switched",
         "incidents.rollback_verified",
         "incidents.rollback_completed",

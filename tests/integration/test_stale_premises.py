@@ -118,7 +118,7 @@ def resolve_by_rollback(w: World) -> None:
 
 
 def complete_overdue_step(w: World) -> None:
-    from incidents.playbooks import step_complete
+    from incidents.steps.human import step_complete
 
     run = StepRun.objects.get(pk=w.context["step"])
     role = run.roles[0]
@@ -248,7 +248,7 @@ def monitoring_run(w: World):
 def critical_alert(w: World) -> dict:
     """A critical concept-drift alert on 1.0.1: a playbook-1 incident, critical, whose step 6
     rolls the live version back at once (a second one within 24 h: the automatic rollback)."""
-    from incidents.routing import route_alert
+    from incidents.alert_response import route_alert
     from tests.incidents.helpers import alert_on
 
     return route_alert(alert_on(w.v2, check="concept_drift", severity="critical"))
@@ -267,7 +267,7 @@ def playbook_run(w: World):
 
 def overdue_prepare(w: World) -> None:
     """A human step of the incident is overdue: its reminder (page and email) is in the outbox."""
-    from incidents.playbooks import steps_escalate_overdue
+    from incidents.playbook_engine import steps_escalate_overdue
 
     playbook_prepare(w)
     waiting = StepRun.objects.filter(
@@ -292,7 +292,7 @@ def overdue_run(w: World):
 
 def rollback_prepare(w: World) -> None:
     """An ML Lead asks for the rollback of 1.0.1; the task is enqueued, not yet run."""
-    from incidents.rollback import rollback_manual
+    from incidents.manual_rollback import rollback_manual
 
     _, requested = rollback_manual(
         model_name=w.model.name, reason="suspected leak", actor=person("ml_lead")

@@ -10,9 +10,9 @@ from rest_framework.test import APIClient
 
 from governance import audit, services
 from governance.models import AuditEvent
+from incidents.alert_response import route_alert
 from incidents.models import Incident
-from incidents.playbooks import incident_resolved
-from incidents.routing import route_alert
+from incidents.resolution import incident_resolved
 from monitoring.alerts import alert_acknowledge, alert_resolve
 from monitoring.models import Alert
 from registry.errors import Conflict, Forbidden, InvalidInput

@@ -11,7 +11,7 @@ from django.urls import include, path
 from governance.audit import Actor
 from governance.models import AuditEvent, Stage
 from governance.policies import policy_in_force
-from monitoring import runs, tasks
+from monitoring import runs
 from monitoring.models import Alert, MonitoringPolicy, MonitorRun, RunStatus
 from tests.factories import UserFactory
 from tests.monitoring.test_checks import synthetic
@@ -38,7 +38,13 @@ def _own_var_dir(settings, tmp_path):
 @pytest.fixture
 def enqueued(monkeypatch):
     sent: list[int] = []
-    monkeypatch.setattr(tasks.execute_run, "delay", lambda run_id: sent.append(run_id))
+
+    def record(name, args=(), kwargs=None, **options):
+        if name == "monitoring.execute_run":
+            sent.append(args[0])
+        return ""
+
+    monkeypatch.setattr("platform_core.tasking.send", record)
     return sent
 
 

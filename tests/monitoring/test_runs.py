@@ -207,8 +207,13 @@ def _own_var_dir(settings, tmp_path):
 def _no_broker(monkeypatch):
     """Tasks are recorded, never sent: tests call services and task bodies directly."""
     sent: list[tuple[str, tuple]] = []
-    monkeypatch.setattr(tasks.execute_run, "delay", lambda *a: sent.append(("execute", a)))
-    monkeypatch.setattr(tasks.route_alert, "delay", lambda *a: sent.append(("route", a)))
+    short = {"monitoring.execute_run": "execute", "monitoring.route_alert": "route"}
+
+    def record(name, args=(), kwargs=None, **options):
+        sent.append((short.get(name, name), tuple(args)))
+        return ""
+
+    monkeypatch.setattr("platform_core.tasking.send", record)
     return sent
 
 

@@ -127,14 +127,16 @@ def test_a_down_mlflow_server_sends_the_mirror_to_a_task_without_waiting_on_its_
     settings, monkeypatch
 ):
     from governance import services as governance_services
-    from governance import tasks as governance_tasks
 
     settings.MLFLOW_TRACKING_URI = settings.MLFLOW_REGISTRY_URI = "http://127.0.0.1:9"
     mirrored, queued = [], []
     monkeypatch.setattr(governance_services, "mlflow_mirror", lambda **kw: mirrored.append(kw))
-    monkeypatch.setattr(governance_tasks.mirror_stage_to_mlflow, "delay", queued.append)
+    monkeypatch.setattr(
+        "platform_core.tasking.send",
+        lambda name, args=(), kwargs=None, **options: queued.append((name, *args)),
+    )
 
     governance_services.mlflow_mirror_or_retry(42)
 
     assert mirrored == []  # the slow, retrying client was never used
-    assert queued == [42]
+    assert queued == [("governance.mirror_stage_to_mlflow", 42)]

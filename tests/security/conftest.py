@@ -70,9 +70,8 @@ class World:
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch):
     """Task enqueues are recorded, never sent: the matrix is about answers, not workers."""
+    monkeypatch.setattr("platform_core.tasking.send", lambda *a, **k: "")
     for target in (
-        "incidents.rollback.enqueue_rollback",
-        "incidents.playbooks.enqueue_playbook",
         "serving.signals.enqueue_verification",
         "serving.signals.enqueue_warm_standby",
         "serving.signals.enqueue_shadow_evaluation",
@@ -113,7 +112,7 @@ def _actor_user(actor: str):
 @pytest.fixture
 def objects(db) -> World:
     """The target's objects without the actors (the fuzzer brings its own token)."""
-    from incidents.routing import route_alert
+    from incidents.alert_response import route_alert
     from monitoring import runs
     from serving.halt import halt_engage
 

@@ -188,17 +188,23 @@ def test_a_promotion_enqueues_verification_and_warm_standby_after_commit(
     assert enqueued == [("verify", v2.pk), ("warm", v1.model_id)]
 
 
-def test_the_enqueue_sends_the_tasks_to_the_urgent_queue(monkeypatch):
+def test_the_enqueue_names_the_tasks_and_settings_route_them_to_the_urgent_queue(monkeypatch):
+    from config.celery import app
+
     sent = []
-
-    def recorder(name):
-        return lambda args, queue: sent.append((name, args, queue))
-
-    monkeypatch.setattr(tasks.verify_promotion, "apply_async", recorder("verify"))
-    monkeypatch.setattr(tasks.warm_standby, "apply_async", recorder("warm"))
+    monkeypatch.setattr(
+        "platform_core.tasking.send",
+        lambda name, args=(), kwargs=None, **options: sent.append((name, args, options)),
+    )
     REAL_ENQUEUE_VERIFICATION(7)
     REAL_ENQUEUE_WARM_STANDBY(3)
-    assert sent == [("verify", (7,), "urgent"), ("warm", (3,), "urgent")]
+    assert [(name, args) for name, args, _ in sent] == [
+        ("serving.verify_promotion", (7,)),
+        ("serving.warm_standby", (3,)),
+    ]
+    assert all("queue" not in options for _, _, options in sent)  # settings choose it
+    queues = {app.amqp.router.route({}, name, args, {})["queue"].name for name, args, _ in sent}
+    assert queues == {"urgent"}
 
 
 @pytest.mark.django_db

@@ -122,9 +122,11 @@ class Command(BaseCommand):
     def _incidents(self) -> None:
         """What the urgent worker does with the alerts, done here so the demo shows it at once
         (the tasks were also enqueued; the worker finds them finished), then people at work."""
-        from demo.incidents import work_incidents
+        from demo.incidents import deliver_notifications, work_incidents
 
         for line in work_incidents(MODEL_NAME):
+            self.step(line)
+        for line in deliver_notifications(MODEL_NAME):
             self.step(line)
 
     def _traffic(self, frame, seed: int) -> None:

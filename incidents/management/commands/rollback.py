@@ -22,7 +22,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-wait", action="store_true", help="leave it to the workers")
 
     def handle(self, *args, model, reason, user, no_wait=False, **options):
-        from incidents.rollback import rollback_manual, rollback_run
+        from incidents.manual_rollback import rollback_manual
+        from incidents.rollback import rollback_run
 
         try:
             person = get_user_model().objects.get(username=user, is_active=True)

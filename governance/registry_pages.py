@@ -1,4 +1,5 @@
-"""Server-rendered pages for governance staff: models, versions and model cards.
+"""Server-rendered pages for governance staff: models, versions and model cards (the registry's
+facts, shown under governance's access rule, so they live here and not in ``registry``).
 
 The same rule as the API (``governance.selectors.readable_models``): a user sees the models a
 role grant lets them read, globally or per model; ``is_staff`` alone shows nothing, and a model
@@ -12,12 +13,12 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404, render
 
-from .models import ModelCard, ModelVersion, RegisteredModel
+from registry.models import ModelCard, ModelVersion, RegisteredModel
+
+from .selectors import readable_models as granted
 
 
 def readable_models(user) -> QuerySet[RegisteredModel]:
-    from governance.selectors import readable_models as granted
-
     if user.is_active and user.is_superuser:
         return RegisteredModel.objects.all()
     return granted(user)

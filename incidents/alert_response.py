@@ -1,4 +1,5 @@
-"""The alert hook (``settings.MONITORING_ALERT_HOOK = "incidents.routing.route_alert"``).
+"""What the platform does about an alert: the hook
+``settings.MONITORING_ALERT_HOOK = "incidents.alert_response.route_alert"``.
 
 Monitoring's ``default_route`` runs first (medium -> review queue; high/critical on a serving
 version -> degraded). Then, for high and critical alerts, under a row lock on the model:
@@ -32,13 +33,13 @@ from monitoring.routing import default_route
 from registry.models import RegisteredModel
 
 from .ethics import ethics_check_alert
-from .models import Channel, EventKind, Incident, IncidentKind, Rollback
-from .notifications import notify_role
+from .models import EventKind, Incident, IncidentKind, Rollback
+from .paging import page_role
 from .rollback import rollback_create
 from .services import incident_active, incident_open
 from .timeline import add_event
 
-SYSTEM = Actor.system("incidents.routing")
+SYSTEM = Actor.system("incidents.alert_response")
 PAGED_ROLE = {Severity.HIGH: Role.ML_LEAD, Severity.CRITICAL: Role.ETHICS_OFFICER}
 _RANK = {Severity.MEDIUM: 0, Severity.HIGH: 1, Severity.CRITICAL: 2}
 
@@ -81,25 +82,17 @@ def route_alert(alert: Alert) -> dict:
         if halted := ethics_check_alert(alert, incident=incident):
             outcome["ethics"] = halted
         role = PAGED_ROLE[alert.severity]
-        _, paged = notify_role(
-            channel=Channel.PAGE,
+        # one page per incident and person: a joining alert, or the halt that came with this
+        # alert (paged by the ethics check just above), finds it sent already
+        page_role(
+            incident,
             role=role,
-            model=model,
-            incident=incident,
             subject=f"[{model.name}] {alert.severity} {alert.kind} alert: incident {incident.pk}"
             + (f" (playbook {incident.playbook})" if incident.playbook else ""),
             body=_describe(alert),
-            dedup_key=f"incident-{incident.pk}-page-{role}",
-            incident_key=f"incident-{incident.pk}",
+            actor=SYSTEM.label,
+            data={"alert": alert.pk},
         )
-        if paged:  # a joining alert finds the incident's page already sent: no second page
-            add_event(
-                incident,
-                kind=EventKind.NOTIFICATION,
-                actor=SYSTEM.label,
-                message=f"paging {role} (alert {alert.pk})",
-                data={"role": role, "alert": alert.pk},
-            )
         rollback = None
         if alert.severity == Severity.CRITICAL:
             rollback = _maybe_rollback(alert, model, incident)

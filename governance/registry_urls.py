@@ -1,8 +1,8 @@
 from django.urls import path
 
-from . import views
+from . import registry_pages as views
 
-app_name = "registry"
+app_name = "registry"  # the pages of registry facts: /registry/..., {% url 'registry:...' %}
 
 urlpatterns = [
     path("", views.model_list, name="model-list"),
