@@ -26,7 +26,7 @@ def url(version, other=""):
 
 def gate_evidence(version, *, auc: float, passed: bool) -> Evaluation:
     policy, _ = ValidationPolicy.objects.get_or_create(
-        model=version.model, version=3, defaults={"thresholds": {"auc_min": 0.7}}
+        model=version.model, version=3, defaults={"values": {"auc_min": 0.7}}
     )
     evaluation = evidence(version, EvidenceKind.VALIDATION, passed=passed)
     Evaluation.objects.filter(pk=evaluation.pk).update(

@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from analytics import stats
 from governance import audit
 from governance.audit import Actor
 from governance.models import AuditEvent
-from monitoring import ingest, profiles, stats, store
+from monitoring import ingest, profiles, store
 from monitoring.models import (
     BatchKind,
     DataBatch,
