@@ -27,6 +27,11 @@ ARTIFACT_CACHE_DIR = _RUN_DIR / "artifact-cache"
 AUDIT_HMAC_KEY = "test-audit-hmac-key-not-a-secret-0123456789abcdef"
 AUDIT_CHECKPOINT_DIR = _RUN_DIR / "audit-checkpoints"
 
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # This run's own test database: two runs in one checkout (bin/test's legs, a helper's run
+    # beside CI) never share a file.
+    DATABASES["default"]["TEST"] = {"NAME": str(_RUN_DIR / "test.sqlite3")}  # noqa: F405
+
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
     # Transactional tests flush with TRUNCATE, which the audit table refuses outside maintenance.
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c governance.allow_truncate=on"  # noqa: F405

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_manage(key: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    # DJANGO_ALLOW_ASYNC_UNSAFE: the browser harness sets it in this process (tests/browser)
     dropped = {"DATABASE_URL", "CELERY_BROKER_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"}
+    dropped.add("DJANGO_ALLOW_ASYNC_UNSAFE")
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env |= {
         "DJANGO_SETTINGS_MODULE": "config.settings.prod",
