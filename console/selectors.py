@@ -62,6 +62,7 @@ class ModelRow:
 class Overview:
     rows: list[ModelRow]
     global_halt: Halt | None
+    holds_roles: bool = True  # read only when no model shows: "no role" or "no model yet"
 
 
 def active_halts(model_names: list[str] | None = None) -> list[Halt]:
@@ -123,7 +124,8 @@ def overview(user, *, now: datetime | None = None) -> Overview:
 
     for lifecycle in sla.over_limit(now, model_ids=list(rows)):
         rows[lifecycle.version.model_id].over_limit.append((lifecycle, sla.deadline_for(lifecycle)))
-    return Overview(rows=list(rows.values()), global_halt=global_halt)
+    holds_roles = bool(rows) or RoleGrant.objects.filter(user_id=user.pk).exists()
+    return Overview(rows=list(rows.values()), global_halt=global_halt, holds_roles=holds_roles)
 
 
 @dataclass

@@ -172,3 +172,10 @@ def test_the_query_count_does_not_grow_with_the_number_of_models(
         _incident(live, step_due=timezone.now() + timedelta(hours=1))
     with django_assert_max_num_queries(len(few.captured_queries)):
         client.get(reverse("console:overview"))
+
+
+def test_a_role_holder_on_an_empty_registry_is_told_no_model_exists_yet(client, lead):
+    page = client.get(reverse("console:overview")).content.decode()
+
+    assert "No model is registered yet" in page
+    assert "You hold no role" not in page
