@@ -113,6 +113,7 @@ def seed(models: int, versions: int, days: int) -> dict:
     from incidents.models import IncidentKind
     from incidents.services import incident_open
     from monitoring.models import Alert, MetricPoint, MonitoringPolicy, MonitorRun
+    from monitoring.policies import MONITORING
     from registry.models import ModelCard, ModelVersion, RegisteredModel
     from serving.models import Halt
 
@@ -170,7 +171,7 @@ def seed(models: int, versions: int, days: int) -> dict:
     policies = {
         p.model_id: p
         for p in MonitoringPolicy.objects.bulk_create(
-            MonitoringPolicy(model=m, version=1, settings=MonitoringPolicy.DEFAULTS)
+            MonitoringPolicy(model=m, version=1, values=MONITORING.defaults())
             for m in registered
         )
     }
