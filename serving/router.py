@@ -43,7 +43,7 @@ class VersionRef:
     features: tuple[str, ...]
     feature_set: frozenset[str]
     artifact: ArtifactRef
-    staged_at: int = 0  # a staging version's stay (``shadow_counts.stay``); 0 for the others
+    staged_at: int = 0  # a staging version's stay (``shadow_counts.stay_key``); 0 for the others
     # declared ``feature_types``: the gateway refuses what monitoring ingestion would refuse
     integer_features: frozenset[str] = frozenset()
     boolean_features: frozenset[str] = frozenset()
@@ -230,7 +230,7 @@ def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
     for row in rows:
         if row.stage != Stage.STAGING:
             continue
-        ref = _version_ref(row.version, shadow_counts.stay(row.stage_entered_at))
+        ref = _version_ref(row.version, shadow_counts.stay_key(row.stage_entered_at))
         if live is not None:
             shadow_features.update(
                 dict.fromkeys(f for f in ref.features if f not in live.feature_set)

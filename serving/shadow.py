@@ -167,7 +167,7 @@ def _score(stats: dict[str, int], items: list[ShadowRequest]) -> None:
                 shadow_counts.add(route.model_name, ref, not_carried=len(X))
                 continue
             if wide is None:
-                wide = _wide(items, X, len(route.shadow_features))
+                wide = _with_shadow_features(items, X, len(route.shadow_features))
             columns = wide[:, [names.index(f) for f in ref.features]]
             carried = ~np.isnan(columns).any(axis=1)  # live columns are finite (validated)
             lacking = len(carried) - int(carried.sum())
@@ -191,7 +191,8 @@ def _score(stats: dict[str, int], items: list[ShadowRequest]) -> None:
         shadow_counts.add(route.model_name, ref, scored=len(columns))
 
 
-def _wide(items: list[ShadowRequest], X: np.ndarray, n_shadow: int) -> np.ndarray:
+def _with_shadow_features(items: list[ShadowRequest], X: np.ndarray, n_shadow: int) -> np.ndarray:
+    """The live features with the shadow-only ones beside them (NaN where a request lacks them)."""
     blocks = [
         item.shadow_X if item.shadow_X is not None else np.full((len(item.X), n_shadow), np.nan)
         for item in items

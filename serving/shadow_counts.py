@@ -45,7 +45,7 @@ def _current():
     return current()
 
 
-def stay(entered: datetime) -> int:
+def stay_key(entered: datetime) -> int:
     """A stay in staging as an exact integer (epoch microseconds of ``stage_entered_at``)."""
     return (entered - _EPOCH) // timedelta(microseconds=1)
 
@@ -97,7 +97,7 @@ def flush(*, final: bool = False) -> int:
 
 def stay_totals(*, version_id: int, staged_at: datetime) -> dict[str, int] | None:
     """Every gateway process's totals for one stay, summed; None when none were written."""
-    folder = directory() / f"{version_id}-{stay(staged_at)}"
+    folder = directory() / f"{version_id}-{stay_key(staged_at)}"
     totals, found = dict.fromkeys(KINDS, 0), False
     for path in folder.glob("*.json") if folder.is_dir() else ():
         try:
@@ -122,7 +122,9 @@ def sweep() -> int:
     if not root.is_dir():
         return 0
     staged = Lifecycle.objects.filter(stage=Stage.STAGING)
-    current = {f"{v}-{stay(at)}" for v, at in staged.values_list("version_id", "stage_entered_at")}
+    current = {
+        f"{v}-{stay_key(at)}" for v, at in staged.values_list("version_id", "stage_entered_at")
+    }
     removed = 0
     for folder in root.iterdir():
         if folder.is_dir() and folder.name not in current:

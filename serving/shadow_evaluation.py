@@ -45,6 +45,7 @@ from governance.audit import Actor
 from governance.models import Evaluation, EvidenceKind, Lifecycle, Stage, ValidationPolicy
 from governance.policies import policy_current, policy_in_force, policy_values
 from governance.premises import PremiseFailed
+from monitoring.columns import attribute_of
 from registry.errors import Conflict
 from registry.models import ModelVersion
 from registry.semver import Bump
@@ -95,7 +96,7 @@ def _batch(frame, sensitive_columns: list[str]):
     labels = frame["label"].to_numpy(dtype=np.float64)
     keep = ~np.isnan(labels)
     sensitive = {
-        column[2:]: frame[column].to_numpy()[keep].astype(str)
+        attribute_of(column): frame[column].to_numpy()[keep].astype(str)
         for column in sensitive_columns
         if frame[column].notna().to_numpy()[keep].all()
     }

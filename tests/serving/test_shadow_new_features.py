@@ -227,7 +227,7 @@ def test_the_gateway_counts_are_summed_over_processes_and_kept_per_stay_in_stagi
     from serving import shadow_counts
 
     staged_at = datetime(2026, 1, 5, 9, 30, 0, 123456, tzinfo=UTC)
-    ref = SimpleNamespace(version="2.0.0", id=5, staged_at=shadow_counts.stay(staged_at))
+    ref = SimpleNamespace(version="2.0.0", id=5, staged_at=shadow_counts.stay_key(staged_at))
     shadow_counts.add("scoring", ref, scored=3, not_carried=2)
     shadow_counts.add("scoring", ref, not_carried=1)
     assert shadow_counts.flush() == 1
