@@ -543,9 +543,39 @@ def _groups(column: pd.Series) -> stats.GroupCodes:
     return stats.GroupCodes(codes, [str(u) for u in uniques] + ["(missing)"])
 
 
+_FAIRNESS_AGGREGATES = (
+    "equalized_odds_difference",
+    "fpr_ratio",
+    "fnr_ratio",
+    "tpr_difference",
+    "fpr_difference",
+    "demographic_parity_ratio",
+)
+_CHARTED_AGGREGATES = (
+    "equalized_odds_difference",
+    "fpr_ratio",
+    "fnr_ratio",
+    "demographic_parity_ratio",
+)
+_GROUP_FIELDS = (
+    "n",
+    "n_positive",
+    "n_negative",
+    "n_predicted_positive",
+    "selection_rate",
+    "tpr",
+    "fpr",
+    "fnr",
+    "ppv",
+    "judged",
+)
+_GROUP_RATES = ("selection_rate", "tpr", "fpr", "fnr", "ppv")
+
+
 def fairness(window, profile, version, settings, thresholds) -> CheckResult:
     """Per-group rates and disparities per sensitive attribute, judged with the validation
-    policy's limits; a violation counts when the gap is also statistically significant."""
+    policy's limits (``analytics.fairness.judge``, the gates' rule); a violation counts when the
+    gap is also statistically significant."""
     labelled = _labelled(window)
     _require_rows(len(labelled), int(settings["min_labeled_rows"]), "labelled records")
     attributes = [c for c in window.columns if is_sensitive(c)]
@@ -553,9 +583,8 @@ def fairness(window, profile, version, settings, thresholds) -> CheckResult:
         raise CheckFailed(
             "the window's records carry no sensitive attribute, so fairness cannot be judged"
         )
-    scores = _scores(labelled)
     y = _label_array(labelled)
-    predicted = _predicted(labelled, scores, version)
+    predicted = _predicted(labelled, _scores(labelled), version)
     min_size = max(int(thresholds["min_group_size"]), 1)
     limits = {key: float(thresholds[key]) for _, key, _ in fairness_rule.LIMITED_AGGREGATES}
     pmin = float(settings["fairness_pvalue_min"])
@@ -564,81 +593,14 @@ def fairness(window, profile, version, settings, thresholds) -> CheckResult:
     verdict = fairness_rule.judge(report, limits)
     per_attribute: dict[str, Any] = {}
     points: list[Point] = []
-    violations: list[dict[str, Any]] = []
+    significant: list[dict[str, Any]] = []
     for name, result in report.attributes.items():
         data = result.to_dict()
-        judged_attr = verdict.attributes[name]
-        entry = {
-            "judged": judged_attr.judged,
-            "status": judged_attr.status,
-            "undefined": [f.aggregate for f in judged_attr.undefined],
-            "n_judged_groups": data["n_judged_groups"],
-            "min_group_size": min_size,
-            **{
-                k: data[k]
-                for k in (
-                    "equalized_odds_difference",
-                    "fpr_ratio",
-                    "fnr_ratio",
-                    "tpr_difference",
-                    "fpr_difference",
-                    "demographic_parity_ratio",
-                )
-            },
-            "groups": {
-                g["group"]: {
-                    k: g[k]
-                    for k in (
-                        "n",
-                        "n_positive",
-                        "n_negative",
-                        "n_predicted_positive",
-                        "selection_rate",
-                        "tpr",
-                        "fpr",
-                        "fnr",
-                        "ppv",
-                        "judged",
-                    )
-                }
-                for g in data["groups"]
-            },
-            "violations": [],
-        }
-        for aggregate in (
-            "equalized_odds_difference",
-            "fpr_ratio",
-            "fnr_ratio",
-            "demographic_parity_ratio",
-        ):
-            points.append((aggregate, name, "", data[aggregate]))
-        for g in data["groups"]:
-            for rate in ("selection_rate", "tpr", "fpr", "fnr", "ppv"):
-                points.append((rate, name, f"{name}={g['group']}", g[rate]))
-            points.append(("n", name, f"{name}={g['group']}", g["n"]))
-        for finding in judged_attr.violations:
-            rate = _RATE_OF[finding.aggregate]
-            if rate is None:  # equalized odds: the larger of the TPR and FPR spreads
-                rate = (
-                    "tpr"
-                    if (data["tpr_difference"] or 0) >= (data["fpr_difference"] or 0)
-                    else "fpr"
-                )
-            p_value, low, high = _extremes_p(data["groups"], rate)
-            violation = {
-                "attribute": name,
-                "metric": finding.aggregate,
-                "value": finding.value,
-                "threshold": finding.limit,
-                "rate": rate,
-                "groups": [low, high],
-                "p_value": p_value,
-                "significant": p_value < pmin,
-                "excess": finding.excess,
-            }
-            entry["violations"].append(violation)
-            if violation["significant"]:
-                violations.append(violation)
+        judged = verdict.attributes[name]
+        entry = _fairness_entry(data, judged, min_size)
+        entry["violations"] = _fairness_violations(name, data, judged, pmin)
+        significant += [v for v in entry["violations"] if v["significant"]]
+        points += _fairness_points(name, data)
         per_attribute[name] = entry
     if verdict.status == "not_judged":
         raise Skip(
@@ -651,17 +613,69 @@ def fairness(window, profile, version, settings, thresholds) -> CheckResult:
         "fairness_pvalue_min": pmin,
         "attributes": per_attribute,
     }
-    breach = None
-    if violations:
-        worst = max(violations, key=lambda v: v["excess"])
-        breach = Breach(
-            worst["metric"],
-            worst["attribute"],
-            worst["value"],
-            worst["threshold"],
-            {"violations": violations},
+    return CheckResult(jsonable(metrics), points, _worst_fairness_breach(significant))
+
+
+def _fairness_entry(data: dict[str, Any], judged, min_size: int) -> dict[str, Any]:
+    """One attribute's numbers as the run keeps them: aggregates, then each group's rates."""
+    return {
+        "judged": judged.judged,
+        "status": judged.status,
+        "undefined": [f.aggregate for f in judged.undefined],
+        "n_judged_groups": data["n_judged_groups"],
+        "min_group_size": min_size,
+        **{k: data[k] for k in _FAIRNESS_AGGREGATES},
+        "groups": {g["group"]: {k: g[k] for k in _GROUP_FIELDS} for g in data["groups"]},
+    }
+
+
+def _fairness_points(name: str, data: dict[str, Any]) -> list[Point]:
+    """The time-series points: each charted aggregate, then each group's rates and size."""
+    points: list[Point] = [(a, name, "", data[a]) for a in _CHARTED_AGGREGATES]
+    for g in data["groups"]:
+        points += [(rate, name, f"{name}={g['group']}", g[rate]) for rate in _GROUP_RATES]
+        points.append(("n", name, f"{name}={g['group']}", g["n"]))
+    return points
+
+
+def _fairness_violations(
+    name: str, data: dict[str, Any], judged, pmin: float
+) -> list[dict[str, Any]]:
+    """Each limit the attribute breaks, with the p-value of the gap between its extreme groups."""
+    violations = []
+    for finding in judged.violations:
+        rate = _RATE_OF[finding.aggregate]
+        if rate is None:  # equalized odds: the larger of the TPR and FPR spreads
+            tpr, fpr = data["tpr_difference"] or 0, data["fpr_difference"] or 0
+            rate = "tpr" if tpr >= fpr else "fpr"
+        p_value, low, high = _extremes_p(data["groups"], rate)
+        violations.append(
+            {
+                "attribute": name,
+                "metric": finding.aggregate,
+                "value": finding.value,
+                "threshold": finding.limit,
+                "rate": rate,
+                "groups": [low, high],
+                "p_value": p_value,
+                "significant": p_value < pmin,
+                "excess": finding.excess,
+            }
         )
-    return CheckResult(jsonable(metrics), points, breach)
+    return violations
+
+
+def _worst_fairness_breach(significant: list[dict[str, Any]]) -> Breach | None:
+    if not significant:
+        return None
+    worst = max(significant, key=lambda v: v["excess"])
+    return Breach(
+        worst["metric"],
+        worst["attribute"],
+        worst["value"],
+        worst["threshold"],
+        {"violations": significant},
+    )
 
 
 # --------------------------------------------------------------------------------------------
