@@ -171,8 +171,7 @@ def seed(models: int, versions: int, days: int) -> dict:
     policies = {
         p.model_id: p
         for p in MonitoringPolicy.objects.bulk_create(
-            MonitoringPolicy(model=m, version=1, values=MONITORING.defaults())
-            for m in registered
+            MonitoringPolicy(model=m, version=1, values=MONITORING.defaults()) for m in registered
         )
     }
     by_model: dict[int, list[ModelVersion]] = {}

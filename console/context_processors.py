@@ -4,7 +4,7 @@ and how much waits for the user (the count beside My work)."""
 from __future__ import annotations
 
 from . import selectors
-from .work import work_count
+from .work import my_work
 
 
 def halts(request) -> dict:
@@ -20,5 +20,5 @@ def work(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    known = getattr(request, "my_work", None)  # My work itself computed it already
-    return {"work_count": known.count if known is not None else work_count(user)}
+    work = getattr(request, "my_work", None) or my_work(user, with_due=False)  # My work made it
+    return {"work_count": work.count, "may_read_audit": work.may_read_audit}

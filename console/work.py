@@ -172,6 +172,7 @@ def _sorted(items: list[WorkItem]) -> list[WorkItem]:
 class Work:
     items: list[WorkItem]
     roles: list[str]
+    may_read_audit: bool = False  # the nav shows Audit only to those (audit_selectors.events)
 
     @property
     def count(self) -> int:
@@ -191,9 +192,11 @@ def my_work(user, *, with_due: bool = True) -> Work:
     scoped = sorted(
         {ROLE_NAMES.get(r, r) for rs in grants.model_roles.values() for r in rs} - set(roles)
     )
+    every_role = set(grants.global_roles).union(*grants.model_roles.values())
     return Work(
         items=_sorted([*approvals, *other_work(user, grants=grants)]),
         roles=roles + [f"{r} (some models)" for r in scoped],
+        may_read_audit=user.is_superuser or Action.READ_AUDIT in actions_for(every_role),
     )
 
 

@@ -179,3 +179,15 @@ def test_query_count_does_not_grow_with_events(client, django_assert_max_num_que
         assert client.get(PAGE).status_code == 200
     with django_assert_max_num_queries(8):
         assert len(exported(client)) > count
+
+
+def test_the_audit_link_shows_only_to_those_who_may_read_the_log(client):
+    link = f'href="{PAGE}"'
+    person("ml_engineer", "erin")
+    login(client, "erin")
+    assert link not in client.get(reverse("console:overview")).content.decode()
+    assert client.get(PAGE).status_code == 403
+
+    person("auditor", "ada")
+    login(client, "ada")
+    assert link in client.get(reverse("console:overview")).content.decode()
