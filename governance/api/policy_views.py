@@ -22,7 +22,6 @@ from .views import actor_of
 # ``extend_schema_view``: the request handling (idempotency, actor, scopes) stays in one place.
 # (A comment, not a docstring: drf-spectacular would publish a docstring as the GET description.)
 class ModelPolicyView(GenericAPIView):
-
     def policy_shown(self, model: RegisteredModel) -> dict[str, Any]:
         raise NotImplementedError
 
