@@ -48,6 +48,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import drift  # noqa: E402  (bench/drift.py: data, version facts, output)
+from _common import create_database, drop_database  # noqa: E402
 
 TARGET_S = 300
 SHIFTED = {"x15": 0.8, "x16": 1.0}
@@ -56,22 +57,6 @@ REFERENCE_ROWS = 100_000
 
 def emit(bench: str, value, unit: str, **extra) -> None:
     drift.emit(bench, value, unit, **extra)
-
-
-def create_database(admin_url: str, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0]
-    return f"{base}/{name}"
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def set_up(models: int, rows: int) -> dict:
