@@ -70,3 +70,20 @@ def register(model: str, version: str, uri: str, *, features: list[str], enginee
         ),
         actor=Actor.system("bench"),
     )
+
+
+def worker_environment(database_url: str, var: str, redis_url: str, **extra: str) -> dict:
+    """The process environment of a bench and of the Celery workers it starts (dev settings)."""
+    import os
+
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.dev",
+        "DJANGO_DEBUG": "false",
+        "DATABASE_URL": database_url,
+        "GOVERNANCE_VAR_DIR": var,
+        "CELERY_BROKER_URL": redis_url,
+        "LOG_LEVEL": "WARNING",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        **extra,
+    }

@@ -48,7 +48,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import drift  # noqa: E402  (bench/drift.py: data, version facts, output)
-from _common import create_database, drop_database  # noqa: E402
+from _common import create_database, drop_database, worker_environment  # noqa: E402
 
 TARGET_S = 300
 SHIFTED = {"x15": 0.8, "x16": 1.0}
@@ -306,16 +306,7 @@ def main() -> int:
     name = f"bench_fleet_{os.getpid()}"
     var = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     database_url = create_database(args.admin_url, name)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.dev",
-        "DJANGO_DEBUG": "false",
-        "DATABASE_URL": database_url,
-        "GOVERNANCE_VAR_DIR": str(var),
-        "CELERY_BROKER_URL": args.redis_url,
-        "LOG_LEVEL": "WARNING",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
+    env = worker_environment(database_url, str(var), args.redis_url)
     os.environ.update(env)
     import redis
 

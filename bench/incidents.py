@@ -54,7 +54,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(REPO))
 
 from bench import _common  # noqa: E402
-from bench._common import create_database, drop_database  # noqa: E402
+from bench._common import create_database, drop_database, worker_environment  # noqa: E402
 
 FEATURES = [f"f{i}" for i in range(10)]
 PROBE = {"instances": [dict.fromkeys(FEATURES, 0.25)]}
@@ -372,17 +372,12 @@ def main() -> int:
     name = f"bench_incidents_{os.getpid()}"
     var = Path(tempfile.mkdtemp(prefix="bench-incidents-"))
     database_url = create_database(args.admin_url, name)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.dev",
-        "DJANGO_DEBUG": "false",
-        "DATABASE_URL": database_url,
-        "GOVERNANCE_VAR_DIR": str(var),
-        "CELERY_BROKER_URL": args.redis_url,
-        "LOG_LEVEL": "WARNING",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = worker_environment(
+        database_url,
+        str(var),
+        args.redis_url,
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
     os.environ.update(env)
     import redis
 
