@@ -48,6 +48,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import drift  # noqa: E402  (bench/drift.py: data, version facts, output)
+from _common import create_database, drop_database, worker_environment  # noqa: E402
 
 TARGET_S = 300
 SHIFTED = {"x15": 0.8, "x16": 1.0}
@@ -56,22 +57,6 @@ REFERENCE_ROWS = 100_000
 
 def emit(bench: str, value, unit: str, **extra) -> None:
     drift.emit(bench, value, unit, **extra)
-
-
-def create_database(admin_url: str, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0]
-    return f"{base}/{name}"
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def set_up(models: int, rows: int) -> dict:
@@ -321,16 +306,7 @@ def main() -> int:
     name = f"bench_fleet_{os.getpid()}"
     var = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     database_url = create_database(args.admin_url, name)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.dev",
-        "DJANGO_DEBUG": "false",
-        "DATABASE_URL": database_url,
-        "GOVERNANCE_VAR_DIR": str(var),
-        "CELERY_BROKER_URL": args.redis_url,
-        "LOG_LEVEL": "WARNING",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-    }
+    env = worker_environment(database_url, str(var), args.redis_url)
     os.environ.update(env)
     import redis
 

@@ -53,6 +53,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO))
 
+from bench import _common  # noqa: E402
+from bench._common import create_database, drop_database, worker_environment  # noqa: E402
+
 FEATURES = [f"f{i}" for i in range(10)]
 PROBE = {"instances": [dict.fromkeys(FEATURES, 0.25)]}
 ROLLBACK_SPEC_S, ROLLBACK_TARGET_S = 300.0, 5.0
@@ -139,68 +142,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def create_database(admin_url: str, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{admin_url.rsplit('/', 1)[0]}/{name}"
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 # --- set-up ---------------------------------------------------------------------------------------
 
 
 def log_model(name: str, seed: int) -> str:
-    import numpy as np
-    import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-
-    from demo.mlflow_logging import log_sklearn_model
-    from registry import mlflow_bridge
-
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(rng.normal(size=(1000, len(FEATURES))), columns=FEATURES)
-    weights = rng.normal(size=len(FEATURES))
-    labels = (frame.to_numpy() @ weights + rng.normal(size=1000) > 0).astype(int)
-    return log_sklearn_model(
-        LogisticRegression().fit(frame, labels),
-        registered_name=name,
-        input_example=frame.head(3),
-        params={"C": 1.0},
-        metrics={"auc": 0.8},
-        experiment_id=mlflow_bridge.ensure_experiment(),
-        run_name=f"{name}-{seed}",
-    ).uri
+    return _common.log_model(name, seed, features=FEATURES, rows=1000, run_name=f"{name}-{seed}")
 
 
 def register(model: str, version: str, uri: str):
-    from datetime import date
-
-    from governance import services
-    from governance.audit import Actor
-    from registry.services import VersionSpec
-
-    return services.version_register(
-        model_name=model,
-        spec=VersionSpec(
-            version=version,
-            mlflow_uri=uri,
-            training_data_hash="sha256:" + "ab" * 32,
-            training_data_start=date(2025, 1, 1),
-            training_data_end=date(2025, 12, 31),
-            responsible_engineer="bench-engineer",
-            feature_list=FEATURES,
-            thresholds={"decision": 0.5},
-            model_card={"intended_use": "rollback drill", "owners": ["bench-engineer"]},
-        ),
-        actor=Actor.system("bench"),
+    return _common.register(
+        model, version, uri, features=FEATURES, engineer="bench-engineer", use="rollback drill"
     )
 
 
@@ -421,17 +372,12 @@ def main() -> int:
     name = f"bench_incidents_{os.getpid()}"
     var = Path(tempfile.mkdtemp(prefix="bench-incidents-"))
     database_url = create_database(args.admin_url, name)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.dev",
-        "DJANGO_DEBUG": "false",
-        "DATABASE_URL": database_url,
-        "GOVERNANCE_VAR_DIR": str(var),
-        "CELERY_BROKER_URL": args.redis_url,
-        "LOG_LEVEL": "WARNING",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = worker_environment(
+        database_url,
+        str(var),
+        args.redis_url,
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
     os.environ.update(env)
     import redis
 

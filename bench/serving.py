@@ -152,51 +152,15 @@ def prepare_environment(workdir: Path) -> None:
 
 
 def log_model(seed: int) -> str:
-    import numpy as np
-    import pandas as pd
-    from sklearn.linear_model import LogisticRegression
+    from bench._common import log_model
 
-    from demo.mlflow_logging import log_sklearn_model
-    from registry import mlflow_bridge
-
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(rng.normal(size=(2000, len(FEATURES))), columns=FEATURES)
-    weights = rng.normal(size=len(FEATURES))
-    labels = (frame.to_numpy() @ weights + rng.normal(size=2000) > 0).astype(int)
-    model = LogisticRegression().fit(frame, labels)
-    return log_sklearn_model(
-        model,
-        registered_name=MODEL,
-        input_example=frame.head(3),
-        params={"C": 1.0},
-        metrics={"auc": 0.8},
-        experiment_id=mlflow_bridge.ensure_experiment(),
-        run_name=f"bench-{seed}",
-    ).uri
+    return log_model(MODEL, seed, features=FEATURES, rows=2000, run_name=f"bench-{seed}")
 
 
 def register(version: str, uri: str, engineer: str):
-    from datetime import date
+    from bench._common import register
 
-    from governance import services
-    from governance.audit import Actor
-    from registry.services import VersionSpec
-
-    return services.version_register(
-        model_name=MODEL,
-        spec=VersionSpec(
-            version=version,
-            mlflow_uri=uri,
-            training_data_hash="sha256:" + "ab" * 32,
-            training_data_start=date(2025, 1, 1),
-            training_data_end=date(2025, 12, 31),
-            responsible_engineer=engineer,
-            feature_list=FEATURES,
-            thresholds={"decision": 0.5},
-            model_card={"intended_use": "benchmark", "owners": [engineer]},
-        ),
-        actor=Actor.system("bench"),
-    )
+    return register(MODEL, version, uri, features=FEATURES, engineer=engineer, use="benchmark")
 
 
 def setup_models() -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypedDict, Unpack
 
 import pandas as pd
 import sklearn
@@ -22,55 +23,62 @@ class LoggedModel:
     started_at: datetime
 
 
-def log_sklearn_model(
-    model,
-    *,
-    registered_name: str,
-    input_example: pd.DataFrame,
-    params: dict,
-    metrics: dict[str, float],
-    experiment_id: str,
-    run_name: str,
-) -> LoggedModel:
+class RunSpec(TypedDict):
+    """What every ``log_*_model`` takes besides the model: one run, one registered version."""
+
+    registered_name: str
+    input_example: pd.DataFrame
+    params: dict
+    metrics: dict[str, float]
+    experiment_id: str
+    run_name: str
+
+
+def log_sklearn_model(model, **run: Unpack[RunSpec]) -> LoggedModel:
     """Log and register a fitted classifier whose pyfunc predicts the positive-class probability."""
+    import mlflow
+
+    return _log_run(
+        mlflow.sklearn.log_model,
+        model,
+        model,
+        run,
+        pip_requirements=PIP_REQUIREMENTS,
+        pyfunc_predict_fn="predict_proba",
+        serialization_format="cloudpickle",
+    )
+
+
+def _log_run(log_model, artifact, model, run: RunSpec, **flavour_kwargs) -> LoggedModel:
+    """One run logging params, metrics and ``artifact`` (through ``log_model``).
+
+    The signature comes from the sklearn ``model`` (its ``predict_proba``) whatever flavour
+    ``artifact`` is stored in, so every flavour declares the same inputs and outputs.
+    """
     import mlflow
     from mlflow.models import infer_signature
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    registered_name, input_example = run["registered_name"], run["input_example"]
+    with mlflow.start_run(experiment_id=run["experiment_id"], run_name=run["run_name"]) as started:
+        mlflow.log_params({k: str(v)[:500] for k, v in run["params"].items()})
+        mlflow.log_metrics({k: float(v) for k, v in run["metrics"].items()})
         signature = infer_signature(input_example, model.predict_proba(input_example))
-        info = mlflow.sklearn.log_model(
-            model,
+        info = log_model(
+            artifact,
             name="model",
             registered_model_name=registered_name,
             signature=signature,
-            pip_requirements=PIP_REQUIREMENTS,
-            pyfunc_predict_fn="predict_proba",
-            serialization_format="cloudpickle",
+            **flavour_kwargs,
         )
-    return _logged(run, info, registered_name)
-
-
-def _logged(run, info, registered_name: str) -> LoggedModel:
-    started = datetime.fromtimestamp(run.info.start_time / 1000).astimezone()
     return LoggedModel(
         uri=f"models:/{registered_name}/{info.registered_model_version}",
-        run_id=run.info.run_id,
-        started_at=started,
+        run_id=started.info.run_id,
+        started_at=datetime.fromtimestamp(started.info.start_time / 1000).astimezone(),
     )
 
 
 def log_skops_model(
-    model,
-    *,
-    registered_name: str,
-    input_example: pd.DataFrame,
-    params: dict,
-    metrics: dict[str, float],
-    experiment_id: str,
-    run_name: str,
-    trusted_types: list[str] | None = None,
+    model, *, trusted_types: list[str] | None = None, **run: Unpack[RunSpec]
 ) -> LoggedModel:
     """Like ``log_sklearn_model``, stored with skops: the gateway loads it without unpickling.
 
@@ -80,35 +88,20 @@ def log_skops_model(
     """
     import mlflow
     import skops
-    from mlflow.models import infer_signature
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        signature = infer_signature(input_example, model.predict_proba(input_example))
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=registered_name,
-            signature=signature,
-            pip_requirements=[*PIP_REQUIREMENTS, f"skops=={skops.__version__}"],
-            pyfunc_predict_fn="predict_proba",
-            serialization_format="skops",
-            skops_trusted_types=trusted_types,
-        )
-    return _logged(run, info, registered_name)
+    return _log_run(
+        mlflow.sklearn.log_model,
+        model,
+        model,
+        run,
+        pip_requirements=[*PIP_REQUIREMENTS, f"skops=={skops.__version__}"],
+        pyfunc_predict_fn="predict_proba",
+        serialization_format="skops",
+        skops_trusted_types=trusted_types,
+    )
 
 
-def log_onnx_model(
-    model,
-    *,
-    registered_name: str,
-    input_example: pd.DataFrame,
-    params: dict,
-    metrics: dict[str, float],
-    experiment_id: str,
-    run_name: str,
-) -> LoggedModel:
+def log_onnx_model(model, **run: Unpack[RunSpec]) -> LoggedModel:
     """A fitted sklearn classifier converted to ONNX (skl2onnx) and logged with the onnx flavour.
 
     Converted in double precision, so its probabilities are sklearn's to ~1e-12, and without
@@ -119,23 +112,17 @@ def log_onnx_model(
     import mlflow
     import onnx
     import onnxruntime
-    from mlflow.models import infer_signature
     from skl2onnx import to_onnx
 
-    sample = input_example.to_numpy(dtype="float64")
+    sample = run["input_example"].to_numpy(dtype="float64")
     converted = to_onnx(model, sample, options={id(model): {"zipmap": False}})
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        signature = infer_signature(input_example, model.predict_proba(input_example))
-        info = mlflow.onnx.log_model(
-            converted,
-            name="model",
-            registered_model_name=registered_name,
-            signature=signature,
-            pip_requirements=[
-                f"onnx=={onnx.__version__}",
-                f"onnxruntime=={onnxruntime.__version__}",
-            ],
-        )
-    return _logged(run, info, registered_name)
+    return _log_run(
+        mlflow.onnx.log_model,
+        converted,
+        model,
+        run,
+        pip_requirements=[
+            f"onnx=={onnx.__version__}",
+            f"onnxruntime=={onnxruntime.__version__}",
+        ],
+    )

@@ -14,7 +14,12 @@ from rest_framework.response import Response
 from governance.api.idempotency import idempotent
 from governance.api.params import choices_param
 from governance.api.serializers import StrictSerializer
-from governance.api.views import IDEMPOTENCY_HEADER, actor_of
+from governance.api.views import (
+    IDEMPOTENCY_HEADER,
+    CrossModelReadView,
+    actor_of,
+    one_or_404,
+)
 from governance.permissions import can, request_scopes, roles_of
 from governance.roles import Action, actions_for
 from registry.errors import NotFound
@@ -235,9 +240,7 @@ def _actions(request, name, scopes):
     return actions_for(roles_of(request.user, model=name, scopes=scopes))
 
 
-class IncidentListView(GenericAPIView):
-    required_actions = {"GET": Action.READ}
-    any_model_for = {"GET"}
+class IncidentListView(CrossModelReadView):
     serializer_class = IncidentSerializer
     queryset = Incident.objects.none()
 
@@ -259,9 +262,7 @@ class IncidentListView(GenericAPIView):
         return self.get_paginated_response(IncidentSerializer(page, many=True).data)
 
 
-class IncidentDetailView(GenericAPIView):
-    required_actions = {"GET": Action.READ}
-    any_model_for = {"GET"}
+class IncidentDetailView(CrossModelReadView):
     serializer_class = IncidentDetailSerializer
     queryset = Incident.objects.none()
 
@@ -272,9 +273,7 @@ class IncidentDetailView(GenericAPIView):
         "it; escalated to the ML Lead at `escalated_at`).",
     )
     def get(self, request: Request, pk: int) -> Response:
-        incident = _readable(request, _incidents()).filter(pk=pk).first()
-        if incident is None:
-            raise NotFound(f"no incident {pk}")
+        incident = one_or_404(_readable(request, _incidents()), pk, "incident")
         return Response(IncidentDetailSerializer(incident).data)
 
 
@@ -342,9 +341,7 @@ class StepCompleteView(GenericAPIView):
         return Response(StepRunSerializer(run).data)
 
 
-class PlaybookListView(GenericAPIView):
-    required_actions = {"GET": Action.READ}
-    any_model_for = {"GET"}
+class PlaybookListView(CrossModelReadView):
     serializer_class = PlaybookSerializer
     queryset = Playbook.objects.none()
 

@@ -6,19 +6,21 @@ checked against the new limits as soon as it commits, so a breach halts it befor
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import serializers
-from rest_framework.generics import GenericAPIView
-from rest_framework.request import Request
-from rest_framework.response import Response
 
-from governance.api.idempotency import idempotent
+from governance.api.policy_views import ModelPolicyView
 from governance.api.serializers import StrictSerializer
-from governance.api.views import IDEMPOTENCY_HEADER, actor_of
-from governance.permissions import request_scopes
+from governance.api.views import IDEMPOTENCY_HEADER
+from governance.audit import Actor
 from governance.roles import Action
-from registry import services as registry_services
 from registry.errors import InvalidInput
+from registry.models import RegisteredModel
 
 from .ethics import ethics_policy_current, ethics_policy_update
 from .ethics_schema import FAIRNESS_AGGREGATES, validate_limits, validate_prohibited
@@ -117,19 +119,12 @@ def _shown(name: str, policy: EthicsPolicy | None) -> dict:
     ).data
 
 
-class EthicsPolicyView(GenericAPIView):
-    required_actions = {"GET": Action.READ, "PUT": Action.APPROVE_AS_ETHICS_OFFICER}
-    serializer_class = EthicsPolicyWriteSerializer
-
-    @extend_schema(
+@extend_schema_view(
+    get=extend_schema(
         summary="The model's current ethics policy (hard limits whose breach halts it)",
         responses={200: EthicsPolicySerializer},
-    )
-    def get(self, request: Request, name: str) -> Response:
-        model = registry_services.model_get(name)
-        return Response(_shown(model.name, ethics_policy_current(model)))
-
-    @extend_schema(
+    ),
+    put=extend_schema(
         summary="Replace the ethics policy (Ethics Officer): a new version, checked at once",
         description="Writes a new policy version (audited). Right after it commits the model's "
         "serving version is checked against it: a prohibited feature in its feature list or a "
@@ -153,17 +148,22 @@ class EthicsPolicyView(GenericAPIView):
                 request_only=True,
             )
         ],
-    )
-    @idempotent
-    def put(self, request: Request, name: str) -> Response:
-        body = EthicsPolicyWriteSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+    ),
+)
+class EthicsPolicyView(ModelPolicyView):
+    required_actions = {"GET": Action.READ, "PUT": Action.APPROVE_AS_ETHICS_OFFICER}
+    serializer_class = EthicsPolicyWriteSerializer
+
+    def policy_shown(self, model: RegisteredModel) -> dict:
+        return _shown(model.name, ethics_policy_current(model))
+
+    def policy_replace(self, name: str, values: dict, *, actor: Actor, scopes) -> dict:
         policy = ethics_policy_update(
             model_name=name,
-            fairness_limits=body.validated_data["fairness_limits"],
-            prohibited_features=body.validated_data["prohibited_features"],
-            reason=body.validated_data["reason"],
-            actor=actor_of(request),
-            scopes=request_scopes(request),
+            fairness_limits=values["fairness_limits"],
+            prohibited_features=values["prohibited_features"],
+            reason=values["reason"],
+            actor=actor,
+            scopes=scopes,
         )
-        return Response(_shown(policy.model.name, policy))
+        return _shown(policy.model.name, policy)

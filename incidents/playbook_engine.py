@@ -202,13 +202,7 @@ def _record_result(incident: Incident, run: StepRun, result: StepResult, now: da
         run.completed_at = now
         run.completed_by = SYSTEM.label
     run.save()
-    add_event(
-        incident,
-        kind=EventKind.STEP,
-        actor=SYSTEM.label,
-        message=f"step {run.order} ({run.action}): {run.status}: {result.message}",
-        data={"step": run.order, "task": run.task, "status": run.status},
-    )
+    _step_event(incident, run, f"{run.status}: {result.message}")
     if result.status == StepStatus.FAILED:
         notify_role(
             channel=Channel.EMAIL,
@@ -238,6 +232,17 @@ def _record_result(incident: Incident, run: StepRun, result: StepResult, now: da
     )
 
 
+def _step_event(incident: Incident, run: StepRun, what: str) -> None:
+    """The timeline line of an automated step that has just been stored."""
+    add_event(
+        incident,
+        kind=EventKind.STEP,
+        actor=SYSTEM.label,
+        message=f"step {run.order} ({run.action}): {what}",
+        data={"step": run.order, "task": run.task, "status": run.status},
+    )
+
+
 def _skip_step(incident: Incident, run: StepRun, now: datetime, reason: str) -> dict:
     """The step's premise failed: it ends skipped with the reason; nothing else is done."""
     run.status = StepStatus.SKIPPED
@@ -245,13 +250,7 @@ def _skip_step(incident: Incident, run: StepRun, now: datetime, reason: str) -> 
     run.completed_at = now
     run.completed_by = SYSTEM.label
     run.save()
-    add_event(
-        incident,
-        kind=EventKind.STEP,
-        actor=SYSTEM.label,
-        message=f"step {run.order} ({run.action}): skipped: {reason}",
-        data={"step": run.order, "task": run.task, "status": run.status},
-    )
+    _step_event(incident, run, f"skipped: {reason}")
     skipped = _step_premise(incident, run).skip(
         reason, obj=run, incident=incident.pk, step=run.order, step_task=run.task
     )

@@ -248,10 +248,26 @@ _PREDICTIONS_EXAMPLE = {
 # --- views --------------------------------------------------------------------------------------
 
 
-class PredictionListCreateView(GenericAPIView):
-    required_actions = {"GET": Action.READ, "POST": Action.INGEST}
+class _IngestView(GenericAPIView):
+    """A POST of records as a JSON object or as an uploaded CSV or Parquet ``file``."""
+
+    required_actions = {"POST": Action.INGEST}
     parser_classes = [JSONParser, MultiPartParser]
     takes_file_upload = True  # a 413 on JSON points to the file upload
+
+    @staticmethod
+    def ingest(request: Request, ingest_fn, upload, fields: dict[str, Any], **kwargs):
+        """``ingest_fn`` over the body's ``records``, or over its file when one was uploaded."""
+        return ingest_fn(
+            records=fields.get("records") if upload is None else None,
+            upload=upload,
+            actor=actor_of(request),
+            **kwargs,
+        )
+
+
+class PredictionListCreateView(_IngestView):
+    required_actions = {"GET": Action.READ, "POST": Action.INGEST}
     serializer_class = PredictionIngestSerializer
 
     @extend_schema(
@@ -321,20 +337,13 @@ class PredictionListCreateView(GenericAPIView):
         version = fields.get("version")
         if not isinstance(version, str) or not version:
             raise InvalidInput({"version": "required: the version that made the predictions"})
-        batches = ingest.predictions_ingest(
-            model_name=name,
-            version=version,
-            records=fields.get("records") if upload is None else None,
-            upload=upload,
-            actor=actor_of(request),
+        batches = self.ingest(
+            request, ingest.predictions_ingest, upload, fields, model_name=name, version=version
         )
         return Response(_ingest_result(batches), status=status.HTTP_201_CREATED)
 
 
-class LabelCreateView(GenericAPIView):
-    required_actions = {"POST": Action.INGEST}
-    parser_classes = [JSONParser, MultiPartParser]
-    takes_file_upload = True  # a 413 on JSON points to the file upload
+class LabelCreateView(_IngestView):
     serializer_class = LabelIngestSerializer
 
     @extend_schema(
@@ -365,19 +374,11 @@ class LabelCreateView(GenericAPIView):
     def post(self, request: Request, name: str) -> Response:
         registry_services.model_get(name)
         fields, upload = _body(request)
-        batches = ingest.labels_ingest(
-            model_name=name,
-            records=fields.get("records") if upload is None else None,
-            upload=upload,
-            actor=actor_of(request),
-        )
+        batches = self.ingest(request, ingest.labels_ingest, upload, fields, model_name=name)
         return Response(_ingest_result(batches), status=status.HTTP_201_CREATED)
 
 
-class ReferenceCreateView(GenericAPIView):
-    required_actions = {"POST": Action.INGEST}
-    parser_classes = [JSONParser, MultiPartParser]
-    takes_file_upload = True  # a 413 on JSON points to the file upload
+class ReferenceCreateView(_IngestView):
     serializer_class = ReferenceIngestSerializer
 
     @extend_schema(
@@ -399,12 +400,8 @@ class ReferenceCreateView(GenericAPIView):
     def post(self, request: Request, name: str, version: str) -> Response:
         registry_services.version_get(name, version)
         fields, upload = _body(request)
-        result = ingest.reference_ingest(
-            model_name=name,
-            version=version,
-            records=fields.get("records") if upload is None else None,
-            upload=upload,
-            actor=actor_of(request),
+        result = self.ingest(
+            request, ingest.reference_ingest, upload, fields, model_name=name, version=version
         )
         body = {
             "version": version,

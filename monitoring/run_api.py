@@ -15,7 +15,12 @@ from rest_framework.response import Response
 
 from governance.api.idempotency import idempotent
 from governance.api.serializers import StrictSerializer
-from governance.api.views import IDEMPOTENCY_HEADER, actor_of
+from governance.api.views import (
+    IDEMPOTENCY_HEADER,
+    CrossModelReadView,
+    actor_of,
+    one_or_404,
+)
 from governance.permissions import can, request_scopes
 from governance.roles import Action
 from governance.selectors import readable_models
@@ -250,9 +255,8 @@ class RunListCreateView(GenericAPIView):
         return Response(answer, status=status.HTTP_202_ACCEPTED)
 
 
-class RunDetailView(GenericAPIView):
-    required_actions = {"GET": Action.READ}
-    any_model_for = {"GET"}  # the run's model is checked below
+class RunDetailView(CrossModelReadView):
+    # the run's model is checked below
     serializer_class = RunDetailSerializer
     queryset = MonitorRun.objects.none()
 
@@ -263,20 +267,14 @@ class RunDetailView(GenericAPIView):
         "PPV) for fairness.",
     )
     def get(self, request: Request, pk: int) -> Response:
-        run = (
-            _readable(request, MonitorRun.objects.all())
-            .select_related("model", "version", "policy", "validation_policy", "alert")
-            .filter(pk=pk)
-            .first()
+        runs = _readable(request, MonitorRun.objects.all()).select_related(
+            "model", "version", "policy", "validation_policy", "alert"
         )
-        if run is None:
-            raise NotFound(f"no monitor run {pk}")
+        run = one_or_404(runs, pk, "monitor run")
         return Response(RunDetailSerializer(run).data)
 
 
-class AlertListView(GenericAPIView):
-    required_actions = {"GET": Action.READ}
-    any_model_for = {"GET"}
+class AlertListView(CrossModelReadView):
     serializer_class = AlertSerializer
     queryset = Alert.objects.none()
 
@@ -303,22 +301,14 @@ class AlertListView(GenericAPIView):
         return self.get_paginated_response(AlertSerializer(page, many=True).data)
 
 
-class AlertDetailView(GenericAPIView):
-    required_actions = {"GET": Action.READ}
-    any_model_for = {"GET"}
+class AlertDetailView(CrossModelReadView):
     serializer_class = AlertSerializer
     queryset = Alert.objects.none()
 
     @extend_schema(summary="One alert")
     def get(self, request: Request, pk: int) -> Response:
-        alert = (
-            _readable(request, Alert.objects.all())
-            .select_related("model", "version")
-            .filter(pk=pk)
-            .first()
-        )
-        if alert is None:
-            raise NotFound(f"no alert {pk}")
+        alerts = _readable(request, Alert.objects.all()).select_related("model", "version")
+        alert = one_or_404(alerts, pk, "alert")
         return Response(AlertSerializer(alert).data)
 
 

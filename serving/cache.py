@@ -27,12 +27,15 @@ from collections import OrderedDict, deque
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import repeat
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from django.utils.module_loading import import_string
 
 from .conf import setting
+
+if TYPE_CHECKING:  # the log does not import the cache; neither needs the other at run time
+    from .log import LoggedBatch
 
 logger = logging.getLogger(__name__)
 
@@ -115,22 +118,20 @@ def _row_keys(model_name: str, features: tuple[str, ...], X: np.ndarray) -> list
     return [(model_name, names, raw[i * width : (i + 1) * width]) for i in range(len(X))]
 
 
-def remember(
-    *,
-    model_name: str,
-    version: str,
-    features: tuple[str, ...],
-    prediction_ids: list[str],
-    X: np.ndarray,
-    scores: np.ndarray,
-    predictions: np.ndarray,
-) -> None:
-    """Note served predictions (cheap: two appends; the per-row work waits for a reader)."""
+def remember(served: LoggedBatch) -> None:
+    """Note the served batch the log records (two appends; the per-row work waits for a reader)."""
     gateway = _current()
     gateway.background.ensure_started()
     state = gateway.answers
     batch = ServedBatch(
-        model_name, version, features, prediction_ids, X, scores, predictions, gateway.clock()
+        served.model_name,
+        served.version,
+        served.features,
+        served.prediction_ids,
+        served.X,
+        served.scores,
+        served.predictions,
+        gateway.clock(),
     )
     with state.lock:
         _append(state, "incoming", batch, int(setting("SERVING_STALE_CACHE_SIZE")))

@@ -206,27 +206,18 @@ def serve(
     }
     if record:
         now = gateway.clock()
-        log.record(
-            log.LoggedBatch(
-                model_name=model_name,
-                version=live.version,
-                features=live.features,
-                prediction_ids=ids,
-                timestamp=now,
-                X=X,
-                scores=scores,
-                predictions=predictions,
-                sensitive=sensitive,
-            )
-        )
-        cache.remember(
+        served = log.LoggedBatch(
             model_name=model_name,
             version=live.version,
             features=live.features,
             prediction_ids=ids,
+            timestamp=now,
             X=X,
             scores=scores,
             predictions=predictions,
+            sensitive=sensitive,
         )
+        log.record(served)
+        cache.remember(served)
         shadow.submit(route, X, ids, now, sensitive, shadow_X)
     return 200, body

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import serializers
-from rest_framework.generics import GenericAPIView
-from rest_framework.request import Request
-from rest_framework.response import Response
 
 from registry import services as registry_services
 from registry.artifact_policy import EffectivePolicy, policy_for
+from registry.models import RegisteredModel
 
 from ..artifact_policy import artifact_policy_update
-from ..permissions import request_scopes
+from ..audit import Actor
 from ..roles import Action
-from .idempotency import idempotent
+from .policy_views import ModelPolicyView
 from .serializers import StrictSerializer
-from .views import IDEMPOTENCY_HEADER, actor_of
+from .views import IDEMPOTENCY_HEADER
 
 
 @extend_schema_field(
@@ -88,18 +91,12 @@ def _shown(policy: EffectivePolicy) -> dict:
     ).data
 
 
-class ArtifactPolicyView(GenericAPIView):
-    required_actions = {"GET": Action.READ, "PUT": Action.APPROVE_AS_ML_LEAD}
-    serializer_class = ArtifactPolicyWriteSerializer
-
-    @extend_schema(
+@extend_schema_view(
+    get=extend_schema(
         summary="The model's artifact policy: allowed flavours, executable formats, MLflow name",
         responses={200: ArtifactPolicySerializer},
-    )
-    def get(self, request: Request, name: str) -> Response:
-        return Response(_shown(policy_for(registry_services.model_get(name))))
-
-    @extend_schema(
+    ),
+    put=extend_schema(
         summary="Replace the artifact policy (ML lead of the model)",
         description="Binds versions registered from now on: an artifact whose flavour is not "
         "listed, or (with `allow_executable: false`) whose loading runs code - pickle, "
@@ -122,16 +119,17 @@ class ArtifactPolicyView(GenericAPIView):
                 request_only=True,
             )
         ],
-    )
-    @idempotent
-    def put(self, request: Request, name: str) -> Response:
+    ),
+)
+class ArtifactPolicyView(ModelPolicyView):
+    required_actions = {"GET": Action.READ, "PUT": Action.APPROVE_AS_ML_LEAD}
+    serializer_class = ArtifactPolicyWriteSerializer
+
+    def policy_shown(self, model: RegisteredModel) -> dict:
+        return _shown(policy_for(model))
+
+    def before_body(self, name: str) -> None:
         registry_services.model_get(name)  # 404 before validating the body
-        body = ArtifactPolicyWriteSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        policy = artifact_policy_update(
-            model_name=name,
-            **body.validated_data,
-            actor=actor_of(request),
-            scopes=request_scopes(request),
-        )
-        return Response(_shown(policy))
+
+    def policy_replace(self, name: str, values: dict, *, actor: Actor, scopes) -> dict:
+        return _shown(artifact_policy_update(model_name=name, **values, actor=actor, scopes=scopes))

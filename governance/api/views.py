@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.generics import GenericAPIView
@@ -148,3 +151,22 @@ class VersionDetailView(GenericAPIView):
         if instance is None:
             registry_services.version_get(name, version)  # raises the 404 with its message
         return Response(VersionSerializer(instance, context={"request": request}).data)
+
+
+# GETs across models: the permission check lets any reader in (``any_model_for``) and the view
+# narrows its rows to the models the caller may read. (A comment: drf-spectacular would publish
+# a docstring as the description of every subclass without one.)
+class CrossModelReadView(GenericAPIView):
+    required_actions = {"GET": Action.READ}
+    any_model_for = {"GET"}
+
+
+def one_or_404(qs: QuerySet, pk: int, what: str) -> Any:
+    """Row ``pk`` of ``qs`` (narrowed to what the caller may read), else 404 naming ``what``.
+
+    The same 404 for a row that does not exist and one of a model the caller may not read.
+    """
+    found = qs.filter(pk=pk).first()
+    if found is None:
+        raise NotFound(f"no {what} {pk}")
+    return found

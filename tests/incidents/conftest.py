@@ -29,3 +29,24 @@ def enqueued(monkeypatch):
 
     monkeypatch.setattr("platform_core.tasking.send", record)
     return calls
+
+
+@pytest.fixture
+def gateway(settings):
+    """A cold gateway (as tests/serving's conftest gives): no routes, models or buffers."""
+    from serving import access, background, cache, generation, loader, log, router, shadow
+
+    def reset() -> None:
+        shadow.drain()
+        background.drain()
+        router.clear()
+        loader.clear()
+        cache.clear()
+        log.clear()
+        access.clear()
+        generation.reset()
+
+    settings.SERVING_LOG_FLUSH_SECONDS = 0
+    reset()
+    yield
+    reset()

@@ -65,11 +65,16 @@ def alert_on(version, check: str = "fairness", severity: str = "critical") -> Al
         trigger="schedule",
         actor=SYSTEM,
     )
+    return alert_of(run, severity)
+
+
+def alert_of(run, severity: str) -> Alert:
+    """An alert of ``run`` (its model, version, check and window) with placeholder numbers."""
     return Alert.objects.create(
         run=run,
-        model=version.model,
-        version=version,
-        kind=check,
+        model=run.model,
+        version=run.version,
+        kind=run.kind,
         severity=severity,
         metric="m",
         value=1.0,

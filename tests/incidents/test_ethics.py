@@ -508,27 +508,6 @@ def test_the_admin_names_a_bad_limit_and_refuses_anyone_else(officer_login, clie
 # --- the gateway refuses at once --------------------------------------------------------------
 
 
-@pytest.fixture
-def gateway(settings):
-    """A cold gateway (as tests/serving's conftest gives): no routes, models or buffers."""
-    from serving import access, background, cache, generation, loader, log, router, shadow
-
-    def reset() -> None:
-        shadow.drain()
-        background.drain()
-        router.clear()
-        loader.clear()
-        cache.clear()
-        log.clear()
-        access.clear()
-        generation.reset()
-
-    settings.SERVING_LOG_FLUSH_SECONDS = 0
-    reset()
-    yield
-    reset()
-
-
 def test_predict_is_refused_right_after_an_ethics_halt(
     mlflow_models, api_client, gateway, django_capture_on_commit_callbacks
 ):

@@ -108,25 +108,9 @@ def test_an_unknown_version_still_opens_the_model_incident():
 
 
 @pytest.fixture
-def gateway(settings):
-    """A cold gateway (as tests/serving's conftest gives): no routes, models or buffers."""
-    from serving import access, background, cache, generation, loader, log, router, shadow
-
-    def reset() -> None:
-        shadow.drain()
-        background.drain()
-        router.clear()
-        loader.clear()
-        cache.clear()
-        log.clear()
-        access.clear()
-        generation.reset()
-
-    settings.SERVING_LOG_FLUSH_SECONDS = 0
+def gateway(gateway, settings):
+    """The cold gateway of the conftest, reporting outages to the incidents app."""
     settings.SERVING_OUTAGE_HOOK = "incidents.outage.report_outage"
-    reset()
-    yield
-    reset()
 
 
 @pytest.mark.django_db(transaction=True)  # the hook runs in the gateway's background thread

@@ -37,6 +37,7 @@ from monitoring.models import (
 )
 from registry.errors import InvalidInput
 from tests.factories import ModelVersionFactory, RegisteredModelFactory
+from tests.incidents.helpers import alert_of
 from tests.monitoring.test_checks import FEATURES, baseline, reference_profile, synthetic
 
 pytestmark = pytest.mark.django_db
@@ -438,19 +439,7 @@ def test_weekly_checks_read_the_labels_joined_by_the_store():
 
 
 def alert_on(version, check: str, severity: str) -> Alert:
-    run = create(version, check)
-    return Alert.objects.create(
-        run=run,
-        model=version.model,
-        version=version,
-        kind=check,
-        severity=severity,
-        metric="m",
-        value=1.0,
-        threshold=0.5,
-        window_start=run.window_start,
-        window_end=run.window_end,
-    )
+    return alert_of(create(version, check), severity)
 
 
 def test_medium_alert_goes_to_the_review_queue_and_keeps_the_stage():
