@@ -171,46 +171,54 @@ def _add_actors(w: World) -> None:
 
 
 @contextmanager
-def _module_transaction(django_db_blocker, tmp_path: Path) -> Iterator[None]:
-    """Rows built once for a module, inside a transaction rolled back when the module ends.
+def _module_transaction(django_db_blocker) -> Iterator[None]:
+    """A transaction around a module, rolled back when the module ends.
 
     Each test's own ``db`` transaction nests inside it as a savepoint (pytest-django leaves
     out ``TestCase``'s class-level setup for exactly this), so whatever a test writes is undone
     before the next one and every test still starts from the same rows: setUpTestData's
     semantics, paid once per module instead of once per test.
-    The build runs under the same stand-ins as a test (no broker, a cold gateway).
     """
-    from django.test import override_settings
-
     with django_db_blocker.unblock():
         outer = transaction.atomic()
         outer.__enter__()
     try:
-        with (
-            django_db_blocker.unblock(),
-            pytest.MonkeyPatch.context() as patch,
-            override_settings(SERVING_LOG_FLUSH_SECONDS=0, VAR_DIR=tmp_path),
-        ):
-            _silence_broker(patch)
-            _reset_gateway()
-            yield
+        yield
     finally:
         with django_db_blocker.unblock():
             transaction.set_rollback(True)
             outer.__exit__(None, None, None)
 
 
+@contextmanager
+def _as_in_a_test(django_db_blocker, tmp_path: Path) -> Iterator[None]:
+    """A module build runs under a test's stand-ins: database access, no broker, cold gateway."""
+    from django.test import override_settings
+
+    with (
+        django_db_blocker.unblock(),
+        pytest.MonkeyPatch.context() as patch,
+        override_settings(SERVING_LOG_FLUSH_SECONDS=0, VAR_DIR=tmp_path),
+    ):
+        _silence_broker(patch)
+        _reset_gateway()
+        try:
+            yield
+        finally:
+            _reset_gateway()
+
+
 @pytest.fixture(scope="module")
 def _module_objects(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[World]:
-    with _module_transaction(django_db_blocker, tmp_path_factory.mktemp("security-world")):
-        built = _build_objects()
-        _reset_gateway()
+    with _module_transaction(django_db_blocker):
+        with _as_in_a_test(django_db_blocker, tmp_path_factory.mktemp("security-objects")):
+            built = _build_objects()
         yield built
 
 
 @pytest.fixture(scope="module")
-def _module_world(_module_objects, django_db_blocker) -> World:
-    with django_db_blocker.unblock():
+def _module_world(_module_objects, django_db_blocker, tmp_path_factory) -> World:
+    with _as_in_a_test(django_db_blocker, tmp_path_factory.mktemp("security-actors")):
         _add_actors(_module_objects)
     return _module_objects
 
