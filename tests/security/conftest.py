@@ -10,10 +10,14 @@ grant on the other model only) and ``ROLE@global`` (a global grant).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -67,38 +71,42 @@ class World:
         return client
 
 
-@pytest.fixture(autouse=True)
-def _no_broker(monkeypatch):
-    """Task enqueues are recorded, never sent: the matrix is about answers, not workers."""
-    monkeypatch.setattr("platform_core.tasking.send", lambda *a, **k: "")
+def _silence_broker(patch: pytest.MonkeyPatch) -> None:
+    patch.setattr("platform_core.tasking.send", lambda *a, **k: "")
     for target in (
         "serving.signals.enqueue_verification",
         "serving.signals.enqueue_warm_standby",
         "serving.signals.enqueue_shadow_evaluation",
         "serving.log.enqueue_ingest",
     ):
-        monkeypatch.setattr(target, lambda *a, **k: None)
-    monkeypatch.setattr("incidents.notifications.enqueue_delivery", lambda countdown=None: None)
+        patch.setattr(target, lambda *a, **k: None)
+    patch.setattr("incidents.notifications.enqueue_delivery", lambda countdown=None: None)
+
+
+@pytest.fixture(autouse=True)
+def _no_broker(monkeypatch):
+    """Task enqueues are recorded, never sent: the matrix is about answers, not workers."""
+    _silence_broker(monkeypatch)
+
+
+def _reset_gateway() -> None:
+    from serving import access, background, cache, generation, loader, log, router, shadow
+
+    shadow.drain()
+    shadow.clear()
+    background.drain()
+    for module in (router, loader, cache, log, access):
+        module.clear()
+    generation.reset()
 
 
 @pytest.fixture(autouse=True)
 def _cold_gateway(settings, tmp_path):
-    from serving import access, background, cache, generation, loader, log, router, shadow
-
     settings.SERVING_LOG_FLUSH_SECONDS = 0
     settings.VAR_DIR = tmp_path
-
-    def reset():
-        shadow.drain()
-        shadow.clear()
-        background.drain()
-        for module in (router, loader, cache, log, access):
-            module.clear()
-        generation.reset()
-
-    reset()
+    _reset_gateway()
     yield
-    reset()
+    _reset_gateway()
 
 
 def _actor_user(actor: str):
@@ -109,8 +117,7 @@ def _actor_user(actor: str):
     return get_user_model().objects.get(username=username)
 
 
-@pytest.fixture
-def objects(db) -> World:
+def _build_objects() -> World:
     """The target's objects without the actors (the fuzzer brings its own token)."""
     from incidents.alert_response import route_alert
     from monitoring import runs
@@ -147,9 +154,7 @@ def objects(db) -> World:
     )
 
 
-@pytest.fixture
-def world(objects) -> World:
-    w = objects
+def _add_actors(w: World) -> None:
     for actor in ACTORS[3:]:
         w.users[actor] = _actor_user(actor)
     w.users["no_grants"] = get_user_model().objects.create(username="no-grants", is_staff=False)
@@ -163,7 +168,85 @@ def world(objects) -> World:
         instance, w.tokens[actor] = services.token_create(username=user.username, actor=SYSTEM)
     services.token_revoke(key_prefix=instance.token_key, actor=SYSTEM)
     w.users["revoked"].refresh_from_db()
-    return w
+
+
+@contextmanager
+def _module_transaction(django_db_blocker) -> Iterator[None]:
+    """A transaction around a module, rolled back when the module ends.
+
+    Each test's own ``db`` transaction nests inside it as a savepoint (pytest-django leaves
+    out ``TestCase``'s class-level setup for exactly this), so whatever a test writes is undone
+    before the next one and every test still starts from the same rows: setUpTestData's
+    semantics, paid once per module instead of once per test.
+    """
+    with django_db_blocker.unblock():
+        outer = transaction.atomic()
+        outer.__enter__()
+    try:
+        yield
+    finally:
+        with django_db_blocker.unblock():
+            transaction.set_rollback(True)
+            outer.__exit__(None, None, None)
+
+
+@contextmanager
+def _as_in_a_test(django_db_blocker, tmp_path: Path) -> Iterator[None]:
+    """A module build runs under a test's stand-ins: database access, no broker, cold gateway."""
+    from django.test import override_settings
+
+    with (
+        django_db_blocker.unblock(),
+        pytest.MonkeyPatch.context() as patch,
+        override_settings(SERVING_LOG_FLUSH_SECONDS=0, VAR_DIR=tmp_path),
+    ):
+        _silence_broker(patch)
+        _reset_gateway()
+        try:
+            yield
+        finally:
+            _reset_gateway()
+
+
+@pytest.fixture(scope="module")
+def _module_objects(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[World]:
+    with _module_transaction(django_db_blocker):
+        with _as_in_a_test(django_db_blocker, tmp_path_factory.mktemp("security-objects")):
+            built = _build_objects()
+        yield built
+
+
+@pytest.fixture(scope="module")
+def _module_world(_module_objects, django_db_blocker, tmp_path_factory) -> World:
+    with _as_in_a_test(django_db_blocker, tmp_path_factory.mktemp("security-actors")):
+        _add_actors(_module_objects)
+    return _module_objects
+
+
+@pytest.fixture
+def objects(_module_objects, db) -> World:
+    """The target's objects, built once per module (read them; writes end with the test)."""
+    return _fresh(_module_objects)
+
+
+@pytest.fixture
+def world(_module_world, db) -> World:
+    """The objects and one user and token per actor, built once per module."""
+    return _fresh(_module_world)
+
+
+def _fresh(w: World) -> World:
+    """A copy whose rows are reloaded: nothing a previous test cached on them carries over."""
+    return World(
+        version=ModelVersion.objects.get(pk=w.version.pk),
+        other=ModelVersion.objects.get(pk=w.other.pk),
+        incident=Incident.objects.get(pk=w.incident.pk),
+        step_order=w.step_order,
+        alert=Alert.objects.get(pk=w.alert.pk),
+        run=MonitorRun.objects.get(pk=w.run.pk),
+        tokens=dict(w.tokens),
+        users={a: get_user_model().objects.get(pk=u.pk) for a, u in w.users.items()},
+    )
 
 
 @pytest.fixture(autouse=True)
