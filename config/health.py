@@ -126,7 +126,7 @@ def readyz(request):
     ready, details = _result(detailed)
     body = {"status": "ok" if ready else "unavailable"}
     if detailed:
-        from governance.api.errors import scrub_paths
+        from platform_core.api.errors import scrub_paths
 
         body.update(scrub_paths(details))
     return JsonResponse(body, status=200 if ready else 503)

@@ -2,7 +2,7 @@
 
 Some API views pin their parsers (``parser_classes = [JSONParser, ...]``) and the console pages
 are not DRF at all, so the depth limit is enforced here once for every JSON body; the DRF parser
-(``governance.api.parsers``) skips a request this middleware already checked.
+(``platform_core.api.parsers``) skips a request this middleware already checked.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 
-from governance.api.parsers import depth_error
+from platform_core.api.parsers import depth_error
 
 
 def _is_json(content_type: str) -> bool:

@@ -27,5 +27,5 @@ urlpatterns = [
 ]
 
 # A 500 never shows the exception (its text may name server paths); it is logged instead.
-handler404 = "governance.api.errors.not_found"
-handler500 = "governance.api.errors.server_error"
+handler404 = "platform_core.api.errors.not_found"
+handler500 = "platform_core.api.errors.server_error"

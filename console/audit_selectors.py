@@ -21,7 +21,7 @@ from governance.api.audit_views import filter_events, readable_events
 from governance.models import AuditEvent, AuditVerificationState
 from governance.permissions import can, can_on_any_model
 from governance.roles import Action
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 
 PAGE_SIZE = 50
 FILTERS = ("model", "actor", "action", "since", "until")

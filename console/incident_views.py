@@ -20,7 +20,7 @@ from governance.audit import Actor
 from governance.permissions import can_on_any_model
 from governance.roles import Action
 from incidents.steps.human import step_complete
-from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from platform_core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 
 from . import incidents as selectors
 from .work import my_work

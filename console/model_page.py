@@ -34,7 +34,7 @@ from monitoring.models import (
     MonitorRun,
     RunStatus,
 )
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 from registry.models import ModelVersion, RegisteredModel
 from serving.models import Halt
 

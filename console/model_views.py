@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET
 
 from governance.roles import Action
 from governance.selectors import models_allowing
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 from registry.models import RegisteredModel
 
 from . import model_page

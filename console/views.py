@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from governance.audit import Actor
 from governance.selectors import readable_models
 from monitoring.alerts import alert_acknowledge, alert_resolve
-from registry.errors import DomainError
+from platform_core.errors import DomainError
 from serving import halt as halt_service
 
 from . import selectors

@@ -13,7 +13,7 @@ from incidents.notifications import deliver_due
 from incidents.playbook_engine import playbook_advance
 from incidents.rollback import rollback_run
 from incidents.steps.human import step_complete
-from registry.errors import DomainError
+from platform_core.errors import DomainError
 
 
 def _person(username: str) -> Actor:

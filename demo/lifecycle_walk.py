@@ -12,7 +12,7 @@ from governance import lifecycle
 from governance.approvals import approval_record
 from governance.audit import Actor
 from governance.gates import evaluation_submit
-from registry.errors import DomainError
+from platform_core.errors import DomainError
 from registry.models import ModelVersion
 
 from . import data

@@ -14,8 +14,8 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django_fsm import can_proceed
 
+from platform_core.errors import DomainError
 from registry.admin import ReadOnlyAdmin
-from registry.errors import DomainError
 
 from . import inbox
 from . import lifecycle as lifecycle_rules

@@ -14,7 +14,7 @@ import hashlib
 from django.db import transaction
 from django.utils import timezone
 
-from registry.errors import Conflict, Forbidden, InvalidInput
+from platform_core.errors import Conflict, Forbidden, InvalidInput
 from registry.models import ModelVersion
 
 from . import audit

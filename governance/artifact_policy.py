@@ -7,9 +7,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from platform_core.errors import Forbidden, InvalidInput
 from registry import services as registry_services
 from registry.artifact_policy import EffectivePolicy, policy_for, validate_policy
-from registry.errors import Forbidden, InvalidInput
 from registry.models import ArtifactPolicy
 
 from . import audit

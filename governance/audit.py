@@ -28,7 +28,7 @@ from django.db.models import Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from registry.errors import Conflict, InvalidInput
+from platform_core.errors import Conflict, InvalidInput
 
 from . import audit_chain, audit_checkpoints
 from .audit_chain import GENESIS, REDACTABLE_FIELDS

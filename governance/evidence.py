@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from django.conf import settings
 
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 
 from . import filestore, records
 from .records import upload_sensitive_column

@@ -24,8 +24,8 @@ import numpy as np
 from django.db import transaction
 
 from analytics import fairness, stats
+from platform_core.errors import Conflict, InvalidInput
 from registry import services as registry_services
-from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion
 
 from . import audit, evidence, filestore

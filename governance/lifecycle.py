@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed
 
-from registry.errors import Conflict, Forbidden, InvalidInput, NoStandbyVersion, NotFound
+from platform_core.errors import Conflict, Forbidden, InvalidInput, NoStandbyVersion, NotFound
 from registry.models import ModelVersion, RegisteredModel
 from registry.semver import Bump
 

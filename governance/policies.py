@@ -17,7 +17,7 @@ from typing import Any
 from django.apps import apps
 from django.db import IntegrityError, transaction
 
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 from registry.models import RegisteredModel
 
 from . import audit

@@ -16,8 +16,8 @@ from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
+from platform_core.errors import InvalidInput
 from registry.admin import ReadOnlyAdmin
-from registry.errors import InvalidInput
 
 from .admin_scoping import ModelScopedAdminMixin
 from .audit import Actor

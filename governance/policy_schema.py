@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 
 # A cleaner returns the clean value, or raises ValueError (its message is the field's error) or
 # InvalidInput (for errors under nested names such as ``fairness_limits.fpr_ratio``).

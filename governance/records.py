@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 from registry.feature_types import DEFAULT_TYPE
 
 MAX_RECORDS = 2_000_000

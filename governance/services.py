@@ -11,9 +11,9 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from knox.models import AuthToken
 
+from platform_core.errors import InvalidInput, NotFound
 from platform_core.tasking import enqueue
 from registry import services as registry_services
-from registry.errors import InvalidInput, NotFound
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import VersionSpec
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from django.db.models import Max, Q
 
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 from registry.models import ModelVersion, RegisteredModel
 from registry.semver import Bump, SemVer
 

@@ -23,8 +23,8 @@ from governance.audit import Actor
 from governance.models import SERVING_STAGES, Lifecycle
 from governance.permissions import can, can_on_any_model, roles_of
 from governance.roles import Action
+from platform_core.errors import Conflict, DomainError, Forbidden, InvalidInput
 from registry.admin import ReadOnlyAdmin as RoleReadOnlyAdmin
-from registry.errors import Conflict, DomainError, Forbidden, InvalidInput
 
 from .manual_rollback import rollback_manual
 from .models import (

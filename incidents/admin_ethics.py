@@ -14,7 +14,7 @@ from governance.audit import Actor
 from governance.permissions import can, can_on_any_model
 from governance.policy_admin import VersionedPolicyAdmin, field_errors, pretty
 from governance.roles import Action
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 
 from .ethics import ethics_policy_update
 from .ethics_schema import validate_limits, validate_prohibited

@@ -12,7 +12,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from governance.api.idempotency import idempotent
-from governance.api.params import choices_param
 from governance.api.serializers import StrictSerializer
 from governance.api.views import (
     IDEMPOTENCY_HEADER,
@@ -22,7 +21,8 @@ from governance.api.views import (
 )
 from governance.permissions import can, request_scopes, roles_of
 from governance.roles import Action, actions_for
-from registry.errors import NotFound
+from platform_core.api.params import choices_param
+from platform_core.errors import NotFound
 
 from .manual_rollback import rollback_manual
 from .models import (

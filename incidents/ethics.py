@@ -36,8 +36,8 @@ from governance.permissions import can
 from governance.policies import policy_current, policy_publish, policy_validate
 from governance.roles import Action, Role
 from monitoring.models import Alert, Check, MonitorRun, RunStatus
+from platform_core.errors import Forbidden
 from registry import services as registry_services
-from registry.errors import Forbidden
 from registry.models import ModelVersion, RegisteredModel
 from serving.halt import active_halt, halt_engage
 from serving.models import Halt

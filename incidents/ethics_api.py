@@ -19,7 +19,7 @@ from governance.api.serializers import StrictSerializer
 from governance.api.views import IDEMPOTENCY_HEADER
 from governance.audit import Actor
 from governance.roles import Action
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 from registry.models import RegisteredModel
 
 from .ethics import ethics_policy_current, ethics_policy_update

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from governance.policy_schema import Schema, Setting
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 
 # The per-attribute aggregates monitoring's fairness check stores (monitoring.checks.fairness):
 # ratios are min/max over groups and differences max-min, so every one lies in [0, 1].

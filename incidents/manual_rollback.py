@@ -10,8 +10,8 @@ from governance import lifecycle as lifecycle_rules
 from governance.audit import Actor
 from governance.permissions import can
 from governance.roles import Action
+from platform_core.errors import Conflict, Forbidden, InvalidInput
 from registry import services as registry_services
-from registry.errors import Conflict, Forbidden, InvalidInput
 from registry.models import RegisteredModel
 
 from .models import Incident, IncidentKind, Rollback

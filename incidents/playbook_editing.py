@@ -14,7 +14,7 @@ from governance import audit
 from governance.audit import Actor
 from governance.models import RoleGrant
 from governance.roles import Role
-from registry.errors import Forbidden, InvalidInput
+from platform_core.errors import Forbidden, InvalidInput
 
 from .models import Playbook, PlaybookStep
 from .steps.automated import ACTIONS

@@ -32,8 +32,8 @@ from django.utils import timezone
 from governance import audit
 from governance.audit import Actor
 from governance.premises import Premise, PremiseFailed
+from platform_core.errors import NotFound
 from platform_core.tasking import enqueue_on_commit
-from registry.errors import NotFound
 from registry.models import RegisteredModel
 
 from .models import (

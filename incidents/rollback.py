@@ -26,8 +26,8 @@ from governance.audit import Actor
 from governance.models import SERVING_STAGES, Lifecycle
 from governance.premises import Premise
 from governance.roles import Role
+from platform_core.errors import Conflict, NoStandbyVersion
 from platform_core.tasking import enqueue_on_commit
-from registry.errors import Conflict, NoStandbyVersion
 from registry.models import ModelVersion
 from serving import gateway
 

@@ -16,7 +16,7 @@ from governance import audit
 from governance.audit import Actor
 from governance.permissions import can
 from governance.roles import Action
-from registry.errors import Conflict, Forbidden, InvalidInput
+from platform_core.errors import Conflict, Forbidden, InvalidInput
 
 from .models import Alert, AlertStatus
 

@@ -20,8 +20,8 @@ from governance.api.idempotency import idempotent
 from governance.api.views import IDEMPOTENCY_HEADER, actor_of
 from governance.permissions import can, request_scopes
 from governance.roles import Action
+from platform_core.errors import InvalidInput
 from registry import services as registry_services
-from registry.errors import InvalidInput
 
 from . import ingest, profiles, store
 from .columns import attribute_of, feature_of, is_feature, is_sensitive

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 
 from . import store
 

@@ -15,7 +15,7 @@ import pandas as pd
 from django.utils import timezone
 
 from analytics import stats
-from registry.errors import Conflict
+from platform_core.errors import Conflict
 from registry.models import ModelVersion
 
 from . import store

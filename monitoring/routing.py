@@ -26,7 +26,7 @@ from governance import audit
 from governance import lifecycle as lifecycle_rules
 from governance.audit import Actor
 from governance.models import Lifecycle, Stage
-from registry.errors import Conflict
+from platform_core.errors import Conflict
 
 from .models import Alert, AlertStatus, ReviewItem, Severity
 

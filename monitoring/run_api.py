@@ -24,8 +24,8 @@ from governance.api.views import (
 from governance.permissions import can, request_scopes
 from governance.roles import Action
 from governance.selectors import readable_models
+from platform_core.errors import Forbidden, InvalidInput, NotFound
 from registry import services as registry_services
-from registry.errors import Forbidden, InvalidInput, NotFound
 
 from .alerts import alert_acknowledge, alert_resolve
 from .models import Alert, AlertStatus, Check, MonitorRun, RunStatus, Severity

@@ -29,8 +29,8 @@ from governance.models import SERVING_STAGES, Lifecycle, ValidationPolicy
 from governance.policies import policy_in_force
 from governance.premises import Premise
 from governance.selectors import live_version
+from platform_core.errors import Conflict, InvalidInput
 from platform_core.tasking import enqueue
-from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion, RegisteredModel
 
 from . import checks

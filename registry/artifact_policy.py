@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from platform_core.errors import InvalidInput
+
 from .artifact_probe import NON_EXECUTABLE
-from .errors import InvalidInput
 from .models import ArtifactPolicy, RegisteredModel
 
 _FLAVOR = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

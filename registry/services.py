@@ -15,9 +15,10 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from platform_core.errors import Conflict, InvalidInput, NotFound, Unavailable
+
 from . import artifact_sources, mlflow_bridge
 from .artifact_policy import policy_for
-from .errors import Conflict, InvalidInput, NotFound, Unavailable
 from .feature_types import declared_errors
 from .feature_types import resolve as resolve_feature_types
 from .models import ModelCard, ModelVersion, PendingArtifact, RegisteredModel, validate_model_name

@@ -11,8 +11,8 @@ from django.contrib import admin, messages
 from governance.audit import Actor
 from governance.permissions import can_on_any_model
 from governance.roles import Action
+from platform_core.errors import DomainError
 from registry.admin import ReadOnlyAdmin
-from registry.errors import DomainError
 
 from .halt import halt_engage, halt_release_approve, waiting_for
 from .models import Halt, HaltReleaseApproval, RoutingGeneration, StalePrediction

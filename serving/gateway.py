@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import InvalidInput, NotFound
+from platform_core.errors import InvalidInput, NotFound
 
 from . import access, background, cache, loader, log, process, router, shadow, shadow_counts
 from .conf import setting

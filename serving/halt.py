@@ -19,7 +19,7 @@ from governance import audit
 from governance.audit import Actor
 from governance.permissions import can, roles_of
 from governance.roles import Action, Role
-from registry.errors import Conflict, Forbidden, InvalidInput, NotFound
+from platform_core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from registry.models import RegisteredModel
 
 from . import generation

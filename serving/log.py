@@ -381,7 +381,7 @@ def _call(ingest, model_name: str, version: str, data: bytes, spool_names: list[
 
 
 def _permanent(exc: Exception) -> bool:
-    from registry.errors import InvalidInput, NotFound
+    from platform_core.errors import InvalidInput, NotFound
 
     return isinstance(exc, InvalidInput | NotFound)
 

@@ -46,7 +46,7 @@ from governance.models import Evaluation, EvidenceKind, Lifecycle, Stage, Valida
 from governance.policies import policy_current, policy_in_force, policy_values
 from governance.premises import PremiseFailed
 from monitoring.columns import attribute_of
-from registry.errors import Conflict
+from platform_core.errors import Conflict
 from registry.models import ModelVersion
 from registry.semver import Bump
 

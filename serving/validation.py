@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 
 from .conf import setting
 

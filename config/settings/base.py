@@ -177,17 +177,17 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PARSER_CLASSES": [
-        "governance.api.parsers.DepthLimitedJSONParser",
+        "platform_core.api.parsers.DepthLimitedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_PAGINATION_CLASS": "governance.api.pagination.BoundedLimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "platform_core.api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 100,
     # Writes (POST, PUT, PATCH, DELETE) are counted per token (per user for a session); reads
     # and the predict gateway are not throttled here.
-    "DEFAULT_THROTTLE_CLASSES": ["governance.api.throttling.WriteRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["platform_core.api.throttling.WriteRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"write": env("API_WRITE_THROTTLE_RATE", default="600/min")},
-    "EXCEPTION_HANDLER": "governance.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "platform_core.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -211,7 +211,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "governance.api.schema_errors.document_errors",
+        "platform_core.api.schema_errors.document_errors",
     ],
     # choice sets that share a field name get names of their own instead of hashed ones
     "ENUM_NAME_OVERRIDES": {

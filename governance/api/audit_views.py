@@ -14,8 +14,8 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from platform_core.errors import InvalidInput
 from registry import services as registry_services
-from registry.errors import InvalidInput
 
 from .. import audit
 from ..models import Approval, AuditEvent, Escalation, Evaluation, Lifecycle, RoleGrant

@@ -9,8 +9,8 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from platform_core.errors import InvalidInput
 from registry import services as registry_services
-from registry.errors import InvalidInput
 
 from .. import gates
 from ..models import Evaluation, EvidenceKind, Lifecycle

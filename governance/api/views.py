@@ -11,8 +11,9 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from platform_core.api.params import choice_param
+from platform_core.errors import NotFound
 from registry import services as registry_services
-from registry.errors import NotFound
 from registry.models import ModelVersion, RegisteredModel
 
 from .. import selectors, services
@@ -21,7 +22,6 @@ from ..models import Stage
 from ..permissions import request_scopes
 from ..roles import Action
 from .idempotency import idempotent
-from .params import choice_param
 from .serializers import (
     ModelCreateSerializer,
     ModelSerializer,

@@ -12,7 +12,7 @@ from governance.audit import Actor
 from governance.lifecycle import live_lifecycle
 from governance.permissions import can, roles_of
 from governance.roles import Action, Role
-from registry.errors import Conflict, Forbidden, InvalidInput, NotFound
+from platform_core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from serving.halt import halt_engage
 
 from ..models import (

@@ -12,8 +12,8 @@ from django.utils import timezone
 from governance import audit
 from governance.audit import Actor
 from governance.records import NAT, Errors, Parsed
+from platform_core.errors import Conflict
 from registry import services as registry_services
-from registry.errors import Conflict
 from registry.models import ModelVersion, RegisteredModel
 
 from .. import store

@@ -15,8 +15,8 @@ from django.db import IntegrityError, transaction
 from governance import audit
 from governance.audit import Actor
 from governance.records import MAX_ERRORS, Errors
+from platform_core.errors import Conflict, InvalidInput
 from registry import services as registry_services
-from registry.errors import Conflict, InvalidInput
 from registry.models import ModelVersion
 
 from .. import store

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from governance import audit
 from governance.audit import Actor
+from platform_core.errors import InvalidInput
 from registry import services as registry_services
-from registry.errors import InvalidInput
 
 from .. import profiles, store
 from ..models import BatchKind, DataBatch, ReferenceProfile

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from governance import services
 from governance.approvals import approval_record
 from governance.models import EvidenceKind
-from registry.errors import Forbidden
+from platform_core.errors import Forbidden
 from tests.factories import RegisteredModelFactory
 from tests.governance.lifecycle_helpers import (
     SYSTEM,

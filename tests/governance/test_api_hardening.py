@@ -7,9 +7,9 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from governance import services
-from governance.api.errors import REDACTED, scrub_paths
-from governance.api.parsers import json_depth
-from registry.errors import DomainError
+from platform_core.api.errors import REDACTED, scrub_paths
+from platform_core.api.parsers import json_depth
+from platform_core.errors import DomainError
 from tests.conftest import SYSTEM
 from tests.factories import ModelVersionFactory, RegisteredModelFactory
 
@@ -61,7 +61,7 @@ def test_the_drf_parser_refuses_deep_bodies_on_its_own():
 
     from rest_framework.exceptions import ParseError
 
-    from governance.api.parsers import DepthLimitedJSONParser
+    from platform_core.api.parsers import DepthLimitedJSONParser
 
     parser = DepthLimitedJSONParser()
     assert parser.parse(io.BytesIO(nested(32).encode()), parser_context={}) is not None

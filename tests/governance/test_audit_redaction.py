@@ -8,7 +8,7 @@ from django.db import DatabaseError, connection, transaction
 from governance import audit, audit_chain
 from governance.audit import Actor, audit_redact
 from governance.models import AuditEvent
-from registry.errors import Conflict, InvalidInput
+from platform_core.errors import Conflict, InvalidInput
 from tests.governance.audit_helpers import event, set_columns, verify_command, write
 
 pytestmark = pytest.mark.django_db

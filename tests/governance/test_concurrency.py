@@ -7,7 +7,7 @@ from django.db import connection
 
 from governance import audit
 from governance.models import Lifecycle
-from registry.errors import Conflict
+from platform_core.errors import Conflict
 from tests.governance.lifecycle_helpers import (
     new_version,
     person,

@@ -25,7 +25,7 @@ from governance.models import (
     Stage,
 )
 from governance.policies import policy_publish
-from registry.errors import Conflict, InvalidInput
+from platform_core.errors import Conflict, InvalidInput
 from tests.factories import ModelVersionFactory, RegisteredModelFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

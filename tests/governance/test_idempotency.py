@@ -18,7 +18,7 @@ from governance import gates, services
 from governance.api import idempotency
 from governance.audit import Actor
 from governance.models import Evaluation, IdempotencyRecord
-from registry.errors import Unavailable
+from platform_core.errors import Unavailable
 from tests.factories import ModelVersionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

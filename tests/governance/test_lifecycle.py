@@ -9,7 +9,7 @@ from django.utils import timezone
 from governance import lifecycle
 from governance.audit import Actor
 from governance.models import Archive, AuditEvent, EvidenceKind, Lifecycle
-from registry.errors import Conflict, Forbidden
+from platform_core.errors import Conflict, Forbidden
 from tests.governance.lifecycle_helpers import (
     SYSTEM,
     approve,

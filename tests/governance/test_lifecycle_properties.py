@@ -25,7 +25,7 @@ from governance.models import (
     EvidenceKind,
     Lifecycle,
 )
-from registry.errors import DomainError
+from platform_core.errors import DomainError
 from tests.factories import RegisteredModelFactory
 from tests.governance.lifecycle_helpers import (
     approve,

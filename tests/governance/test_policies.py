@@ -13,7 +13,7 @@ from governance.models import AuditEvent, ValidationPolicy
 from governance.policies import policy_current, policy_in_force, policy_publish, policy_values
 from incidents.models import EthicsPolicy
 from monitoring.models import MonitoringPolicy
-from registry.errors import Conflict, InvalidInput
+from platform_core.errors import Conflict, InvalidInput
 from tests.factories import RegisteredModelFactory, UserFactory
 from tests.governance.lifecycle_helpers import (
     new_version,

@@ -19,7 +19,7 @@ from governance import evidence, filestore, records
 from monitoring import store
 from monitoring.ingest.common import parse as ingest_parse
 from monitoring.models import BatchKind
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 
 CSV_HEADER = "score,label,prediction,timestamp,sensitive.area\n"
 GOOD_ROWS = "0.7,1,1,2026-01-05T10:00:00Z,north\n0.2,0,,2026-01-05T11:00:00+01:00,south\n"

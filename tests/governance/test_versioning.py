@@ -10,7 +10,7 @@ import pytest
 
 from governance.models import Lifecycle, Stage
 from governance.versioning import Bump, baseline_version, bump_kind, check_bump
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 from tests.factories import ModelVersionFactory, RegisteredModelFactory
 
 pytestmark = pytest.mark.django_db

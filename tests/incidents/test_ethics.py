@@ -21,7 +21,7 @@ from incidents.ethics import (
 )
 from incidents.models import EthicsPolicy, Incident, Notification, StepRun
 from monitoring.models import MonitorRun
-from registry.errors import Forbidden, InvalidInput
+from platform_core.errors import Forbidden, InvalidInput
 from serving.halt import active_halt, halt_engage
 from serving.models import Halt
 from tests.factories import RegisteredModelFactory, UserFactory

@@ -29,7 +29,7 @@ from incidents.playbook_engine import playbook_advance, playbook_start, steps_es
 from incidents.resolution import incident_resolved
 from incidents.steps.human import step_complete
 from incidents.timeline import add_event
-from registry.errors import Conflict, Forbidden, InvalidInput
+from platform_core.errors import Conflict, Forbidden, InvalidInput
 from serving.models import StalePrediction
 from tests.factories import UserFactory
 from tests.governance.lifecycle_helpers import person

@@ -272,7 +272,7 @@ def test_a_manual_rollback_opens_its_incident_as_every_incident_opens(serving_pa
 
 def test_no_standby_is_recognised_by_its_type_not_by_the_words_of_its_message(monkeypatch):
     from governance import lifecycle
-    from registry.errors import Conflict, NoStandbyVersion
+    from platform_core.errors import Conflict, NoStandbyVersion
 
     version = live_single()
     route_alert(alert_on(version))

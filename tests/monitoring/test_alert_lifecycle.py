@@ -15,7 +15,7 @@ from incidents.models import Incident
 from incidents.resolution import incident_resolved
 from monitoring.alerts import alert_acknowledge, alert_resolve
 from monitoring.models import Alert
-from registry.errors import Conflict, Forbidden, InvalidInput
+from platform_core.errors import Conflict, Forbidden, InvalidInput
 from tests.factories import RegisteredModelFactory
 from tests.governance.lifecycle_helpers import person
 from tests.incidents.helpers import SYSTEM, alert_on, live_pair, live_single

@@ -19,7 +19,7 @@ from governance.audit import Actor
 from governance.models import AuditEvent
 from monitoring import ingest, store
 from monitoring.models import BatchKind, DataBatch
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 from tests.factories import ModelVersionFactory
 
 pytestmark = pytest.mark.django_db

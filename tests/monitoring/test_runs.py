@@ -35,7 +35,7 @@ from monitoring.models import (
     ReviewItem,
     RunStatus,
 )
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 from tests.factories import ModelVersionFactory, RegisteredModelFactory
 from tests.incidents.helpers import alert_of
 from tests.monitoring.test_checks import FEATURES, baseline, reference_profile, synthetic

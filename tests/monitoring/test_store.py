@@ -25,7 +25,7 @@ from monitoring.models import (
 )
 from monitoring.store import ids as id_index
 from monitoring.tasks import purge_expired_predictions
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 from tests.factories import ModelVersionFactory
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 from serving import background, gateway, log, tasks
 from tests.serving.helpers import instances, live, log_to_store, predict
 

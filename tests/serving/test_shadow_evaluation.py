@@ -11,7 +11,7 @@ import pytest
 import time_machine
 
 from governance.models import AuditEvent, Evaluation, EvidenceKind, Lifecycle
-from registry.errors import Conflict
+from platform_core.errors import Conflict
 from serving import shadow, tasks
 from serving.shadow_evaluation import (
     shadow_evaluate,

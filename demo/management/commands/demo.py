@@ -16,8 +16,8 @@ from django.db import transaction
 from governance import services
 from governance.audit import Actor
 from governance.roles import STAFF_ROLES
+from platform_core.errors import DomainError
 from registry import mlflow_bridge
-from registry.errors import DomainError
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import VersionSpec
 

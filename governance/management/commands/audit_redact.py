@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from registry.errors import DomainError
+from platform_core.errors import DomainError
 
 from ...audit import Actor, audit_redact
 from ...audit_chain import REDACTABLE_FIELDS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from registry.errors import DomainError
+from platform_core.errors import DomainError
 
 from ...audit import Actor
 from ...roles import Role

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from governance.audit import Actor
-from registry.errors import DomainError
+from platform_core.errors import DomainError
 
 from ...halt import RELEASE_ROLES, halt_engage, halt_list, halt_release_approve, waiting_for
 

@@ -18,7 +18,14 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from registry.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unavailable
+from platform_core.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from registry.errors import InvalidInput
+from platform_core.errors import InvalidInput
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
