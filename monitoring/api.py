@@ -20,12 +20,12 @@ from governance.api.idempotency import idempotent
 from governance.api.views import IDEMPOTENCY_HEADER, actor_of
 from governance.permissions import can, request_scopes
 from governance.roles import Action
+from platform_core.api.params import datetime_param, int_param, text_param
 from platform_core.errors import InvalidInput
 from registry import services as registry_services
 
 from . import ingest, profiles, store
 from .columns import attribute_of, feature_of, is_feature, is_sensitive
-from .params import query_count, query_datetime, query_text
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -177,11 +177,11 @@ QUERY_PARAMETERS = frozenset({"version", "since", "until", "limit", "format"})
 
 
 def _when(request: Request, name: str) -> datetime | None:
-    return query_datetime(request.query_params, name)
+    return datetime_param(request.query_params, name)
 
 
 def _limit(request: Request) -> int:
-    value = query_count(request.query_params, "limit", minimum=1, maximum=MAX_LIMIT)
+    value = int_param(request.query_params, "limit", minimum=1, maximum=MAX_LIMIT)
     return DEFAULT_LIMIT if value is None else value
 
 
@@ -292,7 +292,7 @@ class PredictionListCreateView(_IngestView):
         _unknown_parameters(request)
         model = registry_services.model_get(name)
         version = None
-        if wanted := query_text(request.query_params, "version", max_length=32):
+        if wanted := text_param(request.query_params, "version", max_length=32):
             version = registry_services.version_get(name, wanted)
         since, until, limit = _when(request, "since"), _when(request, "until"), _limit(request)
         if since is not None and until is not None and since >= until:

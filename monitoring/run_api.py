@@ -24,12 +24,12 @@ from governance.api.views import (
 from governance.permissions import can, request_scopes
 from governance.roles import Action
 from governance.selectors import readable_models
+from platform_core.api.params import choice_param, int_param, text_param
 from platform_core.errors import Forbidden, InvalidInput, NotFound
 from registry import services as registry_services
 
 from .alerts import alert_acknowledge, alert_resolve
 from .models import Alert, AlertStatus, Check, MonitorRun, RunStatus, Severity
-from .params import query_count, query_text
 from .runs import runs_start
 
 
@@ -150,13 +150,6 @@ def _readable(request: Request, qs: QuerySet) -> QuerySet:
     return qs.filter(model__in=readable_models(request.user, scopes=request_scopes(request)))
 
 
-def _choice(params, name: str, choices: list[str]) -> str | None:
-    value = params.get(name)
-    if value and value not in choices:
-        raise InvalidInput({name: f"'{value}' is not one of {', '.join(choices)}"})
-    return value or None
-
-
 RUN_FILTERS = [
     OpenApiParameter("model", str, description="Runs of this model"),
     OpenApiParameter("version", str, description="Runs of this version (with model)"),
@@ -176,10 +169,10 @@ def _filter_model(qs: QuerySet, params, *, allowed: frozenset[str]) -> QuerySet:
     unknown = sorted(set(params) - allowed - _PAGING)
     if unknown:
         raise InvalidInput({name: "unknown query parameter" for name in unknown[:20]})
-    query_count(params, "limit", minimum=1)
-    query_count(params, "offset", minimum=0)
-    model = query_text(params, "model")
-    version = query_text(params, "version", max_length=32)
+    int_param(params, "limit", minimum=1)
+    int_param(params, "offset", minimum=0)
+    model = text_param(params, "model")
+    version = text_param(params, "version", max_length=32)
     if model:
         qs = qs.filter(model__name=model)
         if version:
@@ -210,9 +203,9 @@ class RunListCreateView(GenericAPIView):
             params,
             allowed=frozenset({"model", "version", "check", "status"}),
         )
-        if check := _choice(params, "check", Check.values):
+        if check := choice_param(params, "check", Check.values):
             qs = qs.filter(kind=check)
-        if run_status := _choice(params, "status", RunStatus.values):
+        if run_status := choice_param(params, "status", RunStatus.values):
             qs = qs.filter(status=run_status)
         qs = qs.select_related("model", "version", "policy", "validation_policy", "alert")
         page = self.paginate_queryset(qs.order_by("-window_end", "-id"))
@@ -290,11 +283,11 @@ class AlertListView(CrossModelReadView):
             params,
             allowed=frozenset({"model", "version", "check", "severity", "status"}),
         )
-        if check := _choice(params, "check", Check.values):
+        if check := choice_param(params, "check", Check.values):
             qs = qs.filter(kind=check)
-        if severity := _choice(params, "severity", Severity.values):
+        if severity := choice_param(params, "severity", Severity.values):
             qs = qs.filter(severity=severity)
-        if alert_status := _choice(params, "status", AlertStatus.values):
+        if alert_status := choice_param(params, "status", AlertStatus.values):
             qs = qs.filter(status=alert_status)
         qs = qs.select_related("model", "version").order_by("-created_at", "-id")
         page = self.paginate_queryset(qs)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
-
 from django.db.models import CharField, Q, QuerySet
 from django.db.models.functions import Cast
 from drf_spectacular.types import OpenApiTypes
@@ -14,6 +11,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from platform_core.api.params import datetime_param
 from platform_core.errors import InvalidInput
 from registry import services as registry_services
 
@@ -116,26 +114,6 @@ class AuditVerificationSerializer(serializers.Serializer):
     )
 
 
-def _instant(name: str, raw: str) -> datetime:
-    """An ISO 8601 date or datetime; naive values and bare dates are UTC."""
-    # An unencoded '+' of a UTC offset arrives as a space: "...T14:00:00 02:00".
-    value = re.sub(r"(\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:?\d\d)$", r"\1+\2", raw.strip())
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(
-            {name: f"'{raw}' is not an ISO 8601 date or datetime, e.g. 2025-06-01T12:00:00Z"}
-        ) from None
-    try:
-        # in UTC, so no offset the database cannot represent (PostgreSQL: at most 15:59) gets there
-        instant = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    except (OverflowError, ValueError):
-        instant = None
-    if instant is None or not 1970 <= instant.year <= 2200:
-        raise InvalidInput({name: f"'{raw}' must be an instant between 1970 and 2200"})
-    return instant
-
-
 _TEXT_FILTERS = {
     "action": "action",
     "model": "model_name",
@@ -176,7 +154,7 @@ def filter_events(qs: QuerySet[AuditEvent], params) -> QuerySet[AuditEvent]:
     actor = params.get("actor")
     if actor:
         qs = qs.filter(Q(actor=actor) | Q(actor__startswith=f"{actor} (token "))
-    bounds = {name: _instant(name, params[name]) for name in ("since", "until") if params.get(name)}
+    bounds = {name: datetime_param(params, name) for name in ("since", "until") if params.get(name)}
     if "since" in bounds and "until" in bounds and bounds["until"] <= bounds["since"]:
         raise InvalidInput({"until": "must be later than since"})
     if "since" in bounds:
