@@ -87,3 +87,71 @@ def worker_environment(database_url: str, var: str, redis_url: str, **extra: str
         "MLFLOW_DISABLE_TELEMETRY": "true",
         **extra,
     }
+
+
+# --- Celery workers started as child processes (the benches and the end-to-end tests) -----------
+
+
+def start_worker(
+    *, name: str, queues: str, concurrency: int, env: dict, log, loglevel: str = "WARNING"
+):
+    """A Celery worker of this project named ``name@<host>``, reading ``queues``, its output in
+    the file ``log`` (None: its warnings and errors on this process's stderr). It gets a
+    process group of its own, so that ``stop_workers`` reaches its pool children only."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues]
+    command += ["-c", str(concurrency), "--loglevel", loglevel]
+    command += ["--without-gossip", "--without-mingle", "-n", f"{name}@%h"]
+    return subprocess.Popen(
+        command,
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        stdout=log.open("w") if log is not None else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log is not None else None,
+        start_new_session=True,
+    )
+
+
+def wait_ready(workers: dict, timeout: float = 120) -> None:
+    """Until every worker (``{name: process}``) answers a ping; RuntimeError naming the one that
+    exited, or those that did not answer in time."""
+    import time
+
+    from config.celery import app
+
+    answered: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, process in workers.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"the worker {name} exited during start-up")
+        answered = {node.split("@")[0] for reply in app.control.ping(timeout=1.0) for node in reply}
+        if set(workers) <= answered:
+            return
+        time.sleep(0.25)
+    raise RuntimeError(f"the workers {sorted(set(workers) - answered)} did not answer a ping")
+
+
+def stop_workers(workers, timeout: float = 30) -> None:
+    """SIGTERM each worker's process group (only the processes started here), SIGKILL after
+    ``timeout`` seconds."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+
+    live = [w for w in workers if w is not None]
+    for worker in live:
+        if worker.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGTERM)
+    for worker in live:
+        try:
+            worker.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()

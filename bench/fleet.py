@@ -34,7 +34,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,14 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import drift  # noqa: E402  (bench/drift.py: data, version facts, output)
-from _common import create_database, drop_database, worker_environment  # noqa: E402
+from _common import (  # noqa: E402
+    create_database,
+    drop_database,
+    start_worker,
+    stop_workers,
+    wait_ready,
+    worker_environment,
+)
 
 TARGET_S = 300
 SHIFTED = {"x15": 0.8, "x16": 1.0}
@@ -180,68 +186,6 @@ def set_up(models: int, rows: int) -> dict:
     return {"setup_s": time.perf_counter() - t0, "window_end": end}
 
 
-def start_workers(count: int, concurrency: int, env: dict) -> list[subprocess.Popen]:
-    workers = []
-    for i in range(count):
-        workers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "-Q",
-                    "monitoring,default,urgent",
-                    "-c",
-                    str(concurrency),
-                    "--loglevel",
-                    "WARNING",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-n",
-                    f"fleet{i}-{os.getpid()}@%h",
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=None,
-                start_new_session=True,
-            )
-        )
-    return workers
-
-
-def wait_ready(workers: list[subprocess.Popen], timeout: float = 120) -> None:
-    from config.celery import app
-
-    names = {f"fleet{i}-{os.getpid()}" for i in range(len(workers))}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(w.poll() is not None for w in workers):
-            raise RuntimeError("a worker exited during start-up")
-        answered = {name.split("@")[0] for reply in app.control.ping(timeout=1.0) for name in reply}
-        if names <= answered:
-            return
-        time.sleep(0.5)
-    raise RuntimeError("the workers did not answer a ping in time")
-
-
-def stop_workers(workers: list[subprocess.Popen]) -> None:
-    for worker in workers:  # only the processes this script started, by their own group
-        if worker.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGTERM)
-    for worker in workers:
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-
-
 def measure(models: int, timeout: float, workers: list[subprocess.Popen]) -> dict:
     from django.db.models import Max, Min
     from django.utils import timezone
@@ -327,8 +271,18 @@ def main() -> int:
         from django.db import connections
 
         connections.close_all()
-        workers = start_workers(args.workers, args.concurrency, env)
-        wait_ready(workers)
+        names = [f"fleet{i}-{os.getpid()}" for i in range(args.workers)]
+        workers = [
+            start_worker(
+                name=name,
+                queues="monitoring,default,urgent",
+                concurrency=args.concurrency,
+                env=env,
+                log=None,
+            )
+            for name in names
+        ]
+        wait_ready(dict(zip(names, workers, strict=True)))
         result = measure(args.models, args.timeout, workers)
     finally:
         stop_workers(workers)

@@ -189,60 +189,6 @@ def set_up(drills: int) -> list[tuple]:
 # --- the worker -----------------------------------------------------------------------------------
 
 
-def start_worker(env: dict, concurrency: int, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "urgent,default",
-            "-c",
-            str(concurrency),
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"drills-{os.getpid()}@%h",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def wait_ready(worker: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    from config.celery import app
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited during start-up: see {log}")
-        replies = app.control.ping(timeout=1.0)
-        if any(n.startswith(f"drills-{os.getpid()}@") for r in replies for n in r):
-            return
-    raise RuntimeError(f"the worker did not answer a ping in time: see {log}")
-
-
-def stop_worker(worker: subprocess.Popen | None) -> None:
-    if worker is None or worker.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.pid, signal.SIGTERM)  # the group this script started
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
-
-
 def drain(broker, timeout: float = 60.0) -> None:
     """Until the worker has nothing queued or running (Redis lists and the unacked hash)."""
     deadline = time.monotonic() + timeout
@@ -392,8 +338,14 @@ def main() -> int:
         started = time.perf_counter()
         pairs = set_up(args.drills)
         log = var / "worker.log"
-        worker = start_worker(env, args.concurrency, log)
-        wait_ready(worker, log)
+        name = f"drills-{os.getpid()}"
+        worker = _common.start_worker(
+            name=name, queues="urgent,default", concurrency=args.concurrency, env=env, log=log
+        )
+        try:
+            _common.wait_ready({name: worker})
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}: see {log}") from None
         drain(broker, timeout=300)  # the promotions' verification and warm-standby tasks
         from governance.models import Lifecycle
 
@@ -416,7 +368,7 @@ def main() -> int:
         v1 = pairs[0][0]
         redeploy, stops = mlflow_redeploy_seconds(f"models:/{v1.mlflow_name}/{v1.mlflow_version}")
     finally:
-        stop_worker(worker)
+        _common.stop_workers([worker])
         with contextlib.suppress(Exception):
             from django.db import connections
 

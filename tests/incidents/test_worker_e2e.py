@@ -14,26 +14,29 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from governance import audit
 from governance.models import Archive, AuditEvent, Lifecycle
 from incidents.alert_response import route_alert
 from incidents.models import Incident, Rollback
 from incidents.rollback import TERMINAL
+from tests.celery_workers import (
+    broker_url,
+    start_worker,
+    stop_workers,
+    wait_ready,
+    worker_environment,
+)
 from tests.incidents.helpers import alert_on, stage
 from tests.serving.helpers import live, promote_patch
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parents[2]
 PROBE = {"instances": [{"f1": 0.3, "f2": -0.2, "f3": 1.0}]}
 
 
@@ -41,22 +44,6 @@ PROBE = {"instances": [{"f1": 0.3, "f2": -0.2, "f3": 1.0}]}
 def enqueued():
     """Overrides the package's recording fixture: here tasks really go to the broker."""
     return None
-
-
-def database_url() -> str:
-    """The committed test database, as a URL for a worker process."""
-    params = connection.settings_dict
-    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
-    host = params.get("HOST") or "127.0.0.1"
-    port = params.get("PORT") or 5432
-    return f"postgres://{params['USER']}{password}@{host}:{port}/{params['NAME']}"
-
-
-def broker_url() -> str:
-    broker = os.environ.get("CELERY_BROKER_URL", "")
-    if not broker.startswith("redis://"):
-        pytest.skip("needs CELERY_BROKER_URL=redis://... (bin/test sets it for the PostgreSQL run)")
-    return broker
 
 
 class Workers:
@@ -75,64 +62,19 @@ class Workers:
         index = len(self.started)
         name = f"e2e-incidents-{os.getpid()}-{index}"
         log = self.log_dir / f"worker-{index}.log"
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                "urgent,default",
-                "-c",
-                str(concurrency),
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{name}@%h",
-            ],
-            cwd=ROOT,
-            env={**os.environ, **self.environment(), **env},
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: killpg reaches the pool children
+        process = start_worker(
+            name=name,
+            queues="urgent,default",
+            concurrency=concurrency,
+            env=worker_environment(**env),
+            log=log,
         )
         self.started.append((process, log))
-        self._wait_ready(process, name)
+        try:
+            wait_ready({name: process}, timeout=60)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}:\n{self.output(process)}")
         return process
-
-    @staticmethod
-    def environment() -> dict[str, str]:
-        """The worker sees this process's database, var dir, MLflow store and artifact cache."""
-        return {
-            "DJANGO_SETTINGS_MODULE": "config.settings.dev",
-            "DJANGO_DEBUG": "false",
-            "DATABASE_URL": database_url(),
-            "GOVERNANCE_VAR_DIR": str(settings.VAR_DIR),
-            "AUDIT_HMAC_KEY": settings.AUDIT_HMAC_KEY,  # its audit events link with ours
-            "AUDIT_CHECKPOINT_DIR": str(settings.AUDIT_CHECKPOINT_DIR),
-            "CELERY_BROKER_URL": broker_url(),
-            "MLFLOW_TRACKING_URI": settings.MLFLOW_TRACKING_URI,
-            "MLFLOW_REGISTRY_URI": settings.MLFLOW_REGISTRY_URI,
-            "MLFLOW_ARTIFACT_ROOT": str(settings.MLFLOW_ARTIFACT_ROOT),
-            "ARTIFACT_CACHE_DIR": str(settings.ARTIFACT_CACHE_DIR),
-            "LOG_LEVEL": "WARNING",
-        }
-
-    def _wait_ready(self, process: subprocess.Popen, name: str, timeout: float = 60) -> None:
-        from config.celery import app
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"the worker exited during start-up:\n{self.output(process)}")
-            replies = app.control.ping(timeout=0.5)
-            if any(node.split("@")[0] == name for reply in replies for node in reply):
-                return
-        pytest.fail(f"the worker did not answer a ping:\n{self.output(process)}")
 
     def output(self, process: subprocess.Popen) -> str:
         log = next(path for p, path in self.started if p is process)
@@ -145,15 +87,7 @@ class Workers:
         process.wait(timeout=10)
 
     def stop_all(self) -> None:
-        for process, _ in self.started:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process, _ in self.started:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_workers([process for process, _ in self.started], timeout=20)
 
 
 @pytest.fixture

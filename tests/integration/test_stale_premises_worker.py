@@ -11,33 +11,22 @@ by the alert itself, no alert, no rollback.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from governance import audit
 from governance.models import AuditEvent, Lifecycle
 from governance.premises import AUDIT_ACTION
 from incidents.models import Incident, IncidentKind, Notification, Rollback
 from monitoring.models import Alert, MonitorRun
+from tests.celery_workers import broker_url, start_worker, stop_workers, worker_environment
 from tests.integration import test_stale_premises as matrix
 from tests.serving.helpers import promote_patch
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def broker_url() -> str:
-    broker = os.environ.get("CELERY_BROKER_URL", "")
-    if not broker.startswith("redis://"):
-        pytest.skip("needs CELERY_BROKER_URL=redis://... (bin/test sets it for the PostgreSQL run)")
-    return broker
 
 
 @pytest.fixture
@@ -50,52 +39,17 @@ def redis_queue() -> Iterator[str]:
     yield broker
 
 
-def start_worker(log: Path) -> subprocess.Popen:
-    params = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.dev",
-        "DJANGO_DEBUG": "false",
-        "DATABASE_URL": f"postgres://{params['USER']}@{params.get('HOST') or '127.0.0.1'}:"
-        f"{params.get('PORT') or 5432}/{params['NAME']}",
-        "GOVERNANCE_VAR_DIR": str(settings.VAR_DIR),
-        "CELERY_BROKER_URL": broker_url(),
-        "MLFLOW_TRACKING_URI": settings.MLFLOW_TRACKING_URI,
-        "MLFLOW_REGISTRY_URI": settings.MLFLOW_REGISTRY_URI,
-        "MLFLOW_ARTIFACT_ROOT": str(settings.MLFLOW_ARTIFACT_ROOT),
-        "ARTIFACT_CACHE_DIR": str(settings.ARTIFACT_CACHE_DIR),
-        "SERVING_OUTAGE_HOOK": "incidents.outage.report_outage",
-        "AUDIT_HMAC_KEY": settings.AUDIT_HMAC_KEY,  # its audit events link with ours
-        "LOG_LEVEL": "INFO",
-    }
-    if params.get("PASSWORD"):
-        env["DATABASE_URL"] = env["DATABASE_URL"].replace(
-            f"//{params['USER']}@", f"//{params['USER']}:{params['PASSWORD']}@"
-        )
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "urgent,monitoring,default",
-            "-c",
-            "2",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"stale-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+def run_worker(log: Path):
+    """A worker on every queue this run's tasks go to, its INFO log in ``log``."""
+    return start_worker(
+        name=f"stale-{os.getpid()}",
+        queues="urgent,monitoring,default",
+        concurrency=2,
+        env=worker_environment(
+            SERVING_OUTAGE_HOOK="incidents.outage.report_outage", LOG_LEVEL="INFO"
+        ),
+        log=log,
+        loglevel="INFO",
     )
 
 
@@ -148,7 +102,7 @@ def test_stale_tasks_run_by_a_real_worker_are_skipped_and_page_no_one(
     matrix.complete_overdue_step(reminded)
 
     log = tmp_path / "worker.log"
-    worker = start_worker(log)
+    worker = run_worker(log)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -162,8 +116,7 @@ def test_stale_tasks_run_by_a_real_worker_are_skipped_and_page_no_one(
             pytest.fail(f"skips {found} != {EXPECTED}:\n{log.read_text()[-6000:]}")
         time.sleep(1.0)  # let the rest of the queue (verifications of the restored) settle
     finally:
-        os.killpg(worker.pid, 15)
-        worker.wait(timeout=30)
+        stop_workers([worker])
 
     assert all(len(skips_by(t)) >= n for t, n in EXPECTED.items())
     assert not Incident.objects.filter(kind=IncidentKind.OUTAGE).exists()

@@ -8,25 +8,20 @@ with its reason. The worker is a separate process reading the committed test dat
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from governance.audit import Actor
 from monitoring.ingest import labels_ingest, predictions_ingest, reference_ingest
 from monitoring.models import Alert, MonitorRun, RunStatus
+from tests.celery_workers import broker_url, start_worker, stop_workers, worker_environment
 from tests.governance.lifecycle_helpers import new_version, to_production_first
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parents[2]
 FEATURES = [f"x{i}" for i in range(5)]
 CI = Actor.system("tests")
 
@@ -76,48 +71,22 @@ def _ingest(version, records, *, reference: bool) -> None:
 
 
 @pytest.fixture
-def worker():
-    broker = os.environ.get("CELERY_BROKER_URL", "")
-    if not broker.startswith("redis://"):
-        pytest.skip("needs CELERY_BROKER_URL=redis://... (bin/test sets it for the PostgreSQL run)")
+def worker(tmp_path):
     import redis
 
-    redis.Redis.from_url(broker).flushdb()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}",
-        "GOVERNANCE_VAR_DIR": str(settings.VAR_DIR),
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "monitoring,default,urgent",
-            "-c",
-            "2",
-            "--loglevel",
-            "WARNING",
-            "-n",
-            f"e2e-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    redis.Redis.from_url(broker_url()).flushdb()
+    name = f"e2e-{os.getpid()}"
+    log = tmp_path / "worker.log"
+    process = start_worker(
+        name=name,
+        queues="monitoring,default,urgent",
+        concurrency=2,
+        env=worker_environment(),
+        log=log,
     )
+    process.log = log
     yield process
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_workers([process])
 
 
 def test_daily_schedule_through_a_real_worker_raises_exactly_the_expected_alerts(worker):
@@ -151,7 +120,7 @@ def test_daily_schedule_through_a_real_worker_raises_exactly_the_expected_alerts
         if done.count() >= expected_runs:
             break
         if worker.poll() is not None:
-            pytest.fail(f"the worker exited: {worker.stdout.read()}")
+            pytest.fail(f"the worker exited: {worker.log.read_text()[-4000:]}")
         time.sleep(0.5)
     runs = {(r.model.name, r.kind): r for r in MonitorRun.objects.select_related("model")}
     assert len(runs) == expected_runs, [(k, r.status) for k, r in runs.items()]
