@@ -60,7 +60,7 @@ def mlflow_models():
     from sklearn.linear_model import LogisticRegression
 
     from demo.mlflow_logging import log_sklearn_model
-    from registry import mlflow_bridge
+    from tests.serving.helpers import log_fitted
 
     cache: dict[tuple[str, int], str] = {}
 
@@ -70,16 +70,7 @@ def mlflow_models():
             frame = pd.DataFrame(rng.normal(size=(200, 3)), columns=FEATURES)
             labels = (frame["f1"] + rng.normal(scale=0.5, size=200) > 0).astype(int)
             model = LogisticRegression().fit(frame, labels)
-            logged = log_sklearn_model(
-                model,
-                registered_name=name,
-                input_example=frame.head(3),
-                params={"C": 1.0},
-                metrics={"auc": 0.8},
-                experiment_id=mlflow_bridge.ensure_experiment(),
-                run_name=f"{name}-{seed}",
-            )
-            cache[(name, seed)] = logged.uri
+            cache[(name, seed)] = log_fitted(log_sklearn_model, model, frame, name=name, seed=seed)
         return cache[(name, seed)]
 
     return make

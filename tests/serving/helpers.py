@@ -59,19 +59,18 @@ _logged: dict[tuple[str, int], str] = {}
 
 def _log_model(name: str, features: list[str], seed: int) -> str:
     """A logistic regression on ``features``: f1 decides, the others (f4...) weigh a little."""
-    import numpy as np
-    import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-
     from demo.mlflow_logging import log_sklearn_model
 
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(rng.normal(size=(400, len(features))), columns=features)
-    signal = frame["f1"] + 0.1 * frame[features[-1]]
-    labels = (signal + rng.normal(scale=0.5, size=len(frame)) > 0).astype(int)
-    model = LogisticRegression().fit(frame, labels)
-    return log_sklearn_model(
+    model, frame = fitted(seed, features=features)
+    return log_fitted(log_sklearn_model, model, frame, name=name, seed=seed)
+
+
+def log_fitted(log, model, frame, *, name: str, seed: int, **extra) -> str:
+    """``model`` logged by ``log`` (a ``demo.mlflow_logging`` function) as ``name``, with the
+    suite's usual example, parameters and metrics; its ``models:/`` URI."""
+    return log(
         model,
+        **extra,
         registered_name=name,
         input_example=frame.head(3),
         params={"C": 1.0},
@@ -122,40 +121,27 @@ def format_ref(fmt: str, seed: int, estimator=None) -> tuple[tuple[str, str, str
             import skops.io
 
             extra["trusted_types"] = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-        uri = log(
-            model,
-            **extra,
-            registered_name=key[0],
-            input_example=frame.head(3),
-            params={"C": 1.0},
-            metrics={"auc": 0.8},
-            experiment_id=mlflow_bridge.ensure_experiment(),
-            run_name=f"{key[0]}-{seed}",
-        ).uri
+        uri = log_fitted(log, model, frame, name=key[0], seed=seed, **extra)
         _logged[key] = uri
     return _fetch(key, uri, known), model
 
 
 def format_version(fmt: str, version: str = "1.0.0", *, model=None, seed=0, estimator=None, **kw):
     """A development version whose artifact is ``fmt``; returns it with the fitted estimator."""
-    (name, number, digest), fitted_model = format_ref(fmt, seed, estimator)
+    ref, fitted_model = format_ref(fmt, seed, estimator)
     kw.setdefault("feature_list", FEATURES)
-    kw.setdefault("thresholds", {"decision": 0.5})
-    v = new_version(
-        version,
-        model=model,
-        mlflow_name=name,
-        mlflow_version=number,
-        artifact_uri=f"models:/{name}/{number}",
-        artifact_digest=digest,
-        **kw,
-    )
-    return v, fitted_model
+    return _version_of(ref, version, model=model, **kw), fitted_model
 
 
 def real_version(mlflow_models, version: str = "1.0.0", *, model=None, seed=0, **kwargs):
     kwargs.setdefault("feature_list", FEATURES)
-    name, number, digest = mlflow_ref(mlflow_models, seed, list(kwargs["feature_list"]))
+    ref = mlflow_ref(mlflow_models, seed, list(kwargs["feature_list"]))
+    return _version_of(ref, version, model=model, **kwargs)
+
+
+def _version_of(ref: tuple[str, str, str], version: str, *, model, **kwargs):
+    """A development version whose artifact is the logged model ``ref`` (name, number, digest)."""
+    name, number, digest = ref
     kwargs.setdefault("thresholds", {"decision": 0.5})
     return new_version(
         version,
@@ -229,3 +215,51 @@ def warm(client, model: str) -> None:
     background.drain()
     shadow.drain()
     log.clear()
+
+
+def shadowed(client, model: str, rows: list[dict], ingested: list[dict]) -> tuple[dict, dict]:
+    """One request once the shadow version has loaded, scored by both and logged: (the answer,
+    the ingested log by version)."""
+    from serving import shadow
+
+    warm(client, model)
+    body = predict(client, model, rows).json()
+    assert shadow.drain()
+    log_to_store()
+    return body, {call["version"]: call for call in ingested}
+
+
+def hold_shadow_scoring(monkeypatch, version):
+    """The shadow ``version``'s scorer records each call's row count, then waits for ``gate``
+    (5 s at most) before it scores: (entered, gate, calls)."""
+    import threading
+
+    from serving import loader
+
+    shadow_model = loader.loaded(version.artifact_digest)
+    real = shadow_model.score
+    entered, gate, calls = threading.Event(), threading.Event(), []
+
+    def held(X, features):
+        calls.append(len(X))
+        entered.set()
+        gate.wait(5)
+        return real(X, features)
+
+    monkeypatch.setattr(shadow_model, "score", held)
+    return entered, gate, calls
+
+
+def scores_with_and_without_fast_path(client, version, settings) -> tuple[list, list]:
+    """The scores of 20 rows through the fast path, then with it turned off (caches cleared)."""
+    from serving import loader, router
+
+    rows = instances(20, start=-1.0)
+    fast = predict(client, version.model.name, rows).json()
+    assert loader.loaded(version.artifact_digest).fast is not None
+    settings.SERVING_FAST_PATH = False
+    loader.clear()
+    router.clear()
+    slow = predict(client, version.model.name, rows).json()
+    assert loader.loaded(version.artifact_digest).fast is None
+    return [p["score"] for p in fast["predictions"]], [p["score"] for p in slow["predictions"]]

@@ -76,22 +76,30 @@ def test_nan_and_infinity_literals_in_the_json_body_are_400(mlflow_models, ci, o
     assert outages == []
 
 
-def test_a_model_that_fails_on_some_values_is_400_for_those_instances(
-    mlflow_models, ci, outages, monkeypatch
-):
-    """An in-range value the model cannot score is the request's fault when other rows score."""
+def _live_scoring_with(mlflow_models, ci, monkeypatch, wrap) -> str:
+    """A live model, loaded, whose scorer becomes ``wrap(its real scorer)``; the model's name."""
     version = live(mlflow_models, seed=1)
     name = version.model.name
     assert predict(ci, name, instances(1)).status_code == 200
     model = loader.loaded(version.artifact_digest)
-    real = model.score
+    monkeypatch.setattr(model, "score", wrap(model.score))
+    return name
 
-    def picky(X, features):  # e.g. a log transform: negative f3 is outside its domain
-        if (X[:, 2] < 0).any():
-            raise ValueError("math domain error")
-        return real(X, features)
 
-    monkeypatch.setattr(model, "score", picky)
+def test_a_model_that_fails_on_some_values_is_400_for_those_instances(
+    mlflow_models, ci, outages, monkeypatch
+):
+    """An in-range value the model cannot score is the request's fault when other rows score."""
+
+    def picky(real):
+        def score(X, features):  # e.g. a log transform: negative f3 is outside its domain
+            if (X[:, 2] < 0).any():
+                raise ValueError("math domain error")
+            return real(X, features)
+
+        return score
+
+    name = _live_scoring_with(mlflow_models, ci, monkeypatch, picky)
     rows = [*instances(2), {"f1": 0.1, "f2": 0.2, "f3": -1.0}]
 
     response = predict(ci, name, rows)
@@ -104,17 +112,14 @@ def test_a_model_that_fails_on_some_values_is_400_for_those_instances(
 def test_a_model_returning_non_finite_scores_for_some_rows_is_400(
     mlflow_models, ci, outages, monkeypatch
 ):
-    version = live(mlflow_models, seed=1)
-    name = version.model.name
-    assert predict(ci, name, instances(1)).status_code == 200
-    model = loader.loaded(version.artifact_digest)
-    real = model.score
 
-    def overflowing(X, features):
-        scores = real(X, features)
-        return np.where(np.abs(X[:, 0]) > 1000, math.nan, scores)
+    def overflowing(real):
+        def score(X, features):
+            return np.where(np.abs(X[:, 0]) > 1000, math.nan, real(X, features))
 
-    monkeypatch.setattr(model, "score", overflowing)
+        return score
+
+    name = _live_scoring_with(mlflow_models, ci, monkeypatch, overflowing)
     response = predict(ci, name, [*instances(1), {"f1": 5000.0, "f2": 0.0, "f3": 0.0}])
 
     _refused_without_outage(response, outages, "instances[1].f1")
@@ -123,15 +128,14 @@ def test_a_model_returning_non_finite_scores_for_some_rows_is_400(
 def test_a_model_that_fails_on_valid_input_is_still_an_outage(
     mlflow_models, ci, outages, monkeypatch
 ):
-    version = live(mlflow_models, seed=1)
-    name = version.model.name
-    assert predict(ci, name, instances(1)).status_code == 200
-    model = loader.loaded(version.artifact_digest)
 
-    def broken(X, features):
-        raise RuntimeError("segfault in the native library")
+    def broken(real):
+        def score(X, features):
+            raise RuntimeError("segfault in the native library")
 
-    monkeypatch.setattr(model, "score", broken)
+        return score
+
+    name = _live_scoring_with(mlflow_models, ci, monkeypatch, broken)
     response = predict(ci, name, instances(1))
     background.drain()
 

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from registry import mlflow_bridge
 from registry.models import ModelVersion
-from serving import loader, router, shadow
+from serving import loader, router
 from serving.standby import warm_standby_refresh
 from tests.governance.lifecycle_helpers import (
     person,
@@ -23,10 +23,10 @@ from tests.serving.helpers import (
     format_version,
     instances,
     live,
-    log_to_store,
     predict,
     rollback,
-    warm,
+    scores_with_and_without_fast_path,
+    shadowed,
 )
 
 pytestmark = pytest.mark.django_db
@@ -88,19 +88,8 @@ def test_features_are_checked_by_name_for_every_format(fmt, ci):
 
 def test_the_skops_fast_path_equals_the_estimators_own_answers(ci, settings):
     version, _ = live_format("skops", seed=42)
-    rows = instances(20, start=-1.0)
-    fast = predict(ci, version.model.name, rows).json()
-    assert loader.loaded(version.artifact_digest).fast is not None
-
-    settings.SERVING_FAST_PATH = False
-    loader.clear()
-    router.clear()
-    slow = predict(ci, version.model.name, rows).json()
-
-    assert loader.loaded(version.artifact_digest).fast is None
-    assert [p["score"] for p in fast["predictions"]] == pytest.approx(
-        [p["score"] for p in slow["predictions"]], abs=1e-12
-    )
+    fast, slow = scores_with_and_without_fast_path(ci, version, settings)
+    assert fast == pytest.approx(slow, abs=1e-12)
 
 
 def test_a_version_whose_signature_names_other_features_is_refused(ci):
@@ -144,14 +133,9 @@ def test_a_skops_staging_version_shadows_an_onnx_live_one(ci, ingested):
     v2, skops_model = format_version("skops", "1.1.0", model=v1.model, seed=47)
     to_staging(v2)
     rows = instances(4)
-    warm(ci, v1.model.name)
-
-    body = predict(ci, v1.model.name, rows).json()
-    assert shadow.drain()
-    log_to_store()
+    body, by_version = shadowed(ci, v1.model.name, rows, ingested)
 
     assert body["version"] == "1.0.0"
-    by_version = {call["version"]: call for call in ingested}
     records = by_version["1.1.0"]["records"]
     assert [r["prediction_id"] for r in records] == [
         p["prediction_id"] for p in body["predictions"]

@@ -7,7 +7,14 @@ from governance import services
 from governance.audit import Actor
 from serving import generation, loader
 from tests.governance.lifecycle_helpers import new_version
-from tests.serving.helpers import instances, live, predict, pyfunc_scores, real_version
+from tests.serving.helpers import (
+    instances,
+    live,
+    predict,
+    pyfunc_scores,
+    real_version,
+    scores_with_and_without_fast_path,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -213,21 +220,8 @@ def test_a_wrong_token_is_401(mlflow_models, api_client, ci):
 
 def test_the_fast_path_agrees_with_the_pyfunc_and_can_be_turned_off(mlflow_models, ci, settings):
     version = live(mlflow_models, seed=3)
-    rows = instances(20, start=-1.0)
-    fast = predict(ci, version.model.name, rows).json()
-    assert loader.loaded(version.artifact_digest).fast is not None
-
-    settings.SERVING_FAST_PATH = False
-    loader.clear()
-    from serving import router
-
-    router.clear()
-    slow = predict(ci, version.model.name, rows).json()
-
-    assert loader.loaded(version.artifact_digest).fast is None
-    assert [p["score"] for p in fast["predictions"]] == pytest.approx(
-        [p["score"] for p in slow["predictions"]], abs=1e-12
-    )
+    fast, slow = scores_with_and_without_fast_path(ci, version, settings)
+    assert fast == pytest.approx(slow, abs=1e-12)
 
 
 def test_a_factory_version_without_a_real_artifact_cannot_serve(ci, db, settings):

@@ -7,11 +7,13 @@ import pytest
 
 from serving import loader, shadow
 from tests.serving.helpers import (
+    hold_shadow_scoring,
     instances,
     live,
     log_to_store,
     predict,
     pyfunc_scores,
+    shadowed,
     staged,
     warm,
 )
@@ -25,14 +27,9 @@ def test_the_staging_version_scores_each_request_and_is_logged_as_its_shadow(
     v1 = live(mlflow_models, "1.0.0", seed=31)
     v2 = staged(mlflow_models, v1.model, "1.1.0", seed=32)
     rows = instances(3)
-    warm(ci, v1.model.name)
-
-    body = predict(ci, v1.model.name, rows).json()
-    assert shadow.drain()
-    log_to_store()
+    body, by_version = shadowed(ci, v1.model.name, rows, ingested)
 
     assert body["version"] == "1.0.0"
-    by_version = {call["version"]: call for call in ingested}
     assert set(by_version) == {"1.0.0", "1.1.0"}
     shadow_records = by_version["1.1.0"]["records"]
     assert [r["prediction_id"] for r in shadow_records] == [
@@ -117,17 +114,7 @@ def test_queued_requests_are_shadow_scored_in_one_call_and_logged_per_request(
     v1 = live(mlflow_models, "1.0.0", seed=31)
     v2 = staged(mlflow_models, v1.model, "1.1.0", seed=32)
     warm(ci, v1.model.name)
-    shadow_model = loader.loaded(v2.artifact_digest)
-    real = shadow_model.score
-    entered, gate, calls = threading.Event(), threading.Event(), []
-
-    def counted(X, features):
-        calls.append(len(X))
-        entered.set()
-        gate.wait(5)
-        return real(X, features)
-
-    monkeypatch.setattr(shadow_model, "score", counted)
+    entered, gate, calls = hold_shadow_scoring(monkeypatch, v2)
     first = predict(ci, v1.model.name, instances(1)).json()
     assert entered.wait(5)  # the shadow thread holds the first request
     queued = [predict(ci, v1.model.name, instances(n, start=n)).json() for n in (2, 3, 4)]

@@ -5,16 +5,15 @@ features: 1.x scores f1..f3 exactly as before, 2.0.0 is shadow-scored on f1..f4 
 instances that carried f4, and the others are served and simply not shadow-scored.
 """
 
-import threading
-
 import pytest
 
 from governance.audit import Actor
-from serving import loader, router, shadow
+from serving import router, shadow
 from serving.readiness import serving_status
 from tests.governance.lifecycle_helpers import step
 from tests.serving.helpers import (
     FEATURES,
+    hold_shadow_scoring,
     instances,
     live,
     log_to_store,
@@ -114,17 +113,7 @@ def test_queued_requests_with_and_without_the_new_feature_are_logged_per_request
 ):
     v1, v2 = major_behind_live(mlflow_models)
     warm(ci, v1.model.name)
-    shadow_model = loader.loaded(v2.artifact_digest)
-    real = shadow_model.score
-    entered, gate, calls = threading.Event(), threading.Event(), []
-
-    def held(X, features):
-        calls.append(len(X))
-        entered.set()
-        gate.wait(5)
-        return real(X, features)
-
-    monkeypatch.setattr(shadow_model, "score", held)
+    entered, gate, calls = hold_shadow_scoring(monkeypatch, v2)
     batches = [with_f4(instances(2, start=2)), instances(3, start=3), with_f4(instances(2), -1)]
     batches[2][1].pop("f4")
     first = with_f4(instances(1))
