@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from statistics import NormalDist
 
@@ -161,12 +162,50 @@ def make_dataset(
     """
     if grid < 2 or weeks < 1:
         raise ValueError("grid must be >= 2 and weeks >= 1")
-    rng = np.random.default_rng(seed)
-    n_cells = grid * grid
-    total = weeks + _HISTORY_WEEKS
+    rng = np.random.default_rng(seed)  # the steps draw from it in this order: keep it
+    cells = _cells(rng, grid)
+    calendar = _calendar(rng, start, weeks + _HISTORY_WEEKS, cells.population_density)
+    series = _simulate(rng, cells, calendar)
+    return _frame(cells, calendar, series, weeks)
 
-    # --- static cell attributes -------------------------------------------------------
-    rows, cols = np.divmod(np.arange(n_cells), grid)
+
+@dataclass(frozen=True)
+class _Cells:
+    """The static attributes of the grid's cells, one value per cell."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    neighbourhood: np.ndarray
+    population_density: np.ndarray
+    bars_and_clubs: np.ndarray
+    transit_stops: np.ndarray
+    vacant_properties: np.ndarray
+    risk: np.ndarray  # the static part of the log rate
+
+
+@dataclass(frozen=True)
+class _Calendar:
+    """One value per simulated week (history included); temperature per week and cell."""
+
+    week_starts: list[date]
+    angle: np.ndarray
+    season: np.ndarray
+    holiday: np.ndarray
+    temperature: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Series:
+    """Simulated weekly counts per cell (weeks x cells, history included)."""
+
+    incidents: np.ndarray
+    calls: np.ndarray
+    outages: np.ndarray
+
+
+def _cells(rng: np.random.Generator, grid: int) -> _Cells:
+    """Land use from the hot areas and the city centre, and the static risk surface."""
+    rows, cols = np.divmod(np.arange(grid * grid), grid)
     u, v = rows / (grid - 1), cols / (grid - 1)
     neighbourhood = _neighbourhoods(u, v)
     shapes = np.stack(
@@ -185,23 +224,41 @@ def make_dataset(
         + 0.05 * np.log(population_density)
         + _CELL_NOISE_SD * _stratified_normal(rng, neighbourhood)
     )
+    return _Cells(
+        rows,
+        cols,
+        neighbourhood,
+        population_density,
+        bars_and_clubs,
+        transit_stops,
+        vacant_properties,
+        risk,
+    )
 
-    # --- calendar ------------------------------------------------------------------------
+
+def _calendar(
+    rng: np.random.Generator, start: date, total: int, population_density: np.ndarray
+) -> _Calendar:
+    """Week of year, summer peak, holidays and a city temperature that denser cells exceed."""
     week_starts = [start + timedelta(weeks=k - _HISTORY_WEEKS) for k in range(total)]
     woy = np.array([ws.isocalendar().week for ws in week_starts], dtype=float)
-    angle = 2 * np.pi * (woy - 1) / 52.0
     season = _SEASON_AMPLITUDE * np.cos(2 * np.pi * (woy - 29) / 52.0)  # peak in mid July
-    holiday = _holiday_flags(week_starts)
     city_temp = 11.0 + 9.0 * np.cos(2 * np.pi * (woy - 29) / 52.0) + rng.normal(0, 2.0, total)
     temperature = np.round(
         city_temp[:, None]
         + 0.4 * np.log(population_density)[None, :]
-        + rng.normal(0, 0.5, (total, n_cells)),
+        + rng.normal(0, 0.5, (total, len(population_density))),
         1,
     )
+    angle = 2 * np.pi * (woy - 1) / 52.0
+    return _Calendar(week_starts, angle, season, _holiday_flags(week_starts), temperature)
 
-    # --- dynamics --------------------------------------------------------------------------
-    outages = rng.poisson(0.2 + 0.12 * vacant_properties, (total, n_cells)).astype(float)
+
+def _simulate(rng: np.random.Generator, cells: _Cells, calendar: _Calendar) -> _Series:
+    """Poisson counts whose log rate adds the static risk, the calendar, outages and a slow
+    AR(1) latent (the persistence the lag features pick up)."""
+    total, n_cells = calendar.temperature.shape
+    outages = rng.poisson(0.2 + 0.12 * cells.vacant_properties, (total, n_cells)).astype(float)
     rho, sigma = _AR_RHO, _AR_SIGMA
     latent = np.empty((total, n_cells))
     latent[0] = rng.normal(0, sigma / np.sqrt(1 - rho**2), n_cells)
@@ -210,25 +267,26 @@ def make_dataset(
         latent[t] = rho * latent[t - 1] + shocks[t]
     log_rate = (
         _BASE_LOG_RATE
-        + risk[None, :]
-        + season[:, None]
-        + 0.2 * holiday[:, None]
-        + 0.01 * (temperature - 11.0)
+        + cells.risk[None, :]
+        + calendar.season[:, None]
+        + 0.2 * calendar.holiday[:, None]
+        + 0.01 * (calendar.temperature - 11.0)
         + 0.05 * outages
         + latent
     )
     rate = np.exp(log_rate)
     incidents = rng.poisson(rate)
     # Calls for service mix crime-driven calls with a population-driven baseline.
-    calls = rng.poisson(1.2 * rate + 4.0 * population_density[None, :])
+    calls = rng.poisson(1.2 * rate + 4.0 * cells.population_density[None, :])
+    return _Series(incidents, calls, outages)
 
-    # --- lag features, computed from the simulated series ------------------------------
-    h = _HISTORY_WEEKS
-    lag_1w = incidents[h - 1 : total - 1]
-    mean_4w = np.mean([incidents[h - k : total - k] for k in range(1, 5)], axis=0)
-    last_year = incidents[0:weeks]
-    calls_lag = calls[h - 1 : total - 1]
-    out = slice(h, total)
+
+def _frame(cells: _Cells, calendar: _Calendar, series: _Series, weeks: int) -> pd.DataFrame:
+    """One row per cell and week after the history, with the lag features computed from the
+    simulated series and the hotspot label."""
+    n_cells = len(cells.rows)
+    h, total = _HISTORY_WEEKS, weeks + _HISTORY_WEEKS
+    incidents, out = series.incidents, slice(h, total)
 
     def per_row(a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=float).reshape(-1)
@@ -240,28 +298,30 @@ def make_dataset(
         return np.repeat(np.asarray(a, dtype=float)[out], n_cells)
 
     cell_ids = np.array(
-        [f"c-{r:02d}-{c:02d}" for r, c in zip(rows, cols, strict=True)], dtype=object
+        [f"c-{r:02d}-{c:02d}" for r, c in zip(cells.rows, cells.cols, strict=True)], dtype=object
     )
     counts = incidents[out].reshape(-1)
     threshold = float(np.quantile(counts, HOTSPOT_QUANTILE))
     df = pd.DataFrame(
         {
             "cell_id": np.tile(cell_ids, weeks),
-            "week_start": np.repeat(np.array(week_starts[h:], dtype=object), n_cells),
-            GROUP: np.tile(neighbourhood, weeks),
-            "incidents_lag_1w": per_row(lag_1w),
-            "incidents_mean_4w": per_row(mean_4w),
-            "incidents_same_week_last_year": per_row(last_year),
-            "calls_for_service_lag_1w": per_row(calls_lag),
-            "streetlight_outages": per_row(outages[out]),
-            "population_density": static(population_density),
-            "bars_and_clubs": static(bars_and_clubs),
-            "transit_stops": static(transit_stops),
-            "vacant_properties": static(vacant_properties),
-            "temperature_c": per_row(temperature[out]),
-            "is_holiday_week": weekly(holiday),
-            "week_of_year_sin": np.round(weekly(np.sin(angle)), 6),
-            "week_of_year_cos": np.round(weekly(np.cos(angle)), 6),
+            "week_start": np.repeat(np.array(calendar.week_starts[h:], dtype=object), n_cells),
+            GROUP: np.tile(cells.neighbourhood, weeks),
+            "incidents_lag_1w": per_row(incidents[h - 1 : total - 1]),
+            "incidents_mean_4w": per_row(
+                np.mean([incidents[h - k : total - k] for k in range(1, 5)], axis=0)
+            ),
+            "incidents_same_week_last_year": per_row(incidents[0:weeks]),
+            "calls_for_service_lag_1w": per_row(series.calls[h - 1 : total - 1]),
+            "streetlight_outages": per_row(series.outages[out]),
+            "population_density": static(cells.population_density),
+            "bars_and_clubs": static(cells.bars_and_clubs),
+            "transit_stops": static(cells.transit_stops),
+            "vacant_properties": static(cells.vacant_properties),
+            "temperature_c": per_row(calendar.temperature[out]),
+            "is_holiday_week": weekly(calendar.holiday),
+            "week_of_year_sin": np.round(weekly(np.sin(calendar.angle)), 6),
+            "week_of_year_cos": np.round(weekly(np.cos(calendar.angle)), 6),
             "incidents": counts.astype(np.int64),
             TARGET: (counts >= threshold).astype(np.int64),
         }

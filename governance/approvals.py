@@ -10,6 +10,7 @@ starts a new round; new evidence voids earlier approvals.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
@@ -22,6 +23,9 @@ from .audit import Actor
 from .models import Approval, Decision, Evaluation, Lifecycle, RoleGrant, Stage
 from .permissions import can, roles_of
 from .roles import Action, Role
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser as User
 
 REQUIRED_APPROVALS: dict[str, tuple[str, ...]] = {
     "submit_for_validation": (Role.ML_ENGINEER,),
@@ -154,53 +158,10 @@ def approval_record(
     scopes=None,
 ) -> Approval:
     """Record one decision. Authorization is checked before state (403 before 409)."""
-    errors = {}
-    if transition not in REQUIRED_APPROVALS:
-        errors["transition"] = f"takes no approvals; use one of {', '.join(REQUIRED_APPROVALS)}"
-    elif role not in REQUIRED_APPROVALS[transition]:
-        errors["role"] = (
-            f"{transition} needs approvals from {', '.join(REQUIRED_APPROVALS[transition])}"
-        )
-    if decision not in Decision.values:
-        errors["decision"] = "must be approve or reject"
-    if errors:
-        raise InvalidInput(errors)
-    user = actor.user
-    if user is None:
-        raise Forbidden("approvals are made by people, never by a system task")
-    # A sign-off is given in a role one holds: an ML lead's roles include an engineer's actions,
-    # but their code-review sign-off is not a peer ML engineer's (docs/architecture.md §4).
-    if role not in roles_of(user, model=version.model, scopes=scopes) or not can(
-        user, APPROVE_ACTION[role], model=version.model, scopes=scopes
-    ):
-        raise Forbidden(f"you do not hold the {role} role for {version.model.name}")
-    if RoleGrant.objects.filter(user=user, role=Role.CI).exists():
-        raise Forbidden("CI accounts never approve")
-    conflicts = conflicts_of_interest(version, user)
-    if conflicts:
-        raise Forbidden(
-            "separation of duties: nobody approves or rejects a version they registered, are "
-            f"the responsible engineer of, or submitted evidence for ({'; '.join(conflicts)})"
-        )
+    _check_decision(transition, role, decision)
+    user = _approver(version, role, actor, scopes)
     with transaction.atomic():
-        lifecycle = Lifecycle.objects.select_for_update().get(version=version)
-        if lifecycle.stage != APPROVAL_STAGE[transition]:
-            raise Conflict(
-                f"{transition} is approved while the version is in "
-                f"{APPROVAL_STAGE[transition]}; it is in {lifecycle.stage}"
-            )
-        other_role = next(
-            (
-                a.role
-                for a in active_approvals(version, transition)
-                if a.user_id == user.pk and a.role != role
-            ),
-            None,
-        )
-        if other_role:
-            raise Conflict(
-                f"you already signed {transition} as {other_role}; one person fills one role"
-            )
+        _check_state(version, transition, role, user)
         approval = Approval.objects.create(
             version=version,
             transition=transition,
@@ -227,6 +188,66 @@ def approval_record(
             reason=comment,
         )
     return approval
+
+
+def _check_decision(transition: str, role: str, decision: str) -> None:
+    """400 naming each field that is not a decision this transition takes."""
+    errors = {}
+    if transition not in REQUIRED_APPROVALS:
+        errors["transition"] = f"takes no approvals; use one of {', '.join(REQUIRED_APPROVALS)}"
+    elif role not in REQUIRED_APPROVALS[transition]:
+        errors["role"] = (
+            f"{transition} needs approvals from {', '.join(REQUIRED_APPROVALS[transition])}"
+        )
+    if decision not in Decision.values:
+        errors["decision"] = "must be approve or reject"
+    if errors:
+        raise InvalidInput(errors)
+
+
+def _approver(version: ModelVersion, role: str, actor: Actor, scopes) -> User:
+    """The person signing, when they may sign in ``role`` for this version; 403 otherwise."""
+    user = actor.user
+    if user is None:
+        raise Forbidden("approvals are made by people, never by a system task")
+    # A sign-off is given in a role one holds: an ML lead's roles include an engineer's actions,
+    # but their code-review sign-off is not a peer ML engineer's (docs/architecture.md §4).
+    if role not in roles_of(user, model=version.model, scopes=scopes) or not can(
+        user, APPROVE_ACTION[role], model=version.model, scopes=scopes
+    ):
+        raise Forbidden(f"you do not hold the {role} role for {version.model.name}")
+    if RoleGrant.objects.filter(user=user, role=Role.CI).exists():
+        raise Forbidden("CI accounts never approve")
+    conflicts = conflicts_of_interest(version, user)
+    if conflicts:
+        raise Forbidden(
+            "separation of duties: nobody approves or rejects a version they registered, are "
+            f"the responsible engineer of, or submitted evidence for ({'; '.join(conflicts)})"
+        )
+    return user
+
+
+def _check_state(version: ModelVersion, transition: str, role: str, user: User) -> None:
+    """409 unless the version waits for this transition's sign-offs and ``user`` has not signed
+    it in another role. Locks the lifecycle row: call inside the recording transaction."""
+    lifecycle = Lifecycle.objects.select_for_update().get(version=version)
+    if lifecycle.stage != APPROVAL_STAGE[transition]:
+        raise Conflict(
+            f"{transition} is approved while the version is in "
+            f"{APPROVAL_STAGE[transition]}; it is in {lifecycle.stage}"
+        )
+    other_role = next(
+        (
+            a.role
+            for a in active_approvals(version, transition)
+            if a.user_id == user.pk and a.role != role
+        ),
+        None,
+    )
+    if other_role:
+        raise Conflict(
+            f"you already signed {transition} as {other_role}; one person fills one role"
+        )
 
 
 def approvals_void(*, version: ModelVersion, reason: str, actor: Actor | None = None) -> int:
