@@ -155,3 +155,9 @@ def stop_workers(workers, timeout: float = 30) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
+
+
+def mlflow_serve_command(venv_bin, model_uri: str, port: int) -> list[str]:
+    """The peer the benches compare with: ``mlflow models serve`` with two workers, local env."""
+    command = [str(venv_bin / "mlflow"), "models", "serve", "-m", model_uri]
+    return [*command, "-h", "127.0.0.1", "-p", str(port), "-w", "2", "--env-manager", "local"]

@@ -74,81 +74,20 @@ def _bulk(n: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--database-url", default="")
-    parser.add_argument("--profile", action="store_true", help="cProfile one verification")
-    parser.add_argument(
-        "--bulk",
-        action="store_true",
-        help="Seal the events in Python and insert them 5000 at a time (same rows, much faster "
-        "to set up than one record() each)",
-    )
-    args = parser.parse_args()
+    args = _arguments()
+    _set_up(args.database_url)
+    from django.db import connection
 
-    var = tempfile.mkdtemp(prefix="bench-audit-")
-    os.environ["GOVERNANCE_VAR_DIR"] = var
-    os.environ.pop("CELERY_BROKER_URL", None)
-    if args.database_url:
-        os.environ["DATABASE_URL"] = args.database_url
-    else:
-        os.environ.pop("DATABASE_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
-    os.chdir(REPO)
-
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-    from django.db import connection, transaction
-
-    call_command("migrate", verbosity=0)
-    from governance import audit
-    from governance.models import AuditChainHead, AuditEvent
-
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SET governance.allow_truncate = on")
-            cursor.execute("TRUNCATE governance_auditevent")
-        else:
-            cursor.execute("DELETE FROM governance_auditevent")
-    AuditChainHead.objects.all().delete()
-
-    actor = audit.Actor.system("bench")
     started = time.perf_counter()
     if args.bulk:
         _bulk(args.events)
-    for first in range(0, 0 if args.bulk else args.events, 1000):
-        with transaction.atomic():
-            for i in range(first, min(first + 1000, args.events)):
-                audit.record(
-                    actor=actor,
-                    action="lifecycle.promote",
-                    object_type="governance.Lifecycle",
-                    object_id=str(i),
-                    model_name="hotspot-classifier",
-                    before={"stage": "staging", "version": f"1.0.{i}"},
-                    after={"stage": "production", "version": f"1.0.{i}"},
-                    reason="bench",
-                )
+    else:
+        _record(args.events)
     write_s = time.perf_counter() - started
+    from governance.models import AuditEvent
+
     assert AuditEvent.objects.count() == args.events
-
-    times, cpu = [], []
-    for _ in range(args.repeats):
-        started, started_cpu = time.perf_counter(), time.process_time()
-        result = audit.verify()
-        times.append(time.perf_counter() - started)
-        cpu.append(time.process_time() - started_cpu)
-        assert result.valid, result
-    if args.profile:
-        import cProfile
-        import pstats
-
-        profiler = cProfile.Profile()
-        profiler.runcall(audit.verify)
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(15)
+    times, cpu = _verify(args.repeats, profile=args.profile)
     common = {"events": args.events, "vendor": connection.vendor, "load1": os.getloadavg()[0]}
     print(json.dumps({"bench": "audit.write", "value": round(write_s, 2), "unit": "s", **common}))
     print(
@@ -164,6 +103,93 @@ def main() -> None:
             }
         )
     )
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--database-url", default="")
+    parser.add_argument("--profile", action="store_true", help="cProfile one verification")
+    parser.add_argument(
+        "--bulk",
+        action="store_true",
+        help="Seal the events in Python and insert them 5000 at a time (same rows, much faster "
+        "to set up than one record() each)",
+    )
+    return parser.parse_args()
+
+
+def _set_up(database_url: str) -> None:
+    """A temporary var dir, the database migrated and its audit log emptied."""
+    os.environ["GOVERNANCE_VAR_DIR"] = tempfile.mkdtemp(prefix="bench-audit-")
+    os.environ.pop("CELERY_BROKER_URL", None)
+    if database_url:
+        os.environ["DATABASE_URL"] = database_url
+    else:
+        os.environ.pop("DATABASE_URL", None)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+    os.chdir(REPO)
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from governance.models import AuditChainHead
+
+    call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET governance.allow_truncate = on")
+            cursor.execute("TRUNCATE governance_auditevent")
+        else:
+            cursor.execute("DELETE FROM governance_auditevent")
+    AuditChainHead.objects.all().delete()
+
+
+def _record(n: int) -> None:
+    """``n`` events through ``audit.record``, one transaction per 1000."""
+    from django.db import transaction
+
+    from governance import audit
+
+    actor = audit.Actor.system("bench")
+    for first in range(0, n, 1000):
+        with transaction.atomic():
+            for i in range(first, min(first + 1000, n)):
+                audit.record(
+                    actor=actor,
+                    action="lifecycle.promote",
+                    object_type="governance.Lifecycle",
+                    object_id=str(i),
+                    model_name="hotspot-classifier",
+                    before={"stage": "staging", "version": f"1.0.{i}"},
+                    after={"stage": "production", "version": f"1.0.{i}"},
+                    reason="bench",
+                )
+
+
+def _verify(repeats: int, *, profile: bool) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of each full verification (each must pass); a profile on stderr."""
+    from governance import audit
+
+    times, cpu = [], []
+    for _ in range(repeats):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        result = audit.verify()
+        times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
+        assert result.valid, result
+    if profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(audit.verify)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(15)
+    return times, cpu
 
 
 if __name__ == "__main__":

@@ -104,56 +104,74 @@ def points_for(kind: str, day: int) -> list[tuple[str, str, str, float]]:
 
 def seed(models: int, versions: int, days: int) -> dict:
     """Fill the database; return what the page paths need."""
-    from django.contrib.auth import get_user_model
-    from django.db import transaction
-
-    from governance import audit, services
+    from governance import services
     from governance.audit import Actor
-    from governance.models import Lifecycle
-    from incidents.models import IncidentKind
-    from incidents.services import incident_open
-    from monitoring.models import Alert, MetricPoint, MonitoringPolicy, MonitorRun
-    from monitoring.policies import MONITORING
-    from registry.models import ModelCard, ModelVersion, RegisteredModel
-    from serving.models import Halt
 
     system = Actor.system("bench/console.py")
     services.role_grant(username=BENCH_USER, roles=["ml_lead"], actor=system)
     services.role_grant(username="bench-engineer", roles=["ml_engineer"], actor=system)
-    engineer = get_user_model().objects.get(username="bench-engineer")
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     first_day = today - timedelta(days=days)
 
     note(f"{models} models x {versions} versions")
+    registered, by_model = _seed_versions(models, versions, days, first_day)
+    note(f"{models * days * len(CHECKS):,} monitor runs with their metric points")
+    total_points, alerts = _seed_runs(registered, by_model, versions, days, first_day)
+    note(f"{alerts:,} alerts, incidents on every tenth model, two halts")
+    incident = _seed_incidents_and_halts(registered, by_model, system)
+    events = min(10_000, models * 100)
+    note(f"{events:,} audit events")
+    _seed_audit(registered, events, system)
+    target = registered[0]
+    return {
+        "model": target.name,
+        "version": by_model[target.pk][-1].version,
+        "incident": incident.pk if incident else 0,
+        "metric_points": total_points,
+        "runs": models * days * len(CHECKS),
+    }
+
+
+def _seed_versions(models: int, versions: int, days: int, first_day: datetime):
+    """The models and their versions (cards, lifecycles: the newest live, the rest retired,
+    the three before it in warm archive) and a monitoring policy each: (models, versions by
+    model id, oldest first)."""
+    from django.contrib.auth import get_user_model
+
+    from governance.models import Lifecycle
+    from monitoring.models import MonitoringPolicy
+    from monitoring.policies import MONITORING
+    from registry.models import ModelCard, ModelVersion, RegisteredModel
+
+    engineer = get_user_model().objects.get(username="bench-engineer")
     registered = RegisteredModel.objects.bulk_create(
         RegisteredModel(name=f"model-{m:03d}", description="bench model") for m in range(models)
     )
-    rows = []
-    for model in registered:
-        for v in range(versions):
-            rows.append(
-                ModelVersion(
-                    model=model,
-                    version=f"1.{v}.0",
-                    major=1,
-                    minor=v,
-                    patch=0,
-                    mlflow_name=model.name,
-                    mlflow_version=str(v + 1),
-                    artifact_uri=f"models:/{model.name}/{v + 1}",
-                    artifact_digest=f"sha256:{model.pk:032x}{v:032x}",
-                    flavor="sklearn",
-                    training_data_hash="sha256:" + "ab" * 32,
-                    training_data_start=date(2025, 1, 1),
-                    training_data_end=date(2025, 12, 31),
-                    feature_list=FEATURES,
-                    feature_types=dict.fromkeys(FEATURES, "number"),
-                    thresholds={"decision": 0.5},
-                    metrics={"auc": 0.8},
-                    responsible_engineer=engineer,
-                    created_at=first_day + timedelta(days=v * days // versions),
-                )
-            )
+    rows = [
+        ModelVersion(
+            model=model,
+            version=f"1.{v}.0",
+            major=1,
+            minor=v,
+            patch=0,
+            mlflow_name=model.name,
+            mlflow_version=str(v + 1),
+            artifact_uri=f"models:/{model.name}/{v + 1}",
+            artifact_digest=f"sha256:{model.pk:032x}{v:032x}",
+            flavor="sklearn",
+            training_data_hash="sha256:" + "ab" * 32,
+            training_data_start=date(2025, 1, 1),
+            training_data_end=date(2025, 12, 31),
+            feature_list=FEATURES,
+            feature_types=dict.fromkeys(FEATURES, "number"),
+            thresholds={"decision": 0.5},
+            metrics={"auc": 0.8},
+            responsible_engineer=engineer,
+            created_at=first_day + timedelta(days=v * days // versions),
+        )
+        for model in registered
+        for v in range(versions)
+    ]
     all_versions = ModelVersion.objects.bulk_create(rows, batch_size=2000)
     ModelCard.objects.bulk_create(
         (ModelCard(version=v, intended_use="Benchmark") for v in all_versions), batch_size=2000
@@ -168,17 +186,24 @@ def seed(models: int, versions: int, days: int) -> dict:
             Lifecycle(version=v, stage=stage, archive=archive, stage_entered_at=v.created_at)
         )
     Lifecycle.objects.bulk_create(lifecycles, batch_size=2000)
-    policies = {
-        p.model_id: p
-        for p in MonitoringPolicy.objects.bulk_create(
-            MonitoringPolicy(model=m, version=1, values=MONITORING.defaults()) for m in registered
-        )
-    }
-    by_model: dict[int, list[ModelVersion]] = {}
+    MonitoringPolicy.objects.bulk_create(
+        MonitoringPolicy(model=m, version=1, values=MONITORING.defaults()) for m in registered
+    )
+    by_model: dict[int, list] = {}
     for v in all_versions:
         by_model.setdefault(v.model_id, []).append(v)
+    return registered, by_model
 
-    note(f"{models * days * len(CHECKS):,} monitor runs with their metric points")
+
+def _seed_runs(registered, by_model, versions: int, days: int, first_day: datetime):
+    """A succeeded run of each check a day per model with its metric points, and the alerts:
+    (metric points, alerts)."""
+    from django.db import transaction
+
+    from monitoring.models import Alert, MetricPoint, MonitoringPolicy, MonitorRun
+    from monitoring.runs import metric_points
+
+    policies = {p.model_id: p for p in MonitoringPolicy.objects.filter(model__in=registered)}
     total_points = 0
     alerts = []
     for index, model in enumerate(registered):
@@ -205,52 +230,60 @@ def seed(models: int, versions: int, days: int) -> dict:
         with transaction.atomic():
             runs = MonitorRun.objects.bulk_create(runs, batch_size=5000)
             points = [
-                MetricPoint(
-                    run=run,
-                    model=model,
-                    version=run.version,
-                    kind=run.kind,
-                    metric=metric,
-                    feature=feature,
-                    group=group,
-                    value=value,
-                    window_end=run.window_end,
-                )
+                point
                 for day, run in enumerate(runs)
-                for metric, feature, group, value in points_for(run.kind, day // len(CHECKS))
+                for point in metric_points(run, points_for(run.kind, day // len(CHECKS)))
             ]
             MetricPoint.objects.bulk_create(points, batch_size=5000)
         total_points += len(points)
-        # an alert every 30 days (resolved), the last ones open: data drift, and on every
-        # tenth model a critical fairness alert
-        for i, run in enumerate(runs):
-            day, kind = divmod(i, len(CHECKS))
-            recent = day >= days - 3
-            if not (
-                (kind == 0 and (day % 30 == 29 or recent))
-                or (kind == 2 and recent and index % 10 == 0)
-            ):
-                continue
-            alerts.append(
-                Alert(
-                    run=run,
-                    model=model,
-                    version=run.version,
-                    kind=run.kind,
-                    severity="critical" if run.kind == "fairness" else "medium",
-                    metric="max_psi" if run.kind == "data_drift" else "equalized_odds_difference",
-                    value=0.31,
-                    threshold=0.2,
-                    window_start=run.window_start,
-                    window_end=run.window_end,
-                    status="open" if recent else "resolved",
-                    created_at=run.finished_at,
-                )
-            )
-        if (index + 1) % max(1, models // 10) == 0 or index + 1 == models:
-            note(f"  {index + 1}/{models} models, {total_points:,} metric points")
+        alerts += _alerts_of(runs, index, days)
+        if (index + 1) % max(1, len(registered) // 10) == 0 or index + 1 == len(registered):
+            note(f"  {index + 1}/{len(registered)} models, {total_points:,} metric points")
     Alert.objects.bulk_create(alerts, batch_size=2000)
-    note(f"{len(alerts):,} alerts, incidents on every tenth model, two halts")
+    return total_points, len(alerts)
+
+
+def _alerts_of(runs, index: int, days: int) -> list:
+    """An alert every 30 days (resolved), the last ones open: data drift, and on every tenth
+    model a critical fairness alert."""
+    from monitoring.models import Alert
+
+    alerts = []
+    for i, run in enumerate(runs):
+        day, kind = divmod(i, len(CHECKS))
+        recent = day >= days - 3
+        if not (
+            (kind == 0 and (day % 30 == 29 or recent)) or (kind == 2 and recent and index % 10 == 0)
+        ):
+            continue
+        alerts.append(
+            Alert(
+                run=run,
+                model=run.model,
+                version=run.version,
+                kind=run.kind,
+                severity="critical" if run.kind == "fairness" else "medium",
+                metric="max_psi" if run.kind == "data_drift" else "equalized_odds_difference",
+                value=0.31,
+                threshold=0.2,
+                window_start=run.window_start,
+                window_end=run.window_end,
+                status="open" if recent else "resolved",
+                created_at=run.finished_at,
+            )
+        )
+    return alerts
+
+
+def _seed_incidents_and_halts(registered, by_model, system):
+    """A critical fairness incident on every tenth model, two halts; the last incident."""
+    from django.db import transaction
+
+    from incidents.models import IncidentKind
+    from incidents.services import incident_open
+    from registry.models import RegisteredModel
+    from serving.models import Halt
+
     incident = None
     for index, model in enumerate(registered):
         if index % 10:
@@ -268,8 +301,14 @@ def seed(models: int, versions: int, days: int) -> dict:
             )
     for model in registered[1:3]:
         Halt.objects.create(scope=model.name, reason="bench halt", engaged_by_label="bench")
-    events = min(10_000, models * 100)
-    note(f"{events:,} audit events")
+    return incident
+
+
+def _seed_audit(registered, events: int, system) -> None:
+    from django.db import transaction
+
+    from governance import audit
+
     with transaction.atomic():
         for i in range(events):
             audit.record(
@@ -277,17 +316,9 @@ def seed(models: int, versions: int, days: int) -> dict:
                 action="bench.event",
                 object_type="model",
                 object_id=str(i),
-                model_name=registered[i % models].name,
+                model_name=registered[i % len(registered)].name,
                 after={"i": i},
             )
-    target = registered[0]
-    return {
-        "model": target.name,
-        "version": by_model[target.pk][-1].version,
-        "incident": incident.pk if incident else 0,
-        "metric_points": total_points,
-        "runs": models * days * len(CHECKS),
-    }
 
 
 def measure(context: dict, requests: int) -> dict[str, dict]:
@@ -352,6 +383,20 @@ def run(args) -> dict:
 
 
 def main() -> None:
+    args = _arguments()
+    workdir = Path(tempfile.mkdtemp(prefix="console-bench-"))
+    _environment(workdir, args.database_url)
+    try:
+        if args.child:
+            print(json.dumps(run(args)))
+            return
+        peer = {} if args.no_peer else _peer(args.requests)
+        _report(args, run(args), peer)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--versions", type=int, default=20)
@@ -360,9 +405,10 @@ def main() -> None:
     parser.add_argument("--database-url", default="", help="an empty throwaway database")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="console-bench-"))
+
+def _environment(workdir: Path, database_url: str) -> None:
     os.environ.update(
         DJANGO_SETTINGS_MODULE="config.settings.dev",
         DJANGO_DEBUG="false",
@@ -371,71 +417,59 @@ def main() -> None:
         AUDIT_HMAC_KEY="console-bench-audit-key-not-a-secret-0123456789",
     )
     os.environ.pop("CELERY_BROKER_URL", None)  # enqueues stay in the temporary var directory
-    if args.database_url:
-        os.environ["DATABASE_URL"] = args.database_url
+    if database_url:
+        os.environ["DATABASE_URL"] = database_url
     else:
         os.environ.pop("DATABASE_URL", None)
-    try:
-        if args.child:
-            print(json.dumps(run(args)))
-            return
-        peer = {}
-        if not args.no_peer:
-            note("peer: 1 model x 1 version x 7 days (child process)")
-            child = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    "--models",
-                    "1",
-                    "--versions",
-                    "1",
-                    "--days",
-                    "7",
-                    "--requests",
-                    str(args.requests),
-                ],
-                env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
-                stdout=subprocess.PIPE,
-                text=True,
-                check=True,
-            )
-            peer = json.loads(child.stdout.strip().splitlines()[-1])["pages"]
-        ours = run(args)
-        scale = {
-            "models": args.models,
-            "versions": args.versions,
-            "days": args.days,
-            "runs": ours["runs"],
-            "metric_points": ours["metric_points"],
-            "requests": args.requests,
-            "database": "postgresql" if args.database_url else "sqlite",
+
+
+def _peer(requests: int) -> dict:
+    """The same pages over 1 model x 1 version x 7 days on SQLite, in a child process."""
+    note("peer: 1 model x 1 version x 7 days (child process)")
+    tiny = ["--models", "1", "--versions", "1", "--days", "7", "--requests", str(requests)]
+    child = subprocess.run(
+        [sys.executable, __file__, "--child", *tiny],
+        env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])["pages"]
+
+
+def _report(args: argparse.Namespace, ours: dict, peer: dict) -> None:
+    """One line per page with the peer's figures beside ours, then the seeding time."""
+    scale = {
+        "models": args.models,
+        "versions": args.versions,
+        "days": args.days,
+        "runs": ours["runs"],
+        "metric_points": ours["metric_points"],
+        "requests": args.requests,
+        "database": "postgresql" if args.database_url else "sqlite",
+    }
+    for name, figure in ours["pages"].items():
+        line = {
+            "bench": "console",
+            "page": name,
+            "value": figure["value"],
+            "unit": "ms",
+            "p95": figure["p95"],
+            "queries": figure["queries"],
+            "target_p95_ms": TARGET_P95_MS,
+            "peer": "same page, 1 model x 1 version x 7 days (SQLite)",
+            "peer_value": peer.get(name, {}).get("value"),
+            "peer_p95": peer.get(name, {}).get("p95"),
+            "peer_queries": peer.get(name, {}).get("queries"),
+            "path": figure["path"],
+            **scale,
+            "load1": round(os.getloadavg()[0], 2),
         }
-        for name, figure in ours["pages"].items():
-            line = {
-                "bench": "console",
-                "page": name,
-                "value": figure["value"],
-                "unit": "ms",
-                "p95": figure["p95"],
-                "queries": figure["queries"],
-                "target_p95_ms": TARGET_P95_MS,
-                "peer": "same page, 1 model x 1 version x 7 days (SQLite)",
-                "peer_value": peer.get(name, {}).get("value"),
-                "peer_p95": peer.get(name, {}).get("p95"),
-                "peer_queries": peer.get(name, {}).get("queries"),
-                "path": figure["path"],
-                **scale,
-                "load1": round(os.getloadavg()[0], 2),
-            }
-            print(json.dumps(line), flush=True)
-        print(
-            json.dumps({"bench": "console.seed", "value": ours["seed_s"], "unit": "s", **scale}),
-            flush=True,
-        )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        print(json.dumps(line), flush=True)
+    print(
+        json.dumps({"bench": "console.seed", "value": ours["seed_s"], "unit": "s", **scale}),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -288,25 +288,11 @@ def part_profile(args) -> None:
     del features, data, np
 
 
-def part_ours(args) -> None:
-    import gc
-    from types import SimpleNamespace
+# The checks in the order a day runs them: the daily three, then the weekly ones.
+def _check_order():
+    from monitoring.models import Check
 
-    import threadpoolctl
-
-    from governance.models import ValidationPolicy
-    from monitoring import checks
-    from monitoring.columns import feature_column, sensitive_column
-    from monitoring.models import Check, MonitoringPolicy
-
-    stored = json.loads(Path(args.workdir, "profile.json").read_text())
-    profile, baseline_auc = stored["profile"], stored["auc"]
-    checks.validated_baseline = lambda version, metric: (baseline_auc, 0)  # no database here
-    version = SimpleNamespace(thresholds={"decision": 0.5}, feature_list=FEATURES, pk=0)
-    settings = MonitoringPolicy.schema.defaults()
-    thresholds = ValidationPolicy.schema.defaults()
-    window = window_frame(make_data(args.rows, seed=2, current=True))
-    order = [  # daily, then weekly
+    return [
         Check.DATA_DRIFT,
         Check.PREDICTION_DRIFT,
         Check.FAIRNESS,
@@ -314,20 +300,25 @@ def part_ours(args) -> None:
         Check.CALIBRATION,
         Check.LABEL_DRIFT,
     ]
-    windows = {}
-    for kind in order:  # the columns runs._columns loads for each check
-        needs = checks.NEEDS[kind]
-        if needs.features:
-            columns = [feature_column(name) for name in FEATURES]
-        else:
-            columns = ["score"]
-            if kind not in (Check.LABEL_DRIFT, Check.PREDICTION_DRIFT):
-                columns.append("prediction")
-            if needs.sensitive:
-                columns.append(sensitive_column("race"))
-        if needs.labels:
-            columns.append("label")
-        windows[kind] = window[columns]
+
+
+def part_ours(args) -> None:
+    import gc
+    from types import SimpleNamespace
+
+    from governance.models import ValidationPolicy
+    from monitoring import checks
+    from monitoring.models import MonitoringPolicy
+
+    stored = json.loads(Path(args.workdir, "profile.json").read_text())
+    profile, baseline_auc = stored["profile"], stored["auc"]
+    checks.validated_baseline = lambda version, metric: (baseline_auc, 0)  # no database here
+    version = SimpleNamespace(thresholds={"decision": 0.5}, feature_list=FEATURES, pk=0)
+    settings = MonitoringPolicy.schema.defaults()
+    thresholds = ValidationPolicy.schema.defaults()
+    order = _check_order()
+    window = window_frame(make_data(args.rows, seed=2, current=True))  # held, as a run holds it
+    windows = _check_windows(window, order)
     gc.collect()
     data_mb = rss_mb()
     reset_peak()
@@ -342,7 +333,38 @@ def part_ours(args) -> None:
             )
             times[kind] = time.perf_counter() - t0
         passes.append(times)
-    peak = peak_mb()
+    _report_ours(args, order, passes, results, peak=peak_mb(), data_mb=data_mb)
+
+
+def _check_windows(window, order) -> dict:
+    """Per check, the columns of ``window`` that ``runs._columns`` loads for it."""
+    from monitoring import checks
+    from monitoring.columns import feature_column, sensitive_column
+    from monitoring.models import Check
+
+    windows = {}
+    for kind in order:
+        needs = checks.NEEDS[kind]
+        if needs.features:
+            columns = [feature_column(name) for name in FEATURES]
+        else:
+            columns = ["score"]
+            if kind not in (Check.LABEL_DRIFT, Check.PREDICTION_DRIFT):
+                columns.append("prediction")
+            if needs.sensitive:
+                columns.append(sensitive_column("race"))
+        if needs.labels:
+            columns.append("label")
+        windows[kind] = window[columns]
+    return windows
+
+
+def _report_ours(args, order, passes, results, *, peak: float, data_mb: float) -> None:
+    """Our figures (the first pass is the cold one) and ``ours.json`` for the peers' lines."""
+    import threadpoolctl
+
+    from monitoring.models import Check
+
     cold, warm = passes[0], passes[1:] or passes[:1]
     totals = [sum(p.values()) for p in warm]
     daily = [sum(p[k] for k in order[:3]) for p in warm]
@@ -419,18 +441,38 @@ def _peer_data(rows: int):
     return ref, cur
 
 
-def part_ks_loop(args) -> None:
-    from scipy import stats as sps
-
+def _measure_peer(args, out: str, run, flag, *, frames: bool = False, package: str = "") -> None:
+    """Time ``run(reference, current)`` on the peers' data, then ``flag(result)`` (the drifted
+    features, outside the timer); the figures go to ``out`` in the work dir. The same set-up for
+    every peer: data loaded before the memory peak is reset and the clock starts."""
     ref, cur = _peer_data(args.rows)
+    if frames:
+        import pandas as pd
+
+        ref, cur = pd.DataFrame(ref), pd.DataFrame(cur)
     data_mb = rss_mb()
     reset_peak()
     t0 = time.perf_counter()
-    pvalues = {name: float(sps.ks_2samp(ref[name], cur[name]).pvalue) for name in FEATURES}
+    result = run(ref, cur)
     elapsed = time.perf_counter() - t0
-    flagged = sorted(name for name, p in pvalues.items() if p < KS_ALPHA)
-    Path(args.workdir, "ks_loop.json").write_text(
-        json.dumps({"s": elapsed, "peak_mb": peak_mb(), "data_mb": data_mb, "flagged": flagged})
+    flagged = flag(result)
+    figures = {"s": elapsed, "peak_mb": peak_mb(), "data_mb": data_mb, "flagged": flagged}
+    if package:
+        figures["version"] = importlib.metadata.version(package)
+    Path(args.workdir, out).write_text(json.dumps(figures))
+
+
+def part_ks_loop(args) -> None:
+    from scipy import stats as sps
+
+    def run(ref, cur) -> dict[str, float]:
+        return {name: float(sps.ks_2samp(ref[name], cur[name]).pvalue) for name in FEATURES}
+
+    _measure_peer(
+        args,
+        "ks_loop.json",
+        run,
+        lambda pvalues: sorted(name for name, p in pvalues.items() if p < KS_ALPHA),
     )
 
 
@@ -447,181 +489,83 @@ def naive_psi(reference, current, bins: int = 10) -> float:
 
 
 def part_naive_psi(args) -> None:
-    ref, cur = _peer_data(args.rows)
-    data_mb = rss_mb()
-    reset_peak()
-    t0 = time.perf_counter()
-    values = {name: naive_psi(ref[name], cur[name]) for name in FEATURES}
-    elapsed = time.perf_counter() - t0
-    flagged = sorted(name for name, v in values.items() if v > PSI_MAX)
-    Path(args.workdir, "naive_psi.json").write_text(
-        json.dumps({"s": elapsed, "peak_mb": peak_mb(), "data_mb": data_mb, "flagged": flagged})
+    _measure_peer(
+        args,
+        "naive_psi.json",
+        lambda ref, cur: {name: naive_psi(ref[name], cur[name]) for name in FEATURES},
+        lambda values: sorted(name for name, v in values.items() if v > PSI_MAX),
     )
 
 
 def part_evidently(args) -> None:
     """Evidently's data-drift preset (API of 0.7): reference and current as DataFrames."""
-    import pandas as pd
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    ref, cur = _peer_data(args.rows)
-    ref, cur = pd.DataFrame(ref), pd.DataFrame(cur)
-    data_mb = rss_mb()
-    reset_peak()
-    t0 = time.perf_counter()
-    snapshot = Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)
-    elapsed = time.perf_counter() - t0
-    flagged = []
-    for metric in snapshot.dict().get("metrics", []):
-        config = metric.get("config") or {}
-        column = config.get("column")
-        value = metric.get("value")
-        threshold = config.get("threshold")
-        method = str(config.get("method", ""))
-        if column in FEATURES and isinstance(value, int | float) and threshold is not None:
-            # p-value tests drift below the threshold; distances drift above it
-            drifted = value < threshold if "p_value" in method else value >= threshold
-            if drifted:
-                flagged.append(column)
-    Path(args.workdir, "evidently.json").write_text(
-        json.dumps(
-            {
-                "s": elapsed,
-                "peak_mb": peak_mb(),
-                "data_mb": data_mb,
-                "flagged": sorted(set(flagged)),
-                "version": importlib.metadata.version("evidently"),
-            }
-        )
+    def flag(snapshot) -> list[str]:
+        flagged = []
+        for metric in snapshot.dict().get("metrics", []):
+            config = metric.get("config") or {}
+            column = config.get("column")
+            value = metric.get("value")
+            threshold = config.get("threshold")
+            method = str(config.get("method", ""))
+            if column in FEATURES and isinstance(value, int | float) and threshold is not None:
+                # p-value tests drift below the threshold; distances drift above it
+                drifted = value < threshold if "p_value" in method else value >= threshold
+                if drifted:
+                    flagged.append(column)
+        return sorted(set(flagged))
+
+    _measure_peer(
+        args,
+        "evidently.json",
+        lambda ref, cur: Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref),
+        flag,
+        frames=True,
+        package="evidently",
     )
 
 
 def part_nannyml(args) -> None:
     """NannyML's univariate drift with the KS test, one reference chunk and one analysis chunk."""
     import nannyml as nml
-    import pandas as pd
 
-    ref, cur = _peer_data(args.rows)
-    ref, cur = pd.DataFrame(ref), pd.DataFrame(cur)
-    data_mb = rss_mb()
-    reset_peak()
-    t0 = time.perf_counter()
-    calculator = nml.UnivariateDriftCalculator(
-        column_names=FEATURES,
-        continuous_methods=["kolmogorov_smirnov"],
-        chunk_number=1,
-    )
-    calculator.fit(ref)
-    results = calculator.calculate(cur)
-    elapsed = time.perf_counter() - t0
-    frame = results.filter(period="analysis").to_df()
-    flagged = [
-        name
-        for name in FEATURES
-        if bool(frame[(name, "kolmogorov_smirnov", "alert")].astype(bool).any())
-    ]
-    Path(args.workdir, "nannyml.json").write_text(
-        json.dumps(
-            {
-                "s": elapsed,
-                "peak_mb": peak_mb(),
-                "data_mb": data_mb,
-                "flagged": flagged,
-                "version": importlib.metadata.version("nannyml"),
-            }
+    def run(ref, cur):
+        calculator = nml.UnivariateDriftCalculator(
+            column_names=FEATURES,
+            continuous_methods=["kolmogorov_smirnov"],
+            chunk_number=1,
         )
-    )
+        calculator.fit(ref)
+        return calculator.calculate(cur)
+
+    def flag(results) -> list[str]:
+        frame = results.filter(period="analysis").to_df()
+        return [
+            name
+            for name in FEATURES
+            if bool(frame[(name, "kolmogorov_smirnov", "alert")].astype(bool).any())
+        ]
+
+    _measure_peer(args, "nannyml.json", run, flag, frames=True, package="nannyml")
 
 
 def part_store(args) -> None:
     """Ingest the window through the real services, then time ``store.load_window``."""
-    from datetime import UTC, datetime, timedelta
-
-    from django.contrib.auth import get_user_model
     from django.core.management import call_command
-
-    from governance.audit import Actor
-    from monitoring import store
-    from monitoring.columns import feature_column, sensitive_column
-    from monitoring.ingest import labels_ingest, predictions_ingest
-    from monitoring.models import Check
-    from registry.models import ModelVersion, RegisteredModel
 
     t0 = time.perf_counter()
     call_command("migrate", verbosity=0, interactive=False)
     migrate_s = time.perf_counter() - t0
-    user = get_user_model().objects.create(username="bench")
-    model = RegisteredModel.objects.create(name="bench-drift")
-    version = ModelVersion.objects.create(**version_fields(model, user))
-    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    start = end - timedelta(days=DAYS)
-    n = args.rows
-    predictions, labels = upload_files(make_data(n, seed=2, current=True), start=start)
-    actor = Actor.system("bench")
-    t0 = time.perf_counter()
-    predictions_ingest(
-        model_name=model.name, version=version.version, upload=predictions, actor=actor
-    )
-    ingest_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    labels_ingest(model_name=model.name, upload=labels, actor=actor)
-    labels_s = time.perf_counter() - t0
-    del predictions, labels
-    files = list(Path(store.root()).rglob("*.parquet"))
-    disk_mb = sum(f.stat().st_size for f in files) / 2**20
-
-    def load(columns, *, with_labels, with_sensitive):
-        return store.load_window(
-            model=model,
-            version=version,
-            start=start,
-            end=end,
-            columns=columns,
-            with_labels=with_labels,
-            with_sensitive=with_sensitive,
-        )
-
-    features = [feature_column(name) for name in FEATURES]
-    cases = {
-        "all_columns": (
-            ["score", "prediction", *features, sensitive_column("race")],
-            {"with_labels": True, "with_sensitive": True},
-        ),
-        Check.DATA_DRIFT: (features, {"with_labels": False, "with_sensitive": False}),
-        Check.PREDICTION_DRIFT: (["score"], {"with_labels": False, "with_sensitive": False}),
-        Check.FAIRNESS: (
-            ["score", "prediction", sensitive_column("race")],
-            {"with_labels": True, "with_sensitive": True},
-        ),
-        Check.CONCEPT_DRIFT: (
-            ["score", "prediction"],
-            {"with_labels": True, "with_sensitive": False},
-        ),
-    }
-    emit(
-        f"ingest_predictions_{tag(args.rows)}_upload",
-        r(ingest_s),
-        "s",
-        rows=n,
-        files=len(files),
-        disk_mb=round(disk_mb),
-        note="predictions_ingest of a Parquet upload: validation, one file per day, manifest rows",
-    )
-    emit(
-        f"ingest_labels_{tag(args.rows)}_upload",
-        r(labels_s),
-        "s",
-        rows=n,
-        note="labels_ingest of a Parquet upload: every id found among the stored predictions",
-    )
-    for name, (columns, kwargs) in cases.items():
+    window = _ingested_window(args.rows)
+    for name, (columns, kwargs) in _load_cases().items():
         times = []
         for _ in range(1 + args.repeats):
             t0 = time.perf_counter()
-            frame = load(columns, **kwargs)
+            frame = window.load(columns, **kwargs)
             times.append(time.perf_counter() - t0)
-            assert len(frame) == n, (name, len(frame))
+            assert len(frame) == args.rows, (name, len(frame))
             del frame
         extra = {}
         if name == "all_columns":
@@ -638,6 +582,99 @@ def part_store(args) -> None:
     emit(
         "store_setup_migrate", r(migrate_s), "s", note="temporary SQLite database, not timed above"
     )
+
+
+class _Window:
+    """A version's stored window: ``load`` is ``store.load_window`` over it."""
+
+    def __init__(self, model, version, start, end):
+        self.model, self.version, self.start, self.end = model, version, start, end
+
+    def load(self, columns, *, with_labels: bool, with_sensitive: bool):
+        from monitoring import store
+
+        return store.load_window(
+            model=self.model,
+            version=self.version,
+            start=self.start,
+            end=self.end,
+            columns=columns,
+            with_labels=with_labels,
+            with_sensitive=with_sensitive,
+        )
+
+
+def _ingested_window(n: int) -> _Window:
+    """``n`` predictions and their labels over ``DAYS`` days, ingested as uploads through the
+    real services; the ingest figures printed."""
+    from datetime import UTC, datetime, timedelta
+
+    from django.contrib.auth import get_user_model
+
+    from governance.audit import Actor
+    from monitoring import store
+    from monitoring.ingest import labels_ingest, predictions_ingest
+    from registry.models import ModelVersion, RegisteredModel
+
+    user = get_user_model().objects.create(username="bench")
+    model = RegisteredModel.objects.create(name="bench-drift")
+    version = ModelVersion.objects.create(**version_fields(model, user))
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = end - timedelta(days=DAYS)
+    predictions, labels = upload_files(make_data(n, seed=2, current=True), start=start)
+    actor = Actor.system("bench")
+    t0 = time.perf_counter()
+    predictions_ingest(
+        model_name=model.name, version=version.version, upload=predictions, actor=actor
+    )
+    ingest_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    labels_ingest(model_name=model.name, upload=labels, actor=actor)
+    labels_s = time.perf_counter() - t0
+    del predictions, labels
+    files = list(Path(store.root()).rglob("*.parquet"))
+    disk_mb = sum(f.stat().st_size for f in files) / 2**20
+    emit(
+        f"ingest_predictions_{tag(n)}_upload",
+        r(ingest_s),
+        "s",
+        rows=n,
+        files=len(files),
+        disk_mb=round(disk_mb),
+        note="predictions_ingest of a Parquet upload: validation, one file per day, manifest rows",
+    )
+    emit(
+        f"ingest_labels_{tag(n)}_upload",
+        r(labels_s),
+        "s",
+        rows=n,
+        note="labels_ingest of a Parquet upload: every id found among the stored predictions",
+    )
+    return _Window(model, version, start, end)
+
+
+def _load_cases() -> dict:
+    """What is loaded: every column, and each check's own columns."""
+    from monitoring.columns import feature_column, sensitive_column
+    from monitoring.models import Check
+
+    features = [feature_column(name) for name in FEATURES]
+    return {
+        "all_columns": (
+            ["score", "prediction", *features, sensitive_column("race")],
+            {"with_labels": True, "with_sensitive": True},
+        ),
+        Check.DATA_DRIFT: (features, {"with_labels": False, "with_sensitive": False}),
+        Check.PREDICTION_DRIFT: (["score"], {"with_labels": False, "with_sensitive": False}),
+        Check.FAIRNESS: (
+            ["score", "prediction", sensitive_column("race")],
+            {"with_labels": True, "with_sensitive": True},
+        ),
+        Check.CONCEPT_DRIFT: (
+            ["score", "prediction"],
+            {"with_labels": True, "with_sensitive": False},
+        ),
+    }
 
 
 PARTS = {

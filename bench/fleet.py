@@ -69,25 +69,34 @@ def set_up(models: int, rows: int) -> dict:
     """Create the fleet (see the module docstring); returns what the timed part needs."""
     from datetime import UTC, datetime, timedelta
 
-    import pyarrow.parquet as pq
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
-    from django.db import transaction
 
     from governance.audit import Actor
-    from governance.models import Lifecycle, Stage
-    from governance.policies import policy_in_force
-    from monitoring import store
-    from monitoring.ingest import labels_ingest, predictions_ingest, reference_ingest
-    from monitoring.models import BatchKind, DataBatch, ReferenceProfile
-    from registry.models import ModelVersion, RegisteredModel
+    from monitoring.models import BatchKind, DataBatch
 
     t0 = time.perf_counter()
     call_command("migrate", verbosity=0, interactive=False)
     user = get_user_model().objects.create(username="bench")
     actor = Actor.system("bench")
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    start = end - timedelta(days=drift.DAYS)
+    version = _first_model(rows, user, actor, start=end - timedelta(days=drift.DAYS))
+    # model 0's batches, read before the copies are added
+    predictions = list(
+        DataBatch.objects.filter(model=version.model, kind=BatchKind.PREDICTIONS).order_by("id")
+    )
+    labels = list(DataBatch.objects.filter(model=version.model, kind=BatchKind.LABELS))
+    versions = _other_models(models, version, user, actor, end)
+    for v in versions[1:]:
+        _share_batches(v, predictions, labels)
+    return {"setup_s": time.perf_counter() - t0, "window_end": end}
+
+
+def _first_model(rows: int, user, actor, *, start):
+    """Model 0 with its reference data, ``rows`` shifted predictions and their labels, ingested
+    through the real services; its version."""
+    from monitoring.ingest import labels_ingest, predictions_ingest, reference_ingest
+    from registry.models import ModelVersion, RegisteredModel
 
     first = RegisteredModel.objects.create(name="fleet-0000")
     version = ModelVersion.objects.create(**drift.version_fields(first, user))
@@ -104,17 +113,22 @@ def set_up(models: int, rows: int) -> dict:
         model_name=first.name, version=version.version, upload=predictions, actor=actor
     )
     labels_ingest(model_name=first.name, upload=labels, actor=actor)
-    del reference, current, predictions, labels
+    return version
+
+
+def _other_models(models: int, version, user, actor, end) -> list:
+    """Models 1.. in production with model 0's reference profile; every model's policies.
+    All the versions, model 0's first."""
+    from datetime import timedelta
+
+    from django.db import transaction
+
+    from governance.models import Lifecycle, Stage
+    from governance.policies import policy_in_force
+    from monitoring.models import ReferenceProfile
+    from registry.models import ModelVersion, RegisteredModel
 
     profile = ReferenceProfile.objects.get(version=version)
-    prediction_batches = list(
-        DataBatch.objects.filter(model=first, kind=BatchKind.PREDICTIONS).order_by("id")
-    )
-    label_batches = list(DataBatch.objects.filter(model=first, kind=BatchKind.LABELS))
-    label_tables = [
-        (batch.day, pq.read_table(store.resolve(batch.path))) for batch in label_batches
-    ]
-
     with transaction.atomic():
         others = RegisteredModel.objects.bulk_create(
             [RegisteredModel(name=f"fleet-{i:04d}") for i in range(1, models)]
@@ -135,55 +149,77 @@ def set_up(models: int, rows: int) -> dict:
                 for v in versions[1:]
             ]
         )
-    for model in [first, *others]:
+    for model in [version.model, *others]:
         policy_in_force("monitoring", model, actor)
         policy_in_force("validation", model, actor)
+    return versions
 
+
+def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
+    """``v`` reads model 0's prediction files; its label files are copies whose batch ids
+    point at its own prediction batches."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    for v in versions[1:]:
-        copies = DataBatch.objects.bulk_create(
-            [
-                DataBatch(
-                    model_id=v.model_id,
-                    version=v,
-                    kind=BatchKind.PREDICTIONS,
-                    day=b.day,
-                    path=b.path,  # model 0's file
-                    rows=b.rows,
-                    digest=b.digest,
-                    source=b.source,
-                    created_by="bench",
-                )
-                for b in prediction_batches
-            ]
-        )
-        renumber = {b.pk: c.pk for b, c in zip(prediction_batches, copies, strict=True)}
-        rows_out = []
-        for day, table in label_tables:
-            old = table.column("batch").to_numpy()
-            new = pa.array([renumber[int(b)] for b in old], type=pa.int64())
-            copy = table.set_column(table.column_names.index("batch"), "batch", new)
-            directory = store.root() / v.model.name / BatchKind.LABELS / f"day={day.isoformat()}"
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"{uuid.uuid4().hex}.parquet"
-            pq.write_table(copy, path, compression=store.COMPRESSION)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            rows_out.append(
-                DataBatch(
-                    model_id=v.model_id,
-                    version=v,
-                    kind=BatchKind.LABELS,
-                    day=day,
-                    path=path.relative_to(store.root().parent).as_posix(),
-                    rows=copy.num_rows,
-                    digest=f"sha256:{digest}",
-                    source="bench",
-                    created_by="bench",
-                )
+    from monitoring import store
+    from monitoring.models import BatchKind, DataBatch
+
+    copies = DataBatch.objects.bulk_create(
+        [
+            DataBatch(
+                model_id=v.model_id,
+                version=v,
+                kind=BatchKind.PREDICTIONS,
+                day=b.day,
+                path=b.path,  # model 0's file
+                rows=b.rows,
+                digest=b.digest,
+                source=b.source,
+                created_by="bench",
             )
-        DataBatch.objects.bulk_create(rows_out)
-    return {"setup_s": time.perf_counter() - t0, "window_end": end}
+            for b in prediction_batches
+        ]
+    )
+    renumber = {b.pk: c.pk for b, c in zip(prediction_batches, copies, strict=True)}
+    rows_out = []
+    for batch in label_batches:
+        day, table = batch.day, _label_table(batch)
+        old = table.column("batch").to_numpy()
+        new = pa.array([renumber[int(b)] for b in old], type=pa.int64())
+        copy = table.set_column(table.column_names.index("batch"), "batch", new)
+        directory = store.root() / v.model.name / BatchKind.LABELS / f"day={day.isoformat()}"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{uuid.uuid4().hex}.parquet"
+        pq.write_table(copy, path, compression=store.COMPRESSION)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        rows_out.append(
+            DataBatch(
+                model_id=v.model_id,
+                version=v,
+                kind=BatchKind.LABELS,
+                day=day,
+                path=path.relative_to(store.root().parent).as_posix(),
+                rows=copy.num_rows,
+                digest=f"sha256:{digest}",
+                source="bench",
+                created_by="bench",
+            )
+        )
+    DataBatch.objects.bulk_create(rows_out)
+
+
+_label_tables: dict = {}
+
+
+def _label_table(batch):
+    """Model 0's label file of ``batch``, read once."""
+    import pyarrow.parquet as pq
+
+    from monitoring import store
+
+    if batch.pk not in _label_tables:
+        _label_tables[batch.pk] = pq.read_table(store.resolve(batch.path))
+    return _label_tables[batch.pk]
 
 
 def measure(models: int, timeout: float, workers: list[subprocess.Popen]) -> dict:
@@ -237,6 +273,13 @@ def measure(models: int, timeout: float, workers: list[subprocess.Popen]) -> dic
 
 
 def main() -> int:
+    args = _arguments()
+    result = _run(args)
+    _report(args, result)
+    return 0 if result["finished"] else 1
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=int, default=500)
     parser.add_argument("--rows", type=int, default=100_000)
@@ -245,8 +288,12 @@ def main() -> int:
     parser.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the runs")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def _run(args: argparse.Namespace) -> dict:
+    """A database and var dir of its own, the fleet, the workers, the timed part; all removed
+    afterwards, whatever happens."""
     name = f"bench_fleet_{os.getpid()}"
     var = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     database_url = create_database(args.admin_url, name)
@@ -294,7 +341,10 @@ def main() -> int:
             broker.flushdb()
         drop_database(args.admin_url, name)
         shutil.rmtree(var, ignore_errors=True)
+    return result
 
+
+def _report(args: argparse.Namespace, result: dict) -> None:
     wall, done, expected = result["wall_s"], result["done"], result["expected"]
     rate = done / wall if wall > 0 else 0.0
     label = f"{args.workers}x-c{args.concurrency}"
@@ -342,7 +392,6 @@ def main() -> int:
     succeeded = sum(v for k, v in result["statuses"].items() if k.endswith(":succeeded"))
     emit("fleet_runs_succeeded", succeeded, "runs", of=expected, outcomes=result["statuses"])
     emit("fleet_alerts", result["alerts"], "alerts", by_kind=result["alerts_by_kind"])
-    return 0 if result["finished"] else 1
 
 
 if __name__ == "__main__":

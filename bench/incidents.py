@@ -87,21 +87,7 @@ def mlflow_redeploy_seconds(model_uri: str, runs: int = 3) -> tuple[list[float],
             port = sock.getsockname()[1]
         started = time.perf_counter()
         server = subprocess.Popen(
-            [
-                str(venv_bin / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                model_uri,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-w",
-                "2",
-                "--env-manager",
-                "local",
-            ],
+            _common.mlflow_serve_command(venv_bin, model_uri, port),
             env={**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

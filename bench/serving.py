@@ -799,6 +799,7 @@ def main() -> None:
 
 
 def peers(ctx: dict, args) -> None:
+    from bench._common import mlflow_serve_command
     from registry import mlflow_bridge
 
     path = str(mlflow_bridge.cache_path(ctx["v1"].artifact_digest))
@@ -845,21 +846,7 @@ def peers(ctx: dict, args) -> None:
     port = free_port()
     mlflow_server = Server(
         "mlflow",
-        [
-            str(VENV_BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            path,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-w",
-            "2",
-            "--env-manager",
-            "local",
-        ],
+        mlflow_serve_command(VENV_BIN, path, port),
         port,
         env={"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"},  # it runs uvicorn
         ready="/ping",

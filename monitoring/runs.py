@@ -353,27 +353,30 @@ def _finish(run: MonitorRun, outcome: Outcome, claimed_at: datetime) -> None:
         if stale is not None:
             premise.skip(stale, obj=run, run=run.pk, version=run.version.version)
             return
-        MetricPoint.objects.bulk_create(
-            [
-                MetricPoint(
-                    run=run,
-                    model_id=run.model_id,
-                    version_id=run.version_id,
-                    kind=run.kind,
-                    metric=metric[:60],
-                    feature=(feature or "")[:200],
-                    group=(group or "")[:200],
-                    value=_float_or_none(value),
-                    window_end=run.window_end,
-                )
-                for metric, feature, group, value in outcome.points
-            ],
-            batch_size=1000,
-        )
+        MetricPoint.objects.bulk_create(metric_points(run, outcome.points), batch_size=1000)
         if outcome.breach is not None:
             alert = _raise_alert(run, outcome.breach)
             if alert is not None:
                 transaction.on_commit(partial(hand_off, alert.pk), robust=True)
+
+
+def metric_points(run: MonitorRun, points) -> list[MetricPoint]:
+    """The unsaved rows of a run's ``points`` ((metric, feature, group, value), as a check
+    returns them): the one shape of a stored time-series point, for the seeders too."""
+    return [
+        MetricPoint(
+            run=run,
+            model_id=run.model_id,
+            version_id=run.version_id,
+            kind=run.kind,
+            metric=metric[:60],
+            feature=(feature or "")[:200],
+            group=(group or "")[:200],
+            value=_float_or_none(value),
+            window_end=run.window_end,
+        )
+        for metric, feature, group, value in points
+    ]
 
 
 def _float_or_none(value: Any) -> float | None:

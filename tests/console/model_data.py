@@ -29,6 +29,7 @@ from monitoring.models import (
     RunStatus,
     Severity,
 )
+from monitoring.runs import metric_points
 from registry.models import ModelVersion
 from serving.models import Halt
 from tests.factories import ModelVersionFactory, RegisteredModelFactory
@@ -107,7 +108,19 @@ def seed(name: str = "hotspot", *, days: int = 10, features: int = 3, now=NOW) -
     )
     ends = [now - timedelta(days=days - 1 - i) for i in range(days)]
     seeded = Seeded(model, versions, ends, names)
+    _tell_the_story(seeded)
+    runs = _runs(seeded)
+    MetricPoint.objects.bulk_create(
+        point for run in runs for point in metric_points(run, _points(run, seeded))
+    )
+    _batches(seeded)
+    _alerts(seeded, runs)
+    return seeded
 
+
+def _tell_the_story(seeded: Seeded) -> None:
+    """The lifecycle events (1.0.0 live, 1.0.1 promoted and rolled back) and the halt."""
+    model, ends = seeded.model, seeded.days
     _lifecycle_event(
         ends[0] - timedelta(days=1), "lifecycle.promote", model, "1.0.0", "staging", "production"
     )
@@ -121,23 +134,28 @@ def seed(name: str = "hotspot", *, days: int = 10, features: int = 3, now=NOW) -
         seeded.rolled_back, "lifecycle.start_rollback", model, "1.0.1", "monitoring", "rollback"
     )
     Halt.objects.create(
-        scope=name,
+        scope=model.name,
         reason="suspected data leak",
         engaged_by_label="lee",
         engaged_at=seeded.halted,
         released_at=seeded.released,
     )
 
-    def serving_on(moment: datetime) -> ModelVersion:
-        if seeded.promoted_1_0_1 <= moment < seeded.rolled_back:
-            return versions["1.0.1"]
-        return versions["1.0.0"]
 
+def _serving_on(seeded: Seeded, moment: datetime) -> ModelVersion:
+    if seeded.promoted_1_0_1 <= moment < seeded.rolled_back:
+        return seeded.versions["1.0.1"]
+    return seeded.versions["1.0.0"]
+
+
+def _runs(seeded: Seeded) -> list[MonitorRun]:
+    """One succeeded run of each check a day, by the version serving then."""
+    model = seeded.model
     policy = policy_in_force("monitoring", model, LEAD)
     runs = MonitorRun.objects.bulk_create(
         MonitorRun(
             model=model,
-            version=serving_on(end),
+            version=_serving_on(seeded, end),
             kind=kind,
             window_start=end - timedelta(days=7),
             window_end=end,
@@ -155,74 +173,67 @@ def seed(name: str = "hotspot", *, days: int = 10, features: int = 3, now=NOW) -
                 else {}
             ),
         )
-        for i, end in enumerate(ends)
+        for i, end in enumerate(seeded.days)
         for kind in CHECKS
     )
     if runs[0].pk is None:  # a backend that does not return ids from a bulk insert
         runs = list(MonitorRun.objects.filter(model=model).order_by("window_end", "kind"))
-    points = []
-    for run in runs:
-        i = ends.index(run.window_end)
-        drift = 0.03 * i
-        rows: list[tuple[str, str, str, float]] = []
-        if run.kind == Check.DATA_DRIFT:
-            rows += [("psi", f, "", round(0.01 * (n + 1) + drift, 4)) for n, f in enumerate(names)]
-            rows.append(("max_psi", "", "", round(0.01 * features + drift, 4)))
-        elif run.kind == Check.PREDICTION_DRIFT:
-            rows += [
-                ("ks_statistic", "", "", 0.02 + 0.01 * i),
-                ("ks_pvalue", "", "", 0.5 / (i + 1) ** 3),
-            ]
-            rows.append(("mean_score", "", "", 0.3))
-        elif run.kind == Check.FAIRNESS:
-            rows += [
-                ("equalized_odds_difference", "race", "", 0.04 + 0.01 * i),
-                ("fpr_ratio", "race", "", 0.95 - 0.02 * i),
-                ("fnr_ratio", "race", "", 0.9),
-                ("demographic_parity_ratio", "race", "", 0.9),
-            ]
-            for g, size in zip(GROUPS, (600, 90 + i), strict=True):
-                rows += [
-                    ("tpr", "race", f"race={g}", 0.7 + (0.01 * i if g == "B" else 0)),
-                    ("fpr", "race", f"race={g}", 0.1),
-                    ("selection_rate", "race", f"race={g}", 0.2),
-                    ("n", "race", f"race={g}", float(size)),
-                ]
-        elif run.kind == Check.CALIBRATION:
-            rows += [("ece", "", "", 0.02 + 0.002 * i), ("p_value", "", "", 0.4)]
-        else:
-            rows += [
-                ("auc", "", "", run.metrics["current"]),
-                ("relative_drop", "", "", run.metrics["relative_drop"]),
-            ]
-        points += [
-            MetricPoint(
-                run=run,
-                model=model,
-                version=run.version,
-                kind=run.kind,
-                metric=metric,
-                feature=feature,
-                group=group,
-                value=value,
-                window_end=run.window_end,
-            )
-            for metric, feature, group, value in rows
-        ]
-    MetricPoint.objects.bulk_create(points)
+    return runs
 
+
+def _points(run: MonitorRun, seeded: Seeded) -> list[tuple[str, str, str, float]]:
+    """A run's (metric, feature, group, value), drifting a little more each day."""
+    names = seeded.features
+    i = seeded.days.index(run.window_end)
+    drift = 0.03 * i
+    rows: list[tuple[str, str, str, float]] = []
+    if run.kind == Check.DATA_DRIFT:
+        rows += [("psi", f, "", round(0.01 * (n + 1) + drift, 4)) for n, f in enumerate(names)]
+        rows.append(("max_psi", "", "", round(0.01 * len(names) + drift, 4)))
+    elif run.kind == Check.PREDICTION_DRIFT:
+        rows += [
+            ("ks_statistic", "", "", 0.02 + 0.01 * i),
+            ("ks_pvalue", "", "", 0.5 / (i + 1) ** 3),
+        ]
+        rows.append(("mean_score", "", "", 0.3))
+    elif run.kind == Check.FAIRNESS:
+        rows += [
+            ("equalized_odds_difference", "race", "", 0.04 + 0.01 * i),
+            ("fpr_ratio", "race", "", 0.95 - 0.02 * i),
+            ("fnr_ratio", "race", "", 0.9),
+            ("demographic_parity_ratio", "race", "", 0.9),
+        ]
+        for g, size in zip(GROUPS, (600, 90 + i), strict=True):
+            rows += [
+                ("tpr", "race", f"race={g}", 0.7 + (0.01 * i if g == "B" else 0)),
+                ("fpr", "race", f"race={g}", 0.1),
+                ("selection_rate", "race", f"race={g}", 0.2),
+                ("n", "race", f"race={g}", float(size)),
+            ]
+    elif run.kind == Check.CALIBRATION:
+        rows += [("ece", "", "", 0.02 + 0.002 * i), ("p_value", "", "", 0.4)]
+    else:
+        rows += [
+            ("auc", "", "", run.metrics["current"]),
+            ("relative_drop", "", "", run.metrics["relative_drop"]),
+        ]
+    return rows
+
+
+def _batches(seeded: Seeded) -> None:
+    """Two prediction batches and one label batch a day."""
     DataBatch.objects.bulk_create(
         DataBatch(
-            model=model,
-            version=serving_on(end),
+            model=seeded.model,
+            version=_serving_on(seeded, end),
             kind=kind,
             day=end.date(),
-            path=f"monitoring/{name}/{kind}/{end:%Y-%m-%d}/{n}.parquet",
+            path=f"monitoring/{seeded.model.name}/{kind}/{end:%Y-%m-%d}/{n}.parquet",
             rows=rows,
             digest="sha256:" + "0" * 64,
             created_by="tests",
         )
-        for end in ends
+        for end in seeded.days
         for kind, n, rows in (
             (BatchKind.PREDICTIONS, 0, 1000),
             (BatchKind.PREDICTIONS, 1, 200),
@@ -230,10 +241,13 @@ def seed(name: str = "hotspot", *, days: int = 10, features: int = 3, now=NOW) -
         )
     )
 
+
+def _alerts(seeded: Seeded, runs: list[MonitorRun]) -> None:
+    """Three alerts on day 6: data drift, a critical fairness breach and concept drift."""
     by_kind = {(r.kind, r.window_end): r for r in runs}
-    alert_day = ends[min(5, days - 1)]
+    alert_day = seeded.days[min(5, len(seeded.days) - 1)]
     for kind, severity, metric, feature, value, threshold, details in (
-        (Check.DATA_DRIFT, Severity.MEDIUM, "psi", names[-1], 0.25, 0.2, {}),
+        (Check.DATA_DRIFT, Severity.MEDIUM, "psi", seeded.features[-1], 0.25, 0.2, {}),
         (Check.FAIRNESS, Severity.CRITICAL, "equalized_odds_difference", "race", 0.12, 0.1, {}),
         (Check.CONCEPT_DRIFT, Severity.HIGH, "relative_drop", "", 0.06, 0.05, {"current": 0.752}),
     ):
@@ -241,7 +255,7 @@ def seed(name: str = "hotspot", *, days: int = 10, features: int = 3, now=NOW) -
         seeded.alerts.append(
             Alert.objects.create(
                 run=run,
-                model=model,
+                model=seeded.model,
                 version=run.version,
                 kind=kind,
                 severity=severity,
@@ -254,4 +268,3 @@ def seed(name: str = "hotspot", *, days: int = 10, features: int = 3, now=NOW) -
                 window_end=run.window_end,
             )
         )
-    return seeded
