@@ -293,14 +293,25 @@ def summarise(
 
 
 def main() -> int:
+    args = _arguments()
+    results, redeploy, stops = _run(args)
+    _report(results, redeploy, stops)
+    return 0
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--drills", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/4")
     parser.add_argument("--keep", action="store_true", help="keep the var directory")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def _run(args: argparse.Namespace) -> tuple[list[dict], list[float], list[float]]:
+    """A database and var dir of its own, the models, a worker, the drills and the peer's
+    redeploy and stop times; everything this started is removed afterwards."""
     name = f"bench_incidents_{os.getpid()}"
     var = Path(tempfile.mkdtemp(prefix="bench-incidents-"))
     database_url = create_database(args.admin_url, name)
@@ -324,29 +335,20 @@ def main() -> int:
         started = time.perf_counter()
         pairs = set_up(args.drills)
         log = var / "worker.log"
-        name = f"drills-{os.getpid()}"
+        worker_name = f"drills-{os.getpid()}"
         worker = _common.start_worker(
-            name=name, queues="urgent,default", concurrency=args.concurrency, env=env, log=log
+            name=worker_name,
+            queues="urgent,default",
+            concurrency=args.concurrency,
+            env=env,
+            log=log,
         )
         try:
-            _common.wait_ready({name: worker})
+            _common.wait_ready({worker_name: worker})
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}: see {log}") from None
         drain(broker, timeout=300)  # the promotions' verification and warm-standby tasks
-        from governance.models import Lifecycle
-
-        monitoring = Lifecycle.objects.filter(
-            version__in=[v2 for _, v2 in pairs], stage="monitoring"
-        ).count()
-        emit(
-            "incident_drills_setup",
-            round(time.perf_counter() - started, 1),
-            "s",
-            models=args.drills,
-            v2_verified_by_worker=monitoring,
-            worker=f"celery -Q urgent,default -c {args.concurrency}",
-            note="not timed below: log 2 models per drill to MLflow, register, walk the lifecycle",
-        )
+        _report_set_up(args, pairs, time.perf_counter() - started)
         for v1, v2 in pairs:
             results.append(drill(v1, v2, broker))
             if worker.poll() is not None:
@@ -364,7 +366,27 @@ def main() -> int:
         drop_database(args.admin_url, name)
         if not args.keep:
             shutil.rmtree(var, ignore_errors=True)
+    return results, redeploy, stops
 
+
+def _report_set_up(args: argparse.Namespace, pairs, seconds: float) -> None:
+    from governance.models import Lifecycle
+
+    monitoring = Lifecycle.objects.filter(
+        version__in=[v2 for _, v2 in pairs], stage="monitoring"
+    ).count()
+    emit(
+        "incident_drills_setup",
+        round(seconds, 1),
+        "s",
+        models=args.drills,
+        v2_verified_by_worker=monitoring,
+        worker=f"celery -Q urgent,default -c {args.concurrency}",
+        note="not timed below: log 2 models per drill to MLflow, register, walk the lifecycle",
+    )
+
+
+def _report(results: list[dict], redeploy: list[float], stops: list[float]) -> None:
     rollback = [r["rollback_s"] for r in results if r["rollback_s"] is not None]
     if len(rollback) != len(results):
         emit("rollback_not_serving_within_spec", len(results) - len(rollback), "drills")
@@ -416,7 +438,6 @@ def main() -> int:
         max=round(max(calls), 3),
         note="of which the halt_engage call itself (checks, halt row, audit event, commit)",
     )
-    return 0
 
 
 if __name__ == "__main__":

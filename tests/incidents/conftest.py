@@ -50,3 +50,19 @@ def gateway(settings):
     reset()
     yield
     reset()
+
+
+@pytest.fixture
+def serving_pair(mlflow_models):
+    """(v1 in warm standby, v2 live), both real MLflow models the gateway (this process's or
+    a worker's: the artifact cache is shared) can load."""
+    from serving import loader, router
+    from tests.serving.helpers import live, promote_patch
+
+    router.clear()
+    loader.clear()
+    v1 = live(mlflow_models, "1.0.0", seed=0)
+    v2 = promote_patch(mlflow_models, v1.model, "1.0.1", seed=1)
+    yield v1, v2
+    router.clear()
+    loader.clear()

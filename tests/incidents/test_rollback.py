@@ -15,23 +15,8 @@ from incidents import tasks
 from incidents.alert_response import route_alert
 from incidents.models import Incident, Notification, Rollback
 from tests.incidents.helpers import alert_on, live_pair, live_single, stage
-from tests.serving.helpers import live, promote_patch
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def serving_pair(mlflow_models):
-    """(v1 in warm standby, v2 live), both real MLflow models the gateway can load."""
-    from serving import loader, router
-
-    router.clear()
-    loader.clear()
-    v1 = live(mlflow_models, "1.0.0", seed=0)
-    v2 = promote_patch(mlflow_models, v1.model, "1.0.1", seed=1)
-    yield v1, v2
-    router.clear()
-    loader.clear()
 
 
 def test_two_critical_alerts_roll_back_exactly_once_to_the_previous_version_and_schedule_review(

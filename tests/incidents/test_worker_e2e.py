@@ -34,7 +34,6 @@ from tests.celery_workers import (
     worker_environment,
 )
 from tests.incidents.helpers import alert_on, stage
-from tests.serving.helpers import live, promote_patch
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 PROBE = {"instances": [{"f1": 0.3, "f2": -0.2, "f3": 1.0}]}
@@ -97,20 +96,6 @@ def workers(transactional_db, tmp_path) -> Iterator[Workers]:
     started = Workers(tmp_path)
     yield started
     started.stop_all()
-
-
-@pytest.fixture
-def serving_pair(mlflow_models):
-    """(v1 in warm standby, v2 live): real MLflow models, in the shared artifact cache."""
-    from serving import loader, router
-
-    router.clear()
-    loader.clear()
-    v1 = live(mlflow_models, "1.0.0", seed=0)
-    v2 = promote_patch(mlflow_models, v1.model, "1.0.1", seed=1)
-    yield v1, v2
-    router.clear()
-    loader.clear()
 
 
 def wait_for(condition: Callable[[], object], *, timeout: float, what: str, workers=None):
