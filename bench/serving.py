@@ -204,18 +204,25 @@ def timed(fn, *, n: int, warm: int = 50) -> list[float]:
 
 
 def in_process(ctx: dict) -> None:
-    import io
-
-    import pandas as pd
-    from django.core.handlers.wsgi import WSGIHandler
-
-    from registry import mlflow_bridge
-    from serving import loader, shadow
-
-    v1 = ctx["v1"]
     import mlflow.pyfunc
 
+    from registry import mlflow_bridge
+    from serving import log, shadow
+
+    v1 = ctx["v1"]
     pyfunc = mlflow.pyfunc.load_model(str(mlflow_bridge.cache_path(v1.artifact_digest)))
+    _bare_model(pyfunc)
+    request = _wsgi_request(ctx["token"])
+    for size in (1, 100):
+        _gateway_in_process(v1, pyfunc, request, size)
+    shadow.drain()
+    log.clear()  # the in-process requests are not part of what gunicorn must account for
+
+
+def _bare_model(pyfunc) -> None:
+    """The model without the platform: sklearn's predict_proba and the pyfunc's predict."""
+    import pandas as pd
+
     raw = pyfunc.get_raw_model()
     for size in (1, 100):
         frame = pd.DataFrame(instances(size), columns=FEATURES)
@@ -236,8 +243,15 @@ def in_process(ctx: dict) -> None:
             note="mlflow pyfunc predict (schema enforcement included), p50",
         )
 
+
+def _wsgi_request(token: str):
+    """A function that sends a predict body through Django's WSGI handler (no network) and
+    returns the answer, which must be a 200."""
+    import io
+
+    from django.core.handlers.wsgi import WSGIHandler
+
     handler = WSGIHandler()
-    token = ctx["token"]
 
     def request(body: bytes):
         environ = {
@@ -259,53 +273,57 @@ def in_process(ctx: dict) -> None:
         assert status[0].startswith("200"), (status, data[:300])
         return data
 
-    for size in (1, 100):
-        body = json.dumps({"instances": instances(size)}).encode()
-        request(body)
-        model = loader.loaded(v1.artifact_digest)
-        X = pd.DataFrame(instances(size), columns=FEATURES).to_numpy()
-        scorer = timed(lambda x=X, m=model: m.score(x, tuple(FEATURES)), n=2000)
-        full = timed(lambda b=body: request(b), n=2000)
-        shadow.drain()
-        p50_full, p50_scorer = statistics.median(full), statistics.median(scorer)
-        emit(
-            "gateway_scorer",
-            round(p50_scorer, 3),
-            "ms",
-            instances=size,
-            fast_path=model.fast is not None,
-            note="the model call the gateway makes, p50",
-        )
-        emit(
-            "gateway_in_process",
-            round(p50_full, 3),
-            "ms",
-            instances=size,
-            p99=round(percentile(full, 99), 3),
-            note="one request through Django's WSGI handler, no network, p50",
-        )
-        emit(
-            "gateway_overhead",
-            round(p50_full - p50_scorer, 3),
-            "ms",
-            instances=size,
-            target="< 2 ms at p50",
-            note="auth + routing + halt check + validation + thresholds + logging + shadow "
-            "hand-off: in-process p50 minus the scorer's p50",
-        )
-        frame = pd.DataFrame(instances(size), columns=FEATURES)
-        pf = timed(lambda f=frame: pyfunc.predict(f), n=500)
-        emit(
-            "gateway_vs_bare_pyfunc",
-            round(p50_full - statistics.median(pf), 3),
-            "ms",
-            instances=size,
-            note="in-process gateway p50 minus a bare pyfunc predict p50",
-        )
-    shadow.drain()
-    from serving import log
+    return request
 
-    log.clear()  # the in-process requests are not part of what gunicorn must account for
+
+def _gateway_in_process(v1, pyfunc, request, size: int) -> None:
+    """The gateway's model call, a full request, and the difference: the governance overhead."""
+    import pandas as pd
+
+    from serving import loader, shadow
+
+    body = json.dumps({"instances": instances(size)}).encode()
+    request(body)
+    model = loader.loaded(v1.artifact_digest)
+    X = pd.DataFrame(instances(size), columns=FEATURES).to_numpy()
+    scorer = timed(lambda x=X, m=model: m.score(x, tuple(FEATURES)), n=2000)
+    full = timed(lambda b=body: request(b), n=2000)
+    shadow.drain()
+    p50_full, p50_scorer = statistics.median(full), statistics.median(scorer)
+    emit(
+        "gateway_scorer",
+        round(p50_scorer, 3),
+        "ms",
+        instances=size,
+        fast_path=model.fast is not None,
+        note="the model call the gateway makes, p50",
+    )
+    emit(
+        "gateway_in_process",
+        round(p50_full, 3),
+        "ms",
+        instances=size,
+        p99=round(percentile(full, 99), 3),
+        note="one request through Django's WSGI handler, no network, p50",
+    )
+    emit(
+        "gateway_overhead",
+        round(p50_full - p50_scorer, 3),
+        "ms",
+        instances=size,
+        target="< 2 ms at p50",
+        note="auth + routing + halt check + validation + thresholds + logging + shadow "
+        "hand-off: in-process p50 minus the scorer's p50",
+    )
+    frame = pd.DataFrame(instances(size), columns=FEATURES)
+    pf = timed(lambda f=frame: pyfunc.predict(f), n=500)
+    emit(
+        "gateway_vs_bare_pyfunc",
+        round(p50_full - statistics.median(pf), 3),
+        "ms",
+        instances=size,
+        note="in-process gateway p50 minus a bare pyfunc predict p50",
+    )
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -669,128 +687,13 @@ def main() -> None:
         ctx = setup_models()
         emit("setup", 1, "ok", model=MODEL, features=len(FEATURES), live="1.0.0", shadow="1.0.1")
         in_process(ctx)
-
-        token = ctx["token"]
-        headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
-        port = free_port()
-        gateway = Server(
-            "gateway",
-            [
-                str(VENV_BIN / "gunicorn"),
-                "config.wsgi:application",
-                "-w",
-                "2",
-                "-b",
-                f"127.0.0.1:{port}",
-                "--log-level",
-                "warning",
-                "--graceful-timeout",
-                "20",
-            ],
-            port,
-        )
-        servers.append(gateway)
-        # The worker that ingests the gateway's prediction spool, on the same machine.
-        worker = Server(
-            "celery-worker",
-            [
-                str(VENV_BIN / "celery"),
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                "default",
-                "-c",
-                "1",
-                "-n",
-                "bench@%h",
-                "--loglevel",
-                "WARNING",
-            ],
-            0,
-        )
-        servers.append(worker)
-        gateway.wait()
-        bodies = {n: json.dumps({"instances": instances(n, seed=n)}).encode() for n in (1, 100)}
-        warm_up(port, f"/api/v1/predict/{MODEL}/", bodies[1], headers)
-        for size, body in bodies.items():
-            cpu = {s.name: group_cpu(s.process.pid) for s in (gateway, worker)}
-            result = load(
-                port,
-                f"/api/v1/predict/{MODEL}/",
-                body,
-                headers,
-                clients=args.clients,
-                seconds=args.seconds,
-                warmup=2.0,
-            )
-            used = {
-                f"cpu_s_{s.name}": round(group_cpu(s.process.pid) - cpu[s.name], 1)
-                for s in (gateway, worker)
-            }
-            report_load(
-                "gateway",
-                size,
-                result,
-                clients=args.clients,
-                workers=2,
-                **used,
-                note="gunicorn sync workers; each sees live 1.0.0 and shadows 1.0.1; a Celery "
-                "worker (-c 1) ingests the prediction spool meanwhile; cpu_s_*: CPU seconds of "
-                "each process group over the warm-up and the measured seconds",
-            )
+        gateway, worker, port = _start_gateway(servers)
+        _gateway_under_load(ctx, args, gateway, worker, port)
         swap_and_halt(ctx, port, args.clients)
-        code = gateway.stop()
-        servers.remove(gateway)
-        started = time.monotonic()
-        drained = wait_for_ingestion(timeout=180)
-        emit(
-            "prediction_log_ingested_after_shutdown",
-            round(time.monotonic() - started, 1),
-            "s",
-            drained=drained,
-            note="from the gateway's exit until the worker has ingested the whole spool",
-        )
-        worker_cpu = group_cpu(worker.process.pid)
-        worker.stop()
-        servers.remove(worker)
-        stored = logged_by_version()
-        rows = sum(n for version, n in stored.items() if not version.startswith("("))
-        emit(
-            "prediction_log_worker_cpu",
-            round(worker_cpu / max(rows, 1) * 1e6, 2),
-            "s per 1M predictions",
-            cpu_s=round(worker_cpu, 1),
-            predictions=rows,
-            note="CPU of the Celery worker over the whole run (start-up included) per "
-            "prediction it ingested (live and shadow)",
-        )
-        emit(
-            "prediction_log_at_shutdown",
-            stored.get("1.0.0", 0) - SERVED.get("1.0.0", 0),
-            "records missing",
-            gunicorn_exit=code,
-            served_live=SERVED,
-            logged=stored,
-            note="after a clean shutdown (SIGTERM), live predictions of 1.0.0 logged minus those "
-            "the clients received (0: none lost; 1.0.0 never ran as a shadow). 1.0.1 also has "
-            "its shadow predictions, logged under the live prediction ids",
-        )
-
+        _prediction_log_after_shutdown(servers, gateway, worker)
         if not args.no_peers:
             peers(ctx, args)
-            for size in (1, 100):
-                ours = THROUGHPUT.get(("gateway", size))
-                best = THROUGHPUT.get(("mlflow-models-serve", size))
-                if ours and best:
-                    emit(
-                        "gateway_vs_mlflow",
-                        round(ours / best, 2),
-                        "x",
-                        instances=size,
-                        target=">= 1.7x",
-                        note="gateway throughput over MLflow's best mode in this run",
-                    )
+            _compare_with_mlflow()
     finally:
         for server in servers:
             server.stop()
@@ -798,26 +701,150 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _gunicorn(app: str, port: int, *extra: str) -> list[str]:
+    """gunicorn with two sync workers on ``port``: the gateway's and the floor's command line."""
+    bind = ["-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+    return [str(VENV_BIN / "gunicorn"), app, "-w", "2", *bind, *extra]
+
+
+def _start_gateway(servers: list) -> tuple:
+    """gunicorn with two sync workers on a free port, and the Celery worker that ingests their
+    prediction spool (both added to ``servers``, to be stopped whatever happens); (gateway,
+    worker, port) once the gateway answers."""
+    port = free_port()
+    gateway = Server(
+        "gateway",
+        _gunicorn("config.wsgi:application", port, "--graceful-timeout", "20"),
+        port,
+    )
+    servers.append(gateway)
+    worker = Server(
+        "celery-worker",
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "default",
+            "-c",
+            "1",
+            "-n",
+            "bench@%h",
+            "--loglevel",
+            "WARNING",
+        ],
+        0,
+    )
+    servers.append(worker)
+    gateway.wait()
+    return gateway, worker, port
+
+
+def _gateway_under_load(ctx: dict, args, gateway, worker, port: int) -> None:
+    """Throughput and latency of 1- and 100-instance requests, with each process group's CPU."""
+    headers = {"Authorization": f"Token {ctx['token']}", "Content-Type": "application/json"}
+    bodies = {n: json.dumps({"instances": instances(n, seed=n)}).encode() for n in (1, 100)}
+    warm_up(port, f"/api/v1/predict/{MODEL}/", bodies[1], headers)
+    for size, body in bodies.items():
+        cpu = {s.name: group_cpu(s.process.pid) for s in (gateway, worker)}
+        result = load(
+            port,
+            f"/api/v1/predict/{MODEL}/",
+            body,
+            headers,
+            clients=args.clients,
+            seconds=args.seconds,
+            warmup=2.0,
+        )
+        used = {
+            f"cpu_s_{s.name}": round(group_cpu(s.process.pid) - cpu[s.name], 1)
+            for s in (gateway, worker)
+        }
+        report_load(
+            "gateway",
+            size,
+            result,
+            clients=args.clients,
+            workers=2,
+            **used,
+            note="gunicorn sync workers; each sees live 1.0.0 and shadows 1.0.1; a Celery "
+            "worker (-c 1) ingests the prediction spool meanwhile; cpu_s_*: CPU seconds of "
+            "each process group over the warm-up and the measured seconds",
+        )
+
+
+def _prediction_log_after_shutdown(servers: list, gateway, worker) -> None:
+    """Stop the gateway cleanly, let the worker drain the spool, and count what was logged
+    against what the clients were served."""
+    code = gateway.stop()
+    servers.remove(gateway)
+    started = time.monotonic()
+    drained = wait_for_ingestion(timeout=180)
+    emit(
+        "prediction_log_ingested_after_shutdown",
+        round(time.monotonic() - started, 1),
+        "s",
+        drained=drained,
+        note="from the gateway's exit until the worker has ingested the whole spool",
+    )
+    worker_cpu = group_cpu(worker.process.pid)
+    worker.stop()
+    servers.remove(worker)
+    stored = logged_by_version()
+    rows = sum(n for version, n in stored.items() if not version.startswith("("))
+    emit(
+        "prediction_log_worker_cpu",
+        round(worker_cpu / max(rows, 1) * 1e6, 2),
+        "s per 1M predictions",
+        cpu_s=round(worker_cpu, 1),
+        predictions=rows,
+        note="CPU of the Celery worker over the whole run (start-up included) per "
+        "prediction it ingested (live and shadow)",
+    )
+    emit(
+        "prediction_log_at_shutdown",
+        stored.get("1.0.0", 0) - SERVED.get("1.0.0", 0),
+        "records missing",
+        gunicorn_exit=code,
+        served_live=SERVED,
+        logged=stored,
+        note="after a clean shutdown (SIGTERM), live predictions of 1.0.0 logged minus those "
+        "the clients received (0: none lost; 1.0.0 never ran as a shadow). 1.0.1 also has "
+        "its shadow predictions, logged under the live prediction ids",
+    )
+
+
+def _compare_with_mlflow() -> None:
+    for size in (1, 100):
+        ours = THROUGHPUT.get(("gateway", size))
+        best = THROUGHPUT.get(("mlflow-models-serve", size))
+        if ours and best:
+            emit(
+                "gateway_vs_mlflow",
+                round(ours / best, 2),
+                "x",
+                instances=size,
+                target=">= 1.7x",
+                note="gateway throughput over MLflow's best mode in this run",
+            )
+
+
 def peers(ctx: dict, args) -> None:
-    from bench._common import mlflow_serve_command
     from registry import mlflow_bridge
 
     path = str(mlflow_bridge.cache_path(ctx["v1"].artifact_digest))
     bodies = {n: instances(n, seed=n) for n in (1, 100)}
+    _plain_wsgi_peer(path, bodies, args)
+    _mlflow_peer(path, bodies, args)
 
+
+def _plain_wsgi_peer(path: str, bodies: dict, args) -> None:
+    """The floor: the same model under the same gunicorn, no framework, auth or logging."""
     port = free_port()
     plain = Server(
         "plain-wsgi",
-        [
-            str(VENV_BIN / "gunicorn"),
-            "bench_plain_wsgi:app",
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
+        _gunicorn("bench_plain_wsgi:app", port),
         port,
         env={"BENCH_MODEL_PATH": path, "BENCH_FEATURES": json.dumps(FEATURES)},
     )
@@ -842,6 +869,11 @@ def peers(ctx: dict, args) -> None:
             )
     finally:
         plain.stop()
+
+
+def _mlflow_peer(path: str, bodies: dict, args) -> None:
+    """``mlflow models serve -w 2`` on the same model, with keep-alive and without."""
+    from bench._common import mlflow_serve_command
 
     port = free_port()
     mlflow_server = Server(
