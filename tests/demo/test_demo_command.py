@@ -13,6 +13,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_path):
+    _run_demo_twice(tmp_path)
+    db = sqlite3.connect(tmp_path / "governance.sqlite3")
+    versions = _check_versions_and_history(db)
+    _check_the_incident(db, tmp_path)
+    _check_monitoring(db)
+    _check_mlflow_tags(tmp_path, versions)
+
+
+def _run_demo_twice(tmp_path: Path) -> None:
     # MLflow exports its tracking URI to the environment; the demo must use its own var/.
     dropped = {"DATABASE_URL", "CELERY_BROKER_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"}
     env = {k: v for k, v in os.environ.items() if k not in dropped}
@@ -24,7 +33,10 @@ def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_pa
         assert done.returncode == 0, done.stdout + done.stderr
     assert "already registered" in done.stdout  # a second run changes nothing
 
-    db = sqlite3.connect(tmp_path / "governance.sqlite3")
+
+def _check_versions_and_history(db: sqlite3.Connection) -> list[tuple]:
+    """Four versions with cards, each where the story leaves it, and the audit trail; the rows
+    (version, stage, mlflow name, mlflow version, intended use)."""
     versions = db.execute(
         "SELECT v.version, l.stage, v.mlflow_name, v.mlflow_version, c.intended_use "
         "FROM registry_modelversion v JOIN governance_lifecycle l ON l.version_id = v.id "
@@ -53,6 +65,13 @@ def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_pa
         "1.1.0": "development",
         "2.0.0": "validation",
     }
+    kinds = {row[0] for row in db.execute("SELECT kind FROM governance_evaluation")}
+    assert {"unit_tests", "validation"} <= kinds
+    return versions
+
+
+def _check_the_incident(db: sqlite3.Connection, var: Path) -> None:
+    """One fairness incident, mitigated by a completed rollback, its people's steps waiting."""
     [(rollback_status, verification)] = db.execute(
         "SELECT status, verification FROM incidents_rollback"
     ).fetchall()
@@ -75,13 +94,15 @@ def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_pa
         [incident_id, "page to ethics_officer could not be sent%"],
     ).fetchall()
     assert len(fallback) == 1 and "emailed ethics_officer instead" in fallback[0][0]
-    assert list((tmp_path / "mail").iterdir())  # the email, as the file backend keeps it
+    assert list((var / "mail").iterdir())  # the email, as the file backend keeps it
+
+
+def _check_monitoring(db: sqlite3.Connection) -> None:
+    """The daily runs over the demo's weeks, the critical alerts and the injected drift found."""
     critical = db.execute(
         "SELECT COUNT(*) FROM monitoring_alert WHERE severity = 'critical'"
     ).fetchone()[0]
     assert critical >= 1
-    kinds = {row[0] for row in db.execute("SELECT kind FROM governance_evaluation")}
-    assert {"unit_tests", "validation"} <= kinds
     runs = dict(db.execute("SELECT status, COUNT(*) FROM monitoring_monitorrun GROUP BY status"))
     assert runs.get("succeeded", 0) >= 60
     drift_alerts = db.execute(
@@ -90,7 +111,10 @@ def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_pa
     ).fetchone()[0]
     assert drift_alerts >= 5  # the drift injected from day 20 is found
 
-    mlflow_db = sqlite3.connect(tmp_path / "mlflow.db")
+
+def _check_mlflow_tags(var: Path, versions: list[tuple]) -> None:
+    """MLflow's governance.stage tag of every version says the stage the platform holds."""
+    mlflow_db = sqlite3.connect(var / "mlflow.db")
     tags = dict(
         ((name, str(version)), stage)
         for name, version, stage in mlflow_db.execute(
