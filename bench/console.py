@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -290,7 +291,7 @@ def seed(models: int, versions: int, days: int) -> dict:
     }
 
 
-def measure(context: dict, requests: int) -> dict[str, dict]:
+def measure(context: dict, requests: int, profile_dir: str = "") -> dict[str, dict]:
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client
@@ -326,6 +327,8 @@ def measure(context: dict, requests: int) -> dict[str, dict]:
             started = time.perf_counter()
             client.get(path)
             timings.append((time.perf_counter() - started) * 1000)
+        if profile_dir:
+            profile(client, path, requests, Path(profile_dir) / f"{name}.txt")
         figures[name] = {
             "path": path,
             "value": round(statistics.median(timings), 1),
@@ -333,6 +336,28 @@ def measure(context: dict, requests: int) -> dict[str, dict]:
             "queries": len(executed),
         }
     return figures
+
+
+def profile(client, path: str, requests: int, out: Path) -> None:
+    """Write where ``requests`` requests of ``path`` spend their time (cumulative, then own)."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        client.get(path)
+    profiler.disable()
+    text = io.StringIO()
+    text.write(f"{path}: {requests} requests\n\n== the project's own functions, cumulative ==\n")
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(
+        "^" + re.escape(str(REPO)) + r"/(?!\.venv/)", 40
+    )
+    text.write("\n== everything, by own time ==\n")
+    pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("tottime").print_stats(30)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text.getvalue())
 
 
 def run(args) -> dict:
@@ -344,11 +369,18 @@ def run(args) -> dict:
 
     note("migrating")
     call_command("migrate", verbosity=0)
-    started = time.perf_counter()
-    context = seed(args.models, args.versions, args.days)
-    seeded_s = time.perf_counter() - started
-    note(f"seeded in {seeded_s:.0f} s; measuring {args.requests} requests per page")
-    return {"seed_s": round(seeded_s, 1), **context, "pages": measure(context, args.requests)}
+    saved = Path(os.environ["GOVERNANCE_VAR_DIR"]) / "console-bench-context.json"
+    if args.var_dir and saved.exists():
+        context = json.loads(saved.read_text())
+        note(f"reusing the database seeded in {args.var_dir}")
+    else:
+        started = time.perf_counter()
+        context = seed(args.models, args.versions, args.days)
+        context["seed_s"] = round(time.perf_counter() - started, 1)
+        if args.var_dir:
+            saved.write_text(json.dumps(context))
+    note(f"seeded in {context['seed_s']:.0f} s; measuring {args.requests} requests per page")
+    return {**context, "pages": measure(context, args.requests, args.profile_dir)}
 
 
 def main() -> None:
@@ -359,10 +391,25 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--database-url", default="", help="an empty throwaway database")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument(
+        "--var-dir",
+        default="",
+        help="keep the seeded SQLite database in this directory and reuse it on the next run "
+        "(the scale arguments must match; delete the directory to reseed)",
+    )
+    parser.add_argument(
+        "--profile-dir",
+        default="",
+        help="also profile each page (cProfile, --requests requests) and write a summary per page",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="console-bench-"))
+    if args.var_dir:
+        workdir = Path(args.var_dir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="console-bench-"))
     os.environ.update(
         DJANGO_SETTINGS_MODULE="config.settings.dev",
         DJANGO_DEBUG="false",
@@ -435,7 +482,8 @@ def main() -> None:
             flush=True,
         )
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not args.var_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
