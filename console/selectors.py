@@ -80,9 +80,13 @@ def overview(user, *, now: datetime | None = None) -> Overview:
     rows = {m.pk: ModelRow(model=m) for m in models}
     names = {m.name: m.pk for m in models}
 
-    for lifecycle in Lifecycle.objects.filter(
-        version__model_id__in=rows, stage__in=SERVING_STAGES
-    ).select_related("version"):
+    # Only what a row shows: the version's facts (feature lists, schemas...) are JSON that 100
+    # rows would decode for nothing (bench/console.py).
+    for lifecycle in (
+        Lifecycle.objects.filter(version__model_id__in=rows, stage__in=SERVING_STAGES)
+        .select_related("version")
+        .only("stage", "version__model_id", "version__version")
+    ):
         rows[lifecycle.version.model_id].live = lifecycle
 
     # Health is the live version's: alerts left open on a version rolled back or retired are
@@ -181,13 +185,36 @@ def halt_page(user) -> dict:
 
 
 ALERT_PAGE_SIZE = 50
+# What a row of the alerts page shows (templates/console/alerts.html): not the run, the details
+# or the version's facts, JSON that fifty rows would decode for nothing (bench/console.py).
+ALERT_ROW_FIELDS = (
+    "kind",
+    "severity",
+    "feature",
+    "metric",
+    "value",
+    "threshold",
+    "window_start",
+    "window_end",
+    "status",
+    "created_at",
+    "acknowledged_by",
+    "resolved_by",
+    "note",
+    "model__name",
+    "version__version",
+)
 
 
 def alert_page(user, params) -> dict:
     """Alerts of the models the user may read, filtered by model, check, severity and status
     (unknown filter values are ignored and shown as such), newest first, 50 at a time."""
     models = list(readable_models(user).order_by("name").values_list("name", flat=True))
-    alerts = Alert.objects.filter(model__name__in=models).select_related("model", "version")
+    alerts = (
+        Alert.objects.filter(model__name__in=models)
+        .select_related("model", "version")
+        .only(*ALERT_ROW_FIELDS)
+    )
     chosen: dict[str, str] = {}
     options = {
         "model": models,
