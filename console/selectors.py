@@ -24,6 +24,8 @@ from registry.models import RegisteredModel
 from serving.halt import RELEASE_ROLES
 from serving.models import Halt
 
+from .paths import path_template
+
 GLOBAL = "global"
 SEVERITY_RANK = {Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
 UNRESOLVED_ALERTS = (AlertStatus.OPEN, AlertStatus.QUEUED, AlertStatus.ACKNOWLEDGED)
@@ -33,6 +35,10 @@ UNRESOLVED_ALERTS = (AlertStatus.OPEN, AlertStatus.QUEUED, AlertStatus.ACKNOWLED
 class NextStep:
     incident: Incident
     step: StepRun | None
+
+    @property
+    def url(self) -> str:
+        return path_template("console:incident", 1)(self.incident.pk)
 
     @property
     def overdue(self) -> bool:
@@ -49,6 +55,16 @@ class ModelRow:
     halt: Halt | None = None
     incidents: list[NextStep] = field(default_factory=list)
     over_limit: list[tuple[Lifecycle, datetime]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return path_template("console:model", 1)(self.model.name)
+
+    @property
+    def live_url(self) -> str:
+        return path_template("registry:version-detail", 2)(
+            self.model.name, self.live.version.version
+        )
 
     @property
     def health(self) -> str:
@@ -119,9 +135,11 @@ def overview(user, *, now: datetime | None = None) -> Overview:
         )
     )
     first_open: dict[int, StepRun] = {}
-    for step in StepRun.objects.filter(
-        incident__in=incidents, status__in=OPEN_STEP_STATUSES
-    ).order_by("incident_id", "order"):
+    for step in (
+        StepRun.objects.filter(incident__in=incidents, status__in=OPEN_STEP_STATUSES)
+        .order_by("incident_id", "order")
+        .only("incident_id", "order", "action", "responsible", "status", "due_at")
+    ):
         first_open.setdefault(step.incident_id, step)
     for incident in incidents:
         rows[incident.model_id].incidents.append(NextStep(incident, first_open.get(incident.pk)))
@@ -241,6 +259,12 @@ def alert_page(user, params) -> dict:
         .filter(name__in=models)
         .values_list("name", flat=True)
     )
+    version_url = path_template("registry:version-detail", 2)
+    act_url = path_template("console:alert-act", 2)
+    for alert in rows:  # the rows' links without a reverse() each (console.paths)
+        alert.version_url = version_url(alert.model.name, alert.version.version)
+        alert.acknowledge_url = act_url(alert.pk, "acknowledge")
+        alert.resolve_url = act_url(alert.pk, "resolve")
     kept = dict(chosen)
     if params.get("status") == "all":
         kept["status"] = "all"
