@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -104,74 +105,56 @@ def points_for(kind: str, day: int) -> list[tuple[str, str, str, float]]:
 
 def seed(models: int, versions: int, days: int) -> dict:
     """Fill the database; return what the page paths need."""
-    from governance import services
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+
+    from governance import audit, services
     from governance.audit import Actor
+    from governance.models import Lifecycle
+    from incidents.models import IncidentKind
+    from incidents.services import incident_open
+    from monitoring.models import Alert, MetricPoint, MonitoringPolicy, MonitorRun
+    from monitoring.policies import MONITORING
+    from registry.models import ModelCard, ModelVersion, RegisteredModel
+    from serving.models import Halt
 
     system = Actor.system("bench/console.py")
     services.role_grant(username=BENCH_USER, roles=["ml_lead"], actor=system)
     services.role_grant(username="bench-engineer", roles=["ml_engineer"], actor=system)
+    engineer = get_user_model().objects.get(username="bench-engineer")
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     first_day = today - timedelta(days=days)
 
     note(f"{models} models x {versions} versions")
-    registered, by_model = _seed_versions(models, versions, days, first_day)
-    note(f"{models * days * len(CHECKS):,} monitor runs with their metric points")
-    total_points, alerts = _seed_runs(registered, by_model, versions, days, first_day)
-    note(f"{alerts:,} alerts, incidents on every tenth model, two halts")
-    incident = _seed_incidents_and_halts(registered, by_model, system)
-    events = min(10_000, models * 100)
-    note(f"{events:,} audit events")
-    _seed_audit(registered, events, system)
-    target = registered[0]
-    return {
-        "model": target.name,
-        "version": by_model[target.pk][-1].version,
-        "incident": incident.pk if incident else 0,
-        "metric_points": total_points,
-        "runs": models * days * len(CHECKS),
-    }
-
-
-def _seed_versions(models: int, versions: int, days: int, first_day: datetime):
-    """The models and their versions (cards, lifecycles: the newest live, the rest retired,
-    the three before it in warm archive) and a monitoring policy each: (models, versions by
-    model id, oldest first)."""
-    from django.contrib.auth import get_user_model
-
-    from governance.models import Lifecycle
-    from monitoring.models import MonitoringPolicy
-    from monitoring.policies import MONITORING
-    from registry.models import ModelCard, ModelVersion, RegisteredModel
-
-    engineer = get_user_model().objects.get(username="bench-engineer")
     registered = RegisteredModel.objects.bulk_create(
         RegisteredModel(name=f"model-{m:03d}", description="bench model") for m in range(models)
     )
-    rows = [
-        ModelVersion(
-            model=model,
-            version=f"1.{v}.0",
-            major=1,
-            minor=v,
-            patch=0,
-            mlflow_name=model.name,
-            mlflow_version=str(v + 1),
-            artifact_uri=f"models:/{model.name}/{v + 1}",
-            artifact_digest=f"sha256:{model.pk:032x}{v:032x}",
-            flavor="sklearn",
-            training_data_hash="sha256:" + "ab" * 32,
-            training_data_start=date(2025, 1, 1),
-            training_data_end=date(2025, 12, 31),
-            feature_list=FEATURES,
-            feature_types=dict.fromkeys(FEATURES, "number"),
-            thresholds={"decision": 0.5},
-            metrics={"auc": 0.8},
-            responsible_engineer=engineer,
-            created_at=first_day + timedelta(days=v * days // versions),
-        )
-        for model in registered
-        for v in range(versions)
-    ]
+    rows = []
+    for model in registered:
+        for v in range(versions):
+            rows.append(
+                ModelVersion(
+                    model=model,
+                    version=f"1.{v}.0",
+                    major=1,
+                    minor=v,
+                    patch=0,
+                    mlflow_name=model.name,
+                    mlflow_version=str(v + 1),
+                    artifact_uri=f"models:/{model.name}/{v + 1}",
+                    artifact_digest=f"sha256:{model.pk:032x}{v:032x}",
+                    flavor="sklearn",
+                    training_data_hash="sha256:" + "ab" * 32,
+                    training_data_start=date(2025, 1, 1),
+                    training_data_end=date(2025, 12, 31),
+                    feature_list=FEATURES,
+                    feature_types=dict.fromkeys(FEATURES, "number"),
+                    thresholds={"decision": 0.5},
+                    metrics={"auc": 0.8},
+                    responsible_engineer=engineer,
+                    created_at=first_day + timedelta(days=v * days // versions),
+                )
+            )
     all_versions = ModelVersion.objects.bulk_create(rows, batch_size=2000)
     ModelCard.objects.bulk_create(
         (ModelCard(version=v, intended_use="Benchmark") for v in all_versions), batch_size=2000
@@ -186,24 +169,17 @@ def _seed_versions(models: int, versions: int, days: int, first_day: datetime):
             Lifecycle(version=v, stage=stage, archive=archive, stage_entered_at=v.created_at)
         )
     Lifecycle.objects.bulk_create(lifecycles, batch_size=2000)
-    MonitoringPolicy.objects.bulk_create(
-        MonitoringPolicy(model=m, version=1, values=MONITORING.defaults()) for m in registered
-    )
-    by_model: dict[int, list] = {}
+    policies = {
+        p.model_id: p
+        for p in MonitoringPolicy.objects.bulk_create(
+            MonitoringPolicy(model=m, version=1, values=MONITORING.defaults()) for m in registered
+        )
+    }
+    by_model: dict[int, list[ModelVersion]] = {}
     for v in all_versions:
         by_model.setdefault(v.model_id, []).append(v)
-    return registered, by_model
 
-
-def _seed_runs(registered, by_model, versions: int, days: int, first_day: datetime):
-    """A succeeded run of each check a day per model with its metric points, and the alerts:
-    (metric points, alerts)."""
-    from django.db import transaction
-
-    from monitoring.models import Alert, MetricPoint, MonitoringPolicy, MonitorRun
-    from monitoring.runs import metric_points
-
-    policies = {p.model_id: p for p in MonitoringPolicy.objects.filter(model__in=registered)}
+    note(f"{models * days * len(CHECKS):,} monitor runs with their metric points")
     total_points = 0
     alerts = []
     for index, model in enumerate(registered):
@@ -230,60 +206,52 @@ def _seed_runs(registered, by_model, versions: int, days: int, first_day: dateti
         with transaction.atomic():
             runs = MonitorRun.objects.bulk_create(runs, batch_size=5000)
             points = [
-                point
+                MetricPoint(
+                    run=run,
+                    model=model,
+                    version=run.version,
+                    kind=run.kind,
+                    metric=metric,
+                    feature=feature,
+                    group=group,
+                    value=value,
+                    window_end=run.window_end,
+                )
                 for day, run in enumerate(runs)
-                for point in metric_points(run, points_for(run.kind, day // len(CHECKS)))
+                for metric, feature, group, value in points_for(run.kind, day // len(CHECKS))
             ]
             MetricPoint.objects.bulk_create(points, batch_size=5000)
         total_points += len(points)
-        alerts += _alerts_of(runs, index, days)
-        if (index + 1) % max(1, len(registered) // 10) == 0 or index + 1 == len(registered):
-            note(f"  {index + 1}/{len(registered)} models, {total_points:,} metric points")
-    Alert.objects.bulk_create(alerts, batch_size=2000)
-    return total_points, len(alerts)
-
-
-def _alerts_of(runs, index: int, days: int) -> list:
-    """An alert every 30 days (resolved), the last ones open: data drift, and on every tenth
-    model a critical fairness alert."""
-    from monitoring.models import Alert
-
-    alerts = []
-    for i, run in enumerate(runs):
-        day, kind = divmod(i, len(CHECKS))
-        recent = day >= days - 3
-        if not (
-            (kind == 0 and (day % 30 == 29 or recent)) or (kind == 2 and recent and index % 10 == 0)
-        ):
-            continue
-        alerts.append(
-            Alert(
-                run=run,
-                model=run.model,
-                version=run.version,
-                kind=run.kind,
-                severity="critical" if run.kind == "fairness" else "medium",
-                metric="max_psi" if run.kind == "data_drift" else "equalized_odds_difference",
-                value=0.31,
-                threshold=0.2,
-                window_start=run.window_start,
-                window_end=run.window_end,
-                status="open" if recent else "resolved",
-                created_at=run.finished_at,
+        # an alert every 30 days (resolved), the last ones open: data drift, and on every
+        # tenth model a critical fairness alert
+        for i, run in enumerate(runs):
+            day, kind = divmod(i, len(CHECKS))
+            recent = day >= days - 3
+            if not (
+                (kind == 0 and (day % 30 == 29 or recent))
+                or (kind == 2 and recent and index % 10 == 0)
+            ):
+                continue
+            alerts.append(
+                Alert(
+                    run=run,
+                    model=model,
+                    version=run.version,
+                    kind=run.kind,
+                    severity="critical" if run.kind == "fairness" else "medium",
+                    metric="max_psi" if run.kind == "data_drift" else "equalized_odds_difference",
+                    value=0.31,
+                    threshold=0.2,
+                    window_start=run.window_start,
+                    window_end=run.window_end,
+                    status="open" if recent else "resolved",
+                    created_at=run.finished_at,
+                )
             )
-        )
-    return alerts
-
-
-def _seed_incidents_and_halts(registered, by_model, system):
-    """A critical fairness incident on every tenth model, two halts; the last incident."""
-    from django.db import transaction
-
-    from incidents.models import IncidentKind
-    from incidents.services import incident_open
-    from registry.models import RegisteredModel
-    from serving.models import Halt
-
+        if (index + 1) % max(1, models // 10) == 0 or index + 1 == models:
+            note(f"  {index + 1}/{models} models, {total_points:,} metric points")
+    Alert.objects.bulk_create(alerts, batch_size=2000)
+    note(f"{len(alerts):,} alerts, incidents on every tenth model, two halts")
     incident = None
     for index, model in enumerate(registered):
         if index % 10:
@@ -301,14 +269,8 @@ def _seed_incidents_and_halts(registered, by_model, system):
             )
     for model in registered[1:3]:
         Halt.objects.create(scope=model.name, reason="bench halt", engaged_by_label="bench")
-    return incident
-
-
-def _seed_audit(registered, events: int, system) -> None:
-    from django.db import transaction
-
-    from governance import audit
-
+    events = min(10_000, models * 100)
+    note(f"{events:,} audit events")
     with transaction.atomic():
         for i in range(events):
             audit.record(
@@ -316,12 +278,20 @@ def _seed_audit(registered, events: int, system) -> None:
                 action="bench.event",
                 object_type="model",
                 object_id=str(i),
-                model_name=registered[i % len(registered)].name,
+                model_name=registered[i % models].name,
                 after={"i": i},
             )
+    target = registered[0]
+    return {
+        "model": target.name,
+        "version": by_model[target.pk][-1].version,
+        "incident": incident.pk if incident else 0,
+        "metric_points": total_points,
+        "runs": models * days * len(CHECKS),
+    }
 
 
-def measure(context: dict, requests: int) -> dict[str, dict]:
+def measure(context: dict, requests: int, profile_dir: str = "") -> dict[str, dict]:
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client
@@ -352,18 +322,47 @@ def measure(context: dict, requests: int) -> dict[str, dict]:
 
         with connection.execute_wrapper(count):
             client.get(path)
-        timings = []
+        timings, cpu = [], []
         for _ in range(requests):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             client.get(path)
             timings.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - started_cpu) * 1000)
+        if profile_dir:
+            profile(client, path, requests, Path(profile_dir) / f"{name}.txt")
         figures[name] = {
             "path": path,
             "value": round(statistics.median(timings), 1),
             "p95": round(statistics.quantiles(timings, n=20, method="inclusive")[18], 1),
             "queries": len(executed),
+            # CPU time of this process (SQLite runs in it): what the page costs whatever else
+            # the machine is doing; the wall time above includes waiting for a core.
+            "cpu_p50": round(statistics.median(cpu), 1),
+            "cpu_p95": round(statistics.quantiles(cpu, n=20, method="inclusive")[18], 1),
         }
     return figures
+
+
+def profile(client, path: str, requests: int, out: Path) -> None:
+    """Write where ``requests`` requests of ``path`` spend their time (cumulative, then own)."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        client.get(path)
+    profiler.disable()
+    text = io.StringIO()
+    text.write(f"{path}: {requests} requests\n\n== the project's own functions, cumulative ==\n")
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(
+        "^" + re.escape(str(REPO)) + r"/(?!\.venv/)", 40
+    )
+    text.write("\n== everything, by own time ==\n")
+    pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("tottime").print_stats(30)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text.getvalue())
 
 
 def run(args) -> dict:
@@ -375,28 +374,21 @@ def run(args) -> dict:
 
     note("migrating")
     call_command("migrate", verbosity=0)
-    started = time.perf_counter()
-    context = seed(args.models, args.versions, args.days)
-    seeded_s = time.perf_counter() - started
-    note(f"seeded in {seeded_s:.0f} s; measuring {args.requests} requests per page")
-    return {"seed_s": round(seeded_s, 1), **context, "pages": measure(context, args.requests)}
+    saved = Path(os.environ["GOVERNANCE_VAR_DIR"]) / "console-bench-context.json"
+    if args.var_dir and saved.exists():
+        context = json.loads(saved.read_text())
+        note(f"reusing the database seeded in {args.var_dir}")
+    else:
+        started = time.perf_counter()
+        context = seed(args.models, args.versions, args.days)
+        context["seed_s"] = round(time.perf_counter() - started, 1)
+        if args.var_dir:
+            saved.write_text(json.dumps(context))
+    note(f"seeded in {context['seed_s']:.0f} s; measuring {args.requests} requests per page")
+    return {**context, "pages": measure(context, args.requests, args.profile_dir)}
 
 
 def main() -> None:
-    args = _arguments()
-    workdir = Path(tempfile.mkdtemp(prefix="console-bench-"))
-    _environment(workdir, args.database_url)
-    try:
-        if args.child:
-            print(json.dumps(run(args)))
-            return
-        peer = {} if args.no_peer else _peer(args.requests)
-        _report(args, run(args), peer)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--versions", type=int, default=20)
@@ -404,11 +396,25 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--database-url", default="", help="an empty throwaway database")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument(
+        "--var-dir",
+        default="",
+        help="keep the seeded SQLite database in this directory and reuse it on the next run "
+        "(the scale arguments must match; delete the directory to reseed)",
+    )
+    parser.add_argument(
+        "--profile-dir",
+        default="",
+        help="also profile each page (cProfile, --requests requests) and write a summary per page",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
 
-
-def _environment(workdir: Path, database_url: str) -> None:
+    if args.var_dir:
+        workdir = Path(args.var_dir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="console-bench-"))
     os.environ.update(
         DJANGO_SETTINGS_MODULE="config.settings.dev",
         DJANGO_DEBUG="false",
@@ -417,59 +423,75 @@ def _environment(workdir: Path, database_url: str) -> None:
         AUDIT_HMAC_KEY="console-bench-audit-key-not-a-secret-0123456789",
     )
     os.environ.pop("CELERY_BROKER_URL", None)  # enqueues stay in the temporary var directory
-    if database_url:
-        os.environ["DATABASE_URL"] = database_url
+    if args.database_url:
+        os.environ["DATABASE_URL"] = args.database_url
     else:
         os.environ.pop("DATABASE_URL", None)
-
-
-def _peer(requests: int) -> dict:
-    """The same pages over 1 model x 1 version x 7 days on SQLite, in a child process."""
-    note("peer: 1 model x 1 version x 7 days (child process)")
-    tiny = ["--models", "1", "--versions", "1", "--days", "7", "--requests", str(requests)]
-    child = subprocess.run(
-        [sys.executable, __file__, "--child", *tiny],
-        env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-    )
-    return json.loads(child.stdout.strip().splitlines()[-1])["pages"]
-
-
-def _report(args: argparse.Namespace, ours: dict, peer: dict) -> None:
-    """One line per page with the peer's figures beside ours, then the seeding time."""
-    scale = {
-        "models": args.models,
-        "versions": args.versions,
-        "days": args.days,
-        "runs": ours["runs"],
-        "metric_points": ours["metric_points"],
-        "requests": args.requests,
-        "database": "postgresql" if args.database_url else "sqlite",
-    }
-    for name, figure in ours["pages"].items():
-        line = {
-            "bench": "console",
-            "page": name,
-            "value": figure["value"],
-            "unit": "ms",
-            "p95": figure["p95"],
-            "queries": figure["queries"],
-            "target_p95_ms": TARGET_P95_MS,
-            "peer": "same page, 1 model x 1 version x 7 days (SQLite)",
-            "peer_value": peer.get(name, {}).get("value"),
-            "peer_p95": peer.get(name, {}).get("p95"),
-            "peer_queries": peer.get(name, {}).get("queries"),
-            "path": figure["path"],
-            **scale,
-            "load1": round(os.getloadavg()[0], 2),
+    try:
+        if args.child:
+            print(json.dumps(run(args)))
+            return
+        peer = {}
+        if not args.no_peer:
+            note("peer: 1 model x 1 version x 7 days (child process)")
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--models",
+                    "1",
+                    "--versions",
+                    "1",
+                    "--days",
+                    "7",
+                    "--requests",
+                    str(args.requests),
+                ],
+                env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+                stdout=subprocess.PIPE,
+                text=True,
+                check=True,
+            )
+            peer = json.loads(child.stdout.strip().splitlines()[-1])["pages"]
+        ours = run(args)
+        scale = {
+            "models": args.models,
+            "versions": args.versions,
+            "days": args.days,
+            "runs": ours["runs"],
+            "metric_points": ours["metric_points"],
+            "requests": args.requests,
+            "database": "postgresql" if args.database_url else "sqlite",
         }
-        print(json.dumps(line), flush=True)
-    print(
-        json.dumps({"bench": "console.seed", "value": ours["seed_s"], "unit": "s", **scale}),
-        flush=True,
-    )
+        for name, figure in ours["pages"].items():
+            line = {
+                "bench": "console",
+                "page": name,
+                "value": figure["value"],
+                "unit": "ms",
+                "p95": figure["p95"],
+                "queries": figure["queries"],
+                "cpu_p50": figure["cpu_p50"],
+                "cpu_p95": figure["cpu_p95"],
+                "target_p95_ms": TARGET_P95_MS,
+                "peer": "same page, 1 model x 1 version x 7 days (SQLite)",
+                "peer_value": peer.get(name, {}).get("value"),
+                "peer_p95": peer.get(name, {}).get("p95"),
+                "peer_queries": peer.get(name, {}).get("queries"),
+                "peer_cpu_p50": peer.get(name, {}).get("cpu_p50"),
+                "path": figure["path"],
+                **scale,
+                "load1": round(os.getloadavg()[0], 2),
+            }
+            print(json.dumps(line), flush=True)
+        print(
+            json.dumps({"bench": "console.seed", "value": ours["seed_s"], "unit": "s", **scale}),
+            flush=True,
+        )
+    finally:
+        if not args.var_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

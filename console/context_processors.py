@@ -4,7 +4,7 @@ and how much waits for the user (the count beside My work)."""
 from __future__ import annotations
 
 from . import selectors
-from .work import my_work
+from .work import nav_work
 
 
 def halts(request) -> dict:
@@ -20,5 +20,5 @@ def work(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    work = getattr(request, "my_work", None) or my_work(user, with_due=False)  # My work made it
+    work = getattr(request, "my_work", None) or nav_work(user)  # My work made the whole list
     return {"work_count": work.count, "may_read_audit": work.may_read_audit}

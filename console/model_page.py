@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Q, Sum
+from django.db.models import Case, F, JSONField, Q, Sum, When
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -333,7 +333,56 @@ def _empty_charts(monitoring: dict[str, Any], validation: dict[str, Any]) -> dic
     return {c["id"]: c for c in (psi, ks, performance, gap, ratio, groups, ece, labels)}
 
 
-def _fill_points(charts: dict[str, dict], model: RegisteredModel, period: Period) -> None:
+POINT_KINDS = (Check.DATA_DRIFT, Check.PREDICTION_DRIFT, Check.FAIRNESS, Check.CALIBRATION)
+
+
+@dataclass
+class Runs:
+    """The period's runs of the charted checks, read once (bench/console.py).
+
+    ``times``: each run's window end (epoch ms) and version by run id. A metric point's
+    ``window_end`` is its run's (``monitoring.runs`` writes both from the run), so the points'
+    query reads the run id alone: a year of points converts a few hundred datetimes instead of
+    tens of thousands and joins no version. ``performance``: the succeeded concept-drift runs,
+    oldest first, with their metrics (the only runs whose metrics JSON is read).
+    """
+
+    times: dict[int, tuple[int, str]]
+    performance: list[tuple[int, str, dict]]
+
+
+def _runs(model: RegisteredModel, period: Period) -> Runs:
+    """One query for the runs behind every chart but label arrival."""
+    performance = Q(kind=Check.CONCEPT_DRIFT, status=RunStatus.SUCCEEDED)
+    rows = (
+        MonitorRun.objects.filter(
+            model=model,
+            kind__in=(*POINT_KINDS, Check.CONCEPT_DRIFT),
+            window_end__gte=period.start,
+            window_end__lte=period.end,
+        )
+        .order_by("window_end", "id")
+        .values_list(
+            "pk",
+            "window_end",
+            "version__version",
+            "kind",
+            "status",
+            Case(When(performance, then=F("metrics")), output_field=JSONField()),
+        )
+    )
+    out = Runs({}, [])
+    for pk, moment, version, kind, status, metrics in rows:
+        t = _ms(moment)
+        out.times[pk] = (t, version)
+        if kind == Check.CONCEPT_DRIFT and status == RunStatus.SUCCEEDED:
+            out.performance.append((t, version, metrics or {}))
+    return out
+
+
+def _fill_points(
+    charts: dict[str, dict], model: RegisteredModel, period: Period, runs: Runs
+) -> None:
     """PSI, KS, fairness and ECE from the metric points: one query."""
     wanted = (
         Q(kind=Check.DATA_DRIFT, metric="psi")
@@ -349,76 +398,88 @@ def _fill_points(charts: dict[str, dict], model: RegisteredModel, period: Period
             wanted, model=model, window_end__gte=period.start, window_end__lte=period.end
         )
         .order_by("window_end", "id")
-        .values_list(
-            "kind", "metric", "feature", "group", "value", "window_end", "version__version"
-        )
+        .values_list("run_id", "kind", "metric", "feature", "group", "value")
     )
-    series: dict[tuple[str, str], dict] = {}
-    sizes: dict[tuple[str, datetime, str], Any] = {}
-    group_rates: list[tuple[str, str, Any, datetime, str]] = []
+    series: dict[tuple[str, str], list] = {}
+    sizes: dict[tuple[str, int, str], Any] = {}
+    group_rates: list[tuple[str, str, Any, int, str]] = []
+    finite = math.isfinite
 
-    def add(chart_id: str, label: str, point: dict, **options: Any) -> None:
+    def points(chart_id: str, label: str, **options: Any) -> list:
         key = (chart_id, label)
-        if key not in series:
-            series[key] = _series(label, **options)
-            charts[chart_id]["series"].append(series[key])
-        series[key]["points"].append(point)
+        found = series.get(key)
+        if found is None:
+            made = _series(label, **options)
+            charts[chart_id]["series"].append(made)
+            found = series[key] = made["points"]
+        return found
 
-    for kind, metric, feature, group, value, moment, version in rows:
+    SIZE, RATE = "size", "rate"  # routes of the fairness group rows, kept for after the loop
+
+    def route(kind: str, metric: str, feature: str) -> list | str:
+        """Where a (check, metric, feature) goes: a series' points, or SIZE or RATE."""
         if kind == Check.DATA_DRIFT:
-            add("psi", feature or "(feature)", _point(moment, value, version))
-        elif kind == Check.PREDICTION_DRIFT:
+            return points("psi", feature or "(feature)")
+        if kind == Check.PREDICTION_DRIFT:
             if metric == "ks_statistic":
-                add("ks", "KS statistic", _point(moment, value, version))
-            else:
-                add("ks", "p-value", _point(moment, value, version), axis="y2")
-        elif kind == Check.CALIBRATION:
-            add("ece", "ECE", _point(moment, value, version))
-        elif metric == "equalized_odds_difference":
-            add("fairness_gap", feature, _point(moment, value, version))
-        elif metric in FAIRNESS_RATIOS:
+                return points("ks", "KS statistic")
+            return points("ks", "p-value", axis="y2")
+        if kind == Check.CALIBRATION:
+            return points("ece", "ECE")
+        if metric == "equalized_odds_difference":
+            return points("fairness_gap", feature)
+        if metric in FAIRNESS_RATIOS:
             name = metric.split("_")[0].upper()
-            add("fairness_ratio", f"{name} ratio ({feature})", _point(moment, value, version))
-        elif metric == "n":
-            sizes[(group, moment, version)] = value
+            return points("fairness_ratio", f"{name} ratio ({feature})")
+        return SIZE if metric == "n" else RATE
+
+    # This loop runs once per stored number of the period (a year of one model: ~11,000), so
+    # each (check, metric, feature) is routed once and _point is inlined.
+    routes: dict[tuple[str, str, str], list | str] = {}
+    times = runs.times
+    for run_id, kind, metric, feature, group, value in rows:
+        t, version = times[run_id]
+        y = float(value) if value is not None and finite(value) else None
+        key = (kind, metric, feature)
+        target = routes.get(key)
+        if target is None:
+            target = routes[key] = route(kind, metric, feature)
+        if target is SIZE:
+            sizes[(group, t, version)] = value
+        elif target is RATE:
+            group_rates.append((metric, group, y, t, version))
         else:
-            group_rates.append((metric, group, value, moment, version))
+            target.append({"t": t, "y": y, "version": version})
     # Rates after sizes: each point carries the size of its group in that window.
-    for metric, group, value, moment, version in group_rates:
-        n = sizes.get((group, moment, version))
-        point = _point(moment, value, version, n=int(n) if _finite(n) is not None else None)
-        add("fairness_groups", f"{metric.upper()} {group}", point, dash=metric == "fpr")
+    for metric, group, y, t, version in group_rates:
+        n = sizes.get((group, t, version))
+        target = points("fairness_groups", f"{metric.upper()} {group}", dash=metric == "fpr")
+        target.append(
+            {"t": t, "y": y, "version": version, "n": int(n) if _finite(n) is not None else None}
+        )
     charts["fairness_groups"]["series"].sort(key=lambda s: (s["label"][:3] != "TPR", s["label"]))
 
 
-def _fill_performance(chart: dict, model: RegisteredModel, period: Period, drop_max: float) -> None:
-    """Current metric, validated baseline and the band, from the concept-drift runs: one query."""
-    rows = (
-        MonitorRun.objects.filter(
-            model=model,
-            kind=Check.CONCEPT_DRIFT,
-            status=RunStatus.SUCCEEDED,
-            window_end__gte=period.start,
-            window_end__lte=period.end,
-        )
-        .order_by("window_end", "id")
-        .values_list("window_end", "version__version", "metrics")
-    )
+def _fill_performance(chart: dict, runs: Runs, drop_max: float) -> None:
+    """Current metric, validated baseline and the band, from the concept-drift runs."""
     metric = chart["band"]["metric"]
     current = _series(metric.upper())
     baseline = _series("validated baseline", role="baseline")
     limit = _series(f"{rounded(drop_max * 100)} % band", role="limit")
-    for moment, version, metrics in rows:
-        metrics = metrics or {}
+    factor = 1 + drop_max if metric in HIGHER_IS_WORSE else 1 - drop_max
+    for t, version, metrics in runs.performance:
         base = _finite(metrics.get("baseline"))
         current["points"].append(
-            _point(
-                moment, metrics.get("current"), version, drop=_finite(metrics.get("relative_drop"))
-            )
+            {
+                "t": t,
+                "y": _finite(metrics.get("current")),
+                "version": version,
+                "drop": _finite(metrics.get("relative_drop")),
+            }
         )
-        baseline["points"].append(_point(moment, base, version))
-        factor = 1 + drop_max if metric in HIGHER_IS_WORSE else 1 - drop_max
-        limit["points"].append(_point(moment, base * factor if base is not None else None, version))
+        baseline["points"].append({"t": t, "y": base, "version": version})
+        bound = _finite(base * factor) if base is not None else None
+        limit["points"].append({"t": t, "y": bound, "version": version})
     chart["series"] += [current, baseline, limit]
 
 
@@ -579,13 +640,12 @@ def _annotations(model: RegisteredModel, period: Period) -> list[dict[str, Any]]
 
 
 def series(model: RegisteredModel, period: Period) -> dict[str, Any]:
-    """Everything the charts draw, in seven queries whatever the period or model size."""
+    """Everything the charts draw, in a fixed number of queries whatever the period or model."""
     monitoring, validation = _policies(model)
     charts = _empty_charts(monitoring, validation)
-    _fill_points(charts, model, period)
-    _fill_performance(
-        charts["performance"], model, period, float(monitoring["performance_drop_max"])
-    )
+    runs = _runs(model, period)
+    _fill_points(charts, model, period, runs)
+    _fill_performance(charts["performance"], runs, float(monitoring["performance_drop_max"]))
     _fill_labels(charts["labels"], model, period)
     _fill_alerts(charts, model, period)
     return {

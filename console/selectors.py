@@ -24,6 +24,8 @@ from registry.models import RegisteredModel
 from serving.halt import RELEASE_ROLES
 from serving.models import Halt
 
+from .paths import path_template
+
 GLOBAL = "global"
 SEVERITY_RANK = {Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
 UNRESOLVED_ALERTS = (AlertStatus.OPEN, AlertStatus.QUEUED, AlertStatus.ACKNOWLEDGED)
@@ -33,6 +35,10 @@ UNRESOLVED_ALERTS = (AlertStatus.OPEN, AlertStatus.QUEUED, AlertStatus.ACKNOWLED
 class NextStep:
     incident: Incident
     step: StepRun | None
+
+    @property
+    def url(self) -> str:
+        return path_template("console:incident", 1)(self.incident.pk)
 
     @property
     def overdue(self) -> bool:
@@ -49,6 +55,16 @@ class ModelRow:
     halt: Halt | None = None
     incidents: list[NextStep] = field(default_factory=list)
     over_limit: list[tuple[Lifecycle, datetime]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return path_template("console:model", 1)(self.model.name)
+
+    @property
+    def live_url(self) -> str:
+        return path_template("registry:version-detail", 2)(
+            self.model.name, self.live.version.version
+        )
 
     @property
     def health(self) -> str:
@@ -80,9 +96,13 @@ def overview(user, *, now: datetime | None = None) -> Overview:
     rows = {m.pk: ModelRow(model=m) for m in models}
     names = {m.name: m.pk for m in models}
 
-    for lifecycle in Lifecycle.objects.filter(
-        version__model_id__in=rows, stage__in=SERVING_STAGES
-    ).select_related("version"):
+    # Only what a row shows: the version's facts (feature lists, schemas...) are JSON that 100
+    # rows would decode for nothing (bench/console.py).
+    for lifecycle in (
+        Lifecycle.objects.filter(version__model_id__in=rows, stage__in=SERVING_STAGES)
+        .select_related("version")
+        .only("stage", "version__model_id", "version__version")
+    ):
         rows[lifecycle.version.model_id].live = lifecycle
 
     # Health is the live version's: alerts left open on a version rolled back or retired are
@@ -115,9 +135,11 @@ def overview(user, *, now: datetime | None = None) -> Overview:
         )
     )
     first_open: dict[int, StepRun] = {}
-    for step in StepRun.objects.filter(
-        incident__in=incidents, status__in=OPEN_STEP_STATUSES
-    ).order_by("incident_id", "order"):
+    for step in (
+        StepRun.objects.filter(incident__in=incidents, status__in=OPEN_STEP_STATUSES)
+        .order_by("incident_id", "order")
+        .only("incident_id", "order", "action", "responsible", "status", "due_at")
+    ):
         first_open.setdefault(step.incident_id, step)
     for incident in incidents:
         rows[incident.model_id].incidents.append(NextStep(incident, first_open.get(incident.pk)))
@@ -181,13 +203,36 @@ def halt_page(user) -> dict:
 
 
 ALERT_PAGE_SIZE = 50
+# What a row of the alerts page shows (templates/console/alerts.html): not the run, the details
+# or the version's facts, JSON that fifty rows would decode for nothing (bench/console.py).
+ALERT_ROW_FIELDS = (
+    "kind",
+    "severity",
+    "feature",
+    "metric",
+    "value",
+    "threshold",
+    "window_start",
+    "window_end",
+    "status",
+    "created_at",
+    "acknowledged_by",
+    "resolved_by",
+    "note",
+    "model__name",
+    "version__version",
+)
 
 
 def alert_page(user, params) -> dict:
     """Alerts of the models the user may read, filtered by model, check, severity and status
     (unknown filter values are ignored and shown as such), newest first, 50 at a time."""
     models = list(readable_models(user).order_by("name").values_list("name", flat=True))
-    alerts = Alert.objects.filter(model__name__in=models).select_related("model", "version")
+    alerts = (
+        Alert.objects.filter(model__name__in=models)
+        .select_related("model", "version")
+        .only(*ALERT_ROW_FIELDS)
+    )
     chosen: dict[str, str] = {}
     options = {
         "model": models,
@@ -214,6 +259,12 @@ def alert_page(user, params) -> dict:
         .filter(name__in=models)
         .values_list("name", flat=True)
     )
+    version_url = path_template("registry:version-detail", 2)
+    act_url = path_template("console:alert-act", 2)
+    for alert in rows:  # the rows' links without a reverse() each (console.paths)
+        alert.version_url = version_url(alert.model.name, alert.version.version)
+        alert.acknowledge_url = act_url(alert.pk, "acknowledge")
+        alert.resolve_url = act_url(alert.pk, "resolve")
     kept = dict(chosen)
     if params.get("status") == "all":
         kept["status"] = "all"

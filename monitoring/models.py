@@ -184,7 +184,15 @@ class MetricPoint(models.Model):
     window_end = models.DateTimeField()
 
     class Meta:
-        indexes = [models.Index(fields=["model", "kind", "metric", "window_end"])]
+        indexes = [
+            models.Index(fields=["model", "kind", "metric", "window_end"]),
+            # The console's charts read several checks and metrics of one model over a period in
+            # one query (console.model_page): a range on window_end within the model, with
+            # check and metric filtered in the index (bench/console.py).
+            models.Index(
+                fields=["model", "window_end", "kind", "metric"], name="metricpoint_model_period"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.metric}={self.value}"

@@ -166,3 +166,36 @@ def test_the_nav_count_costs_the_same_queries_for_one_item_or_many(
     with django_assert_max_num_queries(len(one) + 5):
         html = client.get(reverse("console:work")).content.decode()
     assert nav_count(html) == 12
+
+
+def test_the_nav_count_is_the_length_of_the_list_for_every_kind_of_work():
+    """console.work.nav_work counts from the same reads as my_work without building the items."""
+    from monitoring.models import Alert, ReviewItem
+
+    version = new_version("1.0.0")
+    to_validation(version)
+    lifecycle = Lifecycle.objects.get(version=version)
+    Escalation.objects.create(
+        lifecycle=lifecycle,
+        stage=Stage.VALIDATION,
+        stage_entered_at=lifecycle.stage_entered_at,
+        deadline=lifecycle.stage_entered_at + timedelta(days=3),
+    )
+    AuditTask.objects.create(
+        model=version.model, version=version, period="2026-11", due_at=timezone.now()
+    )
+    incident = opened()
+    alerts = list(Alert.objects.filter(model=incident.model))
+    for alert in alerts:  # set-up only: the alerts as if queued for the retraining review
+        ReviewItem.objects.create(alert=alert)
+    users = [
+        grant("lee", "ml_lead"),
+        grant("lou", "ml_lead", model=version.model.name),
+        grant("erin", "ml_engineer"),
+        grant("pia", "product_manager"),
+    ]
+    kinds = {item.kind for item in my_work(users[0]).items}
+    assert alerts and {"approval", "incident_step", "escalation", "audit_task", "review"} <= kinds
+    for user in users:
+        assert work_count(user) == len(my_work(user).items), user.username
+    assert work_count(users[3]) == 0
