@@ -10,7 +10,8 @@ shadows it). Then:
 - in-process: the bare model call (sklearn ``predict_proba`` on a DataFrame, the pyfunc's
   ``predict``, and the gateway's fast path), and one full gateway request through Django's WSGI
   handler without a network (authentication, routing, halt check, validation, thresholds,
-  logging, shadow hand-off); the governance overhead is the difference;
+  logging, shadow hand-off); the governance overhead is the difference; the same request with
+  one scoped halt engaged beside none, and a refused one (``--only-scoped-halt``: just these);
 - ``gunicorn config.wsgi:application -w 2`` on a free port, 4 concurrent keep-alive clients
   (``http.client``, threads): throughput, p50 and p99 for 1-instance and 100-instance requests;
 - swap latency, committed promotion (and rollback, a restore from warm standby) to the first
@@ -203,11 +204,39 @@ def timed(fn, *, n: int, warm: int = 50) -> list[float]:
     return out
 
 
-def in_process(ctx: dict) -> None:
+def wsgi_requester(token: str):
+    """``request(body, expect="200")``: one predict through Django's WSGI handler, no network."""
     import io
 
-    import pandas as pd
     from django.core.handlers.wsgi import WSGIHandler
+
+    handler = WSGIHandler()
+
+    def request(body: bytes, expect: str = "200") -> bytes:
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": f"/api/v1/predict/{MODEL}/",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "HTTP_HOST": "127.0.0.1",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": f"Token {token}",
+        }
+        status = []
+        chunks = handler(environ, lambda s, h: status.append(s))
+        data = b"".join(chunks)
+        assert status[0].startswith(expect), (status, data[:300])
+        return data
+
+    return request
+
+
+def in_process(ctx: dict) -> None:
+    import pandas as pd
 
     from registry import mlflow_bridge
     from serving import loader, shadow
@@ -236,28 +265,7 @@ def in_process(ctx: dict) -> None:
             note="mlflow pyfunc predict (schema enforcement included), p50",
         )
 
-    handler = WSGIHandler()
-    token = ctx["token"]
-
-    def request(body: bytes):
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": f"/api/v1/predict/{MODEL}/",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "80",
-            "HTTP_HOST": "127.0.0.1",
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "wsgi.errors": sys.stderr,
-            "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_AUTHORIZATION": f"Token {token}",
-        }
-        status = []
-        chunks = handler(environ, lambda s, h: status.append(s))
-        data = b"".join(chunks)
-        assert status[0].startswith("200"), (status, data[:300])
-        return data
+    request = wsgi_requester(ctx["token"])
 
     for size in (1, 100):
         body = json.dumps({"instances": instances(size)}).encode()
@@ -306,6 +314,76 @@ def in_process(ctx: dict) -> None:
     from serving import log
 
     log.clear()  # the in-process requests are not part of what gunicorn must account for
+
+
+def scoped_halt(ctx: dict, *, rounds: int = 10, n: int = 200) -> None:
+    """The gateway's p50 with one scoped halt engaged against none, and a refusal's p50.
+
+    In-process (Django's WSGI handler, no network), one instance per request. The scoped halt
+    (``f0 > 100``) matches none of the served requests, so both sides serve the same work, one
+    plus the predicate's evaluation. The halt is engaged and released (two approvals) ``rounds``
+    times, blocks of ``n`` requests each side in ABBA order after a warm-up per block (the route
+    is rebuilt at each switch), so the drift of a shared machine falls on both sides alike.
+    """
+    import logging
+
+    from governance import services
+    from governance.audit import Actor
+    from serving import log, shadow
+    from serving.halt import halt_engage, halt_release_approve
+
+    system = Actor.system("bench")
+    lead, ethics = (
+        Actor.for_user(
+            services.role_grant(username=name, roles=[role], actor=system)[0].user,
+            request_id="bench",
+        )
+        for name, role in (("bench-lead", "ml_lead"), ("bench-ethics", "ethics_officer"))
+    )
+    where = {"field": "f0", "op": "gt", "value": 100}
+    request = wsgi_requester(ctx["token"])
+    served = json.dumps({"instances": instances(1, seed=7)}).encode()
+    refused = json.dumps({"instances": [{**instances(1, seed=7)[0], "f0": 200.0}]}).encode()
+    quiet = logging.getLogger("django.request")  # it logs every 5xx: the refusals here
+
+    samples: dict[bool, list[float]] = {False: [], True: []}
+    refusals: list[float] = []
+    for i in range(rounds):
+        for engaged in (False, True) if i % 2 == 0 else (True, False):
+            if engaged:
+                halt_engage(scope=MODEL, reason="bench: scoped halt", actor=lead, where=where)
+            samples[engaged] += timed(lambda: request(served), n=n, warm=20)
+            if engaged:
+                quiet.disabled = True
+                try:
+                    refusals += timed(lambda: request(refused, "503"), n=n // 2, warm=5)
+                finally:
+                    quiet.disabled = False
+                halt_release_approve(scope=MODEL, actor=lead, where=where, comment="bench")
+                halt_release_approve(scope=MODEL, actor=ethics, where=where, comment="bench")
+    shadow.drain()
+    log.clear()
+    no_halt, scoped = statistics.median(samples[False]), statistics.median(samples[True])
+    emit(
+        "gateway_scoped_halt_p50",
+        round(scoped, 3),
+        "ms",
+        no_halt_p50=round(no_halt, 3),
+        difference=round(scoped - no_halt, 3),
+        target="within 0.3 ms of no halt",
+        requests_each=len(samples[True]),
+        note="in-process p50 of a served 1-instance request with one scoped halt (f0 > 100) "
+        f"engaged on the model, beside the same request with no halt ({rounds} ABBA rounds)",
+    )
+    emit(
+        "gateway_scoped_halt_refusal_p50",
+        round(statistics.median(refusals), 3),
+        "ms",
+        served_p50_same_halt=round(scoped, 3),
+        p99=round(percentile(refusals, 99), 3),
+        note="in-process p50 of a request the scoped halt refuses (503 naming the instance), "
+        "beside a served request under the same halt",
+    )
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -656,6 +734,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--no-peers", action="store_true", help="skip the plain WSGI and MLflow")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--only-scoped-halt",
+        action="store_true",
+        help="set up, print the scoped-halt figures (in-process) and stop",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -668,6 +751,9 @@ def main() -> None:
         settings.SERVING_LOG_FLUSH_SECONDS = 0
         ctx = setup_models()
         emit("setup", 1, "ok", model=MODEL, features=len(FEATURES), live="1.0.0", shadow="1.0.1")
+        scoped_halt(ctx)
+        if args.only_scoped_halt:
+            return
         in_process(ctx)
 
         token = ctx["token"]

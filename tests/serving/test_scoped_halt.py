@@ -121,12 +121,16 @@ def test_each_operator_through_the_gateway(served, ci, lead, committed, where, m
     assert predict(ci, served, [row(other)]).status_code == 200
 
 
-def test_other_models_and_the_whole_halt_keep_their_behaviour(mlflow_models, served, ci, lead):
+def test_other_models_and_the_whole_halt_keep_their_behaviour(
+    mlflow_models, served, ci, lead, committed
+):
     other = live(mlflow_models, seed=2).model.name
-    engage(lead, served, HIGH_F1)
+    with committed():
+        engage(lead, served, HIGH_F1)
     assert predict(ci, other, [row(0.9)]).status_code == 200
 
-    whole = lead.post("/api/v1/halt/", {"scope": served, "reason": "all"}, format="json")
+    with committed():
+        whole = lead.post("/api/v1/halt/", {"scope": served, "reason": "all"}, format="json")
 
     assert whole.status_code == 201  # a scoped halt does not stand in for the whole one
     refused = predict(ci, served, [row(0.1)])
@@ -255,12 +259,14 @@ def test_the_command_names_the_bad_field(served):
         call_command("halt", served, "--where", "f1 ~ 3", "--reason", "x", "--user", "cli-lead")
 
 
-def test_the_promotion_check_is_not_refused_by_a_scoped_halt(served, lead):
+def test_the_promotion_check_is_not_refused_by_a_scoped_halt(served, lead, committed):
     from serving import gateway
 
-    engage(lead, served, HIGH_F1)
-    code, _ = gateway.serve(served, {"instances": [row(0.9)]}, record=False, ignore_halt=True)
-    assert code == 200
+    with committed():
+        engage(lead, served, HIGH_F1)
+    body = {"instances": [row(0.9)]}
+    assert gateway.serve(served, body, record=False)[0] == 503
+    assert gateway.serve(served, body, record=False, ignore_halt=True)[0] == 200
 
 
 # --- the text form (no database) ---------------------------------------------------------------
