@@ -36,8 +36,14 @@ MAX_VALUES = 100
 _MISSING = object()
 
 
+MAX_TEXT = 200  # characters of a field name or a string value
+
+
 def _is_number(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
+    """A finite int or float (not a bool); an int too large for a float is not one."""
+    if type(value) is float:
+        return math.isfinite(value)
+    return type(value) is int and -(2**1023) < value < 2**1023
 
 
 def _number(value: int | float) -> int | float:
@@ -153,6 +159,8 @@ def where_normalize(raw: Any) -> Where:
     field, op, value = raw.get("field"), raw.get("op"), raw.get("value", _MISSING)
     if not isinstance(field, str) or not field.strip():
         errors["where.field"] = "required: a feature name, or sensitive.<attribute>"
+    elif len(field) > MAX_TEXT:
+        errors["where.field"] = f"at most {MAX_TEXT} characters"
     elif field.strip() == SENSITIVE_PREFIX.rstrip(".") or field.strip() == SENSITIVE_PREFIX:
         errors["where.field"] = "name the attribute: sensitive.<attribute>"
     if op not in OPS:
@@ -171,6 +179,8 @@ def _scalar(value: Any, *, numbers_only: bool = False) -> int | float | str:
     if _is_number(value):
         return _number(value)
     if isinstance(value, str) and not numbers_only:
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"a string of at most {MAX_TEXT} characters")
         return value
     wanted = "a finite number" if numbers_only else "a string or a finite number"
     raise ValueError(f"must be {wanted}, not {type(value).__name__}")

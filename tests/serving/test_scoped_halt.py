@@ -307,3 +307,37 @@ def test_parse_where_reads_the_text_form_and_renders_it_back(text, parsed, rende
 def test_parse_where_refuses_what_it_cannot_read(text):
     with pytest.raises(InvalidInput):
         where_normalize(parse_where(text))
+
+
+def test_the_admin_release_action_releases_the_scoped_halt_it_lists(
+    served, ci, client, lead, committed
+):
+    from django.contrib.auth import get_user_model
+
+    with committed():
+        engage(lead, served, HIGH_F1)
+        lead.post("/api/v1/halt/", {"scope": served, "reason": "all"}, format="json")
+    scoped = Halt.objects.get(scope=served, where__isnull=False)
+    services.role_grant(username="admin-lead", roles=["ml_lead"], actor=SYSTEM)
+    services.role_grant(username="admin-ethics", roles=["ethics_officer"], actor=SYSTEM)
+    listing = None
+    for username in ("admin-lead", "admin-ethics"):
+        client.force_login(get_user_model().objects.get(username=username))
+        listing = client.get("/admin/serving/halt/").content.decode()
+        with committed():
+            client.post(
+                "/admin/serving/halt/",
+                {"action": "approve_release", "_selected_action": [scoped.pk]},
+            )
+
+    assert "f1 &gt; 0.5" in listing
+    scoped.refresh_from_db()
+    assert not scoped.active
+    assert Halt.objects.get(scope=served, where__isnull=True).active  # the whole halt stays
+
+
+def test_a_value_no_float_can_hold_is_unevaluable_not_an_error():
+    where = where_normalize({"field": "f1", "op": "gt", "value": 1})
+    assert where.evaluate([{"f1": 10**400}, {"f1": 2}, {"f1": True}], None) == ([1], [0, 2])
+    with pytest.raises(InvalidInput, match="finite number"):
+        where_normalize({"field": "f1", "op": "gt", "value": 10**400})
