@@ -194,3 +194,16 @@ def test_the_gateway_serves_the_other_groups_after_a_scoped_ethics_halt(
     assert "confined to district=harbour" in harbour.json()["reason"]
     assert northgate.status_code == 200
     assert unknown.status_code == 503 and unknown.json()["unevaluable"] == [0, 1]
+
+
+def test_the_incident_api_shows_the_halts_condition(api_client):
+    _, v2 = live_pair()
+    set_policy(v2.model)
+    fairness_run(v2, district=district(harbour=0.40, northgate=0.10, eastfield=0.11))
+    incident = ethics_check_model(v2.model)["incident"]
+    lead = api_client("ml_lead", username="lead")
+
+    halt = lead.get(f"/api/v1/incidents/{incident}/").json()["halt"]
+
+    assert halt["where"] == HARBOUR
+    assert halt["where_text"] == 'sensitive.district in {"harbour"}'
