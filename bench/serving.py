@@ -10,7 +10,8 @@ shadows it). Then:
 - in-process: the bare model call (sklearn ``predict_proba`` on a DataFrame, the pyfunc's
   ``predict``, and the gateway's fast path), and one full gateway request through Django's WSGI
   handler without a network (authentication, routing, halt check, validation, thresholds,
-  logging, shadow hand-off); the governance overhead is the difference;
+  logging, shadow hand-off); the governance overhead is the difference; the same request with
+  one scoped halt engaged beside none, and a refused one (``--only-scoped-halt``: just these);
 - ``gunicorn config.wsgi:application -w 2`` on a free port, 4 concurrent keep-alive clients
   (``http.client``, threads): throughput, p50 and p99 for 1-instance and 100-instance requests;
 - swap latency, committed promotion (and rollback, a restore from warm standby) to the first
@@ -203,26 +204,47 @@ def timed(fn, *, n: int, warm: int = 50) -> list[float]:
     return out
 
 
+def wsgi_requester(token: str):
+    """``request(body, expect="200")``: one predict through Django's WSGI handler, no network."""
+    import io
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    handler = WSGIHandler()
+
+    def request(body: bytes, expect: str = "200") -> bytes:
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": f"/api/v1/predict/{MODEL}/",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "HTTP_HOST": "127.0.0.1",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": f"Token {token}",
+        }
+        status = []
+        chunks = handler(environ, lambda s, h: status.append(s))
+        data = b"".join(chunks)
+        assert status[0].startswith(expect), (status, data[:300])
+        return data
+
+    return request
+
+
 def in_process(ctx: dict) -> None:
-    import mlflow.pyfunc
-
-    from registry import mlflow_bridge
-    from serving import log, shadow
-
-    v1 = ctx["v1"]
-    pyfunc = mlflow.pyfunc.load_model(str(mlflow_bridge.cache_path(v1.artifact_digest)))
-    _bare_model(pyfunc)
-    request = _wsgi_request(ctx["token"])
-    for size in (1, 100):
-        _gateway_in_process(v1, pyfunc, request, size)
-    shadow.drain()
-    log.clear()  # the in-process requests are not part of what gunicorn must account for
-
-
-def _bare_model(pyfunc) -> None:
-    """The model without the platform: sklearn's predict_proba and the pyfunc's predict."""
     import pandas as pd
 
+    from registry import mlflow_bridge
+    from serving import loader, shadow
+
+    v1 = ctx["v1"]
+    import mlflow.pyfunc
+
+    pyfunc = mlflow.pyfunc.load_model(str(mlflow_bridge.cache_path(v1.artifact_digest)))
     raw = pyfunc.get_raw_model()
     for size in (1, 100):
         frame = pd.DataFrame(instances(size), columns=FEATURES)
@@ -243,86 +265,124 @@ def _bare_model(pyfunc) -> None:
             note="mlflow pyfunc predict (schema enforcement included), p50",
         )
 
+    request = wsgi_requester(ctx["token"])
 
-def _wsgi_request(token: str):
-    """A function that sends a predict body through Django's WSGI handler (no network) and
-    returns the answer, which must be a 200."""
-    import io
-
-    from django.core.handlers.wsgi import WSGIHandler
-
-    handler = WSGIHandler()
-
-    def request(body: bytes):
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": f"/api/v1/predict/{MODEL}/",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "80",
-            "HTTP_HOST": "127.0.0.1",
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "wsgi.errors": sys.stderr,
-            "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_AUTHORIZATION": f"Token {token}",
-        }
-        status = []
-        chunks = handler(environ, lambda s, h: status.append(s))
-        data = b"".join(chunks)
-        assert status[0].startswith("200"), (status, data[:300])
-        return data
-
-    return request
-
-
-def _gateway_in_process(v1, pyfunc, request, size: int) -> None:
-    """The gateway's model call, a full request, and the difference: the governance overhead."""
-    import pandas as pd
-
-    from serving import loader, shadow
-
-    body = json.dumps({"instances": instances(size)}).encode()
-    request(body)
-    model = loader.loaded(v1.artifact_digest)
-    X = pd.DataFrame(instances(size), columns=FEATURES).to_numpy()
-    scorer = timed(lambda x=X, m=model: m.score(x, tuple(FEATURES)), n=2000)
-    full = timed(lambda b=body: request(b), n=2000)
+    for size in (1, 100):
+        body = json.dumps({"instances": instances(size)}).encode()
+        request(body)
+        model = loader.loaded(v1.artifact_digest)
+        X = pd.DataFrame(instances(size), columns=FEATURES).to_numpy()
+        scorer = timed(lambda x=X, m=model: m.score(x, tuple(FEATURES)), n=2000)
+        full = timed(lambda b=body: request(b), n=2000)
+        shadow.drain()
+        p50_full, p50_scorer = statistics.median(full), statistics.median(scorer)
+        emit(
+            "gateway_scorer",
+            round(p50_scorer, 3),
+            "ms",
+            instances=size,
+            fast_path=model.fast is not None,
+            note="the model call the gateway makes, p50",
+        )
+        emit(
+            "gateway_in_process",
+            round(p50_full, 3),
+            "ms",
+            instances=size,
+            p99=round(percentile(full, 99), 3),
+            note="one request through Django's WSGI handler, no network, p50",
+        )
+        emit(
+            "gateway_overhead",
+            round(p50_full - p50_scorer, 3),
+            "ms",
+            instances=size,
+            target="< 2 ms at p50",
+            note="auth + routing + halt check + validation + thresholds + logging + shadow "
+            "hand-off: in-process p50 minus the scorer's p50",
+        )
+        frame = pd.DataFrame(instances(size), columns=FEATURES)
+        pf = timed(lambda f=frame: pyfunc.predict(f), n=500)
+        emit(
+            "gateway_vs_bare_pyfunc",
+            round(p50_full - statistics.median(pf), 3),
+            "ms",
+            instances=size,
+            note="in-process gateway p50 minus a bare pyfunc predict p50",
+        )
     shadow.drain()
-    p50_full, p50_scorer = statistics.median(full), statistics.median(scorer)
+    from serving import log
+
+    log.clear()  # the in-process requests are not part of what gunicorn must account for
+
+
+def scoped_halt(ctx: dict, *, rounds: int = 10, n: int = 200) -> None:
+    """The gateway's p50 with one scoped halt engaged against none, and a refusal's p50.
+
+    In-process (Django's WSGI handler, no network), one instance per request. The scoped halt
+    (``f0 > 100``) matches none of the served requests, so both sides serve the same work, one
+    plus the predicate's evaluation. The halt is engaged and released (two approvals) ``rounds``
+    times, blocks of ``n`` requests each side in ABBA order after a warm-up per block (the route
+    is rebuilt at each switch), so the drift of a shared machine falls on both sides alike.
+    """
+    import logging
+
+    from governance import services
+    from governance.audit import Actor
+    from serving import log, shadow
+    from serving.halt import halt_engage, halt_release_approve
+
+    system = Actor.system("bench")
+    lead, ethics = (
+        Actor.for_user(
+            services.role_grant(username=name, roles=[role], actor=system)[0].user,
+            request_id="bench",
+        )
+        for name, role in (("bench-lead", "ml_lead"), ("bench-ethics", "ethics_officer"))
+    )
+    where = {"field": "f0", "op": "gt", "value": 100}
+    request = wsgi_requester(ctx["token"])
+    served = json.dumps({"instances": instances(1, seed=7)}).encode()
+    refused = json.dumps({"instances": [{**instances(1, seed=7)[0], "f0": 200.0}]}).encode()
+    quiet = logging.getLogger("django.request")  # it logs every 5xx: the refusals here
+
+    samples: dict[bool, list[float]] = {False: [], True: []}
+    refusals: list[float] = []
+    for i in range(rounds):
+        for engaged in (False, True) if i % 2 == 0 else (True, False):
+            if engaged:
+                halt_engage(scope=MODEL, reason="bench: scoped halt", actor=lead, where=where)
+            samples[engaged] += timed(lambda: request(served), n=n, warm=20)
+            if engaged:
+                quiet.disabled = True
+                try:
+                    refusals += timed(lambda: request(refused, "503"), n=n // 2, warm=5)
+                finally:
+                    quiet.disabled = False
+                halt_release_approve(scope=MODEL, actor=lead, where=where, comment="bench")
+                halt_release_approve(scope=MODEL, actor=ethics, where=where, comment="bench")
+    shadow.drain()
+    log.clear()
+    no_halt, scoped = statistics.median(samples[False]), statistics.median(samples[True])
     emit(
-        "gateway_scorer",
-        round(p50_scorer, 3),
+        "gateway_scoped_halt_p50",
+        round(scoped, 3),
         "ms",
-        instances=size,
-        fast_path=model.fast is not None,
-        note="the model call the gateway makes, p50",
+        no_halt_p50=round(no_halt, 3),
+        difference=round(scoped - no_halt, 3),
+        target="within 0.3 ms of no halt",
+        requests_each=len(samples[True]),
+        note="in-process p50 of a served 1-instance request with one scoped halt (f0 > 100) "
+        f"engaged on the model, beside the same request with no halt ({rounds} ABBA rounds)",
     )
     emit(
-        "gateway_in_process",
-        round(p50_full, 3),
+        "gateway_scoped_halt_refusal_p50",
+        round(statistics.median(refusals), 3),
         "ms",
-        instances=size,
-        p99=round(percentile(full, 99), 3),
-        note="one request through Django's WSGI handler, no network, p50",
-    )
-    emit(
-        "gateway_overhead",
-        round(p50_full - p50_scorer, 3),
-        "ms",
-        instances=size,
-        target="< 2 ms at p50",
-        note="auth + routing + halt check + validation + thresholds + logging + shadow "
-        "hand-off: in-process p50 minus the scorer's p50",
-    )
-    frame = pd.DataFrame(instances(size), columns=FEATURES)
-    pf = timed(lambda f=frame: pyfunc.predict(f), n=500)
-    emit(
-        "gateway_vs_bare_pyfunc",
-        round(p50_full - statistics.median(pf), 3),
-        "ms",
-        instances=size,
-        note="in-process gateway p50 minus a bare pyfunc predict p50",
+        served_p50_same_halt=round(scoped, 3),
+        p99=round(percentile(refusals, 99), 3),
+        note="in-process p50 of a request the scoped halt refuses (503 naming the instance), "
+        "beside a served request under the same halt",
     )
 
 
@@ -674,6 +734,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--no-peers", action="store_true", help="skip the plain WSGI and MLflow")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--only-scoped-halt",
+        action="store_true",
+        help="set up, print the scoped-halt figures (in-process) and stop",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -686,14 +751,132 @@ def main() -> None:
         settings.SERVING_LOG_FLUSH_SECONDS = 0
         ctx = setup_models()
         emit("setup", 1, "ok", model=MODEL, features=len(FEATURES), live="1.0.0", shadow="1.0.1")
+        scoped_halt(ctx)
+        if args.only_scoped_halt:
+            return
         in_process(ctx)
-        gateway, worker, port = _start_gateway(servers)
-        _gateway_under_load(ctx, args, gateway, worker, port)
+
+        token = ctx["token"]
+        headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+        port = free_port()
+        gateway = Server(
+            "gateway",
+            [
+                str(VENV_BIN / "gunicorn"),
+                "config.wsgi:application",
+                "-w",
+                "2",
+                "-b",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+                "--graceful-timeout",
+                "20",
+            ],
+            port,
+        )
+        servers.append(gateway)
+        # The worker that ingests the gateway's prediction spool, on the same machine.
+        worker = Server(
+            "celery-worker",
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "default",
+                "-c",
+                "1",
+                "-n",
+                "bench@%h",
+                "--loglevel",
+                "WARNING",
+            ],
+            0,
+        )
+        servers.append(worker)
+        gateway.wait()
+        bodies = {n: json.dumps({"instances": instances(n, seed=n)}).encode() for n in (1, 100)}
+        warm_up(port, f"/api/v1/predict/{MODEL}/", bodies[1], headers)
+        for size, body in bodies.items():
+            cpu = {s.name: group_cpu(s.process.pid) for s in (gateway, worker)}
+            result = load(
+                port,
+                f"/api/v1/predict/{MODEL}/",
+                body,
+                headers,
+                clients=args.clients,
+                seconds=args.seconds,
+                warmup=2.0,
+            )
+            used = {
+                f"cpu_s_{s.name}": round(group_cpu(s.process.pid) - cpu[s.name], 1)
+                for s in (gateway, worker)
+            }
+            report_load(
+                "gateway",
+                size,
+                result,
+                clients=args.clients,
+                workers=2,
+                **used,
+                note="gunicorn sync workers; each sees live 1.0.0 and shadows 1.0.1; a Celery "
+                "worker (-c 1) ingests the prediction spool meanwhile; cpu_s_*: CPU seconds of "
+                "each process group over the warm-up and the measured seconds",
+            )
         swap_and_halt(ctx, port, args.clients)
-        _prediction_log_after_shutdown(servers, gateway, worker)
+        code = gateway.stop()
+        servers.remove(gateway)
+        started = time.monotonic()
+        drained = wait_for_ingestion(timeout=180)
+        emit(
+            "prediction_log_ingested_after_shutdown",
+            round(time.monotonic() - started, 1),
+            "s",
+            drained=drained,
+            note="from the gateway's exit until the worker has ingested the whole spool",
+        )
+        worker_cpu = group_cpu(worker.process.pid)
+        worker.stop()
+        servers.remove(worker)
+        stored = logged_by_version()
+        rows = sum(n for version, n in stored.items() if not version.startswith("("))
+        emit(
+            "prediction_log_worker_cpu",
+            round(worker_cpu / max(rows, 1) * 1e6, 2),
+            "s per 1M predictions",
+            cpu_s=round(worker_cpu, 1),
+            predictions=rows,
+            note="CPU of the Celery worker over the whole run (start-up included) per "
+            "prediction it ingested (live and shadow)",
+        )
+        emit(
+            "prediction_log_at_shutdown",
+            stored.get("1.0.0", 0) - SERVED.get("1.0.0", 0),
+            "records missing",
+            gunicorn_exit=code,
+            served_live=SERVED,
+            logged=stored,
+            note="after a clean shutdown (SIGTERM), live predictions of 1.0.0 logged minus those "
+            "the clients received (0: none lost; 1.0.0 never ran as a shadow). 1.0.1 also has "
+            "its shadow predictions, logged under the live prediction ids",
+        )
+
         if not args.no_peers:
             peers(ctx, args)
-            _compare_with_mlflow()
+            for size in (1, 100):
+                ours = THROUGHPUT.get(("gateway", size))
+                best = THROUGHPUT.get(("mlflow-models-serve", size))
+                if ours and best:
+                    emit(
+                        "gateway_vs_mlflow",
+                        round(ours / best, 2),
+                        "x",
+                        instances=size,
+                        target=">= 1.7x",
+                        note="gateway throughput over MLflow's best mode in this run",
+                    )
     finally:
         for server in servers:
             server.stop()
@@ -701,150 +884,25 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _gunicorn(app: str, port: int, *extra: str) -> list[str]:
-    """gunicorn with two sync workers on ``port``: the gateway's and the floor's command line."""
-    bind = ["-b", f"127.0.0.1:{port}", "--log-level", "warning"]
-    return [str(VENV_BIN / "gunicorn"), app, "-w", "2", *bind, *extra]
-
-
-def _start_gateway(servers: list) -> tuple:
-    """gunicorn with two sync workers on a free port, and the Celery worker that ingests their
-    prediction spool (both added to ``servers``, to be stopped whatever happens); (gateway,
-    worker, port) once the gateway answers."""
-    port = free_port()
-    gateway = Server(
-        "gateway",
-        _gunicorn("config.wsgi:application", port, "--graceful-timeout", "20"),
-        port,
-    )
-    servers.append(gateway)
-    worker = Server(
-        "celery-worker",
-        [
-            str(VENV_BIN / "celery"),
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "default",
-            "-c",
-            "1",
-            "-n",
-            "bench@%h",
-            "--loglevel",
-            "WARNING",
-        ],
-        0,
-    )
-    servers.append(worker)
-    gateway.wait()
-    return gateway, worker, port
-
-
-def _gateway_under_load(ctx: dict, args, gateway, worker, port: int) -> None:
-    """Throughput and latency of 1- and 100-instance requests, with each process group's CPU."""
-    headers = {"Authorization": f"Token {ctx['token']}", "Content-Type": "application/json"}
-    bodies = {n: json.dumps({"instances": instances(n, seed=n)}).encode() for n in (1, 100)}
-    warm_up(port, f"/api/v1/predict/{MODEL}/", bodies[1], headers)
-    for size, body in bodies.items():
-        cpu = {s.name: group_cpu(s.process.pid) for s in (gateway, worker)}
-        result = load(
-            port,
-            f"/api/v1/predict/{MODEL}/",
-            body,
-            headers,
-            clients=args.clients,
-            seconds=args.seconds,
-            warmup=2.0,
-        )
-        used = {
-            f"cpu_s_{s.name}": round(group_cpu(s.process.pid) - cpu[s.name], 1)
-            for s in (gateway, worker)
-        }
-        report_load(
-            "gateway",
-            size,
-            result,
-            clients=args.clients,
-            workers=2,
-            **used,
-            note="gunicorn sync workers; each sees live 1.0.0 and shadows 1.0.1; a Celery "
-            "worker (-c 1) ingests the prediction spool meanwhile; cpu_s_*: CPU seconds of "
-            "each process group over the warm-up and the measured seconds",
-        )
-
-
-def _prediction_log_after_shutdown(servers: list, gateway, worker) -> None:
-    """Stop the gateway cleanly, let the worker drain the spool, and count what was logged
-    against what the clients were served."""
-    code = gateway.stop()
-    servers.remove(gateway)
-    started = time.monotonic()
-    drained = wait_for_ingestion(timeout=180)
-    emit(
-        "prediction_log_ingested_after_shutdown",
-        round(time.monotonic() - started, 1),
-        "s",
-        drained=drained,
-        note="from the gateway's exit until the worker has ingested the whole spool",
-    )
-    worker_cpu = group_cpu(worker.process.pid)
-    worker.stop()
-    servers.remove(worker)
-    stored = logged_by_version()
-    rows = sum(n for version, n in stored.items() if not version.startswith("("))
-    emit(
-        "prediction_log_worker_cpu",
-        round(worker_cpu / max(rows, 1) * 1e6, 2),
-        "s per 1M predictions",
-        cpu_s=round(worker_cpu, 1),
-        predictions=rows,
-        note="CPU of the Celery worker over the whole run (start-up included) per "
-        "prediction it ingested (live and shadow)",
-    )
-    emit(
-        "prediction_log_at_shutdown",
-        stored.get("1.0.0", 0) - SERVED.get("1.0.0", 0),
-        "records missing",
-        gunicorn_exit=code,
-        served_live=SERVED,
-        logged=stored,
-        note="after a clean shutdown (SIGTERM), live predictions of 1.0.0 logged minus those "
-        "the clients received (0: none lost; 1.0.0 never ran as a shadow). 1.0.1 also has "
-        "its shadow predictions, logged under the live prediction ids",
-    )
-
-
-def _compare_with_mlflow() -> None:
-    for size in (1, 100):
-        ours = THROUGHPUT.get(("gateway", size))
-        best = THROUGHPUT.get(("mlflow-models-serve", size))
-        if ours and best:
-            emit(
-                "gateway_vs_mlflow",
-                round(ours / best, 2),
-                "x",
-                instances=size,
-                target=">= 1.7x",
-                note="gateway throughput over MLflow's best mode in this run",
-            )
-
-
 def peers(ctx: dict, args) -> None:
     from registry import mlflow_bridge
 
     path = str(mlflow_bridge.cache_path(ctx["v1"].artifact_digest))
     bodies = {n: instances(n, seed=n) for n in (1, 100)}
-    _plain_wsgi_peer(path, bodies, args)
-    _mlflow_peer(path, bodies, args)
 
-
-def _plain_wsgi_peer(path: str, bodies: dict, args) -> None:
-    """The floor: the same model under the same gunicorn, no framework, auth or logging."""
     port = free_port()
     plain = Server(
         "plain-wsgi",
-        _gunicorn("bench_plain_wsgi:app", port),
+        [
+            str(VENV_BIN / "gunicorn"),
+            "bench_plain_wsgi:app",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
         port,
         env={"BENCH_MODEL_PATH": path, "BENCH_FEATURES": json.dumps(FEATURES)},
     )
@@ -870,15 +928,24 @@ def _plain_wsgi_peer(path: str, bodies: dict, args) -> None:
     finally:
         plain.stop()
 
-
-def _mlflow_peer(path: str, bodies: dict, args) -> None:
-    """``mlflow models serve -w 2`` on the same model, with keep-alive and without."""
-    from bench._common import mlflow_serve_command
-
     port = free_port()
     mlflow_server = Server(
         "mlflow",
-        mlflow_serve_command(VENV_BIN, path, port),
+        [
+            str(VENV_BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            path,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "2",
+            "--env-manager",
+            "local",
+        ],
         port,
         env={"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"},  # it runs uvicorn
         ready="/ping",

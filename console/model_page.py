@@ -618,8 +618,11 @@ def _annotations(model: RegisteredModel, period: Period) -> list[dict[str, Any]]
         Q(engaged_at__lte=period.end),
         Q(released_at__isnull=True) | Q(released_at__gte=period.start),
     )
-    for halt in halts.order_by("engaged_at").only("scope", "engaged_at", "released_at", "reason"):
+    fields = ("scope", "where", "engaged_at", "released_at", "reason")
+    for halt in halts.order_by("engaged_at").only(*fields):
         where = "global halt" if halt.scope == GLOBAL else "halt"
+        if halt.where:
+            where = f"halt where {halt.where_text}"
         for kind, moment in (("halt", halt.engaged_at), ("halt_released", halt.released_at)):
             if moment is None or not period.start <= moment <= period.end:
                 continue

@@ -53,6 +53,7 @@ class ModelRow:
     open_alerts: int = 0
     other_alerts: int = 0
     halt: Halt | None = None
+    scoped_halts: list[Halt] = field(default_factory=list)  # refuse only matching requests
     incidents: list[NextStep] = field(default_factory=list)
     over_limit: list[tuple[Lifecycle, datetime]] = field(default_factory=list)
 
@@ -68,9 +69,12 @@ class ModelRow:
 
     @property
     def health(self) -> str:
-        """Halted beats everything; then the live version's worst unresolved alert."""
+        """Halted beats everything, then partly halted (scoped halts); then the live version's
+        worst unresolved alert."""
         if self.halt is not None:
             return "halted"
+        if self.scoped_halts:
+            return "partly halted"
         return self.worst_alert or ("healthy" if self.live else "not serving")
 
 
@@ -123,6 +127,8 @@ def overview(user, *, now: datetime | None = None) -> Overview:
     for halt in active_halts(list(names)):
         if halt.scope == GLOBAL:
             global_halt = halt
+        elif halt.where:
+            rows[names[halt.scope]].scoped_halts.append(halt)
         else:
             rows[names[halt.scope]].halt = halt
     if global_halt is not None:
@@ -182,7 +188,7 @@ def halt_page(user) -> dict:
                 and all(a.user_id != user.pk for a in approvals),
             )
         )
-    engaged = {row.halt.scope for row in rows}
+    engaged = {row.halt.scope for row in rows if not row.halt.where}  # scoped: more may follow
     # The grants read once, not once per model (bench/console.py: the page grew a query a model).
     grants = list(RoleGrant.objects.filter(user=user).values_list("role", "model_id"))
     everywhere = {role for role, model_id in grants if model_id is None}

@@ -16,6 +16,7 @@ from governance.selectors import readable_models
 from monitoring.alerts import alert_acknowledge, alert_resolve
 from platform_core.errors import DomainError
 from serving import halt as halt_service
+from serving.predicate import parse_where
 
 from . import selectors
 
@@ -45,19 +46,23 @@ def halts(request):
 def halt_engage(request):
     """Engage a halt through the same service as the API (its role check and audit event)."""
     scope = request.POST.get("scope", "").strip()
+    condition = request.POST.get("where", "").strip()
     if request.POST.get("confirm") != "yes":
         messages.error(request, "Tick the confirmation box: a halt stops every prediction.")
         return redirect("console:halts")
     try:
-        _, created = halt_service.halt_engage(
+        halt, created = halt_service.halt_engage(
             scope=scope,
             reason=request.POST.get("reason", ""),
+            where=parse_where(condition) if condition else None,
             actor=Actor.for_user(request.user, request_id="console"),
         )
     except DomainError as exc:
         messages.error(request, str(exc))
     else:
         where = "every model" if scope == selectors.GLOBAL else scope
+        if halt.where:
+            where = f"{scope} where {halt.where_text}"
         messages.success(
             request,
             f"Inference of {where} is halted." if created else f"{where} was already halted.",
@@ -70,15 +75,19 @@ def halt_engage(request):
 def halt_release(request):
     """One of the two release approvals (an ML Lead's and an Ethics Officer's, two people)."""
     scope = request.POST.get("scope", "").strip()
+    condition = request.POST.get("where", "").strip()
     try:
         outcome = halt_service.halt_release_approve(
             scope=scope,
             comment=request.POST.get("comment", ""),
+            where=parse_where(condition) if condition else None,
             actor=Actor.for_user(request.user, request_id="console"),
         )
     except DomainError as exc:
         messages.error(request, str(exc))
     else:
+        if outcome.halt.where:
+            scope = f"{scope} where {outcome.halt.where_text}"
         if outcome.released:
             messages.success(request, f"The halt of {scope} is released: predictions resume.")
         else:

@@ -111,6 +111,11 @@ class IncidentHaltSerializer(serializers.Serializer):
 
     id = serializers.IntegerField()
     scope = serializers.CharField()
+    where = serializers.JSONField(
+        allow_null=True,
+        help_text='A scoped halt\'s predicate ({"field", "op", "value"}); null: every request',
+    )
+    where_text = serializers.CharField(help_text="The predicate as text ('' for a whole halt)")
     reason = serializers.CharField()
     engaged_by = serializers.CharField(source="engaged_by_label")
     engaged_at = serializers.DateTimeField()

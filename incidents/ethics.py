@@ -17,6 +17,12 @@ or joined with the halt and a timeline event saying what engaged it and why, the
 and the Ethics Officer is paged (once per incident and halt: the alert that brought the breach
 pages nobody a second time). With the model already halted and its ethics incident active,
 nothing happens again: never a second halt, never a second incident.
+
+When the policy names the breached attribute in ``scoped_attributes`` and every breach is
+confined to one group of it (``confined_group``: without that group, the others are within the
+bound), the halt is *scoped* to that group's requests (``sensitive.<attribute> in {group}``, a
+``serving.predicate``): the rest of the model keeps serving. Any other breach halts the whole
+model, which also covers a scoped halt already in force.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from registry import services as registry_services
 from registry.models import ModelVersion, RegisteredModel
 from serving.halt import active_halt, halt_engage
 from serving.models import Halt
+from serving.predicate import Where, where_normalize
 
 from .ethics_schema import is_number
 from .models import EthicsPolicy, EventKind, Incident, IncidentKind
@@ -66,14 +73,16 @@ class Breach:
     limit: float | None = None
     feature: str = ""
     source: str = ""  # where the value was read: "alert 12 (run 34)", "run 34"
+    group: str = ""  # the one group it is confined to, for an attribute the policy scopes
 
     def describe(self) -> str:
         if self.feature:
             return f"prohibited feature '{self.feature}' is in the feature list of {self.version}"
         beyond = "above the hard maximum" if self.bound == "max" else "below the hard minimum"
+        confined = f", confined to {self.attribute}={self.group}" if self.group else ""
         return (
             f"{self.metric} of '{self.attribute}' on {self.version} is {self.value:.4g}, "
-            f"{beyond} {self.limit:.4g}" + (f" ({self.source})" if self.source else "")
+            f"{beyond} {self.limit:.4g}{confined}" + (f" ({self.source})" if self.source else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,13 +106,18 @@ def ethics_policy_update(
     reason: str,
     actor: Actor,
     scopes=None,
+    scoped_attributes: list[str] | None = None,
 ) -> EthicsPolicy:
     """A new policy version (Ethics Officer only); the model is checked against it after commit."""
     if actor.user is None or not can(
         actor.user, Action.APPROVE_AS_ETHICS_OFFICER, model=model_name, scopes=scopes
     ):
         raise Forbidden(f"changing the ethics policy of {model_name} needs the Ethics Officer")
-    values = {"fairness_limits": fairness_limits, "prohibited_features": prohibited_features}
+    values = {
+        "fairness_limits": fairness_limits,
+        "prohibited_features": prohibited_features,
+        "scoped_attributes": scoped_attributes or [],  # each version states all three
+    }
     policy_validate("ethics", values, reason)  # every bad field named before the model lookup
     model = registry_services.model_get(model_name)
     with transaction.atomic():
@@ -128,6 +142,7 @@ def fairness_breaches(
     their aggregates describe one group, not a disparity. Undefined values are no breach.
     """
     found: list[Breach] = []
+    scoped = set(policy.scoped_attributes or ())
     for attribute, entry in sorted((attributes or {}).items()):
         if not isinstance(entry, dict):
             continue
@@ -139,8 +154,10 @@ def fairness_breaches(
             if not is_number(value):
                 continue
             for side, limit in sorted(bound.items()):
-                crossed = value > limit if side == "max" else value < limit
-                if crossed:
+                if _crossed(value, side, limit):
+                    group = ""
+                    if attribute in scoped:
+                        group = confined_group(entry.get("groups"), metric, side, limit) or ""
                     found.append(
                         Breach(
                             policy_version=policy.version,
@@ -151,9 +168,68 @@ def fairness_breaches(
                             bound=side,
                             limit=float(limit),
                             source=source,
+                            group=group,
                         )
                     )
     return found
+
+
+def _crossed(value: float, side: str, limit: float) -> bool:
+    return value > limit if side == "max" else value < limit
+
+
+# The per-group rates each aggregate is computed from (analytics.stats._group_fairness).
+_RATES_OF = {
+    "equalized_odds_difference": ("tpr", "fpr"),
+    "fpr_ratio": ("fpr",),
+    "fnr_ratio": ("fnr",),
+    "demographic_parity_ratio": ("selection_rate",),
+    "tpr_difference": ("tpr",),
+    "fpr_difference": ("fpr",),
+}
+
+
+def _aggregate(metric: str, groups: list[dict]) -> float | None:
+    """``metric`` over the judged ``groups`` as monitoring computes it (spread or min/max)."""
+    parts = []
+    for rate in _RATES_OF[metric]:
+        values = [g[rate] for g in groups if g.get("judged") and is_number(g.get(rate))]
+        if len(values) < 2:
+            continue
+        low, high = min(values), max(values)
+        if metric.endswith("_ratio"):
+            parts.append(1.0 if high == 0 else low / high)
+        else:
+            parts.append(high - low)
+    return max(parts) if parts else None
+
+
+def confined_group(groups: Any, metric: str, side: str, limit: float) -> str | None:
+    """The one group without which the attribute is within the bound, or None.
+
+    Needs three judged groups at least (with two, either one's removal leaves nothing to
+    compare, so the breach belongs to neither alone) and exactly one such group.
+    """
+    if not isinstance(groups, dict) or metric not in _RATES_OF:
+        return None
+    judged = {name: g for name, g in groups.items() if isinstance(g, dict) and g.get("judged")}
+    if len(judged) < 3:
+        return None
+    confined = []
+    for name in sorted(judged):
+        value = _aggregate(metric, [g for other, g in judged.items() if other != name])
+        if value is not None and not _crossed(value, side, limit):
+            confined.append(name)
+    return confined[0] if len(confined) == 1 else None
+
+
+def group_scope(breaches: list[Breach]) -> dict | None:
+    """The scoped halt's predicate when every breach is confined to a group of one attribute."""
+    attributes = {b.attribute for b in breaches}
+    if len(attributes) != 1 or not all(b.group and not b.feature for b in breaches):
+        return None
+    groups = sorted({b.group for b in breaches})
+    return {"field": f"sensitive.{attributes.pop()}", "op": "in", "value": groups}
 
 
 def _attributes_of(alert: Alert) -> dict[str, Any]:
@@ -299,9 +375,12 @@ def ethics_halt(
     reason = f"ethics hard limits breached (ethics policy v{breaches[0].policy_version}): " + (
         "; ".join(b.describe() for b in breaches)
     )
+    scope = group_scope(breaches)
+    where = where_normalize(scope) if scope else None
     with transaction.atomic():
         RegisteredModel.objects.select_for_update().get(pk=model.pk)
-        existing_halt = active_halt(model.name)
+        whole = active_halt(model.name)  # the whole halt covers any group's
+        existing_halt = whole or (active_halt(model.name, where=where) if where else None)
         incident = incident or incident_active(model, IncidentKind.ETHICS)
         if (
             existing_halt is not None
@@ -311,8 +390,13 @@ def ethics_halt(
             return _outcome(model, "already halted", existing_halt, incident, breaches)
         opened = incident is None
         if opened:
-            incident = _open_ethics_incident(model, version, reason, breaches, actor)
-        halt, created = halt_engage(scope=model.name, reason=reason, actor=actor, automatic=True)
+            incident = _open_ethics_incident(model, version, reason, breaches, actor, where)
+        if whole is not None:
+            halt, created = whole, False
+        else:
+            halt, created = halt_engage(
+                scope=model.name, reason=reason, actor=actor, automatic=True, where=where
+            )
         incident.halt = halt
         incident.save(update_fields=["halt"])
         message = _record_halt_on_timeline(incident, halt, created, reason, breaches, actor)
@@ -331,6 +415,7 @@ def ethics_halt(
                 "version": version.version if version else None,
                 "policy_version": breaches[0].policy_version,
                 "breaches": [b.to_dict() for b in breaches],
+                **({"where": halt.where, "where_text": halt.where_text} if halt.where else {}),
             },
             reason=reason,
         )
@@ -356,6 +441,7 @@ def _open_ethics_incident(
     reason: str,
     breaches: list[Breach],
     actor: Actor,
+    where: Where | None = None,
 ) -> Incident:
     return incident_open(
         model=model,
@@ -363,7 +449,7 @@ def _open_ethics_incident(
         severity="critical",
         title=f"ethics hard limit breached on {model.name}"
         + (f" {version.version}" if version else "")
-        + ": inference halted",
+        + (f": inference halted where {where.text}" if where else ": inference halted"),
         version=version,
         actor=actor,
         message=f"opened by the ethics check: {reason}",
@@ -381,6 +467,8 @@ def _record_halt_on_timeline(
 ) -> str:
     """The timeline says who engaged the halt and why (or that someone's halt stays)."""
     model_name = incident.model.name
+    if halt.where:
+        model_name = f"{model_name} (scoped: requests where {halt.where_text})"
     if created:
         message = f"emergency halt of {model_name} engaged by {actor.label}: {reason}"
     else:
@@ -398,6 +486,7 @@ def _record_halt_on_timeline(
             "halt": halt.pk,
             "halt_engaged_by": halt.engaged_by_label,
             "halt_created": created,
+            **({"where": halt.where} if halt.where else {}),
             "policy_version": breaches[0].policy_version,
             "breaches": [b.to_dict() for b in breaches],
         },
@@ -412,7 +501,9 @@ def _page_ethics_officer(incident: Incident, halt: Halt, message: str, actor: Ac
     page_role(
         incident,
         role=role,
-        subject=f"[{incident.model.name}] EMERGENCY HALT: ethics hard limit breached "
+        subject=f"[{incident.model.name}] EMERGENCY HALT"
+        + (f" where {halt.where_text}" if halt.where else "")
+        + ": ethics hard limit breached "
         f"(incident {incident.pk}, playbook {incident.playbook})",
         body=message,
         actor=actor.label,

@@ -23,7 +23,12 @@ from platform_core.errors import InvalidInput
 from registry.models import RegisteredModel
 
 from .ethics import ethics_policy_current, ethics_policy_update
-from .ethics_schema import FAIRNESS_AGGREGATES, validate_limits, validate_prohibited
+from .ethics_schema import (
+    FAIRNESS_AGGREGATES,
+    validate_limits,
+    validate_prohibited,
+    validate_scoped,
+)
 from .models import EthicsPolicy
 
 LIMITS_SCHEMA = {
@@ -58,6 +63,20 @@ class FeatureNamesField(serializers.JSONField):
     """Any JSON: the service validates it and names each bad entry."""
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1},
+        "description": "Sensitive attributes whose hard-limit breach, when confined to one group "
+        "(without it the other groups are within the bound), halts only that group's requests "
+        "(a scoped halt: sensitive.<attribute> in {group}) instead of the whole model",
+        "example": ["neighbourhood"],
+    }
+)
+class AttributeNamesField(serializers.JSONField):
+    """Any JSON: the service validates it and names each bad entry."""
+
+
 class EthicsPolicySerializer(serializers.Serializer):
     model = serializers.CharField()
     version = serializers.IntegerField(
@@ -65,6 +84,7 @@ class EthicsPolicySerializer(serializers.Serializer):
     )
     fairness_limits = LimitsField()
     prohibited_features = FeatureNamesField()
+    scoped_attributes = AttributeNamesField()
     reason = serializers.CharField(allow_blank=True)
     created_by = serializers.CharField(allow_blank=True)
     created_at = serializers.DateTimeField(allow_null=True)
@@ -73,6 +93,7 @@ class EthicsPolicySerializer(serializers.Serializer):
 class EthicsPolicyWriteSerializer(StrictSerializer):
     fairness_limits = LimitsField(required=False, default=dict)
     prohibited_features = FeatureNamesField(required=False, default=list)
+    scoped_attributes = AttributeNamesField(required=False, default=list)
     reason = serializers.CharField(
         required=False, default="", allow_blank=True, help_text="Why the hard limits change"
     )
@@ -83,6 +104,7 @@ class EthicsPolicyWriteSerializer(StrictSerializer):
         for check, name in (
             (validate_limits, "fairness_limits"),
             (validate_prohibited, "prohibited_features"),
+            (validate_scoped, "scoped_attributes"),
         ):
             try:
                 check(attrs[name])
@@ -102,6 +124,7 @@ def _shown(name: str, policy: EthicsPolicy | None) -> dict:
             "version": None,
             "fairness_limits": {},
             "prohibited_features": [],
+            "scoped_attributes": [],
             "reason": "",
             "created_by": "",
             "created_at": None,
@@ -112,6 +135,7 @@ def _shown(name: str, policy: EthicsPolicy | None) -> dict:
             "version": policy.version,
             "fairness_limits": policy.fairness_limits,
             "prohibited_features": policy.prohibited_features,
+            "scoped_attributes": policy.scoped_attributes,
             "reason": policy.reason,
             "created_by": policy.created_by,
             "created_at": policy.created_at,
@@ -129,7 +153,9 @@ def _shown(name: str, policy: EthicsPolicy | None) -> dict:
         description="Writes a new policy version (audited). Right after it commits the model's "
         "serving version is checked against it: a prohibited feature in its feature list or a "
         "fairness aggregate of its latest fairness run beyond a hard bound engages the emergency "
-        "halt and opens an ethics incident. Errors name the field, e.g. "
+        "halt and opens an ethics incident. For an attribute listed in `scoped_attributes`, a "
+        "breach confined to one group halts only that group's requests (a scoped halt). "
+        "Errors name the field, e.g. "
         "`fairness_limits.fpr_ratio`.",
         request=EthicsPolicyWriteSerializer,
         responses={200: EthicsPolicySerializer},
@@ -162,6 +188,7 @@ class EthicsPolicyView(ModelPolicyView):
             model_name=name,
             fairness_limits=values["fairness_limits"],
             prohibited_features=values["prohibited_features"],
+            scoped_attributes=values["scoped_attributes"],
             reason=values["reason"],
             actor=actor,
             scopes=scopes,

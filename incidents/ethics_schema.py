@@ -2,8 +2,10 @@
 
 ``fairness_limits`` maps an aggregate to its hard bound, e.g.
 ``{"equalized_odds_difference": {"max": 0.2}, "fpr_ratio": {"min": 0.5}}``;
-``prohibited_features`` lists features no serving version may use. The defaults are empty: a
-model without an ethics policy has no hard limits.
+``prohibited_features`` lists features no serving version may use; ``scoped_attributes`` lists
+the sensitive attributes whose breach, when confined to one group, halts that group's requests
+only (a scoped halt, ``sensitive.<attribute> in {group}``) instead of the whole model. The
+defaults are empty: a model without an ethics policy has no hard limits.
 """
 
 from __future__ import annotations
@@ -62,17 +64,28 @@ def validate_limits(fairness_limits: Any) -> dict[str, dict[str, float]]:
     return clean
 
 
-def validate_prohibited(prohibited_features: Any) -> list[str]:
-    if not isinstance(prohibited_features, list):
-        raise InvalidInput({"prohibited_features": "must be a list of feature names"})
+def _names(values: Any, field: str, what: str, *, dots: bool = True) -> list[str]:
+    """A list of distinct non-empty names (stripped); InvalidInput names each bad entry."""
+    if not isinstance(values, list):
+        raise InvalidInput({field: f"must be a list of {what}"})
+    rule = "must be a non-empty string" + ("" if dots else " without '.'")
     errors = {
-        f"prohibited_features.{i}": "must be a non-empty string"
-        for i, name in enumerate(prohibited_features)
-        if not isinstance(name, str) or not name.strip()
+        f"{field}.{i}": rule
+        for i, name in enumerate(values)
+        if not isinstance(name, str) or not name.strip() or (not dots and "." in name)
     }
     if errors:
         raise InvalidInput(errors)
-    return list(dict.fromkeys(name.strip() for name in prohibited_features))
+    return list(dict.fromkeys(name.strip() for name in values))
+
+
+def validate_prohibited(prohibited_features: Any) -> list[str]:
+    return _names(prohibited_features, "prohibited_features", "feature names")
+
+
+def validate_scoped(scoped_attributes: Any) -> list[str]:
+    """Sensitive attribute names (as requests and the fairness runs name them)."""
+    return _names(scoped_attributes, "scoped_attributes", "sensitive attribute names", dots=False)
 
 
 ETHICS = Schema(
@@ -80,6 +93,11 @@ ETHICS = Schema(
     {
         "fairness_limits": Setting({}, validate_limits, "hard bounds per fairness aggregate"),
         "prohibited_features": Setting([], validate_prohibited, "features no version may use"),
+        "scoped_attributes": Setting(
+            [],
+            validate_scoped,
+            "sensitive attributes whose breach confined to one group halts that group only",
+        ),
     },
     reason_required=True,
 )

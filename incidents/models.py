@@ -318,7 +318,8 @@ class StepRun(models.Model):
 class EthicsPolicy(VersionedPolicy):
     """Hard limits per model, versioned like the other policies: a breach halts the model.
 
-    Its values are ``fairness_limits`` and ``prohibited_features`` (``ethics_schema``).
+    Its values are ``fairness_limits``, ``prohibited_features`` and ``scoped_attributes``
+    (``ethics_schema``).
     """
 
     kind = "ethics"
@@ -335,3 +336,7 @@ class EthicsPolicy(VersionedPolicy):
     @property
     def prohibited_features(self) -> list[str]:
         return self.resolved["prohibited_features"]
+
+    @property
+    def scoped_attributes(self) -> list[str]:
+        return self.resolved["scoped_attributes"]

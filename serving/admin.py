@@ -41,12 +41,28 @@ class HaltReleaseApprovalInline(admin.TabularInline):
 
 @admin.register(Halt)
 class HaltAdmin(ReadOnlyAdmin):
-    list_display = ["scope", "active", "reason", "engaged_by_label", "engaged_at", "released_at"]
+    list_display = [
+        "scope",
+        "where_text",
+        "active",
+        "reason",
+        "engaged_by_label",
+        "engaged_at",
+        "released_at",
+    ]
     list_filter = ["scope", ("released_at", admin.EmptyFieldListFilter)]
     search_fields = ["scope", "reason", "engaged_by_label"]
     inlines = [HaltReleaseApprovalInline]
     actions = ["approve_release"]
-    readonly_fields = ["scope", "reason", "engaged_by_label", "engaged_at", "released_at", "waits"]
+    readonly_fields = [
+        "scope",
+        "where_text",
+        "reason",
+        "engaged_by_label",
+        "engaged_at",
+        "released_at",
+        "waits",
+    ]
 
     @admin.display(boolean=True)
     def active(self, obj) -> bool:
@@ -104,17 +120,18 @@ class HaltAdmin(ReadOnlyAdmin):
     def approve_release(self, request, queryset) -> None:
         actor = Actor.for_user(request.user, request_id="admin")
         for halt in queryset.filter(released_at__isnull=True):
-            try:
-                outcome = halt_release_approve(scope=halt.scope, actor=actor)
+            name = f"{halt.scope} where {halt.where_text}" if halt.where else halt.scope
+            try:  # a scoped halt is named by its predicate, as engaged
+                outcome = halt_release_approve(scope=halt.scope, actor=actor, where=halt.where)
             except DomainError as exc:
-                messages.error(request, f"{halt.scope}: {exc}")
+                messages.error(request, f"{name}: {exc}")
                 continue
             if outcome.released:
-                messages.success(request, f"{halt.scope}: released.")
+                messages.success(request, f"{name}: released.")
             else:
                 messages.success(
                     request,
-                    f"{halt.scope}: approved as {outcome.approval.role}; waiting for "
+                    f"{name}: approved as {outcome.approval.role}; waiting for "
                     f"{', '.join(waiting_for(outcome.halt))}.",
                 )
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from django.db.models import Q
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
@@ -23,6 +28,7 @@ from .access import GatewayTokenAuthentication, PredictPermission
 from .conf import GLOBAL
 from .halt import RELEASE_ROLES, halt_engage, halt_list, halt_release_approve, waiting_for
 from .models import Halt
+from .predicate import OPS
 from .router import read_generations
 
 # --- predict ------------------------------------------------------------------------------------
@@ -82,7 +88,11 @@ class PredictView(APIView):
             "MAJOR), an instance may also carry those: the live version ignores them and the "
             "shadow scores the instances that carry all of its features (`/readyz` lists them "
             "as `shadow_features`). 503 with `halted: true` while a halt is engaged (no prediction "
-            "at all); 503 with `stale: true` when the model cannot serve and some instance has "
+            "at all). A scoped halt (`where`) refuses, with 503 and `halted: true`, a request any "
+            "of whose instances matches its predicate or cannot be evaluated (field missing or "
+            "of the wrong type): the whole request, its body listing the instance indexes in "
+            "`matched` and `unevaluable`; the other requests are served. 503 with `stale: true` "
+            "when the model cannot serve and some instance has "
             "no cached prediction. Needs the `predict` permission (the ci role, or a grant for "
             "the model)."
         ),
@@ -102,13 +112,46 @@ class PredictView(APIView):
 # --- halt ---------------------------------------------------------------------------------------
 
 
+class HaltWhereSerializer(serializers.Serializer):
+    """The documented shape of a scoped halt's predicate (validated by the service)."""
+
+    field = serializers.CharField(
+        help_text="A feature of the serving version, or sensitive.<attribute> (a sensitive "
+        "attribute the request carries beside the instances)"
+    )
+    op = serializers.ChoiceField(choices=list(OPS), help_text="between includes both ends")
+    value = serializers.JSONField(
+        help_text="A number (eq also a string); a non-empty list for in / not_in; [low, high] "
+        "for between. Features compare with numbers only."
+    )
+
+
+@extend_schema_field(HaltWhereSerializer)
+class WhereField(serializers.JSONField):
+    """A predicate as JSON; the service validates it and names each bad key (where.field...)."""
+
+
 class HaltRequestSerializer(StrictSerializer):
     scope = serializers.CharField(help_text="A model name, or 'global' for every model")
     reason = serializers.CharField(help_text="Why inference must stop")
+    where = WhereField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Optional: a scoped halt of the model refusing only the requests matching "
+        'this predicate, e.g. {"field": "population_density", "op": "gt", "value": 5000}',
+    )
 
 
 class HaltReleaseRequestSerializer(StrictSerializer):
     scope = serializers.CharField()
+    where = WhereField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The predicate of the scoped halt to release (as engaged); omit for the "
+        "whole halt of the scope",
+    )
     reason = serializers.CharField(required=False, allow_blank=True, default="")
     role = serializers.ChoiceField(
         choices=[str(r) for r in RELEASE_ROLES],
@@ -126,6 +169,8 @@ class HaltReleaseApprovalSerializer(serializers.Serializer):
 
 class HaltSerializer(serializers.ModelSerializer):
     active = serializers.BooleanField()
+    where = WhereField(allow_null=True, help_text="A scoped halt's predicate; null: every request")
+    where_text = serializers.CharField(help_text="The predicate as text ('' for a whole halt)")
     engaged_by = serializers.CharField(source="engaged_by_label")
     release_approvals = HaltReleaseApprovalSerializer(many=True)
     waiting_for = serializers.SerializerMethodField()
@@ -135,6 +180,8 @@ class HaltSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "scope",
+            "where",
+            "where_text",
             "reason",
             "active",
             "engaged_by",
@@ -173,6 +220,9 @@ class HaltView(APIView):
         description=(
             "Takes effect on the next predict request of every gateway process: predict answers "
             "503 with `halted: true`. 201 when engaged now, 200 with the halt already in force. "
+            "With `where` (one model only), a scoped halt: only the requests matching the "
+            "predicate (or on which it cannot be evaluated) are refused; 400 names the bad key "
+            "(`where.field` when the field is not a feature of the serving version). "
             "Roles: ml_lead, ethics_officer, oncall (global scope: a global grant)."
         ),
         request=HaltRequestSerializer,
@@ -198,8 +248,8 @@ class HaltReleaseView(APIView):
         summary="Approve the release of a halt",
         description=(
             "Records one approval. The halt is released once an ML Lead and an Ethics Officer "
-            "(two different people; the one who engaged it may be either) have approved. 409 "
-            "when no halt is engaged for the scope."
+            "(two different people; the one who engaged it may be either) have approved. A "
+            "scoped halt is named by its `where` as engaged. 409 when no such halt is engaged."
         ),
         request=HaltReleaseRequestSerializer,
         responses={200: HaltSerializer},
@@ -214,6 +264,7 @@ class HaltReleaseView(APIView):
             scope=data["scope"],
             role=data.get("role"),
             comment=data["reason"],
+            where=data.get("where"),
             actor=actor_of(request),
             scopes=request_scopes(request),
         )

@@ -8,9 +8,10 @@ is this process's one: a forked worker (gunicorn) gets a fresh one at its first 
 only the loaded models (the one PID check). ``reset()`` stops it and starts a new one (tests).
 
 ``serve`` is the one code path of a prediction, used by the API and by the promotion check: route,
-halt check, validation, scoring, thresholds, logging, shadow. The live version scores only its
-own features; features a staged version needs beyond them (``route.shadow_features``) are
-validated, then handed to the shadow scoring alone.
+halt check, scoped-halt check, validation, scoring, thresholds, logging, shadow. The live version
+scores only its own features; features a staged version needs beyond them
+(``route.shadow_features``) are validated, then handed to the shadow scoring alone. A scoped halt
+(``route.scoped_halts``) refuses a request its predicate matches, before validation.
 """
 
 from __future__ import annotations
@@ -133,6 +134,42 @@ def halted_body(halt) -> dict:
     }
 
 
+def scoped_halted_body(halt, matching: list[int], unevaluable: list[int]) -> dict:
+    """The 503 of a request a scoped halt refuses: the whole request, naming the instances.
+
+    A batch is refused whole when any instance matches (or cannot be evaluated): serving the
+    others would answer part of a request the client may not split, and a retry of the rest is
+    the client's decision. ``matched`` and ``unevaluable`` list the instance indexes.
+    """
+    where = halt.where
+    shown = (
+        f"instances {', '.join(map(str, matching[:20]))}{' ...' if len(matching) > 20 else ''} "
+        f"match {where.text}"
+        if matching
+        else ""
+    )
+    if unevaluable:
+        shown += ("; " if shown else "") + (
+            f"{where.field} cannot be evaluated on instances "
+            f"{', '.join(map(str, unevaluable[:20]))}{' ...' if len(unevaluable) > 20 else ''} "
+            "(missing or of the wrong type), so they are refused too"
+        )
+    return {
+        "halted": True,
+        "scope": halt.scope,
+        "halt": halt.id,
+        "where": where.to_dict(),
+        "where_text": where.text,
+        "reason": halt.reason,
+        "engaged_at": halt.engaged_at,
+        "matched": matching,
+        "unevaluable": unevaluable,
+        "detail": f"inference of {halt.scope} is halted where {where.text}: {shown}. Requests "
+        "that do not match are served; the halt is released when an ML Lead and an Ethics "
+        "Officer approve.",
+    }
+
+
 def serve(
     model_name: str,
     payload: Any,
@@ -150,6 +187,11 @@ def serve(
     if route.live is None:
         return 503, {"detail": f"no version of {model_name} is in a serving stage", "stale": False}
     instances, sensitive = parse_body(payload, max_instances=int(setting("SERVING_MAX_INSTANCES")))
+    if route.scoped_halts and not ignore_halt:
+        for halt in route.scoped_halts:  # before validation: refused, never served by mistake
+            matching, unevaluable = halt.where.evaluate(instances, sensitive)
+            if matching or unevaluable:
+                return 503, scoped_halted_body(halt, matching, unevaluable)
     live = route.live
     model = route.live_model
     integer_features = live.integer_features

@@ -22,9 +22,22 @@ class RoutingGeneration(models.Model):
 
 
 class Halt(models.Model):
-    """The kill switch for one model or for all (scope ``global``); active while not released."""
+    """The kill switch for one model or for all (scope ``global``); active while not released.
+
+    A *scoped* halt (``where`` set, one model only) refuses the requests its predicate matches
+    (``serving/predicate.py``) and serves the others. At most one active halt per scope and
+    predicate: the model's whole halt has the empty ``where_key``.
+    """
 
     scope = models.CharField(max_length=100, help_text="A model name, or 'global' for every model")
+    where = models.JSONField(
+        null=True,
+        blank=True,
+        help_text='Scoped halt: {"field", "op", "value"}; empty: every request of the scope',
+    )
+    where_key = models.CharField(
+        max_length=64, blank=True, default="", help_text="sha256 of the normalised predicate"
+    )
     reason = models.TextField()
     engaged_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -37,20 +50,28 @@ class Halt(models.Model):
         ordering = ["-engaged_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["scope"],
+                fields=["scope", "where_key"],
                 condition=models.Q(released_at__isnull=True),
-                name="one_active_halt_per_scope",
+                name="one_active_halt_per_scope_and_where",
             )
         ]
         indexes = [models.Index(fields=["scope", "released_at"])]
 
     def __str__(self) -> str:
         state = "released" if self.released_at else "engaged"
-        return f"halt of {self.scope} ({state})"
+        where = f" where {self.where_text}" if self.where else ""
+        return f"halt of {self.scope}{where} ({state})"
 
     @property
     def active(self) -> bool:
         return self.released_at is None
+
+    @property
+    def where_text(self) -> str:
+        """The predicate as people read it ('' for a whole halt)."""
+        from .predicate import render
+
+        return render(self.where)
 
 
 class HaltReleaseApproval(models.Model):

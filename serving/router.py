@@ -31,6 +31,7 @@ from django.db.models import Q
 from . import background, generation, loader, shadow_counts
 from .conf import GLOBAL, GRANTS, setting
 from .loader import ArtifactError, ArtifactRef, LoadedModel
+from .predicate import Where, where_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class HaltRef:
     scope: str
     reason: str
     engaged_at: str
+    id: int | None = None
+    where: Where | None = None  # a scoped halt's predicate; None: every request
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Route:
     live_error: ArtifactError | None = None
     shadows: tuple[tuple[VersionRef, LoadedModel], ...] = ()
     halt: HaltRef | None = None
+    scoped_halts: tuple[HaltRef, ...] = ()  # refuse the requests their predicates match
     stale_versions: frozenset[str] = frozenset()  # whose cached predictions may be served
     shadow_features: tuple[str, ...] = ()  # accepted for the staging versions, not the live one
 
@@ -212,10 +216,16 @@ def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
         .select_related("version__model__artifact_policy")
         .order_by("-stage_entered_at", "-pk")
     )
-    halts = {
-        h.scope: h
-        for h in Halt.objects.filter(scope__in=[model_name, GLOBAL], released_at__isnull=True)
-    }
+    halts, scoped = {}, []
+    for h in Halt.objects.filter(scope__in=[model_name, GLOBAL], released_at__isnull=True).order_by(
+        "engaged_at", "pk"
+    ):
+        if h.where_key:
+            scoped.append(
+                HaltRef(h.scope, h.reason, h.engaged_at.isoformat(), h.pk, where_normalize(h.where))
+            )
+        else:
+            halts[h.scope] = h
     halt = halts.get(GLOBAL) or halts.get(model_name)
     live_rows = [r for r in rows if r.stage in SERVING_STAGES]
     live = _version_ref(live_rows[0].version) if live_rows else None
@@ -268,6 +278,7 @@ def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
         live_error=live_error,
         shadows=tuple(shadows),
         halt=HaltRef(halt.scope, halt.reason, halt.engaged_at.isoformat()) if halt else None,
+        scoped_halts=tuple(scoped),
         stale_versions=stale_versions,
         shadow_features=tuple(shadow_features),
     )

@@ -155,7 +155,11 @@ def test_each_update_is_a_new_audited_version_and_the_old_one_stays():
         None,
         {
             "version": 1,
-            "values": {"fairness_limits": {"fpr_ratio": {"min": 0.5}}, "prohibited_features": []},
+            "values": {
+                "fairness_limits": {"fpr_ratio": {"min": 0.5}},
+                "prohibited_features": [],
+                "scoped_attributes": [],
+            },
         },
     ]
     assert events.last().after["values"]["prohibited_features"] == ["ethnicity"]

@@ -52,6 +52,18 @@ def ci(api_client):
 
 
 @pytest.fixture
+def lead(api_client):
+    """An ML Lead: engages halts and is one of the two release approvers."""
+    return api_client("ml_lead", username="lead")
+
+
+@pytest.fixture
+def ethicist(api_client):
+    """An Ethics Officer: the other release approver."""
+    return api_client("ethics_officer", username="ethicist")
+
+
+@pytest.fixture
 def ingested(cold_gateway) -> list[dict]:
     """The gateway's monitoring ingestion replaced by a recorder of what it is handed.
 

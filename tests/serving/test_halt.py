@@ -23,16 +23,6 @@ def release(client, scope, **extra):
     return client.post("/api/v1/halt/release/", {"scope": scope, **extra}, format="json")
 
 
-@pytest.fixture
-def lead(api_client):
-    return api_client("ml_lead", username="lead")
-
-
-@pytest.fixture
-def ethicist(api_client):
-    return api_client("ethics_officer", username="ethicist")
-
-
 def test_the_next_predict_after_a_committed_halt_answers_503_with_the_reason(
     mlflow_models, ci, lead, committed
 ):
