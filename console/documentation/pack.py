@@ -47,7 +47,7 @@ AS_OF_RULE = (
     "facts (immutable), the model card text, and the settings quoted under logging."
 )
 VERIFY = (
-    "Run `manage.py verify_audit` (or GET /api/v1/audit/verify/): the chain must be intact and "
+    "Run manage.py verify_audit (or GET /api/v1/audit/verify/): the chain must be intact and "
     "its event at built_from.audit_seq must carry built_from.audit_hash; the events listed under "
     "changes carry their own links (hash, prev_hash). The same seq gives the same bytes."
 )
