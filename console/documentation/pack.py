@@ -12,6 +12,7 @@ quotes) is shown as it is now.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -202,6 +203,39 @@ def _development(version: ModelVersion) -> dict[str, Any]:
 
 # --- 3. validation ---------------------------------------------------------------------------
 
+Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
+# rate -> the count it is a rate of, in a fairness gate's group report
+_RATE_OF = {"tpr": "n_positive", "fnr": "n_positive", "fpr": "n_negative", "selection_rate": "n"}
+
+
+def wilson(rate: Any, n: Any) -> list[float] | None:
+    """The Wilson score 95 % interval of a proportion ``rate`` observed on ``n`` records (sound
+    at small n and at rates of 0 or 1, where the normal approximation is not)."""
+    if not isinstance(rate, int | float) or not isinstance(n, int | float) or n <= 0:
+        return None
+    z2 = Z95 * Z95
+    centre = (rate + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(max(rate * (1 - rate), 0.0) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6)]
+
+
+def _intervals(values: Any) -> dict[str, dict[str, list[float]]]:
+    groups = values.get("groups") if isinstance(values, dict) else None
+    if not isinstance(groups, dict):
+        return {}
+    out: dict[str, dict[str, list[float]]] = {}
+    for group, report in groups.items():
+        if not isinstance(report, dict):
+            continue
+        found = {
+            rate: interval
+            for rate, count in _RATE_OF.items()
+            if (interval := wilson(report.get(rate), report.get(count))) is not None
+        }
+        if found:
+            out[str(group)] = found
+    return out
+
 
 def _validation(version: ModelVersion, cut: Cut) -> dict[str, Any]:
     evaluations = (
@@ -249,6 +283,7 @@ def _validation(version: ModelVersion, cut: Cut) -> dict[str, Any]:
                         "policy_version": e.policy.version if e.policy else None,
                         "attribute": attribute,
                         "result": values,
+                        "intervals_95": _intervals(values),
                     }
                 )
     return {"gate_reports": reports, "fairness_per_group": fairness}

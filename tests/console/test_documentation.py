@@ -62,8 +62,15 @@ def _fairness_report(version) -> Evaluation:
                         "area": {
                             "status": "passed",
                             "groups": {
-                                "north": {"n": 400, "tpr": 0.71, "fpr": 0.1},
-                                "south": {"n": 380, "tpr": 0.69, "fpr": 0.11},
+                                "north": {
+                                    "n": 400,
+                                    "n_positive": 100,
+                                    "n_negative": 300,
+                                    "tpr": 0.71,
+                                    "fpr": 0.1,
+                                    "selection_rate": 0.25,
+                                },
+                                "south": {"n": 380, "n_positive": 0, "tpr": None, "fpr": 0.11},
                             },
                         }
                     },
@@ -165,6 +172,13 @@ def test_the_pack_has_every_section_and_the_facts_of_the_story(story):
     assert policies["validation"]["version"] == 7
     (fair,) = validation["fairness_per_group"]
     assert fair["attribute"] == "area" and fair["result"]["groups"]["south"]["n"] == 380
+    # Wilson 95 % intervals: tpr 0.71 of 100 positives is [0.6146, 0.7899] (the roots of
+    # (p - x)^2 = z^2 x (1 - x) / n, found with scipy.optimize.brentq)
+    north = fair["intervals_95"]["north"]
+    assert [round(x, 4) for x in north["tpr"]] == [0.6146, 0.7899]
+    assert set(north) == {"tpr", "fpr", "selection_rate"}
+    assert north["fpr"][0] < 0.1 < north["fpr"][1]
+    assert "south" not in fair["intervals_95"]  # no positives, no negatives count: no interval
 
     oversight = pack["s4_risk_management_and_human_oversight"]
     promote = [a for a in oversight["approvals"] if a["transition"] == "promote"]
