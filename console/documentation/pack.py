@@ -7,7 +7,7 @@ their timeline and steps, rollbacks, runs, alerts, metric points, data batches) 
 recorded at or before the time of the event at the cut, a date after that time is shown as null,
 and a status is derived from those dates (see ``AS_OF_RULE``). What is not dated (the version's
 registered facts, which never change, the model card, and the settings the logging section
-quotes) is shown as it is now.
+quotes, and the beat schedule) is shown as it is now.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import CharField, Q, QuerySet
 from django.db.models.functions import Cast
+from django_celery_beat.models import PeriodicTask
 
 from governance import audit
 from governance.api.audit_views import version_events
@@ -45,7 +46,8 @@ AS_OF_RULE = (
     "included when recorded at or before that event's time (built_from.audit_recorded_at); a date "
     "after it is shown as null and statuses are derived from the dates shown; the stage is the "
     "one the audit trail records at that event. Not dated, shown as now: the version's registered "
-    "facts (immutable), the model card text, and the settings quoted under logging."
+    "facts (immutable), the model card text, the beat schedule of the monitoring plan and the "
+    "settings quoted under logging."
 )
 VERIFY = (
     "Run manage.py verify_audit (or GET /api/v1/audit/verify/): the chain must be intact and "
@@ -480,6 +482,31 @@ def _oversight(version: ModelVersion, cut: Cut) -> dict[str, Any]:
 # --- 5. monitoring plan and 6. post-market results -------------------------------------------
 
 
+def _schedules() -> list[dict[str, Any]]:
+    """The monitoring tasks of the beat schedule (django-celery-beat rows, editable in the
+    admin; shown as they are now)."""
+    rows = (
+        PeriodicTask.objects.filter(task__startswith="monitoring.")
+        .select_related("crontab")
+        .order_by("name")
+    )
+    return [
+        {
+            "name": t.name,
+            "task": t.task,
+            "enabled": t.enabled,
+            "crontab_utc": (
+                f"{t.crontab.minute} {t.crontab.hour} {t.crontab.day_of_month} "
+                f"{t.crontab.month_of_year} {t.crontab.day_of_week}"
+                if t.crontab
+                else None
+            ),
+            "description": t.description,
+        }
+        for t in rows
+    ]
+
+
 def _plan(version: ModelVersion, cut: Cut) -> dict[str, Any]:
     monitoring = _policy("monitoring", version.model_id, cut)
     values = monitoring["values"]
@@ -488,10 +515,11 @@ def _plan(version: ModelVersion, cut: Cut) -> dict[str, Any]:
         "schedule": (
             "Celery beat fans out one run per live version and check for the window ending at "
             f"midnight UTC: the daily checks over the last {values.get('daily_window_days')} "
-            f"days, every day; the weekly checks over the last "
-            f"{values.get('weekly_window_days')} days, every week. High and critical alerts "
-            "open incidents; critical ones can roll back (see the policy's thresholds)."
+            f"days, the weekly checks over the last {values.get('weekly_window_days')} days, "
+            "when the beat_schedule rows below say. High and critical alerts open incidents; "
+            "critical ones can roll back (see the policy's thresholds)."
         ),
+        "beat_schedule": _schedules(),
         "monitoring_policy": monitoring,
         "validation_policy": _policy("validation", version.model_id, cut),
     }

@@ -200,6 +200,9 @@ def test_the_pack_has_every_section_and_the_facts_of_the_story(story):
 
     plan = pack["s5_monitoring_plan"]
     assert "fairness" in plan["checks"]["daily"] and plan["monitoring_policy"]["values"]["psi_max"]
+    beat = {t["task"]: t["crontab_utc"] for t in plan["beat_schedule"]}
+    assert beat["monitoring.run_weekly_checks"] == "0 3 * * 1"  # Mondays 03:00 UTC (migration)
+    assert beat["monitoring.run_daily_checks"] == "0 2 * * *"
     results = pack["s6_post_market_results"]
     assert len(results["runs"]) == 2 and len(results["alerts"]) == 2
     south = next(s for s in results["series"] if s["group"] == "area=south")
