@@ -66,6 +66,7 @@ PAGES = [
     ("model", "/console/models/{model}/"),
     ("model-series", "/console/models/{model}/series.json"),
     ("version", "/console/models/{model}/versions/{version}/"),
+    ("documentation", "/console/models/{model}/versions/{version}/documentation/"),
     ("incident", "/console/incidents/{incident}/"),
     ("work", "/console/work/"),
     ("audit", "/console/audit/"),

@@ -3,6 +3,8 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from console.documentation.api import DocumentationView
+
 from . import health
 
 admin.site.site_header = "Model governance"
@@ -22,6 +24,11 @@ urlpatterns = [
     path("api/v1/", include("incidents.urls")),
     path("api/v1/", include("incidents.ethics_urls")),
     path("api/v1/", include("serving.urls")),
+    path(
+        "api/v1/models/<str:name>/versions/<str:version>/documentation/",
+        DocumentationView.as_view(),
+        name="version-documentation",
+    ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import incident_views, model_views, page_views, views
+from .documentation import views as documentation_views
 
 app_name = "console"
 
@@ -30,6 +31,16 @@ urlpatterns = [
         "models/<str:name>/versions/<str:version>/",
         page_views.version,
         name="version",
+    ),
+    path(
+        "models/<str:name>/versions/<str:version>/documentation/",
+        documentation_views.documentation,
+        name="version-documentation",
+    ),
+    path(
+        "models/<str:name>/versions/<str:version>/documentation/download/",
+        documentation_views.documentation_download,
+        name="version-documentation-download",
     ),
     path("audit/", page_views.audit, name="audit"),
     path("audit/export.csv", page_views.audit_export, name="audit-export"),

@@ -184,6 +184,18 @@ class _Walk:
         where = f"seq {seq} (event id {event_id})" if event_id is not None else f"seq {seq}"
         self.problem = f"{where}: {problem}"
 
+    def result(self, head_seq: int, head_link: str, **checkpoints: Any) -> Verification:
+        return Verification(
+            valid=self.bad_seq is None,
+            events=self.count,
+            first_broken=self.bad_id,
+            problem=self.problem,
+            first_bad_seq=self.bad_seq,
+            head_seq=head_seq,
+            head_link=head_link,
+            **checkpoints,
+        )
+
 
 def _row_problem(row: dict, walk: _Walk, lkey: bytes) -> str:
     if row["prev_hash"] != walk.prev:
@@ -309,17 +321,22 @@ def verify(*, batch_size: int = 2000) -> Verification:
                 "(appended outside the audit service)",
             )
     _check_redactions(walk)
-    return Verification(
-        valid=walk.bad_seq is None,
-        events=walk.count,
-        first_broken=walk.bad_id,
-        problem=walk.problem,
-        first_bad_seq=walk.bad_seq,
-        head_seq=head_seq,
-        head_link=head_hash,
-        checkpoint=checkpoint,
-        refused_checkpoints=scan.refused,
-    )
+    return walk.result(head_seq, head_hash, checkpoint=checkpoint, refused_checkpoints=scan.refused)
+
+
+def verify_through(seq: int, *, batch_size: int = 2000) -> Verification:
+    """Walk the chain from its start up to ``seq`` only (digests, links, sequence).
+
+    For a document built as of ``seq`` (the technical-documentation pack): its result depends on
+    the rows up to ``seq`` alone, so it stays the same while the log grows. It does not consult
+    checkpoints or the live head; ``verify`` does that for the whole chain.
+    """
+    _, lkey = _keys()
+    walk = _Walk(prev=GENESIS, expected=1)
+    _walk(walk, _rows(1, seq, batch_size), lkey)
+    if walk.bad_seq is None and walk.expected - 1 != seq:
+        walk.fail(walk.expected, None, f"the chain ends at seq {walk.expected - 1}, before {seq}")
+    return walk.result(walk.expected - 1, walk.prev)
 
 
 def _hold_against_checkpoint(walk: _Walk, checkpoint: Checkpoint, key: bytes, last: int) -> None:

@@ -30,5 +30,5 @@ def test_the_console_bench_measures_every_page_on_a_tiny_fleet(tmp_path):
     figures = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     measured = {f["page"] for f in figures if f.get("bench") == "console"}
     every = {"overview", "overview-rows", "alerts", "halts", "model", "model-series", "version"}
-    assert every | {"incident", "work", "audit"} <= measured
+    assert every | {"incident", "work", "audit", "documentation"} <= measured
     assert all(f["queries"] > 0 and f["value"] > 0 for f in figures if "queries" in f)

@@ -1,5 +1,6 @@
 """Smoke test: the demo command on the embedded defaults (SQLite, local MLflow) in a fresh var/."""
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -26,12 +27,25 @@ def _run_demo_twice(tmp_path: Path) -> None:
     dropped = {"DATABASE_URL", "CELERY_BROKER_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"}
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env |= {"GOVERNANCE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings.dev"}
+    outputs = []
     for args in (["migrate", "-v0"], ["demo"], ["demo"]):
         done = subprocess.run(
             [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stdout + done.stderr
+        outputs.append(done.stdout)
     assert "already registered" in done.stdout  # a second run changes nothing
+
+    # the technical-documentation pack of the rolled-back 1.0.1, written and announced
+    folder = tmp_path / "documentation"
+    pdf = folder / "hotspot-classifier-1.0.1.pdf"
+    assert "documentation pack of 1.0.1 (audit seq " in outputs[1] and str(pdf) in outputs[1]
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    pack = json.loads((folder / "hotspot-classifier-1.0.1.json").read_text())
+    oversight = pack["s4_risk_management_and_human_oversight"]
+    assert [r["status_at_cut"] for r in oversight["rollbacks"]] == ["completed"]
+    assert oversight["incidents"][0]["playbook"]["number"] == "2"
+    assert pack["s8_changes"]["chain_verification"]["valid"] is True
 
 
 def _check_versions_and_history(db: sqlite3.Connection) -> list[tuple]:

@@ -73,6 +73,9 @@ API: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/models/{name}/versions/{version}/approvals/"): R(READERS),
     ("POST", "/api/v1/models/{name}/versions/{version}/approvals/"): R(READERS),
     ("GET", "/api/v1/models/{name}/versions/{version}/history/"): R(READERS),
+    # issue 15: who may read the version reads its documentation pack (its audit trail is
+    # withheld, not refused, without read_audit)
+    ("GET", "/api/v1/models/{name}/versions/{version}/documentation/"): R(READERS),
     ("POST", "/api/v1/models/{name}/versions/{version}/reference/"): R(
         holders(["ci", "data_engineer"])
     ),
@@ -151,6 +154,8 @@ PAGES: dict[tuple[str, str], Rule] = {
     # issue 12: a version of a model one may not read is a 404; the audit page and its export
     # follow GET /api/v1/audit/ (read_audit, per-model grants see their models' events)
     ("GET", "/console/models/{name}/versions/{version}/"): R(READERS),
+    ("GET", "/console/models/{name}/versions/{version}/documentation/"): R(READERS),
+    ("GET", "/console/models/{name}/versions/{version}/documentation/download/"): R(READERS),
     ("GET", "/console/audit/"): R(holders(["ml_lead", "ethics_officer", "auditor"]), listing=True),
     ("GET", "/console/audit/export.csv"): R(
         holders(["ml_lead", "ethics_officer", "auditor"]), listing=True

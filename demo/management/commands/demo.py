@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from datetime import date, timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
@@ -46,6 +47,8 @@ VERSIONS = [
 ]
 # PATCH 1.0.1 changes only the decision threshold: fast-tracked to production over 1.0.0.
 THRESHOLDS = {"1.0.1": 0.45}
+# The version whose technical-documentation pack the demo writes: promoted, then rolled back.
+DOCUMENTED = "1.0.1"
 
 
 class Command(BaseCommand):
@@ -74,6 +77,7 @@ class Command(BaseCommand):
         )
         if done >= {v[0] for v in VERSIONS}:
             self.step("demo models already registered; nothing to do")
+            self._documentation()
             return
         from demo import data
 
@@ -117,6 +121,7 @@ class Command(BaseCommand):
         self._walk_lifecycle(ci)
         self._traffic(frame, seed)
         self._incidents()
+        self._documentation()
         self.step("done")
 
     def _incidents(self) -> None:
@@ -128,6 +133,16 @@ class Command(BaseCommand):
             self.step(line)
         for line in deliver_notifications(MODEL_NAME):
             self.step(line)
+
+    def _documentation(self) -> None:
+        """The technical-documentation pack of the rolled-back 1.0.1, which tells its story."""
+        from console.management.commands.documentation_pack import write_pack
+
+        folder = settings.VAR_DIR / "documentation"
+        for fmt in ("pdf", "html", "json"):
+            out = folder / f"{MODEL_NAME}-{DOCUMENTED}.{fmt}"
+            cut = write_pack(MODEL_NAME, DOCUMENTED, fmt=fmt, as_of=None, out=out)
+            self.step(f"documentation pack of {DOCUMENTED} (audit seq {cut.seq}): {out}")
 
     def _traffic(self, frame, seed: int) -> None:
         """Production traffic for the live version (or, if no version went live, the first)."""
