@@ -161,3 +161,40 @@ def mlflow_serve_command(venv_bin, model_uri: str, port: int) -> list[str]:
     """The peer the benches compare with: ``mlflow models serve`` with two workers, local env."""
     command = [str(venv_bin / "mlflow"), "models", "serve", "-m", model_uri]
     return [*command, "-h", "127.0.0.1", "-p", str(port), "-w", "2", "--env-manager", "local"]
+
+
+def profiled(work, path, *, title: str) -> str:
+    """Run ``work()`` under cProfile and write its summary to ``path`` (``write_profile``);
+    returns the path relative to the repository, for the bench's JSON line."""
+    import cProfile
+    import os
+    from pathlib import Path
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    work()
+    profiler.disable()
+    write_profile(profiler, path, title=f"{title} (load1 {os.getloadavg()[0]:.2f})")
+    return str(Path(path).resolve().relative_to(Path(__file__).resolve().parent.parent))
+
+
+def write_profile(profiler, path, *, title: str, lines: int = 35) -> None:
+    """A cProfile's summary as text beside the bench (``bench/profiles/``): by own time, then by
+    cumulative time. Relative costs stay valid on a loaded machine where wall-clock figures do not.
+    """
+    import io
+    import os
+    import pstats
+    from pathlib import Path
+
+    out = io.StringIO()
+    out.write(f"{title}\n\n")
+    for key in ("tottime", "cumulative"):
+        stats = pstats.Stats(profiler, stream=out)
+        stats.strip_dirs().sort_stats(key).print_stats(lines)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if raw := os.environ.get("BENCH_PROFILE_RAW"):  # a directory for the pstats files too
+        profiler.dump_stats(str(Path(raw) / f"{target.stem}.prof"))
+    text = out.getvalue()
+    target.write_text("\n".join(line.rstrip() for line in text.splitlines()) + "\n")

@@ -61,6 +61,9 @@ SHIFTED = {"x15": 0.8, "x16": 1.0}
 REFERENCE_ROWS = 100_000
 
 
+PEER_UNCHUNKED_S = 105.0  # issue 17's run of the code before the chunked fan-out
+
+
 def emit(bench: str, value, unit: str, **extra) -> None:
     drift.emit(bench, value, unit, **extra)
 
@@ -243,7 +246,10 @@ def measure(models: int, timeout: float, workers: list[subprocess.Popen]) -> dic
         time.sleep(0.5)
     runs = MonitorRun.objects.all()
     span = runs.aggregate(
-        created_first=Min("created_at"), created_last=Max("created_at"), last=Max("finished_at")
+        created_first=Min("created_at"),
+        created_last=Max("created_at"),
+        first_started=Min("started_at"),
+        last=Max("finished_at"),
     )
     statuses: dict[str, int] = {}
     durations: dict[str, list[float]] = {}
@@ -262,6 +268,7 @@ def measure(models: int, timeout: float, workers: list[subprocess.Popen]) -> dic
         "finished": done >= expected,
         "wall_s": (last - enqueued_at).total_seconds(),
         "fanout_s": ((span["created_last"] or enqueued_at) - enqueued_at).total_seconds(),
+        "first_run_s": ((span["first_started"] or enqueued_at) - enqueued_at).total_seconds(),
         "statuses": statuses,
         "durations": durations,
         "alerts": Alert.objects.count(),
@@ -288,6 +295,13 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the runs")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help="MONITORING_FAN_OUT_CHUNK (live versions per fan-out task; 0: one task creates "
+        "every run, the fan-out before issue 17)",
+    )
     return parser.parse_args()
 
 
@@ -297,7 +311,10 @@ def _run(args: argparse.Namespace) -> dict:
     name = f"bench_fleet_{os.getpid()}"
     var = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     database_url = create_database(args.admin_url, name)
-    env = worker_environment(database_url, str(var), args.redis_url)
+    extra = {}
+    if args.chunk is not None:
+        extra["MONITORING_FAN_OUT_CHUNK"] = str(args.chunk or 1_000_000)
+    env = worker_environment(database_url, str(var), args.redis_url, **extra)
     os.environ.update(env)
     import redis
 
@@ -361,6 +378,11 @@ def _report(args: argparse.Namespace, result: dict) -> None:
         target=TARGET_S if args.models == 500 else None,
         met=(wall <= TARGET_S and result["finished"]) if args.models == 500 else None,
         fanout_s=round(result["fanout_s"], 1),
+        first_run_s=round(result["first_run_s"], 1),
+        fan_out_chunk=args.chunk,
+        peer="the unchunked fan-out of issue 17 (quoted: 500 models, 2 workers, load 1.9-3.4)",
+        peer_value=PEER_UNCHUNKED_S if args.models == 500 else None,
+        ratio=round(PEER_UNCHUNKED_S / wall, 2) if args.models == 500 and wall else None,
     )
     emit("fleet_runs_per_second", round(rate, 2), "runs/s", workers=label)
     if args.models != 500 or not result["finished"]:

@@ -134,10 +134,25 @@ def percentile(values: list[float], q: float) -> float:
 # --- set-up -------------------------------------------------------------------------------------
 
 
-def prepare_environment(workdir: Path) -> None:
+# What docker-compose's ``gateway`` service runs (``config.settings.gateway``): the predict URLs
+# only, no sessions, messages or admin; dev settings otherwise (no TLS redirect, local paths).
+GATEWAY_SERVICE = """
+from config.gateway import gateway_settings
+
+_gateway = gateway_settings(INSTALLED_APPS, MIDDLEWARE, REST_FRAMEWORK, TEMPLATES)  # noqa: F405
+INSTALLED_APPS = _gateway["INSTALLED_APPS"]
+MIDDLEWARE = _gateway["MIDDLEWARE"]
+REST_FRAMEWORK = _gateway["REST_FRAMEWORK"]
+TEMPLATES = _gateway["TEMPLATES"]
+ROOT_URLCONF = _gateway["ROOT_URLCONF"]
+"""
+
+
+def prepare_environment(workdir: Path, *, web: bool = False) -> None:
     extra = os.environ.get("BENCH_GATEWAY_SETTINGS", "")  # e.g. "SERVING_LOG_BATCH_SIZE = 20000"
     lines = [line.strip() for line in extra.split(";") if line.strip()]
-    (workdir / "bench_serving_settings.py").write_text("\n".join([SETTINGS, *lines, ""]))
+    parts = [SETTINGS, *([] if web else [GATEWAY_SERVICE]), *lines, ""]
+    (workdir / "bench_serving_settings.py").write_text("\n".join(parts))
     (workdir / "bench_plain_wsgi.py").write_text(PLAIN_WSGI)
     os.environ.setdefault("GOVERNANCE_VAR_DIR", str(workdir / "var"))
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench_serving_settings"
@@ -235,7 +250,7 @@ def wsgi_requester(token: str):
     return request
 
 
-def in_process(ctx: dict) -> None:
+def in_process(ctx: dict, *, profile: bool = False) -> None:
     import pandas as pd
 
     from registry import mlflow_bridge
@@ -297,7 +312,9 @@ def in_process(ctx: dict) -> None:
             round(p50_full - p50_scorer, 3),
             "ms",
             instances=size,
-            target="< 2 ms at p50",
+            target="<= 1.5 ms at p50 (issue 17)" if size == 100 else "< 2 ms at p50",
+            peer="gateway_in_process p50, gateway_scorer p50",
+            peer_value=[round(p50_full, 3), round(p50_scorer, 3)],
             note="auth + routing + halt check + validation + thresholds + logging + shadow "
             "hand-off: in-process p50 minus the scorer's p50",
         )
@@ -310,6 +327,8 @@ def in_process(ctx: dict) -> None:
             instances=size,
             note="in-process gateway p50 minus a bare pyfunc predict p50",
         )
+        if profile:
+            profile_requests(lambda b=body: request(b), size)
     shadow.drain()
     from serving import log
 
@@ -384,6 +403,25 @@ def scoped_halt(ctx: dict, *, rounds: int = 10, n: int = 200) -> None:
         note="in-process p50 of a request the scoped halt refuses (503 naming the instance), "
         "beside a served request under the same halt",
     )
+
+
+def profile_requests(send, size: int, n: int = 3000) -> None:
+    """cProfile of ``n`` in-process requests: ``bench/profiles/gateway_<size>.txt``."""
+    from bench._common import profiled
+    from serving import shadow
+
+    def work() -> None:
+        for _ in range(n):
+            send()
+        shadow.drain()
+
+    path = profiled(
+        work,
+        REPO / "bench" / "profiles" / f"gateway_{size}.txt",
+        title=f"bench/serving.py --profile: {n} in-process predict requests of {size} "
+        "instance(s) through Django's WSGI handler",
+    )
+    emit("profile", path, "file", instances=size, requests=n)
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -739,12 +777,24 @@ def main() -> None:
         action="store_true",
         help="set up, print the scoped-halt figures (in-process) and stop",
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="write bench/profiles/gateway_*.txt (cProfile)"
+    )
+    parser.add_argument(
+        "--web",
+        action="store_true",
+        help="the web service's settings (every URL, sessions) instead of the gateway service's",
+    )
+    parser.add_argument(
+        "--in-process-only", action="store_true", help="stop after the in-process figures"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     servers: list[Server] = []
     try:
-        prepare_environment(workdir)
+        prepare_environment(workdir, web=args.web)
+        emit("settings", "web" if args.web else "gateway", "service")
         from django.conf import settings
 
         # The in-process figures must not write to the store the gunicorn run is checked against.
@@ -754,7 +804,9 @@ def main() -> None:
         scoped_halt(ctx)
         if args.only_scoped_halt:
             return
-        in_process(ctx)
+        in_process(ctx, profile=args.profile)
+        if args.in_process_only:
+            return
 
         token = ctx["token"]
         headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
@@ -868,14 +920,28 @@ def main() -> None:
             for size in (1, 100):
                 ours = THROUGHPUT.get(("gateway", size))
                 best = THROUGHPUT.get(("mlflow-models-serve", size))
+                plain = THROUGHPUT.get(("plain-wsgi", size))
                 if ours and best:
                     emit(
                         "gateway_vs_mlflow",
                         round(ours / best, 2),
                         "x",
                         instances=size,
-                        target=">= 1.7x",
+                        peer="mlflow-models-serve",
+                        peer_value=best,
+                        target=">= 3x (issue 17)" if size == 100 else ">= 1.7x",
                         note="gateway throughput over MLflow's best mode in this run",
+                    )
+                if ours and plain:
+                    emit(
+                        "gateway_vs_plain_wsgi",
+                        round(ours / plain, 2),
+                        "fraction",
+                        instances=size,
+                        peer="plain-wsgi",
+                        peer_value=plain,
+                        target=">= 0.85 (issue 17)" if size == 100 else ">= 0.75 (issue 17)",
+                        note="gateway throughput over the plain WSGI app's under the same gunicorn",
                     )
     finally:
         for server in servers:

@@ -52,6 +52,10 @@ LIFECYCLE_ACTIONS = (PROMOTE, RESTORE, ROLLBACK)
 
 FAIRNESS_RATIOS = ("fpr_ratio", "fnr_ratio")
 FAIRNESS_GROUP_RATES = ("tpr", "fpr")
+# Each charted fairness number's interval bounds (monitoring.checks: "<metric>_lower/_upper"),
+# drawn as a band around its line (points' "lo"/"hi").
+FAIRNESS_BANDED = ("equalized_odds_difference", *FAIRNESS_RATIOS, *FAIRNESS_GROUP_RATES)
+FAIRNESS_BOUNDS = tuple(f"{m}_{side}" for m in FAIRNESS_BANDED for side in ("lower", "upper"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,6 +322,8 @@ def _empty_charts(monitoring: dict[str, Any], validation: dict[str, Any]) -> dic
         "rate",
     )
     groups["min_group_size"] = validation["min_group_size"]
+    for chart in (gap, ratio, groups):
+        chart["confidence_level"] = monitoring["confidence_level"]
     ece = _chart("ece", "Calibration: expected calibration error", Check.CALIBRATION, "ECE")
     ece["thresholds"].append(
         {
@@ -330,10 +336,42 @@ def _empty_charts(monitoring: dict[str, Any], validation: dict[str, Any]) -> dic
     labels = _chart(
         "labels", "Label arrival: records stored per day", Check.LABEL_DRIFT, "records per day"
     )
-    return {c["id"]: c for c in (psi, ks, performance, gap, ratio, groups, ece, labels)}
+    charts = {c["id"]: c for c in (psi, ks, performance, gap, ratio, groups, ece, labels)}
+    if monitoring["feedback_cell_field"]:  # only models that name a cell run the check
+        charts["feedback_loop"] = _feedback_chart(monitoring)
+    return charts
 
 
-POINT_KINDS = (Check.DATA_DRIFT, Check.PREDICTION_DRIFT, Check.FAIRNESS, Check.CALIBRATION)
+# The feedback-loop check's points (docs/feedback-loops.md): metric -> (label, axis).
+_LOOP_SERIES = {
+    "ratio": ("incidents in the top-k cells / expected from their history", "y"),
+    "topk_label_share": ("share of the last period's incidents in the top-k cells", "y2"),
+    "expected_topk_share": ("share expected from their history", "y2"),
+}
+
+
+def _feedback_chart(monitoring: dict[str, Any]) -> dict[str, Any]:
+    chart = _chart(
+        "feedback_loop",
+        "Feedback loop: incidents where the model sent attention, against their history",
+        Check.FEEDBACK_LOOP,
+        "ratio",
+        y2={"label": "share of incidents", "type": "linear"},
+    )
+    limit = monitoring["feedback_ratio_max"]
+    chart["thresholds"].append(
+        {"value": limit, "axis": "y", "label": f"ratio limit {rounded(limit)}", "kind": "max"}
+    )
+    return chart
+
+
+POINT_KINDS = (
+    Check.DATA_DRIFT,
+    Check.PREDICTION_DRIFT,
+    Check.FAIRNESS,
+    Check.CALIBRATION,
+    Check.FEEDBACK_LOOP,
+)
 
 
 @dataclass
@@ -383,15 +421,16 @@ def _runs(model: RegisteredModel, period: Period) -> Runs:
 def _fill_points(
     charts: dict[str, dict], model: RegisteredModel, period: Period, runs: Runs
 ) -> None:
-    """PSI, KS, fairness and ECE from the metric points: one query."""
+    """PSI, KS, fairness, ECE and the feedback loop from the metric points: one query."""
     wanted = (
         Q(kind=Check.DATA_DRIFT, metric="psi")
         | Q(kind=Check.PREDICTION_DRIFT, metric__in=("ks_statistic", "ks_pvalue"))
         | Q(
             kind=Check.FAIRNESS,
-            metric__in=("equalized_odds_difference", *FAIRNESS_RATIOS, *FAIRNESS_GROUP_RATES, "n"),
+            metric__in=(*FAIRNESS_BANDED, *FAIRNESS_BOUNDS, "n"),
         )
         | Q(kind=Check.CALIBRATION, metric="ece")
+        | Q(kind=Check.FEEDBACK_LOOP, metric__in=tuple(_LOOP_SERIES))
     )
     rows = (
         MetricPoint.objects.filter(
@@ -402,7 +441,9 @@ def _fill_points(
     )
     series: dict[tuple[str, str], list] = {}
     sizes: dict[tuple[str, int, str], Any] = {}
-    group_rates: list[tuple[str, str, Any, int, str]] = []
+    group_rates: list[tuple[str, str, str, Any, int, str]] = []
+    bounds: dict[tuple, dict[str, Any]] = {}  # (metric, feature, group, t, version) -> lower/upper
+    banded: list[tuple[tuple, dict]] = []  # the points that get "lo"/"hi" once all are read
     finite = math.isfinite
 
     def points(chart_id: str, label: str, **options: Any) -> list:
@@ -414,7 +455,10 @@ def _fill_points(
             found = series[key] = made["points"]
         return found
 
-    SIZE, RATE = "size", "rate"  # routes of the fairness group rows, kept for after the loop
+    # Routes of the rows that are no series point: fairness sizes and rates (kept for after the
+    # loop), interval bounds (kept for the bands), and feedback-loop numbers of a model no longer
+    # naming a cell field (no chart: skipped).
+    SIZE, RATE, BOUND, SKIP = "size", "rate", "bound", "skip"
 
     def route(kind: str, metric: str, feature: str) -> list | str:
         """Where a (check, metric, feature) goes: a series' points, or SIZE or RATE."""
@@ -426,6 +470,14 @@ def _fill_points(
             return points("ks", "p-value", axis="y2")
         if kind == Check.CALIBRATION:
             return points("ece", "ECE")
+        if kind == Check.FEEDBACK_LOOP:
+            if "feedback_loop" not in charts:
+                return SKIP
+            label, axis = _LOOP_SERIES[metric]
+            dash = metric == "expected_topk_share"
+            return points("feedback_loop", label, axis=axis, dash=dash)
+        if metric in FAIRNESS_BOUNDS:
+            return BOUND
         if metric == "equalized_odds_difference":
             return points("fairness_gap", feature)
         if metric in FAIRNESS_RATIOS:
@@ -434,29 +486,47 @@ def _fill_points(
         return SIZE if metric == "n" else RATE
 
     # This loop runs once per stored number of the period (a year of one model: ~11,000), so
-    # each (check, metric, feature) is routed once and _point is inlined.
-    routes: dict[tuple[str, str, str], list | str] = {}
+    # each (check, metric, feature) is routed once and _point is inlined. Each route also
+    # says whether its points get a confidence band (the fairness aggregates).
+    routes: dict[tuple[str, str, str], tuple[list | str, bool]] = {}
     times = runs.times
     for run_id, kind, metric, feature, group, value in rows:
         t, version = times[run_id]
         y = float(value) if value is not None and finite(value) else None
         key = (kind, metric, feature)
-        target = routes.get(key)
-        if target is None:
-            target = routes[key] = route(kind, metric, feature)
+        found = routes.get(key)
+        if found is None:
+            found = routes[key] = (
+                route(kind, metric, feature),
+                kind == Check.FAIRNESS and metric in FAIRNESS_BANDED,
+            )
+        target, band = found
+        if target is SKIP:
+            continue
         if target is SIZE:
             sizes[(group, t, version)] = value
         elif target is RATE:
-            group_rates.append((metric, group, y, t, version))
+            group_rates.append((metric, feature, group, y, t, version))
+        elif target is BOUND:
+            base, side = metric.rsplit("_", 1)
+            bounds.setdefault((base, feature, group, t, version), {})[side] = value
         else:
-            target.append({"t": t, "y": y, "version": version})
+            point = {"t": t, "y": y, "version": version}
+            target.append(point)
+            if band:
+                banded.append(((metric, feature, group, t, version), point))
     # Rates after sizes: each point carries the size of its group in that window.
-    for metric, group, y, t, version in group_rates:
+    for metric, feature, group, y, t, version in group_rates:
         n = sizes.get((group, t, version))
         target = points("fairness_groups", f"{metric.upper()} {group}", dash=metric == "fpr")
-        target.append(
-            {"t": t, "y": y, "version": version, "n": int(n) if _finite(n) is not None else None}
-        )
+        size = int(n) if _finite(n) is not None else None
+        point = {"t": t, "y": y, "version": version, "n": size}
+        target.append(point)
+        banded.append(((metric, feature, group, t, version), point))
+    for key, point in banded:  # runs before the intervals were kept have no band
+        if (interval := bounds.get(key)) is not None:
+            point["lo"] = _finite(interval.get("lower"))
+            point["hi"] = _finite(interval.get("upper"))
     charts["fairness_groups"]["series"].sort(key=lambda s: (s["label"][:3] != "TPR", s["label"]))
 
 
@@ -467,7 +537,13 @@ def _fill_performance(chart: dict, runs: Runs, drop_max: float) -> None:
     baseline = _series("validated baseline", role="baseline")
     limit = _series(f"{rounded(drop_max * 100)} % band", role="limit")
     factor = 1 + drop_max if metric in HIGHER_IS_WORSE else 1 - drop_max
+    # windows without enough labels: the estimate from calibrated scores, dashed
+    estimated = _series(f"{metric.upper()} estimated before labels", dash=True)
     for t, version, metrics in runs.performance:
+        if metrics.get("estimated"):
+            estimated["points"].append(
+                {"t": t, "y": _finite(metrics.get("estimated_value")), "version": version}
+            )
         base = _finite(metrics.get("baseline"))
         current["points"].append(
             {
@@ -480,7 +556,7 @@ def _fill_performance(chart: dict, runs: Runs, drop_max: float) -> None:
         baseline["points"].append({"t": t, "y": base, "version": version})
         bound = _finite(base * factor) if base is not None else None
         limit["points"].append({"t": t, "y": bound, "version": version})
-    chart["series"] += [current, baseline, limit]
+    chart["series"] += [current, baseline, limit] + ([estimated] if estimated["points"] else [])
 
 
 def _fill_labels(chart: dict, model: RegisteredModel, period: Period) -> None:
@@ -520,6 +596,8 @@ def _alert_place(kind: str, metric: str, value: Any, details: dict) -> tuple[str
         return ("fairness_ratio" if metric in FAIRNESS_RATIOS else "fairness_gap"), value, "y"
     if kind == Check.CALIBRATION:
         return "ece", value, "y"
+    if kind == Check.FEEDBACK_LOOP:
+        return "feedback_loop", value, "y"
     return "labels", None, "y"  # label drift: a rate change, drawn at the top of the counts
 
 
@@ -555,6 +633,8 @@ def _fill_alerts(charts: dict[str, dict], model: RegisteredModel, period: Period
         version,
     ) in rows:
         chart_id, y, axis = _alert_place(kind, metric, value, details)
+        if chart_id not in charts:  # a feedback-loop alert after its cell field was unset
+            continue
         about = f"{metric} of {feature}" if feature else metric
         charts[chart_id]["alerts"].append(
             {
@@ -703,6 +783,9 @@ def summaries(data: dict[str, Any]) -> list[ChartSummary]:
                 extra.append(f"group size {last['n']}")
             if last.get("drop") is not None:
                 extra.append(f"relative drop {rounded(last['drop'] * 100)} %")
+            if last.get("lo") is not None and last.get("hi") is not None:
+                level = rounded(float(chart.get("confidence_level", 0.95)) * 100)
+                extra.append(f"{level} % interval {rounded(last['lo'])} to {rounded(last['hi'])}")
             if chart["id"] == "labels":
                 extra.append(f"{sum(int(p['y']) for p in known)} in the period")
             rows.append(

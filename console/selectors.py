@@ -27,7 +27,8 @@ from serving.models import Halt
 from .paths import path_template
 
 GLOBAL = "global"
-SEVERITY_RANK = {Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+# a watch (fairness breach within noise) shows, below every alert that acts
+SEVERITY_RANK = {Severity.WATCH: 0.5, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
 UNRESOLVED_ALERTS = (AlertStatus.OPEN, AlertStatus.QUEUED, AlertStatus.ACKNOWLEDGED)
 
 

@@ -132,12 +132,17 @@ def metrics_gate(
 def fairness_gate(
     batch: evidence.EvidenceBatch, predicted: np.ndarray, *, thresholds: Mapping[str, Any]
 ) -> dict[str, Any]:
+    """The fairness rule (``analytics.fairness.judge``) at the policy's confidence level: a limit
+    fails the gate only when its whole interval lies beyond it (not on noise in a small group);
+    a breach within noise is a ``watch`` note; each group's power to see a gap of the limit's
+    size is reported, so a pass on small groups says how little it could have seen."""
     limits = {
         "equalized_odds_difference_max": float(thresholds["equalized_odds_difference_max"]),
         "fpr_ratio_min": float(thresholds["fpr_ratio_min"]),
         "fnr_ratio_min": float(thresholds["fnr_ratio_min"]),
         "min_group_size": int(thresholds["min_group_size"]),
     }
+    level = float(thresholds.get("confidence_level", fairness.DEFAULT_CONFIDENCE_LEVEL))
     min_size = limits["min_group_size"]
     reasons: list[str] = []
     values: dict[str, Any] = {}
@@ -146,20 +151,21 @@ def fairness_gate(
             "fairness cannot be judged: the records carry no sensitive attribute "
             '(give each record e.g. "sensitive": {"area": "north"})'
         )
-        return gate("fairness", False, values, limits, reasons)
+        return gate("fairness", False, values, limits | {"confidence_level": level}, reasons)
     report = stats.fairness_metrics(
         batch.labels, predicted, batch.sensitive, min_group_size=max(min_size, 1)
     )
-    verdict = fairness.judge(report, limits)
+    verdict = fairness.judge(report, limits, confidence_level=level)
     for name, result in report.attributes.items():
         data = result.to_dict()
         judged_attr = verdict.attributes[name]
         judged = judged_attr.judged
         attr_reasons = [f.describe() for f in judged_attr.violations + judged_attr.undefined]
         small = [g["group"] for g in data["groups"] if not g["judged"]]
+        proof = judged_attr.evidence()
         values[name] = {
             "judged": judged,
-            "passed": judged_attr.status == "passed",
+            "passed": judged_attr.status in ("passed", "watch"),
             "status": judged_attr.status,
             "equalized_odds_difference": data["equalized_odds_difference"],
             "fpr_ratio": data["fpr_ratio"],
@@ -168,6 +174,8 @@ def fairness_gate(
             "fpr_difference": data["fpr_difference"],
             "demographic_parity_ratio": data["demographic_parity_ratio"],
             "n_judged_groups": data["n_judged_groups"],
+            "intervals": proof["intervals"],
+            "power": proof["power"],
             "groups": {
                 g["group"]: {
                     "n": g["n"],
@@ -179,18 +187,24 @@ def fairness_gate(
                     "fnr": g["fnr"],
                     "ppv": g["ppv"],
                     "judged": g["judged"],
+                    "intervals": proof["groups"][g["group"]]["intervals"],
+                    "power": proof["groups"][g["group"]]["power"],
                 }
                 for g in data["groups"]
             },
         }
+        if judged_attr.watches:
+            values[name]["watch"] = [f.describe() for f in judged_attr.watches]
         if small:
             values[name]["note"] = (
                 f"groups under {min_size} records are reported, not judged: {', '.join(small)}"
+                + _power_note(proof, small)
             )
         if not judged:
             values[name]["note"] = (
                 f"not judged: fewer than two groups have at least {min_size} records"
                 + (f" (under {min_size}: {', '.join(small)})" if small else "")
+                + _power_note(proof, small)
             )
         reasons += attr_reasons
     if verdict.status == "not_judged":
@@ -199,7 +213,19 @@ def fairness_gate(
             "fairness cannot be judged: no sensitive attribute has two or more groups of at "
             f"least {min_size} records ({', '.join(report.attributes)})",
         )
-    return gate("fairness", verdict.passed, values, limits, reasons)
+    return gate("fairness", verdict.passed, values, limits | {"confidence_level": level}, reasons)
+
+
+def _power_note(proof: dict[str, Any], small: list[str]) -> str:
+    """What the small groups could have seen: their power for a gap of the limit's size."""
+    parts = []
+    for group in small:
+        power = proof["groups"][group]["power"].get("equalized_odds_difference")
+        if power is not None:
+            parts.append(f"{group} {power:.2f}")
+    if not parts:
+        return ""
+    return "; their power to detect an equalized-odds gap of the limit's size: " + ", ".join(parts)
 
 
 def calibration_gate(

@@ -131,6 +131,14 @@ VALIDATION = Schema(
         "fpr_ratio_min": number(0.80, **PROBABILITY, help="min/max FPR over groups, in [0, 1]"),
         "fnr_ratio_min": number(0.80, **PROBABILITY, help="min/max FNR over groups, in [0, 1]"),
         "min_group_size": whole(30, help="groups with fewer records are reported, not judged"),
+        "confidence_level": number(
+            0.95,
+            low=0.5,
+            high=1.0,
+            open_interval=True,
+            help="level of the fairness intervals: the gate fails on a limit only when the whole "
+            "interval lies beyond it",
+        ),
         "ece_max": number(0.05, **PROBABILITY),
         "shadow_days": whole(7, maximum=365, help="days a MAJOR/MINOR version shadows live"),
         "shadow_agreement_min": number(0.90, **PROBABILITY),

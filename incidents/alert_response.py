@@ -10,6 +10,9 @@ version -> degraded). Then, for high and critical alerts, under a row lock on th
   within ``rollback_window_hours`` (the model's monitoring policy), a rollback row is created
   (unique per failing version: never twice) and its task enqueued after commit.
 
+A ``watch`` alert (a fairness breach whose interval still includes the limit) stops after the
+default route: no incident, no page, no ethics check, no rollback count.
+
 Alerts on versions outside the serving stages open no incident (routing applies to serving
 versions only). Safe to call again for the same alert: an alert already attached to an
 incident changes nothing.
@@ -51,6 +54,9 @@ def incident_kind(alert: Alert) -> str:
 def route_alert(alert: Alert) -> dict:
     """Route one alert; returns what was done (for logs and tests)."""
     outcome: dict = {"default": default_route(alert)}
+    if alert.severity == Severity.WATCH:
+        outcome["action"] = "nothing: a watch alert counts toward nothing automatic"
+        return outcome
     if alert.severity not in PAGED_ROLE:
         if halted := ethics_check_alert(alert):  # no incident of its own: an ethics incident
             outcome["ethics"] = halted

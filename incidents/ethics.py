@@ -34,6 +34,7 @@ from typing import Any
 
 from django.db import transaction
 
+from analytics import fairness as fairness_rule
 from governance import audit
 from governance.audit import Actor
 from governance.lifecycle import live_lifecycle
@@ -41,7 +42,7 @@ from governance.models import SERVING_STAGES, Lifecycle
 from governance.permissions import can
 from governance.policies import policy_current, policy_publish, policy_validate
 from governance.roles import Action, Role
-from monitoring.models import Alert, Check, MonitorRun, RunStatus
+from monitoring.models import Alert, Check, MonitorRun, RunStatus, Severity
 from platform_core.errors import Forbidden
 from registry import services as registry_services
 from registry.models import ModelVersion, RegisteredModel
@@ -139,7 +140,10 @@ def fairness_breaches(
     """Every (attribute, aggregate) of a fairness run beyond the policy's hard bounds.
 
     Attributes monitoring did not judge (fewer than two groups of the minimum size) are skipped:
-    their aggregates describe one group, not a disparity. Undefined values are no breach.
+    their aggregates describe one group, not a disparity. Undefined values are no breach. A halt
+    needs evidence: where the run kept the aggregate's interval, the whole interval must lie
+    beyond the hard bound (``analytics.fairness.beyond``, the alerting rule); an estimate past
+    the bound whose interval still includes it is noise as far as a halt is concerned.
     """
     found: list[Breach] = []
     scoped = set(policy.scoped_attributes or ())
@@ -149,12 +153,17 @@ def fairness_breaches(
         judged = entry.get("judged", int(entry.get("n_judged_groups", 2)) >= 2)
         if not judged:
             continue
+        intervals = entry.get("intervals") or {}
         for metric, bound in sorted((policy.fairness_limits or {}).items()):
             value = entry.get(metric)
             if not is_number(value):
                 continue
+            interval = intervals.get(metric)
             for side, limit in sorted(bound.items()):
-                if _crossed(value, side, limit):
+                crossed = _crossed(value, side, limit)
+                if crossed and isinstance(interval, list | tuple) and len(interval) == 2:
+                    crossed = fairness_rule.beyond((interval[0], interval[1]), limit, side)
+                if crossed:
                     group = ""
                     if attribute in scoped:
                         group = confined_group(entry.get("groups"), metric, side, limit) or ""
@@ -252,8 +261,9 @@ def _serving(version: ModelVersion) -> bool:
 
 
 def alert_breaches(alert: Alert) -> list[Breach]:
-    """The hard bounds a fairness alert on a serving version crosses (none for other alerts)."""
-    if alert.kind != Check.FAIRNESS:
+    """The hard bounds a fairness alert on a serving version crosses (none for other alerts,
+    and none for a watch: its evidence does not establish the breach)."""
+    if alert.kind != Check.FAIRNESS or alert.severity == Severity.WATCH:
         return []
     policy = ethics_policy_current(alert.model)
     if policy is None or not policy.fairness_limits or not _serving(alert.version):

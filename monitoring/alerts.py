@@ -89,6 +89,18 @@ def alerts_resolve_with_incident(
     return done
 
 
+def alert_resolve_on_finding(alert: Alert, *, actor: Actor, note: str) -> bool:
+    """Resolve ``alert`` (locked by the caller, inside its transaction) on a service's finding,
+    such as an estimated alert the labels that arrived later did not confirm; no person's
+    permission applies, so the finding goes into the note. False if it was already resolved."""
+    if alert.status not in UNRESOLVED:
+        return False
+    before = alert.status
+    _mark_resolved(alert, actor, note)
+    _audit(alert, actor, "monitoring.alert_resolved", before, note)
+    return True
+
+
 def _mark_resolved(alert: Alert, actor: Actor, note: str) -> None:
     alert.status = AlertStatus.RESOLVED
     alert.resolved_at = timezone.now()

@@ -14,10 +14,17 @@ It returns a ``CheckResult`` (``metrics``: plain JSON, every number a JSON numbe
 ``Breach``). It raises ``Skip`` when there are too few rows to judge and ``CheckFailed`` when the
 data are broken (NaN scores, missing columns, no reference profile, no baseline).
 
+Concept drift does not wait for labels: on a window with too few, it estimates the metric from
+the calibrated scores (``analytics.performance_estimation``) and says so (``"estimated": true``);
+``reconcile_concept_drift`` judges the same window again once its labels are in.
+
 No false alerts: a breach needs the threshold crossed *and*, for the checks whose statistic is
 noisy on small samples (performance, calibration, fairness), the gap to be statistically
-significant at the policy's level. Label drift and prediction drift are tests already; PSI with
-10 bins over hundreds of rows is far below its limit on an unshifted feature.
+significant at the policy's level. Fairness states it with intervals (``analytics.fairness``):
+an aggregate whose interval lies wholly beyond its limit alerts at the check's severity; one
+whose interval still includes the limit raises a ``watch`` alert that nothing acts on. Label
+drift and prediction drift are tests already; PSI with 10 bins over hundreds of rows is far
+below its limit on an unshifted feature.
 """
 
 from __future__ import annotations
@@ -32,12 +39,13 @@ import pandas as pd
 from scipy import stats as sps
 
 from analytics import fairness as fairness_rule
+from analytics import performance_estimation as estimation
 from analytics import stats
 from analytics.stats import jsonable
 from governance.models import Evaluation, EvidenceKind
 
 from .columns import attribute_of, feature_column, is_sensitive
-from .models import Check
+from .models import Alert, AlertStatus, Check, MonitorRun, RunStatus, Severity
 
 ECE_BINS = 10
 HIGHER_IS_WORSE = frozenset({"brier"})  # performance metrics that are losses
@@ -66,6 +74,9 @@ class Breach(NamedTuple):
     value: float | None
     threshold: float | None
     details: dict[str, Any]
+    # None: the check's severity (models.SEVERITY); "watch": a breach the evidence does not
+    # establish (its interval includes the threshold), raised but acted on by nothing
+    severity: str | None = None
 
 
 Point = tuple[str, str, str, float | None]  # (metric, feature, group, value)
@@ -453,12 +464,17 @@ def _standard_error(metric: str, perf: stats.PerformanceMetrics, y, s, rng_seed:
     return float(np.std(f1, ddof=1))
 
 
-def concept_drift(window, profile, version, settings, thresholds) -> CheckResult:
-    """The policy's performance metric on labelled rows vs the validated baseline."""
-    metric = str(settings["performance_metric"])
-    baseline, evaluation_id = validated_baseline(version, metric)
-    labelled = _labelled(window)
-    _require_rows(len(labelled), int(settings["min_labeled_rows"]), "labelled records")
+def _relative_drop(metric: str, baseline: float, value: float) -> float:
+    """How much worse than the baseline, as a share of it (positive: worse)."""
+    worse = value - baseline if metric in HIGHER_IS_WORSE else baseline - value
+    return worse / abs(baseline)
+
+
+def _realised_performance(
+    labelled: pd.DataFrame, version, settings, metric: str, baseline: float
+) -> tuple[dict[str, Any], list[Point], Breach | None]:
+    """The metric on labelled rows, its relative drop and its one-sided p-value (raises Skip
+    when the metric is undefined on these labels)."""
     scores = _scores(labelled)
     y = _label_array(labelled)
     predicted = _predicted(labelled, scores, version)
@@ -466,10 +482,8 @@ def concept_drift(window, profile, version, settings, thresholds) -> CheckResult
     current = getattr(perf, metric)
     if current is None:
         raise Skip(f"{metric} is undefined on this window (e.g. the labels hold one class only)")
-    if baseline == 0:
-        raise CheckFailed(f"the validated baseline {metric} is 0: a relative drop is undefined")
-    worse = current - baseline if metric in HIGHER_IS_WORSE else baseline - current
-    drop = worse / abs(baseline)
+    drop = _relative_drop(metric, baseline, current)
+    worse = drop * abs(baseline)
     se = _standard_error(metric, perf, y.astype(np.float64), scores)
     if se is None:
         p_value = 1.0
@@ -483,7 +497,6 @@ def concept_drift(window, profile, version, settings, thresholds) -> CheckResult
         "n": len(labelled),
         "metric": metric,
         "baseline": baseline,
-        "baseline_evaluation": evaluation_id,
         "current": current,
         "relative_drop": drop,
         "performance_drop_max": drop_max,
@@ -508,6 +521,236 @@ def concept_drift(window, profile, version, settings, thresholds) -> CheckResult
             drop_max,
             {"metric": metric, "baseline": baseline, "current": current, "p_value": p_value},
         )
+    return metrics, points, breach
+
+
+def concept_drift(window, profile, version, settings, thresholds) -> CheckResult:
+    """The policy's performance metric on labelled rows vs the validated baseline.
+
+    With fewer than ``min_labeled_rows`` labels the metric is estimated from the calibrated
+    scores of every scored row instead (``_estimated_concept_drift``); with enough labels the
+    estimate on the labelled rows is kept beside the realised value (``estimate_gap``: a gap
+    means calibration broke, and with it every estimate of later windows)."""
+    metric = str(settings["performance_metric"])
+    baseline, evaluation_id = validated_baseline(version, metric)
+    if baseline == 0:
+        raise CheckFailed(f"the validated baseline {metric} is 0: a relative drop is undefined")
+    labelled = _labelled(window)
+    if len(labelled) < int(settings["min_labeled_rows"]):
+        return _estimated_concept_drift(
+            window, len(labelled), version, settings, thresholds, metric, baseline, evaluation_id
+        )
+    metrics, points, breach = _realised_performance(labelled, version, settings, metric, baseline)
+    metrics = {**metrics, "baseline_evaluation": evaluation_id, "estimated": False}
+    metrics["estimate"], gap_points = _estimate_gap(labelled, version, metric)
+    return CheckResult(jsonable(metrics), points + gap_points, breach)
+
+
+def _estimate_gap(
+    labelled: pd.DataFrame, version, metric: str
+) -> tuple[dict[str, Any], list[Point]]:
+    """The estimate beside the realised value on the same labelled rows: a seeded sample of at
+    most ``GAP_ROWS`` of them (a gap of a few hundredths is what matters, and the estimate's
+    sort would otherwise double the check's cost on a million rows)."""
+    rows = labelled
+    if len(labelled) > GAP_ROWS:
+        chosen = np.random.default_rng(0).choice(len(labelled), GAP_ROWS, replace=False)
+        rows = labelled.iloc[np.sort(chosen)]
+    scores = _scores(rows)
+    predicted = _predicted(rows, scores, version)
+    realised = getattr(stats.performance_metrics(_label_array(rows), scores, predicted), metric)
+    value = estimation.estimate_performance(
+        scores, predicted, draws=ESTIMATE_DRAWS, level=ESTIMATE_LEVEL
+    ).metrics[metric]
+    gap = None if value.value is None or realised is None else value.value - realised
+    summary = {
+        **value.to_dict(),
+        "realised": realised,
+        "gap": gap,
+        "n": len(rows),
+        "level": ESTIMATE_LEVEL,
+    }
+    points: list[Point] = [
+        (f"{metric}_estimated", "", "", value.value),
+        (f"{metric}_estimated_low", "", "", value.low),
+        (f"{metric}_estimated_high", "", "", value.high),
+        ("estimate_gap", "", "", gap),
+    ]
+    return summary, points
+
+
+# Labellings drawn for the estimate's interval and its level (analytics.performance_estimation).
+ESTIMATE_DRAWS = 200
+ESTIMATE_LEVEL = 0.95
+GAP_ROWS = 50_000
+_ESTIMATE_POINTS = ("auc", "accuracy", "precision", "recall", "f1", "brier")
+_UNRESOLVED_ALERT = (AlertStatus.OPEN, AlertStatus.QUEUED, AlertStatus.ACKNOWLEDGED)
+
+
+def calibration_reliability(version) -> tuple[bool, str, int | None]:
+    """Whether the scores can be trusted as probabilities: not while the latest calibration run
+    of the version breached and its alert is unresolved. Returns (reliable, why not, run id)."""
+    latest = (
+        MonitorRun.objects.filter(
+            version=version, kind=Check.CALIBRATION, status=RunStatus.SUCCEEDED
+        )
+        .order_by("-window_end", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if latest is None:
+        return True, "", None
+    alert = Alert.objects.filter(run_id=latest, status__in=_UNRESOLVED_ALERT).first()
+    if alert is None:
+        return True, "", latest
+    numbers = alert.value is not None and alert.threshold is not None
+    ece = f"ECE {alert.value:.3g} above {alert.threshold:g}, " if numbers else ""
+    return (
+        False,
+        f"the latest calibration run ({latest}) breached (alert {alert.pk}, {ece}"
+        f"{alert.status}): the scores are not probabilities, so an estimate from them is only "
+        "as good as that miscalibration allows",
+        latest,
+    )
+
+
+def _estimated_concept_drift(
+    window: pd.DataFrame,
+    n_labelled: int,
+    version,
+    settings,
+    thresholds,
+    metric: str,
+    baseline: float,
+    evaluation_id: int,
+) -> CheckResult:
+    """Confidence-based performance estimation for a window whose labels have not arrived.
+
+    Every scored row counts; the metric's interval is where the realised value falls if the
+    scores are calibrated. A breach needs the whole interval of the relative drop beyond
+    ``performance_drop_max`` and a reliable estimate (no unresolved calibration alert); the
+    alert says "estimated" and the daily reconciliation judges it again once labels arrive."""
+    n = len(window)
+    minimum, label_minimum = int(settings["min_rows"]), int(settings["min_labeled_rows"])
+    if n < minimum:
+        raise Skip(
+            f"{n_labelled} labelled records in the window (the policy needs {label_minimum}) and "
+            f"{n} predictions to estimate from (it needs {minimum})"
+        )
+    scores = _scores(window)
+    predicted = _predicted(window, scores, version)
+    groups = {attribute_of(c): _groups(window[c]) for c in window.columns if is_sensitive(c)}
+    estimate = estimation.estimate_performance(
+        scores, predicted, groups=groups, draws=ESTIMATE_DRAWS, level=ESTIMATE_LEVEL
+    )
+    value = estimate.metrics[metric]
+    if value.value is None:
+        raise Skip(f"{metric} cannot be estimated on this window (every score is 0 or 1)")
+    drop = _relative_drop(metric, baseline, value.value)
+    bounds = [
+        _relative_drop(metric, baseline, bound)
+        for bound in (value.low, value.high)
+        if bound is not None
+    ]
+    drop_interval = [min(bounds), max(bounds)] if bounds else [drop, drop]
+    reliable, why, calibration_run = calibration_reliability(version)
+    drop_max = float(settings["performance_drop_max"])
+    min_size = max(int(thresholds["min_group_size"]), 1)
+    metrics = {
+        "n": n,
+        "n_labelled": n_labelled,
+        "min_labeled_rows": label_minimum,
+        "estimated": True,
+        "estimate_reliable": reliable,
+        "estimate_unreliable_reason": why or None,
+        "calibration_run": calibration_run,
+        "metric": metric,
+        "baseline": baseline,
+        "baseline_evaluation": evaluation_id,
+        "current": None,  # realised: filled in by the reconciliation when the labels arrive
+        "relative_drop": None,
+        "estimated_value": value.value,
+        "interval": [value.low, value.high],
+        "level": ESTIMATE_LEVEL,
+        "estimated_relative_drop": drop,
+        "estimated_relative_drop_interval": drop_interval,
+        "performance_drop_max": drop_max,
+        "min_group_size": min_size,
+        "estimate": estimate.to_dict(),
+    }
+    points: list[Point] = [
+        (f"{metric}_estimated", "", "", value.value),
+        (f"{metric}_estimated_low", "", "", value.low),
+        (f"{metric}_estimated_high", "", "", value.high),
+        ("relative_drop_estimated", "", "", drop),
+        *(
+            (f"{name}_estimated", "", "", estimate.metrics[name].value)
+            for name in _ESTIMATE_POINTS
+            if name != metric
+        ),
+    ]
+    for attribute, by_group in estimate.groups.items():
+        for group, rates in by_group.items():
+            if rates["n"] < min_size:
+                continue  # reported in the metrics, not charted: too small to read
+            points += [
+                (f"{rate}_estimated", attribute, f"{attribute}={group}", rates[rate].value)
+                for rate in estimation.GROUP_RATES
+            ]
+    breach = None
+    if reliable and drop_interval[0] > drop_max:
+        breach = Breach(
+            "relative_drop_estimated",
+            "",
+            drop,
+            drop_max,
+            {
+                "estimated": True,
+                "metric": metric,
+                "baseline": baseline,
+                "current": value.value,
+                "interval": [value.low, value.high],
+                "relative_drop_interval": drop_interval,
+                "n": n,
+                "n_labelled": n_labelled,
+                "message": (
+                    f"estimated {metric} {value.value:.3f} (interval {value.low:.3f} to "
+                    f"{value.high:.3f}) from {n} scored records, {n_labelled} labelled: every "
+                    f"value in the interval is more than {drop_max:.0%} below the baseline "
+                    f"{baseline:.3f}. Estimated, not measured: reconciled when the labels arrive"
+                ),
+            },
+        )
+    return CheckResult(jsonable(metrics), points, breach)
+
+
+def reconcile_concept_drift(
+    window: pd.DataFrame, version, settings, estimated: Mapping[str, Any]
+) -> CheckResult | None:
+    """The realised metric of an estimate-only window now that its labels arrived, judged
+    against the baseline the estimate used; None while the window still lacks labels.
+
+    ``estimated`` is the run's metrics (``_estimated_concept_drift``). The breach, if any, is
+    the realised one (``relative_drop``), as the check would have raised it."""
+    labelled = _labelled(window)
+    if len(labelled) < int(settings["min_labeled_rows"]):
+        return None
+    metric, baseline = str(estimated["metric"]), float(estimated["baseline"])
+    realised, points, breach = _realised_performance(labelled, version, settings, metric, baseline)
+    value = estimated.get("estimated_value")
+    gap = value - realised["current"] if isinstance(value, int | float) else None
+    interval = estimated.get("interval") or [None, None]
+    within = None
+    if None not in interval:
+        within = interval[0] <= realised["current"] <= interval[1]
+    metrics = {
+        **realised,
+        "estimated_value": value,
+        "estimate_gap": gap,
+        "realised_within_interval": within,
+        "breach": breach is not None,
+    }
+    points.append(("estimate_gap", "", "", gap))
     return CheckResult(jsonable(metrics), points, breach)
 
 
@@ -573,9 +816,10 @@ _GROUP_RATES = ("selection_rate", "tpr", "fpr", "fnr", "ppv")
 
 
 def fairness(window, profile, version, settings, thresholds) -> CheckResult:
-    """Per-group rates and disparities per sensitive attribute, judged with the validation
-    policy's limits (``analytics.fairness.judge``, the gates' rule); a violation counts when the
-    gap is also statistically significant."""
+    """Per-group rates with Wilson intervals and disparities with their intervals per sensitive
+    attribute, judged with the validation policy's limits at the monitoring policy's confidence
+    level (``analytics.fairness.judge``, the gates' rule): a breach whose interval lies wholly
+    beyond its limit alerts at the check's severity, one whose interval includes it is a watch."""
     labelled = _labelled(window)
     _require_rows(len(labelled), int(settings["min_labeled_rows"]), "labelled records")
     attributes = [c for c in window.columns if is_sensitive(c)]
@@ -587,20 +831,21 @@ def fairness(window, profile, version, settings, thresholds) -> CheckResult:
     predicted = _predicted(labelled, _scores(labelled), version)
     min_size = max(int(thresholds["min_group_size"]), 1)
     limits = {key: float(thresholds[key]) for _, key, _ in fairness_rule.LIMITED_AGGREGATES}
-    pmin = float(settings["fairness_pvalue_min"])
+    level = float(settings["confidence_level"])
     groups_of = {attribute_of(column): _groups(labelled[column]) for column in attributes}
     report = stats.fairness_metrics(y, predicted, groups_of, min_group_size=min_size)
-    verdict = fairness_rule.judge(report, limits)
+    verdict = fairness_rule.judge(report, limits, confidence_level=level)
     per_attribute: dict[str, Any] = {}
     points: list[Point] = []
-    significant: list[dict[str, Any]] = []
+    breaches: list[dict[str, Any]] = []
     for name, result in report.attributes.items():
         data = result.to_dict()
         judged = verdict.attributes[name]
-        entry = _fairness_entry(data, judged, min_size)
-        entry["violations"] = _fairness_violations(name, data, judged, pmin)
-        significant += [v for v in entry["violations"] if v["significant"]]
-        points += _fairness_points(name, data)
+        evidence = judged.evidence()
+        entry = _fairness_entry(data, judged, evidence, min_size)
+        entry["violations"] = _fairness_violations(name, data, judged)
+        breaches += entry["violations"]
+        points += _fairness_points(name, data, evidence)
         per_attribute[name] = entry
     if verdict.status == "not_judged":
         raise Skip(
@@ -610,14 +855,18 @@ def fairness(window, profile, version, settings, thresholds) -> CheckResult:
     metrics = {
         "n": len(labelled),
         "thresholds": {**limits, "min_group_size": min_size},
-        "fairness_pvalue_min": pmin,
+        "confidence_level": level,
         "attributes": per_attribute,
     }
-    return CheckResult(jsonable(metrics), points, _worst_fairness_breach(significant))
+    return CheckResult(jsonable(metrics), points, _worst_fairness_breach(breaches, level))
 
 
-def _fairness_entry(data: dict[str, Any], judged, min_size: int) -> dict[str, Any]:
-    """One attribute's numbers as the run keeps them: aggregates, then each group's rates."""
+def _fairness_entry(
+    data: dict[str, Any], judged, evidence: dict[str, Any], min_size: int
+) -> dict[str, Any]:
+    """One attribute's numbers as the run keeps them: aggregates with their intervals and
+    powers, then each group's rates with their intervals and power."""
+    groups = evidence["groups"]
     return {
         "judged": judged.judged,
         "status": judged.status,
@@ -625,56 +874,102 @@ def _fairness_entry(data: dict[str, Any], judged, min_size: int) -> dict[str, An
         "n_judged_groups": data["n_judged_groups"],
         "min_group_size": min_size,
         **{k: data[k] for k in _FAIRNESS_AGGREGATES},
-        "groups": {g["group"]: {k: g[k] for k in _GROUP_FIELDS} for g in data["groups"]},
+        "intervals": evidence["intervals"],
+        "power": evidence["power"],
+        "groups": {
+            g["group"]: {
+                **{k: g[k] for k in _GROUP_FIELDS},
+                "intervals": groups[g["group"]]["intervals"],
+                "power": groups[g["group"]]["power"],
+            }
+            for g in data["groups"]
+        },
     }
 
 
-def _fairness_points(name: str, data: dict[str, Any]) -> list[Point]:
-    """The time-series points: each charted aggregate, then each group's rates and size."""
-    points: list[Point] = [(a, name, "", data[a]) for a in _CHARTED_AGGREGATES]
+def _fairness_points(name: str, data: dict[str, Any], evidence: dict[str, Any]) -> list[Point]:
+    """The time-series points: each charted aggregate and its interval bounds, then each group's
+    rates, their bounds (``<rate>_lower``/``<rate>_upper``: the console's bands) and size."""
+    points: list[Point] = []
+    for aggregate in _CHARTED_AGGREGATES:
+        points.append((aggregate, name, "", data[aggregate]))
+        points += _bounds(aggregate, name, "", evidence["intervals"].get(aggregate))
     for g in data["groups"]:
-        points += [(rate, name, f"{name}={g['group']}", g[rate]) for rate in _GROUP_RATES]
-        points.append(("n", name, f"{name}={g['group']}", g["n"]))
+        group = f"{name}={g['group']}"
+        intervals = evidence["groups"][g["group"]]["intervals"]
+        for rate in _GROUP_RATES:
+            points.append((rate, name, group, g[rate]))
+            points += _bounds(rate, name, group, intervals.get(rate))
+        points.append(("n", name, group, g["n"]))
     return points
 
 
-def _fairness_violations(
-    name: str, data: dict[str, Any], judged, pmin: float
-) -> list[dict[str, Any]]:
-    """Each limit the attribute breaks, with the p-value of the gap between its extreme groups."""
+def _bounds(metric: str, feature: str, group: str, interval) -> list[Point]:
+    if interval is None:
+        return []
+    return [
+        (f"{metric}_lower", feature, group, interval[0]),
+        (f"{metric}_upper", feature, group, interval[1]),
+    ]
+
+
+def _fairness_violations(name: str, data: dict[str, Any], judged) -> list[dict[str, Any]]:
+    """Each limit the attribute's estimate breaks, with its interval, whether the interval lies
+    wholly beyond the limit (``conclusive``) and, for reference, the Bonferroni-adjusted p-value
+    of the gap between its extreme groups."""
     violations = []
-    for finding in judged.violations:
+    for finding in judged.violations + judged.watches:
         rate = _RATE_OF[finding.aggregate]
         if rate is None:  # equalized odds: the larger of the TPR and FPR spreads
             tpr, fpr = data["tpr_difference"] or 0, data["fpr_difference"] or 0
             rate = "tpr" if tpr >= fpr else "fpr"
         p_value, low, high = _extremes_p(data["groups"], rate)
+        conclusive = finding.status == "violated"
         violations.append(
             {
                 "attribute": name,
                 "metric": finding.aggregate,
                 "value": finding.value,
                 "threshold": finding.limit,
+                "interval": finding.interval,
+                "confidence_level": finding.confidence_level,
+                "conclusive": conclusive,
+                "severity": None if conclusive else Severity.WATCH,
+                "power": finding.power,
                 "rate": rate,
                 "groups": [low, high],
                 "p_value": p_value,
-                "significant": p_value < pmin,
                 "excess": finding.excess,
+                "description": finding.describe(),
             }
         )
     return violations
 
 
-def _worst_fairness_breach(significant: list[dict[str, Any]]) -> Breach | None:
-    if not significant:
+def _worst_fairness_breach(breaches: list[dict[str, Any]], level: float) -> Breach | None:
+    """The worst conclusive breach at the check's severity; else the worst watch, saying so."""
+    if not breaches:
         return None
-    worst = max(significant, key=lambda v: v["excess"])
+    conclusive = [v for v in breaches if v["conclusive"]]
+    if conclusive:
+        worst = max(conclusive, key=lambda v: v["excess"])
+        details = {"violations": conclusive, "watch": [v for v in breaches if not v["conclusive"]]}
+        return Breach(
+            worst["metric"], worst["attribute"], worst["value"], worst["threshold"], details
+        )
+    worst = max(breaches, key=lambda v: v["excess"])
+    message = (
+        f"watch: the estimate breaches its limit but its {level * 100:g} % interval still "
+        "includes the limit, so the gap may be noise; recorded for a person to look at, it "
+        "opens no incident and counts toward no rollback or halt"
+    )
     return Breach(
         worst["metric"],
         worst["attribute"],
         worst["value"],
         worst["threshold"],
-        {"violations": significant},
+        {"violations": [], "watch": breaches, "message": message},
+        Severity.WATCH,
     )
 
 
@@ -744,6 +1039,7 @@ def jsonable_breach(breach: Breach | None) -> Breach | None:
         _num(breach.value),
         _num(breach.threshold),
         jsonable(breach.details),
+        breach.severity,
     )
 
 
@@ -762,7 +1058,7 @@ NEEDS: dict[str, Needs] = {
     Check.DATA_DRIFT: Needs(features=True, profile=True),
     Check.PREDICTION_DRIFT: Needs(profile=True),
     Check.LABEL_DRIFT: Needs(labels=True, profile=True),
-    Check.CONCEPT_DRIFT: Needs(labels=True),
+    Check.CONCEPT_DRIFT: Needs(labels=True, sensitive=True),  # estimated rates per group
     Check.FAIRNESS: Needs(labels=True, sensitive=True),
     Check.CALIBRATION: Needs(labels=True),
 }

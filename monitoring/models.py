@@ -107,9 +107,12 @@ class Check(models.TextChoices):
     PREDICTION_DRIFT = "prediction_drift"
     FAIRNESS = "fairness"
     CALIBRATION = "calibration"
+    FEEDBACK_LOOP = "feedback_loop"
 
 
 class Severity(models.TextChoices):
+    # a breach whose interval still includes the threshold (fairness): shown, acted on by nothing
+    WATCH = "watch"
     MEDIUM = "medium"
     HIGH = "high"
     CRITICAL = "critical"
@@ -122,9 +125,13 @@ SEVERITY = {
     Check.CALIBRATION: Severity.MEDIUM,
     Check.CONCEPT_DRIFT: Severity.HIGH,
     Check.FAIRNESS: Severity.CRITICAL,
+    Check.FEEDBACK_LOOP: Severity.HIGH,
 }
 DAILY_CHECKS = (Check.DATA_DRIFT, Check.PREDICTION_DRIFT, Check.FAIRNESS)
 WEEKLY_CHECKS = (Check.CONCEPT_DRIFT, Check.CALIBRATION, Check.LABEL_DRIFT)
+# Weekly too, but only for the models whose monitoring policy names a cell field
+# (schedule.schedule_weekly); its window is its periods (runs.window_days).
+FEEDBACK_CHECKS = (Check.FEEDBACK_LOOP,)
 
 
 class RunStatus(models.TextChoices):

@@ -7,6 +7,8 @@ it (docs/architecture.md §2). Every hook must be idempotent: a retried hand-off
 
 ``default_route`` applies the specification's routing that monitoring can do by itself:
 
+* watch (a fairness breach whose interval still includes the limit): nothing; the alert is
+  there for a person to read, and counts toward no review, incident, rollback or halt;
 * medium: a review item for the next retraining review, the alert ``queued``; the stage stays;
 * high or critical on a version in production or monitoring: ``mark_degraded`` (automatic);
 * anything on a version outside those stages (in validation, degraded already, retired...):
@@ -50,6 +52,8 @@ def route(alert_id: int) -> None:
 
 def default_route(alert: Alert) -> str:
     """Route by severity; returns what was done (for logs and tests). Safe to call again."""
+    if alert.severity == Severity.WATCH:
+        return "nothing: a watch alert (the evidence does not establish the breach)"
     if alert.severity == Severity.MEDIUM:
         return _queue_for_review(alert)
     return _degrade(alert)

@@ -42,7 +42,8 @@ class RunStartSerializer(StrictSerializer):
         child=serializers.ChoiceField(choices=Check.values),
         required=False,
         allow_empty=False,
-        help_text="Default: all six checks",
+        help_text="Default: all six checks, and feedback_loop when the model's monitoring "
+        "policy names a feedback_cell_field",
     )
 
 

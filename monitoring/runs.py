@@ -33,10 +33,11 @@ from platform_core.errors import Conflict, InvalidInput
 from platform_core.tasking import enqueue
 from registry.models import ModelVersion, RegisteredModel
 
-from . import checks
+from . import checks, checks_feedback
 from .columns import feature_column, is_sensitive
 from .models import (
     DAILY_CHECKS,
+    FEEDBACK_CHECKS,
     SEVERITY,
     Alert,
     BatchKind,
@@ -58,6 +59,8 @@ ALL_CHECKS: tuple[str, ...] = tuple(Check.values)
 
 def window_days(check: str, settings: dict[str, Any]) -> int:
     """Daily checks look back ``daily_window_days``, weekly ones ``weekly_window_days``."""
+    if check == Check.FEEDBACK_LOOP:  # its periods, each feedback_period_days long
+        return checks_feedback.window_days(settings)
     key = "daily_window_days" if check in DAILY_CHECKS else "weekly_window_days"
     return int(settings[key])
 
@@ -108,7 +111,8 @@ def runs_start(
 ) -> list[MonitorRun]:
     """Start runs now (the API): one per check, the window ending now; enqueued after commit.
 
-    ``version`` None means the live version. Works for a version in any stage.
+    ``version`` None means the live version. Works for a version in any stage. No checks
+    named means ``default_checks``.
     """
     requested = list(dict.fromkeys(checks_to_run)) if checks_to_run is not None else []
     if checks_to_run is not None and not requested:
@@ -135,7 +139,7 @@ def runs_start(
                 trigger="api",
                 actor=actor,
             )
-            for check in (requested or ALL_CHECKS)
+            for check in (requested or default_checks(model))
         ]
         ids = [run.pk for run in runs]
         audit.record(
@@ -152,6 +156,14 @@ def runs_start(
         )
         transaction.on_commit(partial(enqueue_runs, ids), robust=True)
     return runs
+
+
+def default_checks(model: RegisteredModel) -> tuple[str, ...]:
+    """What "all checks" means for a model: the feedback-loop check only when its monitoring
+    policy names a cell field (as the weekly schedule)."""
+    if checks_feedback.names_a_cell_field(model):
+        return ALL_CHECKS
+    return tuple(c for c in ALL_CHECKS if c not in FEEDBACK_CHECKS)
 
 
 def enqueue_runs(run_ids: Iterable[int]) -> None:
@@ -214,6 +226,8 @@ def _columns(run: MonitorRun, needs: checks.Needs, profile: dict | None) -> list
             ((profile or {}).get("features") or {}).keys()
         )
         return [feature_column(name) for name in features]
+    if run.kind == Check.FEEDBACK_LOOP:
+        return checks_feedback.columns(run.policy.resolved)
     columns = ["score"]
     if run.kind != Check.LABEL_DRIFT and run.kind != Check.PREDICTION_DRIFT:
         columns.append("prediction")
@@ -225,7 +239,7 @@ def _columns(run: MonitorRun, needs: checks.Needs, profile: dict | None) -> list
 def _load_window(run: MonitorRun, needs: checks.Needs, profile: dict | None):
     from . import store
 
-    return store.load_window(
+    window = store.load_window(
         model=run.model,
         version=run.version,
         start=run.window_start,
@@ -234,6 +248,9 @@ def _load_window(run: MonitorRun, needs: checks.Needs, profile: dict | None):
         with_labels=needs.labels,
         with_sensitive=needs.sensitive,
     )
+    # checks that split the window into periods count them back from its end
+    window.attrs.update(window_start=run.window_start, window_end=run.window_end)
+    return window
 
 
 def _compute(run: MonitorRun) -> Outcome:
@@ -353,7 +370,7 @@ def _finish(run: MonitorRun, outcome: Outcome, claimed_at: datetime) -> None:
         if stale is not None:
             premise.skip(stale, obj=run, run=run.pk, version=run.version.version)
             return
-        MetricPoint.objects.bulk_create(metric_points(run, outcome.points), batch_size=1000)
+        points_store(run, outcome.points)
         if outcome.breach is not None:
             alert = _raise_alert(run, outcome.breach)
             if alert is not None:
@@ -379,6 +396,11 @@ def metric_points(run: MonitorRun, points) -> list[MetricPoint]:
     ]
 
 
+def points_store(run: MonitorRun, points: Iterable[checks.Point]) -> None:
+    """The run's numbers as metric points at its window end (inside the caller's transaction)."""
+    MetricPoint.objects.bulk_create(metric_points(run, points), batch_size=1000)
+
+
 def _float_or_none(value: Any) -> float | None:
     number = jsonable(value)
     return float(number) if isinstance(number, int | float) else None
@@ -393,7 +415,7 @@ def _raise_alert(run: MonitorRun, breach: checks.Breach) -> Alert | None:
                 model_id=run.model_id,
                 version_id=run.version_id,
                 kind=run.kind,
-                severity=SEVERITY[run.kind],
+                severity=breach.severity or SEVERITY[run.kind],
                 feature=(breach.feature or "")[:200],
                 metric=breach.metric[:60],
                 value=breach.value,

@@ -5,16 +5,23 @@ the current UTC day, then enqueues one ``monitoring.execute_run`` task per pendi
 the window end depends only on the day, a retried beat task or a second beat process finds the
 same runs (unique per version, check and window) and creates nothing new; a duplicate execute task
 finds its run claimed and does nothing. Adding workers adds throughput.
+
+A large fleet is fanned out in chunks of ``MONITORING_FAN_OUT_CHUNK`` live versions: the beat
+task enqueues one ``monitoring.schedule_chunk`` task per chunk but the first, which it creates
+itself, and each chunk enqueues its runs as soon as it has created them. So every worker creates
+runs, and runs start while others are still being created (with one worker creating all 1500
+runs of 500 models, the other waited 9 s for the first).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -23,9 +30,17 @@ from governance.audit import Actor
 from governance.models import SERVING_STAGES, Lifecycle
 from governance.notify import notify_role
 from governance.roles import Role
+from platform_core.tasking import enqueue
 
-from . import runs
-from .models import DAILY_CHECKS, WEEKLY_CHECKS, AuditTask, MonitorRun, RunStatus
+from . import checks_feedback, runs
+from .models import (
+    DAILY_CHECKS,
+    FEEDBACK_CHECKS,
+    WEEKLY_CHECKS,
+    AuditTask,
+    MonitorRun,
+    RunStatus,
+)
 from .runs import enqueue_runs, run_create
 
 logger = logging.getLogger(__name__)
@@ -57,33 +72,49 @@ class FanOut:
     enqueued: list[int]
 
 
-def schedule_checks(*, checks: Iterable[str], now: datetime | None = None) -> FanOut:
-    """Create the runs of ``checks`` for every live version; enqueue the pending ones."""
+FAN_OUT_CHUNK = 50  # live versions per fan-out task (setting MONITORING_FAN_OUT_CHUNK)
+
+
+def fan_out_chunk() -> int:
+    return max(1, int(getattr(settings, "MONITORING_FAN_OUT_CHUNK", FAN_OUT_CHUNK)))
+
+
+def schedule_checks(
+    *,
+    checks: Iterable[str],
+    now: datetime | None = None,
+    chunk: int | None = None,
+    wanted: Callable[[Lifecycle], bool] | None = None,
+) -> FanOut:
+    """Create the runs of ``checks`` for every live version (those ``wanted`` accepts, when
+    given); enqueue the pending ones.
+
+    ``chunk``: live versions beyond the first ``chunk`` are left to ``monitoring.schedule_chunk``
+    tasks (``chunk`` versions each); what is returned is this call's own share.
+    """
     checks = tuple(checks)
     window_end = day_start(now)
-    created = 0
-    for lifecycle in live_lifecycles():
-        version = lifecycle.version
-        for check in checks:
-            try:
-                before = MonitorRun.objects.filter(
-                    version=version, kind=check, window_end=window_end
-                ).exists()
-                run_create(
-                    model=version.model,
-                    version=version,
-                    check=check,
-                    window_end=window_end,
-                    trigger="schedule",
-                    actor=SYSTEM,
-                )
-                created += not before
-            except Exception:  # one model's trouble must not stop the others
-                logger.exception("could not create the %s run of %s", check, version)
+    lifecycles = list(live_lifecycles())
+    if wanted is not None:
+        lifecycles = [lifecycle for lifecycle in lifecycles if wanted(lifecycle)]
+    size = chunk or len(lifecycles) or 1
+    mine, rest = lifecycles[:size], lifecycles[size:]
+    for start in range(0, len(rest), size):  # sent first: the other workers start on them
+        enqueue(
+            "monitoring.schedule_chunk",
+            list(checks),
+            window_end.isoformat(),
+            [lifecycle.version_id for lifecycle in rest[start : start + size]],
+        )
+    created, ids = _create_runs(checks, window_end, mine)
     pending = MonitorRun.objects.filter(status=RunStatus.PENDING, kind__in=checks)
     stale = (now or timezone.now()) - REQUEUE_PENDING_AFTER
-    ids = list(
-        pending.filter(window_end=window_end).values_list("pk", flat=True).order_by("pk")
+    # today's pending runs of versions no chunk covers (no longer live), and older lost ones
+    ids += list(
+        pending.filter(window_end=window_end)
+        .exclude(version_id__in=[lifecycle.version_id for lifecycle in lifecycles])
+        .values_list("pk", flat=True)
+        .order_by("pk")
     ) + list(
         pending.filter(created_at__lt=stale)
         .exclude(window_end=window_end)
@@ -96,17 +127,70 @@ def schedule_checks(*, checks: Iterable[str], now: datetime | None = None) -> Fa
         kind__in=checks,
         started_at__lt=(now or timezone.now()) - runs.STALE_AFTER,
     )
-    ids += [pk for pk in abandoned.values_list("pk", flat=True).order_by("pk") if pk not in ids]
+    sent = set(ids)
+    extra = [pk for pk in abandoned.values_list("pk", flat=True).order_by("pk") if pk not in sent]
+    enqueue_runs(extra)
+    return FanOut(created=created, enqueued=ids + extra)
+
+
+def schedule_chunk(*, checks: Iterable[str], window_end: datetime, version_ids: list[int]) -> int:
+    """One chunk of a fan-out: the runs of these versions (those still live); enqueued at once."""
+    lifecycles = list(live_lifecycles().filter(version_id__in=version_ids))
+    _, ids = _create_runs(tuple(checks), window_end, lifecycles)
+    return len(ids)
+
+
+def _create_runs(
+    checks: tuple[str, ...], window_end: datetime, lifecycles: list[Lifecycle]
+) -> tuple[int, list[int]]:
+    """Create the runs of these live versions; enqueue their pending ones; (created, ids)."""
+    versions = [lifecycle.version for lifecycle in lifecycles]
+    existing = set(
+        MonitorRun.objects.filter(
+            version__in=versions, kind__in=checks, window_end=window_end
+        ).values_list("version_id", "kind")
+    )
+    created = 0
+    for version in versions:
+        for check in checks:
+            if (version.pk, check) in existing:
+                continue
+            try:
+                run_create(
+                    model=version.model,
+                    version=version,
+                    check=check,
+                    window_end=window_end,
+                    trigger="schedule",
+                    actor=SYSTEM,
+                )
+                created += 1
+            except Exception:  # one model's trouble must not stop the others
+                logger.exception("could not create the %s run of %s", check, version)
+    ids = list(
+        MonitorRun.objects.filter(
+            status=RunStatus.PENDING, kind__in=checks, window_end=window_end, version__in=versions
+        )
+        .values_list("pk", flat=True)
+        .order_by("pk")
+    )
     enqueue_runs(ids)
-    return FanOut(created=created, enqueued=ids)
+    return created, ids
 
 
-def schedule_daily(now: datetime | None = None) -> FanOut:
-    return schedule_checks(checks=DAILY_CHECKS, now=now)
+def schedule_daily(now: datetime | None = None, *, chunk: int | None = None) -> FanOut:
+    return schedule_checks(checks=DAILY_CHECKS, now=now, chunk=chunk)
 
 
-def schedule_weekly(now: datetime | None = None) -> FanOut:
-    return schedule_checks(checks=WEEKLY_CHECKS, now=now)
+def schedule_weekly(now: datetime | None = None, *, chunk: int | None = None) -> FanOut:
+    weekly = schedule_checks(checks=WEEKLY_CHECKS, now=now, chunk=chunk)
+    loops = schedule_checks(
+        checks=FEEDBACK_CHECKS,
+        now=now,
+        chunk=chunk,
+        wanted=lambda lifecycle: checks_feedback.names_a_cell_field(lifecycle.version.model),
+    )
+    return FanOut(weekly.created + loops.created, weekly.enqueued + loops.enqueued)
 
 
 def audit_tasks_create_monthly(*, now: datetime | None = None) -> list[AuditTask]:

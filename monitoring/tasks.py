@@ -23,17 +23,29 @@ def execute_run(run_id: int) -> str:
 @shared_task(name="monitoring.run_daily_checks")
 def run_daily_checks() -> int:
     """Beat, daily at 02:00 UTC: data drift, prediction drift and fairness of every live version."""
-    from .schedule import schedule_daily
+    from .schedule import fan_out_chunk, schedule_daily
 
-    return len(schedule_daily().enqueued)
+    return len(schedule_daily(chunk=fan_out_chunk()).enqueued)
 
 
 @shared_task(name="monitoring.run_weekly_checks")
 def run_weekly_checks() -> int:
     """Beat, Mondays at 03:00 UTC: concept drift, calibration and label drift."""
-    from .schedule import schedule_weekly
+    from .schedule import fan_out_chunk, schedule_weekly
 
-    return len(schedule_weekly().enqueued)
+    return len(schedule_weekly(chunk=fan_out_chunk()).enqueued)
+
+
+@shared_task(name="monitoring.schedule_chunk")
+def schedule_chunk(checks: list[str], window_end: str, version_ids: list[int]) -> int:
+    """One chunk of the daily or weekly fan-out: create these versions' runs, enqueue them."""
+    from datetime import datetime
+
+    from .schedule import schedule_chunk as create
+
+    return create(
+        checks=checks, window_end=datetime.fromisoformat(window_end), version_ids=version_ids
+    )
 
 
 @shared_task(name="monitoring.create_monthly_audits")
@@ -42,6 +54,22 @@ def create_monthly_audits() -> int:
     from .schedule import audit_tasks_create_monthly
 
     return len(audit_tasks_create_monthly())
+
+
+@shared_task(name="monitoring.reconcile_estimates")
+def reconcile_estimates() -> int:
+    """Beat, daily: one reconciliation task per estimated concept-drift run awaiting labels."""
+    from .reconciliation import reconcile_estimates as fan_out
+
+    return len(fan_out())
+
+
+@shared_task(name="monitoring.reconcile_estimate")
+def reconcile_estimate(run_id: int) -> str:
+    """Reconcile one estimated run with the labels that arrived (a reconciled run is left alone)."""
+    from .reconciliation import reconcile_run
+
+    return reconcile_run(run_id)
 
 
 @shared_task(

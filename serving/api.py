@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import re
+
+import orjson
+from django.conf import settings
 from django.db.models import Q
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -22,6 +27,7 @@ from governance.api.views import IDEMPOTENCY_HEADER, actor_of
 from governance.permissions import request_scopes
 from governance.roles import Action
 from governance.selectors import readable_models
+from platform_core.errors import InvalidInput
 
 from . import gateway
 from .access import GatewayTokenAuthentication, PredictPermission
@@ -64,13 +70,97 @@ _PREDICT_REQUEST = inline_serializer(
 )
 
 
+_INT64 = 2.0**63  # orjson reads an integer literal beyond 64 bits as a float
+_LONG_INTEGER = re.compile(rb"[0-9]{19}")  # the digits such a literal needs
+
+
+class PredictJSONParser(JSONParser):
+    """DRF's JSON parser, through orjson when that reads the body exactly as DRF's would.
+
+    The stdlib decoder was a quarter of a 100-instance request (1.5 ms of 54 kB of numbers);
+    orjson reads it in a fifth of that. Any body orjson refuses (NaN, lone surrogates, a big
+    exponent, another charset) goes to DRF's own parser, so what is accepted and every parse
+    error stay DRF's. The one value orjson reads differently, an integer literal beyond 64
+    bits (a float instead of the int), can only fail validation as a feature (its magnitude);
+    ``PredictView.post`` then re-reads the body with DRF's parser for the exact message, and a
+    ``sensitive`` attribute that large is re-read the same way before it is logged.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        parser_context = parser_context or {}
+        encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
+        if stream is None or encoding.lower().replace("-", "").replace("_", "") != "utf8":
+            return super().parse(stream, media_type, parser_context)
+        raw = stream.read()
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return self.exact(raw, media_type, parser_context)
+        if not _sensitive_exact(data):
+            return self.exact(raw, media_type, parser_context)
+        request = getattr(parser_context.get("request"), "_request", None)
+        if request is not None:
+            request.predict_body = (raw, media_type, parser_context)  # for ``exact`` on a 400
+        return data
+
+    def exact(self, raw: bytes, media_type, parser_context):
+        """The body read by DRF's own parser (the stdlib decoder)."""
+        return super().parse(io.BytesIO(raw), media_type, parser_context)
+
+
+def _sensitive_exact(data) -> bool:
+    """False when a ``sensitive`` value may be an integer orjson read as a float."""
+    sensitive = data.get("sensitive") if type(data) is dict else None
+    if type(sensitive) is not list:
+        return True
+    for attrs in sensitive:
+        if type(attrs) is dict:
+            for value in attrs.values():
+                if type(value) is float and abs(value) >= _INT64:
+                    return False
+    return True
+
+
+class PredictRenderer(JSONRenderer):
+    """DRF's JSON renderer, through orjson for the answer of a prediction.
+
+    A body of plain lists, dicts, strings, ints and finite floats only (a prediction's answer)
+    is written by orjson: the same JSON as DRF's compact output (floats may print their
+    exponent as ``1e-5`` rather than ``1e-05``: the same number). Anything else (a datetime, a
+    lazy string, a line separator DRF escapes) goes to DRF's renderer.
+    """
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        indent = "indent" in (accepted_media_type or "") or (renderer_context or {}).get("indent")
+        if type(data) is dict and data.get("stale") is False and not indent:
+            try:
+                out = orjson.dumps(data, option=_PASSTHROUGH, default=_refuse)
+            except TypeError:
+                pass
+            else:
+                if b"\xe2\x80\xa8" not in out and b"\xe2\x80\xa9" not in out:
+                    return out
+        return super().render(data, accepted_media_type, renderer_context)
+
+
+_PASSTHROUGH = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+def _refuse(value):
+    raise TypeError(type(value).__name__)
+
+
 class PredictView(APIView):
     """One token query, one generation read; everything else is cached per routing generation."""
 
     authentication_classes = [GatewayTokenAuthentication]
     permission_classes = [PredictPermission]
-    parser_classes = [JSONParser]
-    renderer_classes = [JSONRenderer]
+    parser_classes = [PredictJSONParser]
+    renderer_classes = [PredictRenderer]
     throttle_classes: list = []
     generations = None
 
@@ -105,7 +195,15 @@ class PredictView(APIView):
         ],
     )
     def post(self, request: Request, name: str) -> Response:
-        code, body = gateway.serve(name, request.data, generations=self.generations)
+        try:
+            code, body = gateway.serve(name, request.data, generations=self.generations)
+        except InvalidInput:
+            read = getattr(request._request, "predict_body", None)
+            if read is None or _LONG_INTEGER.search(read[0]) is None:
+                raise
+            # Refused as read by orjson: the stdlib's reading names values exactly as before.
+            exact = PredictJSONParser().exact(*read)
+            code, body = gateway.serve(name, exact, generations=self.generations)
         return Response(body, status=code)
 
 

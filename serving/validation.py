@@ -109,9 +109,15 @@ def feature_matrix(
 
     ``integer_features`` take whole numbers, ``boolean_features`` 0 or 1 (declared types).
     """
-    rows = []
-    problems: dict[str, list[str]] = {}
     values_of = _getter(features)
+    try:  # every instance an object of exactly these features: the rows in one C loop
+        rows = list(map(values_of, instances))
+    except (KeyError, TypeError, IndexError):
+        rows = None
+    if rows is not None and set(map(len, instances)) == {len(feature_set)}:
+        return _checked(rows, features, integer_features, boolean_features)
+    rows = []  # some instance is not: name each one that is wrong
+    problems: dict[str, list[str]] = {}
     for i, instance in enumerate(instances):
         if type(instance) is not dict:
             problems[f"instances[{i}]"] = ["must be an object of feature values"]
@@ -145,9 +151,10 @@ def _checked(
     if not kinds <= _NUMBER_SET:
         _raise_bad_values(rows, features)
     try:
-        X = np.array(rows, dtype=np.float64)
+        X = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * len(features))
     except OverflowError:
         _raise_bad_values(rows, features)
+    X = X.reshape(len(rows), len(features))
     limit = max_abs_feature()
     if not (np.abs(X) <= limit).all():  # also false for NaN and infinity
         _raise_bad_values(rows, features)

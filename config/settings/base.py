@@ -303,6 +303,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "monitoring.purge_expired_predictions",
         "schedule": 86400.0,
     },
+    # estimated concept-drift windows whose labels arrived: realised value, gap, alert settled
+    "reconcile-performance-estimates": {
+        "task": "monitoring.reconcile_estimates",
+        "schedule": 86400.0,
+    },
 }
 
 # --- Notifications ----------------------------------------------------------------------------
@@ -324,6 +329,9 @@ ORPHAN_GRACE = timedelta(hours=env.int("ORPHAN_GRACE_HOURS", default=6))
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024 * 1024)
 # Where alerts go once written: the incidents layer's router (incidents, paging, rollback).
 MONITORING_ALERT_HOOK = env("MONITORING_ALERT_HOOK", default="incidents.alert_response.route_alert")
+# Live versions per task of the daily and weekly fan-out (monitoring.schedule): every worker
+# creates runs and starts them early instead of one worker creating every run.
+MONITORING_FAN_OUT_CHUNK = env.int("MONITORING_FAN_OUT_CHUNK", default=50)
 # Told when the live model cannot serve: the incidents layer opens a playbook-3 outage incident.
 SERVING_OUTAGE_HOOK = env("SERVING_OUTAGE_HOOK", default="incidents.outage.report_outage")
 # How governance (a lower layer) tells people: the incidents layer's notification outbox.

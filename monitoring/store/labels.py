@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from datetime import date
 
@@ -43,10 +44,18 @@ def latest_labels(
         keep = np.isin(batch, wanted)
         if not keep.any():
             continue
-        batch_parts.append(batch[keep])
-        row_parts.append(table.column("row").to_numpy()[keep])
-        label_parts.append(table.column("label").to_numpy()[keep])
-        time_parts.append(timestamps_us(table.rename_columns(["b", "r", "l", "timestamp"]))[keep])
+        columns = [
+            batch,
+            table.column("row").to_numpy(),
+            table.column("label").to_numpy(),
+            timestamps_us(table.rename_columns(["b", "r", "l", "timestamp"])),
+        ]
+        if not keep.all():  # the usual file labels only predictions of the window: no copies
+            columns = [column[keep] for column in columns]
+        for parts, column in zip(
+            (batch_parts, row_parts, label_parts, time_parts), columns, strict=True
+        ):
+            parts.append(column)
     if not batch_parts:
         return {}
     batch = np.concatenate(batch_parts)
@@ -55,6 +64,12 @@ def latest_labels(
     label_time = np.concatenate(time_parts)
     key = (batch << 32) | row  # batch ids and rows both fit in 32 bits
     if pd.Index(key).is_unique:  # the usual case, one label per prediction: no sort needed
+        if batch.size and np.all(batch[1:] >= batch[:-1]):  # grouped by batch: slices, no copies
+            bounds = [0, *(np.flatnonzero(batch[1:] != batch[:-1]) + 1).tolist(), batch.size]
+            return {
+                int(batch[i]): (row[i:j], label[i:j], label_time[i:j])
+                for i, j in itertools.pairwise(bounds)
+            }
         return {
             int(b): (row[mask], label[mask], label_time[mask])
             for b in pd.unique(batch)

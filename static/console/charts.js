@@ -21,16 +21,21 @@
  * JSON (GET .../series.json?from=&to= | ?days=N; dates or ISO datetimes, UTC):
  *   { model, from, to (ISO), from_ms, to_ms (epoch ms: the x axis),
  *     annotations: [{t, at, when, kind: promotion|rollback|halt|halt_released, version, label}],
- *     charts: [{ id: psi|ks|performance|fairness_gap|fairness_ratio|fairness_groups|ece|labels,
+ *     charts: [{ id: psi|ks|performance|fairness_gap|fairness_ratio|fairness_groups|ece|labels|
+ *                    feedback_loop,
  *                title, check, y: {label, type: linear|logarithmic, min}, y2: null | {label, type},
  *                thresholds: [{value, axis: y|y2, label, kind: max|min}],
  *                series: [{label, role: value|baseline|limit, axis, dash?,
- *                          points: [{t, y (null = no value), version, n?, drop?}]}],
+ *                          points: [{t, y (null = no value), version, n?, drop?, lo?, hi?}]}],
  *                alerts: [{id, t, y (null: drawn at the top), axis, severity, status, version,
  *                          label}],
- *                band?: {relative, metric, higher_is_better}, min_group_size? }] }
+ *                band?: {relative, metric, higher_is_better}, min_group_size?,
+ *                confidence_level? }] }
  * Annotations are drawn on every chart as vertical lines labelled with their version; alerts
  * as triangles (the last dataset, "alerts"); thresholds as dashed horizontal lines with a label.
+ * A value series whose points carry lo/hi (the interval at the chart's confidence_level) gets a
+ * shaded band in its colour: two datasets after all the series (flagged band: true, left out
+ * of the legend and the tooltip; the tooltip of the line gives the interval).
  */
 (function () {
   "use strict";
@@ -39,7 +44,8 @@
     "#37474f", "#5d4037", "#1565c0", "#558b2f", "#4527a0"];
   var POINT_STYLES = ["circle", "rect", "rectRot", "crossRot", "star", "rectRounded", "cross"];
   var DASHES = [[], [6, 3], [2, 2], [8, 3, 2, 3]];
-  var SEVERITY_COLOURS = { medium: "#f2b600", high: "#e65100", critical: "#8e0000" };
+  var SEVERITY_COLOURS = { watch: "#7fa7d9", medium: "#f2b600", high: "#e65100",
+    critical: "#8e0000" };
   var EVENT_STYLES = {
     promotion: { colour: "#1b5e20", dash: [] },
     rollback: { colour: "#6a1b9a", dash: [7, 4] },
@@ -136,8 +142,29 @@
     return max === null ? 1 : max;
   }
 
+  function hasBand(s) {
+    return s.points.some(function (p) {
+      return p.lo !== undefined && p.lo !== null && p.hi !== undefined && p.hi !== null;
+    });
+  }
+
+  // The interval as a shaded band: its upper edge, then its lower edge filled up to it.
+  function bandDatasets(s, colour, index) {
+    var edge = { borderWidth: 0, pointRadius: 0, pointHoverRadius: 0, tension: 0, band: true,
+      yAxisID: s.axis || "y", spanGaps: false };
+    var upper = s.points.map(function (p) { return { x: p.t, y: p.hi === undefined ? null : p.hi }; });
+    var lower = s.points.map(function (p) { return { x: p.t, y: p.lo === undefined ? null : p.lo }; });
+    return [
+      Object.assign({ label: s.label + " (interval, upper)", data: upper, fill: false,
+        borderColor: colour, backgroundColor: colour }, edge),
+      Object.assign({ label: s.label + " (interval)", data: lower, fill: { target: index },
+        borderColor: colour, backgroundColor: colour + "2e" }, edge)
+    ];
+  }
+
   function datasets(spec) {
     var out = [];
+    var bands = [];
     var baselineIndex = -1;
     var valueCount = 0;
     spec.series.forEach(function (s) {
@@ -145,7 +172,8 @@
       var data = s.points.map(function (p) {
         var y = p.y;
         if (log && y !== null) y = Math.max(y, LOG_FLOOR);
-        return { x: p.t, y: y, raw: p.y, version: p.version, n: p.n, drop: p.drop };
+        return { x: p.t, y: y, raw: p.y, version: p.version, n: p.n, drop: p.drop,
+          lo: p.lo, hi: p.hi };
       });
       var ds = { label: s.label, data: data, yAxisID: s.axis || "y", parsing: true, spanGaps: false,
         borderWidth: 2, pointRadius: data.length > 90 ? 1.5 : 3, pointHoverRadius: 5, tension: 0 };
@@ -163,8 +191,12 @@
         Object.assign(ds, { borderColor: colour, backgroundColor: colour, borderDash: dash,
           pointStyle: POINT_STYLES[valueCount % POINT_STYLES.length] });
         valueCount += 1;
+        if (hasBand(s)) bands.push({ series: s, colour: colour });
       }
       out.push(ds);
+    });
+    bands.forEach(function (b) {
+      out.push.apply(out, bandDatasets(b.series, b.colour, out.length));
     });
     if (spec.alerts.length) {
       var tops = { y: axisMax(spec, "y"), y2: axisMax(spec, "y2") };
@@ -224,6 +256,11 @@
     if (raw.version) parts.push("version " + raw.version);
     if (raw.n !== undefined && raw.n !== null) parts.push("group size " + raw.n);
     if (raw.drop !== undefined && raw.drop !== null) parts.push("drop " + formatNumber(raw.drop * 100) + " %");
+    if (raw.lo !== undefined && raw.lo !== null && raw.hi !== undefined && raw.hi !== null) {
+      var level = ctx.chart.options.plugins.consoleGuides.level;
+      parts.push((level ? formatNumber(level * 100) + " % " : "") + "interval " +
+        formatNumber(raw.lo) + " to " + formatNumber(raw.hi));
+    }
     return parts.join(", ");
   }
 
@@ -247,8 +284,9 @@
         plugins: {
           legend: { position: "bottom", labels: { usePointStyle: true, boxHeight: 8,
             filter: function (item, data) {
-              // one legend entry for all alert markers
+              // one legend entry for all alert markers; none for the interval bands
               var ds = data.datasets[item.datasetIndex];
+              if (ds.band) return false;
               if (ds.type !== "scatter") return true;
               return data.datasets.findIndex(function (d) { return d.type === "scatter"; }) === item.datasetIndex;
             },
@@ -259,10 +297,11 @@
               });
               return items;
             } } },
-          tooltip: { callbacks: {
+          tooltip: { filter: function (item) { return !item.dataset.band; }, callbacks: {
             title: function (items) { return items.length ? formatTime(items[0].parsed.x, true) + " UTC" : ""; },
             label: tooltip } },
-          consoleGuides: { thresholds: spec.thresholds, events: events }
+          consoleGuides: { thresholds: spec.thresholds, events: events,
+            level: spec.confidence_level }
         }
       }
     });

@@ -122,3 +122,43 @@ def test_without_two_judged_groups_the_gate_fails_and_the_check_skips():
     assert gate_verdict(window)["passed"] is False
     with pytest.raises(checks.Skip):
         check_verdict(window)
+
+
+def test_noise_in_a_small_group_is_a_watch_in_both_the_gate_passes_the_check_does_not_act():
+    # TPR 0.60 vs 0.75 on 100 positives per area: EOD 0.15 > 0.10, its interval includes 0.10
+    window = pd.concat(
+        [
+            group("north", 300, positives=100, tpr=0.60, fpr=0.2),
+            group("south", 300, positives=100, tpr=0.75, fpr=0.2),
+        ],
+        ignore_index=True,
+    )
+    gate = gate_verdict(window)
+    check = check_verdict(window)
+    area = gate["values"]["area"]
+    assert area["status"] == check.metrics["attributes"]["area"]["status"] == "watch"
+    assert gate["passed"] is True and gate["reasons"] == []
+    assert any("includes the limit: a watch" in w for w in area["watch"])
+    assert area["intervals"] == check.metrics["attributes"]["area"]["intervals"]
+    assert area["intervals"]["equalized_odds_difference"][0] <= 0.10
+    assert check.breach is not None and check.breach.severity == "watch"
+
+
+def test_the_gate_reports_the_power_of_groups_too_small_to_judge():
+    window = pd.concat(
+        [
+            group("north", 1000, positives=300, tpr=0.8, fpr=0.1),
+            group("south", 1000, positives=300, tpr=0.8, fpr=0.1),
+            group("east", 20, positives=6, tpr=0.5, fpr=0.5),
+        ],
+        ignore_index=True,
+    )
+    gate = gate_verdict(window)
+    area = gate["values"]["area"]
+    assert gate["passed"] is True
+    east = area["groups"]["east"]
+    assert east["judged"] is False and east["power"]["equalized_odds_difference"] < 0.2
+    assert "east" in area["note"] and "power to detect" in area["note"]
+    assert area["groups"]["north"]["power"]["equalized_odds_difference"] > 0.8
+    lo, hi = area["groups"]["east"]["intervals"]["fpr"]
+    assert lo < 0.5 < hi

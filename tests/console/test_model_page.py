@@ -12,6 +12,7 @@ import time_machine
 from django.urls import reverse
 
 from governance.models import RoleGrant, Stage
+from monitoring.models import Check, MonitorRun
 from registry.models import ModelCard
 from tests.console.model_data import NOW, seed
 from tests.factories import RegisteredModelFactory, UserFactory
@@ -125,6 +126,18 @@ def test_series_carry_each_charts_points_and_the_policies_thresholds(client, lea
     arrived, logged = labels["series"]
     assert arrived["label"] == "labels arrived" and {p["y"] for p in arrived["points"]} == {300}
     assert {p["y"] for p in logged["points"]} == {1200}  # two batches a day, summed
+
+
+def test_windows_estimated_before_their_labels_are_a_dashed_series(client, lead, frozen):
+    seed(days=10, features=3)
+    last = MonitorRun.objects.filter(kind=Check.CONCEPT_DRIFT).order_by("window_end").last()
+    last.metrics = {"metric": "auc", "baseline": 0.8, "estimated": True, "estimated_value": 0.71}
+    last.save(update_fields=["metrics"])
+    series = _chart(_series(client), "performance")["series"]
+    current, estimated = series[0], series[-1]
+    assert estimated["label"] == "AUC estimated before labels" and estimated["dash"] is True
+    assert [p["y"] for p in estimated["points"]] == [0.71]
+    assert current["points"][-1]["y"] is None  # no realised value until the labels arrive
 
 
 def test_alerts_are_markers_on_their_charts(client, lead, frozen):

@@ -72,13 +72,21 @@ def _check_versions_and_history(db: sqlite3.Connection) -> list[tuple]:
     stages = {v[0]: v[1] for v in versions}
     # 1.0.0 went live, PATCH 1.0.1 (a lower threshold) replaced it; the injected fairness shift
     # raised critical alerts on 1.0.1 and the second rolled it back to 1.0.0 automatically;
-    # 1.1.0 failed its fairness gate; 2.0.0 passed its gates and waits for the ML Lead
+    # 1.1.0's equalized-odds difference (0.11 > 0.10) is a watch, its 95 % interval including
+    # the limit: not blocked by noise, it waits in staging for its shadow period; 2.0.0 passed
+    # its gates and waits for the ML Lead
     assert stages == {
         "1.0.0": "production",
         "1.0.1": "retired",
-        "1.1.0": "development",
+        "1.1.0": "staging",
         "2.0.0": "validation",
     }
+    [report] = db.execute(
+        "SELECT e.report FROM governance_evaluation e JOIN registry_modelversion v "
+        "ON v.id = e.version_id WHERE v.version = '1.1.0' AND e.kind = 'validation'"
+    ).fetchone()
+    [fairness] = [g for g in json.loads(report)["gates"] if g["gate"] == "fairness"]
+    assert fairness["passed"] and fairness["values"]["neighbourhood"]["status"] == "watch"
     kinds = {row[0] for row in db.execute("SELECT kind FROM governance_evaluation")}
     assert {"unit_tests", "validation"} <= kinds
     return versions
@@ -117,6 +125,10 @@ def _check_monitoring(db: sqlite3.Connection) -> None:
         "SELECT COUNT(*) FROM monitoring_alert WHERE severity = 'critical'"
     ).fetchone()[0]
     assert critical >= 1
+    watches = db.execute(
+        "SELECT COUNT(*) FROM monitoring_alert WHERE kind = 'fairness' AND severity = 'watch'"
+    ).fetchone()[0]
+    assert watches >= 1  # ratio noise on ~40 cases a group, the shift's first days
     runs = dict(db.execute("SELECT status, COUNT(*) FROM monitoring_monitorrun GROUP BY status"))
     assert runs.get("succeeded", 0) >= 60
     drift_alerts = db.execute(

@@ -113,6 +113,7 @@ def test_calibrated_fair_records_pass_every_gate_with_the_report_in_pipeline_ord
         "fpr_ratio_min": 0.8,
         "fnr_ratio_min": 0.8,
         "min_group_size": 30,
+        "confidence_level": 0.95,
     }
     area = fairness["values"]["area"]
     assert area["judged"] is True and area["equalized_odds_difference"] <= 0.1

@@ -58,9 +58,10 @@ def set_policy(model, limits=None, prohibited=None, reason="board decision") -> 
     )
 
 
-def fairness_alert(version, **attributes):
-    """A critical fairness alert whose run measured ``attributes`` (name -> aggregates)."""
-    alert = alert_on(version, "fairness", "critical")
+def fairness_alert(version, severity: str = "critical", **attributes):
+    """A fairness alert (critical unless said) whose run measured ``attributes`` (name ->
+    aggregates)."""
+    alert = alert_on(version, "fairness", severity)
     MonitorRun.objects.filter(pk=alert.run_id).update(
         status="succeeded", metrics={"attributes": attributes}
     )

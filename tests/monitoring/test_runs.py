@@ -83,6 +83,11 @@ def put_window(version, frame: pd.DataFrame) -> None:
         records=records_of(frame),
         actor=SYSTEM,
     )
+    put_labels(version, frame)
+
+
+def put_labels(version, frame: pd.DataFrame) -> None:
+    """Ingest the labels of ``frame``'s labelled rows (predictions already stored)."""
     labelled = frame[frame["label"].notna()]
     if len(labelled):
         ingest.labels_ingest(
@@ -559,6 +564,45 @@ def test_a_run_abandoned_by_a_dead_worker_is_sent_again_by_the_next_beat():
 
     assert died.pk in again.enqueued  # _claim takes it back once it is past STALE_AFTER
     assert fresh.pk not in again.enqueued  # still being worked on
+
+
+def test_a_chunked_fan_out_leaves_the_other_chunks_to_tasks_that_create_the_same_runs(
+    _no_broker, settings
+):
+    versions = [live() for _ in range(5)]
+    settings.MONITORING_FAN_OUT_CHUNK = 2
+    assert tasks.run_daily_checks.run() == 6  # its own chunk: 2 versions x 3 checks
+    chunks = [args for kind, args in _no_broker if kind == "monitoring.schedule_chunk"]
+    fleet = [lc.version_id for lc in schedule.live_lifecycles()]  # ordered by model name
+    assert sorted(fleet) == sorted(v.pk for v in versions)
+    assert [ids for _, _, ids in chunks] == [fleet[2:4], fleet[4:]]
+    assert set(MonitorRun.objects.values_list("version_id", flat=True)) == set(fleet[:2])
+    assert MonitorRun.objects.count() == 6
+    for args in chunks:  # what a worker runs for each
+        tasks.schedule_chunk.run(*args)
+    unchunked = {(r.version_id, r.kind, r.window_end) for r in MonitorRun.objects.all()}
+    assert unchunked == {
+        (v.pk, c, datetime.combine(datetime.now(UTC).date(), datetime.min.time(), UTC))
+        for v in versions
+        for c in ("data_drift", "prediction_drift", "fairness")
+    }
+    executed = sorted(a[0] for kind, a in _no_broker if kind == "execute")
+    assert executed == sorted(MonitorRun.objects.values_list("pk", flat=True))  # each once
+    for args in chunks:  # a second beat's chunk creates nothing and re-sends its pending runs
+        assert tasks.schedule_chunk.run(*args) == 3 * len(args[2])
+    assert MonitorRun.objects.count() == 15
+
+
+def test_a_chunk_skips_a_version_that_stopped_serving_meanwhile(_no_broker):
+    kept, retired = live(), live()
+    Lifecycle.objects.filter(version=retired).update(stage=Stage.RETIRED)
+    made = schedule.schedule_chunk(
+        checks=("data_drift",),
+        window_end=schedule.day_start(NOW),
+        version_ids=[kept.pk, retired.pk],
+    )
+    assert made == 1
+    assert list(MonitorRun.objects.values_list("version_id", flat=True)) == [kept.pk]
 
 
 def test_the_weekly_fan_out_runs_the_weekly_checks_over_the_weekly_window():
