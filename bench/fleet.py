@@ -253,12 +253,15 @@ def measure(models: int, timeout: float, workers: list[subprocess.Popen]) -> dic
     )
     statuses: dict[str, int] = {}
     durations: dict[str, list[float]] = {}
-    for kind, status, started, finished, reason in runs.values_list(
-        "kind", "status", "started_at", "finished_at", "reason"
+    tasks: dict[tuple, float] = {}  # runs claimed together (one task): claim to last finish
+    for version, kind, status, started, finished, reason in runs.values_list(
+        "version_id", "kind", "status", "started_at", "finished_at", "reason"
     ):
         statuses[f"{kind}:{status}"] = statuses.get(f"{kind}:{status}", 0) + 1
         if started and finished:
-            durations.setdefault(kind, []).append((finished - started).total_seconds())
+            seconds = (finished - started).total_seconds()
+            durations.setdefault(kind, []).append(seconds)
+            tasks[version, started] = max(tasks.get((version, started), 0.0), seconds)
         if status == RunStatus.FAILED and len(statuses) < 20:
             print(f"failed run ({kind}): {reason}", file=sys.stderr)
     last = span["last"] or timezone.now()
@@ -271,6 +274,8 @@ def measure(models: int, timeout: float, workers: list[subprocess.Popen]) -> dic
         "first_run_s": ((span["first_started"] or enqueued_at) - enqueued_at).total_seconds(),
         "statuses": statuses,
         "durations": durations,
+        "busy_s": sum(tasks.values()),
+        "tasks": len(tasks),
         "alerts": Alert.objects.count(),
         "alerts_by_kind": {
             kind: Alert.objects.filter(kind=kind).count()
@@ -302,7 +307,141 @@ def _arguments() -> argparse.Namespace:
         help="MONITORING_FAN_OUT_CHUNK (live versions per fan-out task; 0: one task creates "
         "every run, the fan-out before issue 17)",
     )
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const=str(BENCH / "profiles" / "fleet_workers.txt"),
+        default=None,
+        help="sample the workers with py-spy (PY_SPY or py-spy on PATH) during the timed part "
+        "and write their summary (default bench/profiles/fleet_workers.txt)",
+    )
     return parser.parse_args()
+
+
+def workers_cpu_s(workers: list[subprocess.Popen]) -> float:
+    """CPU seconds (user + system) used so far by the workers' processes and their pool
+    children: every process of their process groups, from /proc (Linux)."""
+    groups = {w.pid for w in workers}
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in groups:  # pgrp
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return total
+
+
+def database_commits(name: str) -> int:
+    """Transactions committed in the bench's database so far (``pg_stat_database``; the
+    statistics collector lags by up to half a second)."""
+    from django.db import connection
+
+    time.sleep(0.6)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [name])
+        return int(cursor.fetchone()[0])
+
+
+def _start_py_spy(workers: list[subprocess.Popen], profile: str | None) -> list:
+    """py-spy sampling every worker process and its pool children (raw collapsed stacks)."""
+    if not profile:
+        return []
+    spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if not spy:
+        raise SystemExit("--profile needs py-spy: set PY_SPY or put py-spy on PATH")
+    spies = []
+    for i, worker in enumerate(workers):
+        out = Path(tempfile.gettempdir()) / f"fleet-spy-{os.getpid()}-{i}.txt"
+        command = [spy, "record", "--subprocesses", "--idle", "-r", "100", "--format", "raw"]
+        command += ["-o", str(out), "-p", str(worker.pid)]
+        spies.append((subprocess.Popen(command, stdout=subprocess.DEVNULL), out))
+    time.sleep(1.0)  # attached before the clock starts
+    return spies
+
+
+def _stop_py_spy(spies: list, profile: str | None) -> None:
+    import signal
+
+    if not spies:
+        return
+    for process, _ in spies:
+        process.send_signal(signal.SIGINT)
+    for process, _ in spies:
+        process.wait(timeout=60)
+    stacks = []
+    for _, out in spies:
+        if out.exists():
+            stacks += out.read_text().splitlines()
+            if raw := os.environ.get("BENCH_PROFILE_RAW"):  # keep the stacks too
+                shutil.copy(out, Path(raw) / out.name)
+            out.unlink()
+    path = Path(profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        summarise_stacks(
+            stacks, title=f"bench/fleet.py --profile (py-spy, load1 {os.getloadavg()[0]:.2f})"
+        )
+    )
+    emit("profile", str(path.resolve()), "file")
+
+
+def summarise_stacks(lines: list[str], *, title: str, top: int = 40) -> str:
+    """Collapsed py-spy stacks (``frame;frame;... count``) of the workers' pool processes while
+    they run tasks, as three tables: each function's share of those samples where it is on the
+    stack (inclusive), at its top (own), and the project's innermost frame over every sample
+    waiting on PostgreSQL (``psycopg``: queries, commits and lock waits)."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    database: dict[str, int] = {}
+    total = 0
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit() or "fast_trace_task" not in stack:
+            continue  # the workers' main processes, and the pool waiting for a task
+        n = int(count)
+        total += n
+        frames = [_frame(f) for f in stack.split(";") if f and not f.startswith("process ")]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        if any("psycopg/" in f for f in frames):
+            mine = [f for f in frames if f.endswith(".py)") and "/" in f and _ours(f)]
+            key = " < ".join(reversed(mine[-3:])) or "?"
+            database[key] = database.get(key, 0) + n
+    out = [title, f"samples while running tasks: {total} (every pool process, waits included)"]
+    for name, table in (("inclusive", inclusive), ("own", own), ("PostgreSQL wait by", database)):
+        out += ["", f"--- {name} share of those samples ---"]
+        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            out.append(f"{100 * n / max(total, 1):6.1f} %  {frame}")
+    return "\n".join(out) + "\n"
+
+
+def _ours(frame: str) -> bool:
+    where = frame.rsplit("(", 1)[-1]
+    return where.split("/", 1)[0] in {
+        "monitoring",
+        "governance",
+        "registry",
+        "incidents",
+        "platform_core",
+        "analytics",
+    }
+
+
+def _frame(frame: str) -> str:
+    """``function (path/to/file.py:line)`` as ``function (file.py)``: lines merged."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", f"{REPO}/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+    return f"{name} ({where})"
 
 
 def _run(args: argparse.Namespace) -> dict:
@@ -347,7 +486,14 @@ def _run(args: argparse.Namespace) -> dict:
             for name in names
         ]
         wait_ready(dict(zip(names, workers, strict=True)))
-        result = measure(args.models, args.timeout, workers)
+        spies = _start_py_spy(workers, args.profile)
+        cpu0, commits0 = workers_cpu_s(workers), database_commits(name)
+        try:
+            result = measure(args.models, args.timeout, workers)
+        finally:
+            _stop_py_spy(spies, args.profile)
+        result["worker_cpu_s"] = workers_cpu_s(workers) - cpu0
+        result["commits"] = database_commits(name) - commits0
     finally:
         stop_workers(workers)
         with contextlib.suppress(Exception):
@@ -402,14 +548,31 @@ def _report(args: argparse.Namespace, result: dict) -> None:
             "s",
             p95=round(sorted(values)[int(0.95 * (len(values) - 1))], 3),
             runs=len(values),
-            note="started_at to finished_at: load the window, compute, commit points and alert",
+            note="started_at to finished_at (runs claimed together share started_at): load the "
+            "window, compute, commit points and alert",
         )
-    busy = sum(sum(v) for v in result["durations"].values())
+    busy = result["busy_s"]
     emit(
         "fleet_worker_busy_share",
         round(busy / (wall * args.workers * args.concurrency), 2) if wall else None,
         "fraction",
-        note="sum of run durations / (wall time x worker processes)",
+        tasks=result["tasks"],
+        note="sum over the run tasks of claim to last finish / (wall time x worker processes)",
+    )
+    emit(
+        "fleet_worker_cpu",
+        round(result["worker_cpu_s"], 1),
+        "s",
+        per_run_ms=round(1000 * result["worker_cpu_s"] / max(done, 1), 1),
+        note="CPU seconds of every worker process during the timed part (robust to load)",
+    )
+    emit(
+        "fleet_commits",
+        result["commits"],
+        "transactions",
+        per_run=round(result["commits"] / max(done, 1), 2),
+        note="transactions committed in the bench database during the timed part "
+        "(each is a WAL flush: about 5 ms here)",
     )
     succeeded = sum(v for k, v in result["statuses"].items() if k.endswith(":succeeded"))
     emit("fleet_runs_succeeded", succeeded, "runs", of=expected, outcomes=result["statuses"])

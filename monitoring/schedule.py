@@ -1,16 +1,20 @@
 """What the beat schedule runs: the daily and weekly fan-out and the monthly human audit.
 
 The fan-out creates one run per (model, live version, check) for the window ending at the start of
-the current UTC day, then enqueues one ``monitoring.execute_run`` task per pending run. Because
-the window end depends only on the day, a retried beat task or a second beat process finds the
-same runs (unique per version, check and window) and creates nothing new; a duplicate execute task
-finds its run claimed and does nothing. Adding workers adds throughput.
+the current UTC day, then enqueues one ``monitoring.execute_runs`` task per version with its
+pending runs: the checks of a version share one load of the window and one commit
+(``runs.runs_execute``). Because the window end depends only on the day, a retried beat task or
+a second beat process finds the same runs (unique per version, check and window) and creates
+nothing new; a duplicate execute task finds its runs claimed and does nothing. Adding workers adds
+throughput.
 
 A large fleet is fanned out in chunks of ``MONITORING_FAN_OUT_CHUNK`` live versions: the beat
 task enqueues one ``monitoring.schedule_chunk`` task per chunk but the first, which it creates
-itself, and each chunk enqueues its runs as soon as it has created them. So every worker creates
-runs, and runs start while others are still being created (with one worker creating all 1500
-runs of 500 models, the other waited 9 s for the first).
+itself, and each chunk creates its runs in one transaction and enqueues them at once. So every
+worker creates runs, and runs start while others are still being created (with one worker
+creating all 1500 runs of 500 models, one commit each, the other waited 9 s for the first).
+Pending runs no chunk covers (a version that stopped serving today, a task lost an earlier day)
+and runs abandoned by a dead worker are sent again one task per run.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from .models import (
     MonitorRun,
     RunStatus,
 )
-from .runs import enqueue_runs, run_create
+from .runs import enqueue_run_groups, enqueue_runs
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +114,7 @@ def schedule_checks(
     pending = MonitorRun.objects.filter(status=RunStatus.PENDING, kind__in=checks)
     stale = (now or timezone.now()) - REQUEUE_PENDING_AFTER
     # today's pending runs of versions no chunk covers (no longer live), and older lost ones
-    ids += list(
+    lost = list(
         pending.filter(window_end=window_end)
         .exclude(version_id__in=[lifecycle.version_id for lifecycle in lifecycles])
         .values_list("pk", flat=True)
@@ -128,7 +132,8 @@ def schedule_checks(
         started_at__lt=(now or timezone.now()) - runs.STALE_AFTER,
     )
     sent = set(ids)
-    extra = [pk for pk in abandoned.values_list("pk", flat=True).order_by("pk") if pk not in sent]
+    extra = lost + [pk for pk in abandoned.values_list("pk", flat=True).order_by("pk")]
+    extra = [pk for pk in dict.fromkeys(extra) if pk not in sent]
     enqueue_runs(extra)
     return FanOut(created=created, enqueued=ids + extra)
 
@@ -143,39 +148,21 @@ def schedule_chunk(*, checks: Iterable[str], window_end: datetime, version_ids: 
 def _create_runs(
     checks: tuple[str, ...], window_end: datetime, lifecycles: list[Lifecycle]
 ) -> tuple[int, list[int]]:
-    """Create the runs of these live versions; enqueue their pending ones; (created, ids)."""
+    """Create the runs of these live versions (one transaction); enqueue their pending ones,
+    one task per version (its checks share one load of the window); (created, ids)."""
     versions = [lifecycle.version for lifecycle in lifecycles]
-    existing = set(
+    before = MonitorRun.objects.filter(
+        version__in=versions, kind__in=checks, window_end=window_end
+    ).count()
+    pending = runs.runs_create_scheduled(versions, checks, window_end, actor=SYSTEM)
+    created = (
         MonitorRun.objects.filter(
             version__in=versions, kind__in=checks, window_end=window_end
-        ).values_list("version_id", "kind")
+        ).count()
+        - before
     )
-    created = 0
-    for version in versions:
-        for check in checks:
-            if (version.pk, check) in existing:
-                continue
-            try:
-                run_create(
-                    model=version.model,
-                    version=version,
-                    check=check,
-                    window_end=window_end,
-                    trigger="schedule",
-                    actor=SYSTEM,
-                )
-                created += 1
-            except Exception:  # one model's trouble must not stop the others
-                logger.exception("could not create the %s run of %s", check, version)
-    ids = list(
-        MonitorRun.objects.filter(
-            status=RunStatus.PENDING, kind__in=checks, window_end=window_end, version__in=versions
-        )
-        .values_list("pk", flat=True)
-        .order_by("pk")
-    )
-    enqueue_runs(ids)
-    return created, ids
+    enqueue_run_groups(pending.values())
+    return created, sorted(pk for ids in pending.values() for pk in ids)
 
 
 def schedule_daily(now: datetime | None = None, *, chunk: int | None = None) -> FanOut:

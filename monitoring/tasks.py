@@ -20,6 +20,15 @@ def execute_run(run_id: int) -> str:
     return run_execute(run_id).status
 
 
+@shared_task(name="monitoring.execute_runs")
+def execute_runs(run_ids: list[int]) -> list[str]:
+    """Execute the runs of one version and window together (the schedule's task per version:
+    one load of the window, one commit); each run as ``execute_run`` would."""
+    from .runs import runs_execute
+
+    return [run.status for run in runs_execute(run_ids)]
+
+
 @shared_task(name="monitoring.run_daily_checks")
 def run_daily_checks() -> int:
     """Beat, daily at 02:00 UTC: data drift, prediction drift and fairness of every live version."""

@@ -213,7 +213,11 @@ def _own_var_dir(settings, tmp_path):
 def _no_broker(monkeypatch):
     """Tasks are recorded, never sent: tests call services and task bodies directly."""
     sent: list[tuple[str, tuple]] = []
-    short = {"monitoring.execute_run": "execute", "monitoring.route_alert": "route"}
+    short = {
+        "monitoring.execute_run": "execute",
+        "monitoring.execute_runs": "execute_group",
+        "monitoring.route_alert": "route",
+    }
 
     def record(name, args=(), kwargs=None, **options):
         sent.append((short.get(name, name), tuple(args)))
@@ -377,9 +381,8 @@ def test_an_unexpected_error_fails_the_run_and_never_reaches_the_scheduler(monke
     assert run.finished_at is not None
 
 
-def test_a_run_loads_only_the_columns_its_check_needs(monkeypatch):
-    version = live()
-    put_window(version, synthetic(1_000, seed=38))
+def spy_loads(monkeypatch) -> list[dict]:
+    """The keyword arguments of every ``store.load_window`` call from now on."""
     calls = []
     real = store.load_window
 
@@ -388,6 +391,13 @@ def test_a_run_loads_only_the_columns_its_check_needs(monkeypatch):
         return real(**kwargs)
 
     monkeypatch.setattr(store, "load_window", spy)
+    return calls
+
+
+def test_a_run_loads_only_the_columns_its_check_needs(monkeypatch):
+    version = live()
+    put_window(version, synthetic(1_000, seed=38))
+    calls = spy_loads(monkeypatch)
     runs.run_execute(create(version, "data_drift").pk)
     runs.run_execute(create(version, "fairness").pk)
     runs.run_execute(create(version, "prediction_drift").pk)
@@ -395,6 +405,129 @@ def test_a_run_loads_only_the_columns_its_check_needs(monkeypatch):
     assert calls[1]["columns"] == ["score", "prediction", "s.area"]
     assert calls[1]["with_labels"] and calls[1]["with_sensitive"]
     assert calls[2]["columns"] == ["score"] and not calls[2]["with_sensitive"]
+
+
+DAILY = ("data_drift", "prediction_drift", "fairness")
+
+
+def _facts(run: MonitorRun):
+    points = sorted(
+        (p.metric, p.feature, p.group, p.value) for p in MetricPoint.objects.filter(run=run)
+    )
+    alerts = sorted(
+        (a.kind, a.severity, a.metric, a.feature, a.value, a.threshold)
+        for a in Alert.objects.filter(run=run)
+    )
+    return run.status, run.reason, run.rows, run.metrics, points, alerts
+
+
+def test_the_runs_of_one_version_and_window_load_it_once_with_the_same_outcomes(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    frame = synthetic(4_000, seed=58, shift={"f2": 1.0}, unfair_fpr=0.3)
+    apart, together = live(), live()
+    put_window(apart, frame)
+    put_window(together, frame)
+    with django_capture_on_commit_callbacks(execute=True):
+        alone = [runs.run_execute(create(apart, check).pk) for check in DAILY]
+    calls = spy_loads(monkeypatch)
+    ids = [create(together, check).pk for check in DAILY]
+    with django_capture_on_commit_callbacks(execute=True) as handed:
+        done = runs.runs_execute(ids)
+    assert [run.pk for run in done] == ids
+    assert len(calls) == 1  # the union of the three checks' columns, with labels
+    assert calls[0]["columns"] == ["f.f1", "f.f2", "f.f3", "score", "prediction", "s.area"]
+    assert calls[0]["with_labels"] and calls[0]["with_sensitive"]
+    assert [_facts(run) for run in done] == [_facts(run) for run in alone]
+    assert {run.status for run in done} == {RunStatus.SUCCEEDED}
+    hand_offs = [c for c in handed if getattr(c, "func", None) is runs.hand_off]
+    assert len(hand_offs) == Alert.objects.filter(run__in=ids).count() == 2  # after the commit
+    raised = AuditEvent.objects.filter(action="monitoring.alert_raised")
+    assert raised.count() == 2 * Alert.objects.filter(run__in=ids).count()
+    assert runs.runs_execute(ids) == done  # claimed and finished: left alone
+
+
+def test_runs_claimed_together_fail_alone_when_one_check_breaks(monkeypatch):
+    version = live()
+    put_window(version, synthetic(2_000, seed=59, shift={"f1": 1.0}))
+    real = checks.run_check
+
+    def broken_fairness(kind, *args):
+        if kind == "fairness":
+            raise ZeroDivisionError("broken check")
+        return real(kind, *args)
+
+    monkeypatch.setattr(checks, "run_check", broken_fairness)
+    done = runs.runs_execute([create(version, check).pk for check in DAILY])
+    assert [run.status for run in done] == [
+        RunStatus.SUCCEEDED,
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+    ]
+    assert done[2].reason == "ZeroDivisionError: broken check"
+    assert MetricPoint.objects.filter(run=done[0]).exists()
+
+
+def test_a_run_whose_outcome_cannot_be_stored_fails_alone_and_the_others_commit(monkeypatch):
+    version = live()
+    put_window(version, synthetic(2_000, seed=60, shift={"f1": 1.0}))
+    real = runs.points_store
+
+    def refuse_prediction_drift(run, points):
+        if run.kind == "prediction_drift":
+            raise RuntimeError("disk full")
+        real(run, points)
+
+    monkeypatch.setattr(runs, "points_store", refuse_prediction_drift)
+    done = runs.runs_execute([create(version, check).pk for check in DAILY])
+    assert [run.status for run in done] == [
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.SUCCEEDED,
+    ]
+    assert done[1].reason == "storing the outcome failed: RuntimeError: disk full"
+    assert not MetricPoint.objects.filter(run=done[1]).exists()
+    assert Alert.objects.filter(run=done[0]).count() == 1  # the data-drift alert kept
+
+
+def test_runs_of_a_version_retired_before_they_commit_are_skipped_each_with_its_event(
+    monkeypatch,
+):
+    version = live()
+    put_window(version, synthetic(2_000, seed=61, shift={"f1": 1.0}))
+    real = runs._compute_all
+
+    def retire_meanwhile(claimed):
+        outcomes = real(claimed)
+        Lifecycle.objects.filter(version=version).update(stage=Stage.RETIRED)
+        return outcomes
+
+    monkeypatch.setattr(runs, "_compute_all", retire_meanwhile)
+    done = runs.runs_execute([create(version, check).pk for check in DAILY])
+    assert {run.status for run in done} == {RunStatus.SKIPPED}
+    assert not Alert.objects.exists() and not MetricPoint.objects.exists()
+    skipped = AuditEvent.objects.filter(action="task.skipped")
+    assert sorted(e.after["run"] for e in skipped) == [run.pk for run in done]
+
+
+def test_execute_runs_task_executes_a_group_and_reports_each_status():
+    version = live()
+    put_window(version, synthetic(1_000, seed=62))
+    ids = [create(version, check).pk for check in DAILY]
+    assert tasks.execute_runs.run(ids) == [MonitorRun.objects.get(pk=pk).status for pk in ids]
+    assert RunStatus.PENDING not in tasks.execute_runs.run(ids)
+
+
+def test_the_scheduled_fan_out_creates_in_one_transaction(django_assert_max_num_queries):
+    for _ in range(4):
+        live()
+    schedule.schedule_daily(now=NOW)  # policies published on first use
+    MonitorRun.objects.all().delete()
+    with CaptureQueriesContext(connection) as queries:
+        schedule.schedule_daily(now=NOW)
+    assert MonitorRun.objects.count() == 12
+    inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 1  # one bulk insert of the 12 runs
 
 
 def test_fairness_run_stores_each_groups_rates_and_degrades_a_production_version(
@@ -536,9 +669,21 @@ def test_daily_fan_out_creates_one_run_per_live_model_and_check_and_enqueues_it(
         (v.pk, c) for v in (first, second) for c in ("data_drift", "prediction_drift", "fairness")
     }
     assert {r.window_end for r in made} == {datetime(2026, 3, 9, tzinfo=UTC)}
-    assert sorted(a[0] for kind, a in _no_broker if kind == "execute") == sorted(
-        made.values_list("pk", flat=True)
-    )
+    assert sorted(executed(_no_broker)) == sorted(made.values_list("pk", flat=True))
+    # one task per version: its three checks share one load of the window
+    groups = [ids for kind, (ids,) in _no_broker if kind == "execute_group"]
+    assert sorted(
+        sorted(made.filter(pk__in=ids).values_list("version_id", flat=True)) for ids in groups
+    ) == [
+        [first.pk] * 3,
+        [second.pk] * 3,
+    ]
+
+
+def executed(sent) -> list[int]:
+    """The run ids the recorded tasks execute, one task per run or per group."""
+    ids = [args[0] for kind, args in sent if kind == "execute"]
+    return ids + [pk for kind, args in sent if kind == "execute_group" for pk in args[0]]
 
 
 def test_a_second_beat_the_same_day_creates_nothing_new():
@@ -566,6 +711,19 @@ def test_a_run_abandoned_by_a_dead_worker_is_sent_again_by_the_next_beat():
     assert fresh.pk not in again.enqueued  # still being worked on
 
 
+def test_a_pending_run_whose_task_was_lost_is_sent_again_by_the_next_beat(_no_broker):
+    version = live()
+    lost = create(version, "data_drift", window_end=WINDOW_END - timedelta(days=3))
+    MonitorRun.objects.filter(pk=lost.pk).update(created_at=NOW - timedelta(hours=2))
+    retired = live()
+    today = create(retired, "fairness", window_end=schedule.day_start(NOW))
+    Lifecycle.objects.filter(version=retired).update(stage=Stage.RETIRED)
+    fan = schedule.schedule_daily(now=NOW)
+    assert lost.pk in fan.enqueued and today.pk in fan.enqueued
+    sent = executed(_no_broker)
+    assert lost.pk in sent and today.pk in sent  # sent, not only listed
+
+
 def test_a_chunked_fan_out_leaves_the_other_chunks_to_tasks_that_create_the_same_runs(
     _no_broker, settings
 ):
@@ -586,8 +744,9 @@ def test_a_chunked_fan_out_leaves_the_other_chunks_to_tasks_that_create_the_same
         for v in versions
         for c in ("data_drift", "prediction_drift", "fairness")
     }
-    executed = sorted(a[0] for kind, a in _no_broker if kind == "execute")
-    assert executed == sorted(MonitorRun.objects.values_list("pk", flat=True))  # each once
+    assert sorted(executed(_no_broker)) == sorted(
+        MonitorRun.objects.values_list("pk", flat=True)
+    )  # each once
     for args in chunks:  # a second beat's chunk creates nothing and re-sends its pending runs
         assert tasks.schedule_chunk.run(*args) == 3 * len(args[2])
     assert MonitorRun.objects.count() == 15
@@ -618,7 +777,7 @@ def test_run_daily_checks_task_fans_out_and_execute_run_task_runs_one(_no_broker
     version = live()
     put_window(version, synthetic(1_000, seed=42, start="2026-03-02"))
     assert tasks.run_daily_checks.run() == 3  # today: no data, but the runs exist
-    run_id = _no_broker[0][1][0]
+    run_id = executed(_no_broker)[0]
     assert tasks.execute_run.run(run_id) in {"succeeded", "skipped", "failed"}
     assert MonitorRun.objects.get(pk=run_id).status != RunStatus.PENDING
     assert tasks.execute_run.run(run_id) == MonitorRun.objects.get(pk=run_id).status
