@@ -8,11 +8,12 @@ registered; version 1.0.0 is walked to production and a PATCH 1.0.1 to staging (
 shadows it). Then:
 
 - in-process: the bare model call (sklearn ``predict_proba`` on a DataFrame, the pyfunc's
-  ``predict``, and the gateway's fast path), and one full gateway request through Django's WSGI
-  handler without a network (authentication, routing, halt check, validation, thresholds,
+  ``predict``, and the gateway's fast path), and one full gateway request through the gateway's
+  WSGI entry (``config.wsgi_gateway``: ``serving.fast_path`` over Django's handler) without a
+  network (authentication, routing, halt check, validation, thresholds,
   logging, shadow hand-off); the governance overhead is the difference; the same request with
   one scoped halt engaged beside none, and a refused one (``--only-scoped-halt``: just these);
-- ``gunicorn config.wsgi:application -w 2`` on a free port, 4 concurrent keep-alive clients
+- ``gunicorn config.wsgi_gateway:application -w 2`` on a free port, 4 concurrent keep-alive clients
   (``http.client``, threads): throughput, p50 and p99 for 1-instance and 100-instance requests;
 - swap latency, committed promotion (and rollback, a restore from warm standby) to the first
   response from the new version, with the failed requests counted; halt latency, committed halt
@@ -220,12 +221,14 @@ def timed(fn, *, n: int, warm: int = 50) -> list[float]:
 
 
 def wsgi_requester(token: str):
-    """``request(body, expect="200")``: one predict through Django's WSGI handler, no network."""
+    """``request(body, expect="200")``: one predict through the gateway's WSGI entry, no network."""
     import io
 
     from django.core.handlers.wsgi import WSGIHandler
 
-    handler = WSGIHandler()
+    from serving.fast_path import PredictFastPath
+
+    handler = PredictFastPath(WSGIHandler())  # config.wsgi_gateway's (off with --web settings)
 
     def request(body: bytes, expect: str = "200") -> bytes:
         environ = {
@@ -305,7 +308,7 @@ def in_process(ctx: dict, *, profile: bool = False) -> None:
             "ms",
             instances=size,
             p99=round(percentile(full, 99), 3),
-            note="one request through Django's WSGI handler, no network, p50",
+            note="one request through the gateway's WSGI entry, no network, p50",
         )
         emit(
             "gateway_overhead",
@@ -338,7 +341,7 @@ def in_process(ctx: dict, *, profile: bool = False) -> None:
 def scoped_halt(ctx: dict, *, rounds: int = 10, n: int = 200) -> None:
     """The gateway's p50 with one scoped halt engaged against none, and a refusal's p50.
 
-    In-process (Django's WSGI handler, no network), one instance per request. The scoped halt
+    In-process (the gateway's WSGI entry, no network), one instance per request. The scoped halt
     (``f0 > 100``) matches none of the served requests, so both sides serve the same work, one
     plus the predicate's evaluation. The halt is engaged and released (two approvals) ``rounds``
     times, blocks of ``n`` requests each side in ABBA order after a warm-up per block (the route
@@ -419,7 +422,7 @@ def profile_requests(send, size: int, n: int = 3000) -> None:
         work,
         REPO / "bench" / "profiles" / f"gateway_{size}.txt",
         title=f"bench/serving.py --profile: {n} in-process predict requests of {size} "
-        "instance(s) through Django's WSGI handler",
+        "instance(s) through the gateway's WSGI entry",
     )
     emit("profile", path, "file", instances=size, requests=n)
 
@@ -815,7 +818,7 @@ def main() -> None:
             "gateway",
             [
                 str(VENV_BIN / "gunicorn"),
-                "config.wsgi:application",
+                "config.wsgi:application" if args.web else "config.wsgi_gateway:application",
                 "-w",
                 "2",
                 "-b",

@@ -116,6 +116,30 @@ def may_predict(user, *, model_name: str, scopes, grants_generation: int | None)
     return allowed
 
 
+def remembered_token(digest: str, grants_generation: int):
+    """The token whose check this gateway remembers for this grants generation, unexpired;
+    None when it must be checked again (``serving.fast_path``)."""
+    cached = _current().tokens.get(digest)
+    if cached is None or cached[0] != grants_generation:
+        return None
+    auth_token = cached[1]
+    if auth_token.expiry is not None and auth_token.expiry < timezone.now():
+        return None
+    return auth_token
+
+
+def remembered_decision(auth_token, model_name: str, grants_generation: int) -> bool | None:
+    """The PREDICT decision remembered for this token's user and scope on ``model_name`` in this
+    grants generation (None: not made yet); the key is ``may_predict``'s."""
+    scope = getattr(auth_token, "scope", None)
+    scopes = list(scope.roles) if scope is not None and scope.roles else None
+    key = (auth_token.user.pk, tuple(sorted(scopes)) if scopes else None, model_name)
+    cached = _current().decisions.get(key)
+    if cached is None or cached[0] != grants_generation:
+        return None
+    return cached[1]
+
+
 def clear() -> None:
     from .process import current
 

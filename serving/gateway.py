@@ -192,36 +192,10 @@ def serve(
             matching, unevaluable = halt.where.evaluate(instances, sensitive)
             if matching or unevaluable:
                 return 503, scoped_halted_body(halt, matching, unevaluable)
-    live = route.live
-    model = route.live_model
-    integer_features = live.integer_features
-    if model is not None:
-        integer_features = integer_features | model.integer_features
-    boolean_features = live.boolean_features
-    if route.shadow_features:  # a staged version needs features the live one does not
-        X, shadow_X = feature_matrices(
-            instances,
-            live.features,
-            live.feature_set,
-            route.shadow_features,
-            integer_features=integer_features,
-            boolean_features=boolean_features,
-        )
-    else:
-        X = feature_matrix(
-            instances,
-            live.features,
-            live.feature_set,
-            integer_features=integer_features,
-            boolean_features=boolean_features,
-        )
-        shadow_X = None
+    X, shadow_X = _matrices(route, instances)
+    live, model = route.live, route.live_model
     try:
-        if model is None:
-            raise route.live_error or ArtifactError("load_failed", "the model is not loaded")
-        scores = model.score(X, live.features)
-        if scores.shape != (len(X),) or not np.isfinite(scores).all():
-            raise ValueError(f"the model returned {scores.shape} scores for {len(X)} instances")
+        scores = _score(route, X)
     except Exception as exc:
         if model is not None and not isinstance(exc, ArtifactError):
             problems = _client_fault(model, X, live.features)
@@ -237,29 +211,62 @@ def serve(
         gateway.good_rows[model.digest] = X[0].copy()
     predictions = (scores >= live.threshold).astype(np.int8)
     ids = prediction_ids(len(X))
-    body = {
+    if record:
+        _record(route, model_name, X, shadow_X, ids, scores, predictions, sensitive)
+    return 200, _answer(model_name, live.version, ids, scores, predictions)
+
+
+def _matrices(route, instances: list) -> tuple[np.ndarray, np.ndarray | None]:
+    """The live version's feature matrix, and the shadow's extra features when it needs any."""
+    live, model = route.live, route.live_model
+    integer_features = live.integer_features
+    if model is not None:
+        integer_features = integer_features | model.integer_features
+    types = {"integer_features": integer_features, "boolean_features": live.boolean_features}
+    if route.shadow_features:  # a staged version needs features the live one does not
+        return feature_matrices(
+            instances, live.features, live.feature_set, route.shadow_features, **types
+        )
+    return feature_matrix(instances, live.features, live.feature_set, **types), None
+
+
+def _score(route, X: np.ndarray) -> np.ndarray:
+    """The live model's scores of ``X``; raises when it cannot serve or answers nonsense."""
+    model = route.live_model
+    if model is None:
+        raise route.live_error or ArtifactError("load_failed", "the model is not loaded")
+    scores = model.score(X, route.live.features)
+    if scores.shape != (len(X),) or not np.isfinite(scores).all():
+        raise ValueError(f"the model returned {scores.shape} scores for {len(X)} instances")
+    return scores
+
+
+def _answer(model_name: str, version: str, ids: list[str], scores, predictions) -> dict:
+    return {
         "model": model_name,
-        "version": live.version,
+        "version": version,
         "predictions": [
             {"prediction_id": i, "score": s, "prediction": p}
             for i, s, p in zip(ids, scores.tolist(), predictions.tolist(), strict=True)
         ],
         "stale": False,
     }
-    if record:
-        now = gateway.clock()
-        served = log.LoggedBatch(
-            model_name=model_name,
-            version=live.version,
-            features=live.features,
-            prediction_ids=ids,
-            timestamp=now,
-            X=X,
-            scores=scores,
-            predictions=predictions,
-            sensitive=sensitive,
-        )
-        log.record(served)
-        cache.remember(served)
-        shadow.submit(route, X, ids, now, sensitive, shadow_X)
-    return 200, body
+
+
+def _record(route, model_name, X, shadow_X, ids, scores, predictions, sensitive) -> None:
+    """The served batch to the prediction log and the stale-answer cache; the shadow's turn."""
+    now = current().clock()
+    served = log.LoggedBatch(
+        model_name=model_name,
+        version=route.live.version,
+        features=route.live.features,
+        prediction_ids=ids,
+        timestamp=now,
+        X=X,
+        scores=scores,
+        predictions=predictions,
+        sensitive=sensitive,
+    )
+    log.record(served)
+    cache.remember(served)
+    shadow.submit(route, X, ids, now, sensitive, shadow_X)
