@@ -157,6 +157,23 @@ def stop_workers(workers, timeout: float = 30) -> None:
             worker.wait()
 
 
+def group_cpu(*pgids: int) -> float:
+    """CPU seconds used so far by the live processes of these process groups (from /proc:
+    a worker and its pool children, a gunicorn and its workers)."""
+    import os
+    from pathlib import Path
+
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pgids:  # pgrp; utime and stime follow at 11 and 12
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def mlflow_serve_command(venv_bin, model_uri: str, port: int) -> list[str]:
     """The peer the benches compare with: ``mlflow models serve`` with two workers, local env."""
     command = [str(venv_bin / "mlflow"), "models", "serve", "-m", model_uri]

@@ -50,6 +50,7 @@ import drift  # noqa: E402  (bench/drift.py: data, version facts, output)
 from _common import (  # noqa: E402
     create_database,
     drop_database,
+    group_cpu,
     start_worker,
     stop_workers,
     wait_ready,
@@ -319,21 +320,8 @@ def _arguments() -> argparse.Namespace:
 
 
 def workers_cpu_s(workers: list[subprocess.Popen]) -> float:
-    """CPU seconds (user + system) used so far by the workers' processes and their pool
-    children: every process of their process groups, from /proc (Linux)."""
-    groups = {w.pid for w in workers}
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) in groups:  # pgrp
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-    return total
+    """CPU seconds (user + system) used so far by the workers and their pool children."""
+    return group_cpu(*(w.pid for w in workers))
 
 
 def database_commits(name: str) -> int:

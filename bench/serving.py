@@ -102,20 +102,14 @@ def emit(bench: str, value, unit: str, **extra) -> None:
     print(json.dumps(line), flush=True)
 
 
+CPU_PER_REQUEST: dict[tuple[str, int], float] = {}
 THROUGHPUT: dict[tuple[str, int], float] = {}  # (server, instances) -> req/s, for the ratios
 
 
 def group_cpu(pgid: int) -> float:
-    """CPU seconds used so far by the live processes of a process group (from /proc)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # pgrp; utime and stime follow at 11 and 12
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    from bench._common import group_cpu
+
+    return group_cpu(pgid)
 
 
 def free_port() -> int:
@@ -522,7 +516,10 @@ def load(
     seconds: float,
     keepalive: bool = True,
     warmup: float = 1.0,
+    cpu_of=None,
 ) -> dict:
+    """``cpu_of``: the server's CPU seconds so far (its process group); with it the result has
+    ``cpu_ms_per_request`` over the measured seconds, a figure the machine's load moves less."""
     stop = threading.Event()
     measuring = threading.Event()
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -545,16 +542,19 @@ def load(
     for thread in threads:
         thread.start()
     time.sleep(warmup)
+    cpu = cpu_of() if cpu_of else 0.0
     measuring.set()
     started = time.perf_counter()
     time.sleep(seconds)
     measuring.clear()
     elapsed = time.perf_counter() - started
+    cpu = cpu_of() - cpu if cpu_of else None
     stop.set()
     for thread in threads:
         thread.join()
     every = [x for part in latencies for x in part]
     return {
+        "cpu_ms_per_request": round(1000 * cpu / max(len(every), 1), 3) if cpu_of else None,
         "requests": len(every),
         "errors": sum(errors),
         "throughput": round(len(every) / elapsed, 1),
@@ -590,6 +590,8 @@ def report_load(server: str, size: int, result: dict, **extra) -> None:
     common = {"server": server, "instances": size, "clients": extra.pop("clients"), **extra}
     key = (server, size)
     THROUGHPUT[key] = max(THROUGHPUT.get(key, 0.0), result["throughput"])
+    if result.get("cpu_ms_per_request") is not None:
+        CPU_PER_REQUEST[key] = result["cpu_ms_per_request"]
     emit(
         "throughput",
         result["throughput"],
@@ -597,6 +599,7 @@ def report_load(server: str, size: int, result: dict, **extra) -> None:
         **common,
         errors=result["errors"],
         requests=result["requests"],
+        cpu_ms_per_request=result.get("cpu_ms_per_request"),
     )
     emit("latency_p50", result["p50"], "ms", **common)
     emit("latency_p99", result["p99"], "ms", **common)
@@ -864,6 +867,7 @@ def main() -> None:
                 clients=args.clients,
                 seconds=args.seconds,
                 warmup=2.0,
+                cpu_of=lambda: group_cpu(gateway.process.pid),
             )
             used = {
                 f"cpu_s_{s.name}": round(group_cpu(s.process.pid) - cpu[s.name], 1)
@@ -946,6 +950,22 @@ def main() -> None:
                         target=">= 0.85 (issue 17)" if size == 100 else ">= 0.75 (issue 17)",
                         note="gateway throughput over the plain WSGI app's under the same gunicorn",
                     )
+                cpu_ours = CPU_PER_REQUEST.get(("gateway", size))
+                cpu_plain = CPU_PER_REQUEST.get(("plain-wsgi", size))
+                if cpu_ours and cpu_plain:
+                    emit(
+                        "gateway_vs_plain_wsgi_cpu",
+                        round(cpu_plain / cpu_ours, 2),
+                        "fraction",
+                        instances=size,
+                        value_ms=cpu_ours,
+                        peer="plain-wsgi",
+                        peer_value=cpu_plain,
+                        note="the plain app's server CPU per request over the gateway's (gunicorn "
+                        "process groups, measured seconds only; the Celery worker ingesting the "
+                        "gateway's log is not counted): the throughput ratio the CPU allows, "
+                        "which the machine's load moves less",
+                    )
     finally:
         for server in servers:
             server.stop()
@@ -985,6 +1005,7 @@ def peers(ctx: dict, args) -> None:
                 {"Content-Type": "application/json"},
                 clients=args.clients,
                 seconds=args.seconds,
+                cpu_of=lambda: group_cpu(plain.process.pid),
             )
             report_load(
                 "plain-wsgi",

@@ -47,6 +47,7 @@ def hook() -> Callable[[Alert], object]:
 def route(alert_id: int) -> None:
     """Hand one alert to the configured hook."""
     alert = Alert.objects.select_related("model", "version", "run").get(pk=alert_id)
+    alert.version.model = alert.model  # the same row: str(alert) needs no query
     hook()(alert)
 
 
@@ -62,6 +63,7 @@ def default_route(alert: Alert) -> str:
 def _queue_for_review(alert: Alert) -> str:
     with transaction.atomic():
         locked = Alert.objects.select_for_update().get(pk=alert.pk)
+        locked.model, locked.version = alert.model, alert.version  # loaded: the event names them
         item, created = ReviewItem.objects.get_or_create(alert=locked)
         if not created:
             return "already queued"

@@ -523,6 +523,7 @@ def runs_execute(run_ids: Iterable[int]) -> list[MonitorRun]:
         ).filter(pk__in=mine)
         groups: dict[tuple, list[MonitorRun]] = {}
         for run in claimed.order_by("pk"):
+            run.version.model = run.model  # the same row: str(version) needs no query
             key = (run.version_id, run.window_start, run.window_end)
             groups.setdefault(key, []).append(run)
         for group in groups.values():
@@ -625,8 +626,8 @@ def _raise_alert(run: MonitorRun, breach: checks.Breach) -> Alert | None:
         with transaction.atomic():
             alert = Alert.objects.create(
                 run=run,
-                model_id=run.model_id,
-                version_id=run.version_id,
+                model=run.model,  # loaded with the run: the audit event names them, no query
+                version=run.version,
                 kind=run.kind,
                 severity=breach.severity or SEVERITY[run.kind],
                 feature=(breach.feature or "")[:200],
