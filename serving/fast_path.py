@@ -186,15 +186,18 @@ def _plain_json(environ) -> bool:
 
 
 def _token_digest(environ) -> str | None:
-    """The digest of the token of ``Authorization: Token <token>`` (knox's), or None."""
-    parts = environ.get("HTTP_AUTHORIZATION", "").split()
-    if len(parts) != 2 or parts[0].lower() != knox_settings.AUTH_HEADER_PREFIX.lower():
+    """The digest of the token of ``Authorization: Token <token>``, read as knox reads it (the
+    header's bytes split on ASCII whitespace), or None."""
+    try:
+        parts = environ.get("HTTP_AUTHORIZATION", "").encode("iso-8859-1").split()
+    except UnicodeEncodeError:
+        return None
+    if len(parts) != 2 or parts[0].lower() != knox_settings.AUTH_HEADER_PREFIX.encode().lower():
         return None
     try:
-        digest = hash_token(parts[1])
+        return hash_token(parts[1].decode("utf-8", errors="replace"))
     except (TypeError, ValueError):
         return None
-    return digest
 
 
 def _allowed(digest: str, name: str, grants: int) -> bool:
