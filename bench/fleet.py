@@ -405,7 +405,8 @@ def summarise_stacks(lines: list[str], *, title: str, top: int = 40) -> str:
     out = [title, f"samples while running tasks: {total} (every pool process, waits included)"]
     for name, table in (("inclusive", inclusive), ("own", own), ("PostgreSQL wait by", database)):
         out += ["", f"--- {name} share of those samples ---"]
-        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+        rows = [(f, n) for f, n in table.items() if table is not inclusive or n < total]
+        for frame, n in sorted(rows, key=lambda kv: -kv[1])[:top]:  # (Celery's frames: all)
             out.append(f"{100 * n / max(total, 1):6.1f} %  {frame}")
     return "\n".join(out) + "\n"
 
