@@ -111,7 +111,7 @@ def _unsaved_run(
     validation policies in force, ``made`` its ``trigger`` and ``actor``."""
     policy, validation = policies
     return MonitorRun(
-        model=version.model,
+        model_id=version.model_id,
         version=version,
         kind=check,
         window_start=window_end - timedelta(days=window_days(check, policy.resolved)),
