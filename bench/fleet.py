@@ -3,6 +3,7 @@
     .venv/bin/python bench/fleet.py [--models 500] [--rows 100000] [--workers 2] [--concurrency 1]
                                     [--admin-url postgres://postgres@127.0.0.1:5432/postgres]
                                     [--redis-url redis://127.0.0.1:6379/9] [--timeout 900]
+                                    [--chunk N] [--profile [PATH]]
 
 Runs against a temporary PostgreSQL database (created on ``--admin-url``'s server, dropped at
 the end), a temporary var directory and the Redis database of ``--redis-url`` (flushed before and
