@@ -93,3 +93,12 @@ def to_production_first(version) -> None:
     evidence(version, EvidenceKind.SHADOW_REPLAY)
     sign_promotion(version)
     step(version, "promote", actor=person("ci"))
+
+
+def live_and_staged(number: str = "1.1.0") -> tuple[ModelVersion, ModelVersion]:
+    """1.0.0 in production and version ``number`` of the same model in staging."""
+    v1 = new_version("1.0.0")
+    to_production_first(v1)
+    staged = new_version(number, model=v1.model)
+    to_staging(staged)
+    return v1, staged

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
-from django.db import connection
 
 from governance.audit import Actor
 from governance.models import AuditEvent, ValidationPolicy
@@ -14,14 +12,15 @@ from governance.policies import policy_current, policy_in_force, policy_publish,
 from incidents.models import EthicsPolicy
 from monitoring.models import MonitoringPolicy
 from platform_core.errors import Conflict, InvalidInput
+from tests.concurrency import race
 from tests.factories import RegisteredModelFactory, UserFactory
 from tests.governance.lifecycle_helpers import (
+    live_and_staged,
     new_version,
     person,
     sign_promotion,
     step,
     to_production_first,
-    to_staging,
 )
 
 SYSTEM = Actor.system("tests")
@@ -81,10 +80,7 @@ def test_publishing_merges_over_the_current_version_and_audits_it():
 
 @pytest.mark.django_db
 def test_shadow_days_come_from_the_validation_policy():
-    v1 = new_version("1.0.0")
-    to_production_first(v1)
-    v2 = new_version("1.1.0", model=v1.model)
-    to_staging(v2)
+    v1, v2 = live_and_staged("1.1.0")
     sign_promotion(v2)
     with pytest.raises(Conflict) as default:
         step(v2, "promote", actor=person("ci"))
@@ -157,24 +153,7 @@ THREADS = 8
 
 
 def _race(target) -> list[BaseException]:
-    barrier = threading.Barrier(THREADS)
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            target(i)
-        except BaseException as exc:  # collected: the test names any failure
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
+    return race(target, THREADS).errors
 
 
 @pytest.mark.postgres
