@@ -31,6 +31,16 @@ def person(role: str, username: str | None = None) -> Actor:
     return Actor.for_user(UserFactory(username=username))
 
 
+def staff_login(client, role: str, username: str | None = None):
+    """``client`` logged in to the admin as a staff user holding ``role`` (globally)."""
+    actor = person(role, username)
+    user = actor.user
+    user.is_staff = True
+    user.save(update_fields=["is_staff"])
+    client.force_login(user)
+    return client
+
+
 def new_version(version: str = "1.0.0", model=None, **kwargs) -> ModelVersion:
     model = model or RegisteredModelFactory()
     return ModelVersionFactory(model=model, version=version, **kwargs)

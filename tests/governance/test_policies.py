@@ -13,12 +13,13 @@ from incidents.models import EthicsPolicy
 from monitoring.models import MonitoringPolicy
 from platform_core.errors import Conflict, InvalidInput
 from tests.concurrency import race
-from tests.factories import RegisteredModelFactory, UserFactory
+from tests.factories import RegisteredModelFactory
 from tests.governance.lifecycle_helpers import (
     live_and_staged,
     new_version,
     person,
     sign_promotion,
+    staff_login,
     step,
     to_production_first,
 )
@@ -93,12 +94,7 @@ def test_shadow_days_come_from_the_validation_policy():
 
 @pytest.fixture
 def lead_client(client):
-    person("ml_lead", "the-lead")
-    user = UserFactory(username="the-lead")
-    user.is_staff = True
-    user.save(update_fields=["is_staff"])
-    client.force_login(user)
-    return client
+    return staff_login(client, "ml_lead", "the-lead")
 
 
 @pytest.mark.django_db
@@ -135,11 +131,7 @@ def test_the_ml_lead_edits_the_validation_policy_in_the_admin_through_the_servic
 def test_only_the_ml_lead_of_the_model_may_edit_its_validation_policy(client):
     model = new_version("1.0.0").model
     policy = policy_in_force("validation", model, SYSTEM)
-    person("product_manager", "the-pm")
-    user = UserFactory(username="the-pm")
-    user.is_staff = True
-    user.save(update_fields=["is_staff"])
-    client.force_login(user)
+    staff_login(client, "product_manager", "the-pm")
     url = f"/admin/governance/validationpolicy/{policy.pk}/change/"
     assert client.get(url).status_code == 200  # may look
     response = client.post(url, {"new_settings": "{}", "change_comment": "x"})
