@@ -122,17 +122,7 @@ def record(
 
 # --- verification ----------------------------------------------------------------------------
 
-_ROW = (
-    "id",
-    *audit_chain.FIXED_FIELDS,
-    *REDACTABLE_FIELDS,
-    "salts",
-    "redactions",
-    "redacted",
-    "payload_digest",
-    "prev_hash",
-    "hash",
-)
+_ROW = audit_chain.ROW_FIELDS
 
 
 @dataclass(frozen=True)

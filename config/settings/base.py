@@ -249,14 +249,23 @@ ARTIFACT_TEMP_MAX_AGE = timedelta(minutes=env.int("ARTIFACT_TEMP_MAX_AGE_MINUTES
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 CELERY_QUEUE_DIR = VAR_DIR / "celery"
+
+
+def filesystem_broker_folders(queue_dir: Path) -> dict[str, str]:
+    """The embedded (filesystem) broker's folders under ``queue_dir``, created if missing."""
+    for sub in ("queue", "processed", "control"):
+        (queue_dir / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(queue_dir / "queue"),
+        "data_folder_out": str(queue_dir / "queue"),
+        "processed_folder": str(queue_dir / "processed"),
+        "control_folder": str(queue_dir / "control"),
+    }
+
+
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for _sub in ("queue", "processed", "control"):
-        (CELERY_QUEUE_DIR / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(CELERY_QUEUE_DIR / "queue"),
-        "data_folder_out": str(CELERY_QUEUE_DIR / "queue"),
-        "processed_folder": str(CELERY_QUEUE_DIR / "processed"),
-        "control_folder": str(CELERY_QUEUE_DIR / "control"),
+        **filesystem_broker_folders(CELERY_QUEUE_DIR),
         "store_processed": False,
     }
 else:
