@@ -138,10 +138,10 @@ def test_the_sweep_removes_old_unreferenced_files_and_empty_directories(settings
         return {"data/m/day=2026-01-05/kept.parquet"} & set(paths)
 
     removed = filestore.sweep_unreferenced(
-        base,
+        "data",
         cutoff=time.time() - 3600,
         referenced=referenced,
-        prune=lambda directory: directory.name.startswith("day="),
+        prune=lambda name: name.startswith("day="),
     )
 
     assert sorted(removed) == [
