@@ -423,8 +423,6 @@ def test_two_concurrent_batches_sharing_an_id_store_it_once(version, monkeypatch
 
 
 def test_a_spool_file_committed_but_not_deleted_is_not_stored_again(version, monkeypatch):
-    from pathlib import Path
-
     from serving import log
 
     model, features = version.model.name, tuple(version.feature_list)
@@ -439,24 +437,22 @@ def test_a_spool_file_committed_but_not_deleted_is_not_stored_again(version, mon
         predictions=np.ones(3, dtype=np.int8),
     )
     log._spool([spooled], tag="spool")
-    unlink = Path.unlink
+    done = log._done
 
-    def deletion_fails(path, *args, **kwargs):
-        if ".claimed-" in path.name:
-            raise PermissionError(path)
-        return unlink(path, *args, **kwargs)
+    def deletion_fails(item):
+        raise PermissionError(item.path)
 
-    monkeypatch.setattr(Path, "unlink", deletion_fails)
+    monkeypatch.setattr(log, "_done", deletion_fails)
     with pytest.raises(PermissionError):
         log.ingest_spooled()  # committed, then the file could not be deleted
-    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(log, "_done", done)
     assert DataBatch.objects.count() == 1 and log.spilled_predictions() == 3
 
     log.ingest_spooled()  # the retry
 
     assert DataBatch.objects.count() == 1
     assert log.spilled_predictions() == 0
-    assert not list(log.spool_dir().glob("refused-*"))
+    assert not keys(log.REFUSED_PREFIX) and not keys(log.SPOOL_PREFIX)
     assert AuditEvent.objects.filter(action="predictions.ingested").count() == 1
 
 
