@@ -422,40 +422,6 @@ def test_two_concurrent_batches_sharing_an_id_store_it_once(version, monkeypatch
 # --- the gateway's prediction spool (serving.log) -------------------------------------------------
 
 
-def test_a_spool_file_committed_but_not_deleted_is_not_stored_again(version, monkeypatch):
-    from serving import log
-
-    model, features = version.model.name, tuple(version.feature_list)
-    spooled = log.LoggedBatch(
-        model_name=model,
-        version=version.version,
-        features=features,
-        prediction_ids=["g0", "g1", "g2"],
-        timestamp=T0.timestamp(),
-        X=np.arange(9, dtype=float).reshape(3, 3),
-        scores=np.full(3, 0.5),
-        predictions=np.ones(3, dtype=np.int8),
-    )
-    log._spool([spooled], tag="spool")
-    done = log._done
-
-    def deletion_fails(item):
-        raise PermissionError(item.path)
-
-    monkeypatch.setattr(log, "_done", deletion_fails)
-    with pytest.raises(PermissionError):
-        log.ingest_spooled()  # committed, then the file could not be deleted
-    monkeypatch.setattr(log, "_done", done)
-    assert DataBatch.objects.count() == 1 and log.spilled_predictions() == 3
-
-    log.ingest_spooled()  # the retry
-
-    assert DataBatch.objects.count() == 1
-    assert log.spilled_predictions() == 0
-    assert not keys(log.REFUSED_PREFIX) and not keys(log.SPOOL_PREFIX)
-    assert AuditEvent.objects.filter(action="predictions.ingested").count() == 1
-
-
 def test_a_feature_keeps_its_type_across_batches(version):
     ingest_predictions(version, records(2))
     recs = records(1, prefix="q")
