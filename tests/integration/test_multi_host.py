@@ -34,13 +34,7 @@ from incidents.rollback import TERMINAL
 from monitoring.ingest import labels_ingest
 from monitoring.models import Alert, DataBatch
 from monitoring.runs import enqueue_runs, run_create
-from tests.celery_workers import (
-    broker_url,
-    start_worker,
-    stop_workers,
-    wait_ready,
-    worker_environment,
-)
+from tests import celery_workers as workers
 from tests.serving.helpers import live, promote_patch
 from tests.storage_backends import use_backend
 
@@ -58,7 +52,7 @@ def host_environment(name: str, root: Path) -> dict[str, str]:
     """A host's environment: its own directory and cache; the shared database, broker, store."""
     home = root / name
     home.mkdir(parents=True)
-    return worker_environment(
+    return workers.worker_environment(
         GOVERNANCE_VAR_DIR=str(home),
         ARTIFACT_CACHE_DIR=str(home / "artifact-cache"),
         GOVERNANCE_STORAGE_URL=settings.STORAGE_URL,
@@ -84,7 +78,7 @@ class Hosts:
 
     def worker(self, name: str, queues: str) -> None:
         log = self.root / f"{name}.log"
-        process = start_worker(
+        process = workers.start_worker(
             name=f"{name}-{os.getpid()}",
             queues=queues,
             concurrency=1,
@@ -124,12 +118,12 @@ class Hosts:
         )
 
     def stop(self) -> None:
-        stop_workers([p for p, _ in self.processes.values()], timeout=20)
+        workers.stop_workers([p for p, _ in self.processes.values()], timeout=20)
 
 
 @pytest.fixture
 def hosts(transactional_db, object_store, tmp_path):
-    broker_url()
+    workers.broker_url()
     started = Hosts(tmp_path)
     yield started
     started.stop()
@@ -168,11 +162,13 @@ def test_served_on_one_host_checked_on_another_rolled_back_on_a_third(
     services.role_grant(username="gateway-ci", roles=["ci"], actor=SYSTEM)
     _, token = services.token_create(username="gateway-ci", roles=None, actor=SYSTEM)
     # the set-up's own tasks (verification, warm standby) are dropped: every cache starts cold
-    redis.Redis.from_url(broker_url()).flushdb()
+    redis.Redis.from_url(workers.broker_url()).flushdb()
     hosts.worker("monitoring", "monitoring,default")
     hosts.worker("urgent", "urgent")
     port = hosts.gateway()
-    wait_ready({f"{n}-{os.getpid()}": hosts.processes[n][0] for n in ("monitoring", "urgent")})
+    workers.wait_ready(
+        {f"{n}-{os.getpid()}": hosts.processes[n][0] for n in ("monitoring", "urgent")}
+    )
 
     # the gateway serves 1.0.1: the north is always flagged, the south never (labels are coins)
     ids = []
