@@ -59,6 +59,7 @@ def s3_unavailable() -> str:
             access_key="test",
             secret_key="test",
             region="us-east-1",
+            allow_bucket_creation=True,
             endpoint_override=url.netloc,
             scheme=url.scheme,
             connect_timeout=2,
