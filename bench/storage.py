@@ -137,6 +137,16 @@ def window_bytes(window, columns: list[str], with_labels: bool, with_sensitive: 
     return total
 
 
+def timed_load(window, columns, kwargs, rows: int) -> float:
+    """Seconds of one ``load_window`` (the frame is dropped before the next)."""
+    started = time.perf_counter()
+    size = len(window.load(columns, **kwargs))
+    elapsed = time.perf_counter() - started
+    if size != rows:
+        raise AssertionError(f"loaded {size} rows, expected {rows}")
+    return elapsed
+
+
 def load_figures(args, windows: dict, server: S3Server | None) -> None:
     from bench import drift
 
@@ -146,13 +156,9 @@ def load_figures(args, windows: dict, server: S3Server | None) -> None:
         configure(backend, args.endpoint, args.workdir)
         window = windows[backend]
         for name, (columns, kwargs) in cases.items():
-            times = []
-            for _ in range(1 + args.repeats):
-                t0 = time.perf_counter()
-                frame = window.load(columns, **kwargs)
-                times.append(time.perf_counter() - t0)
-                assert len(frame) == args.rows, (backend, name, len(frame))
-                del frame
+            times = [
+                timed_load(window, columns, kwargs, args.rows) for _ in range(1 + args.repeats)
+            ]
             results[(backend, name)] = statistics.median(times[1:])
             extra = {}
             if backend == "s3":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from bench.storage import free_port
 from governance import audit, services
 from governance.audit import Actor
 from incidents.models import Rollback
@@ -65,12 +65,6 @@ def host_environment(name: str, root: Path) -> dict[str, str]:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Hosts:
     def __init__(self, root: Path):
         self.root = root
@@ -88,7 +82,7 @@ class Hosts:
         self.processes[name] = (process, log)
 
     def gateway(self) -> int:
-        port = free_port()
+        port = free_port()  # the bench's helper
         log = self.root / "gateway.log"
         command = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application"]
         command += ["-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}"]
