@@ -61,6 +61,7 @@ class S3Server:
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # each request's log line at once
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
