@@ -75,7 +75,7 @@ class S3Server:
     def requests(self) -> int:
         """Requests served so far (one log line each)."""
         text = self.log.read_text(errors="replace")
-        return len(re.findall(r"\b(GET|PUT|POST|HEAD|DELETE) /", text))
+        return len(re.findall(r"(?:GET|PUT|POST|HEAD|DELETE) /", text))
 
     def stop(self) -> None:
         self.process.terminate()

@@ -34,6 +34,7 @@ import os
 import posixpath
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,8 +291,15 @@ class ObjectStorage(Storage):
     def parquet_file(self, key: str):
         import pyarrow.parquet as pq
 
-        # pre_buffer coalesces the column chunks asked for into few ranged GETs
-        return pq.ParquetFile(self.open_input(key), pre_buffer=True)
+        # An object under a key is never rewritten with other content (keys are unique, or
+        # content-addressed), so its footer, once read, is kept for the process: a worker's
+        # next run over the same window fetches only column chunks. pre_buffer coalesces the
+        # chunks asked for into few ranged GETs.
+        metadata = _footers.get((self.base, key))
+        file = pq.ParquetFile(self.open_input(key), metadata=metadata, pre_buffer=True)
+        if metadata is None:
+            _footers.put((self.base, key), file.metadata)
+        return file
 
     def read_bytes(self, key: str) -> bytes:
         with self.fs.open_input_stream(self.path(key)) as stream:
@@ -335,6 +343,35 @@ class ObjectStorage(Storage):
 
 def _epoch(mtime) -> float:
     return mtime.timestamp() if mtime is not None else 0.0
+
+
+class _Footers:
+    """A small, thread-safe LRU of Parquet footers by (store, key)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.items: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, name: tuple[str, str]):
+        with self.lock:
+            found = self.items.get(name)
+            if found is not None:
+                self.items.move_to_end(name)
+            return found
+
+    def put(self, name: tuple[str, str], metadata) -> None:
+        with self.lock:
+            self.items[name] = metadata
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+
+
+_footers = _Footers()
 
 
 # --- configuration --------------------------------------------------------------------------
