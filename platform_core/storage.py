@@ -424,9 +424,3 @@ def current() -> Storage:
     raise StorageError(
         f"GOVERNANCE_STORAGE_URL must be s3://bucket/prefix or file:///path, not {url!r}"
     )
-
-
-def describe() -> str:
-    """Where data goes, for logs and the health page (no credentials)."""
-    storage = current()
-    return storage.url
