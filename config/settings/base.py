@@ -332,6 +332,14 @@ PAGING_URL = env("PAGING_URL", default="")
 PAGING_ROUTING_KEYS = env.dict("PAGING_ROUTING_KEYS", default={})
 
 # --- Platform ---------------------------------------------------------------------------------
+# Where production data, evidence and the prediction log live (platform_core/storage.py): empty
+# for VAR_DIR on this host (the embedded default), or s3://bucket/prefix for an S3-compatible
+# object store shared by every host (endpoint and credentials from the AWS_* environment).
+STORAGE_URL = env("GOVERNANCE_STORAGE_URL", default="")
+STORAGE_S3_ENDPOINT = env("AWS_ENDPOINT_URL", default="")
+STORAGE_S3_REGION = env("AWS_REGION", default=env("AWS_DEFAULT_REGION", default="us-east-1"))
+STORAGE_S3_ACCESS_KEY = env("AWS_ACCESS_KEY_ID", default="")
+STORAGE_S3_SECRET_KEY = env("AWS_SECRET_ACCESS_KEY", default="")
 # Orphaned artifacts (written but never committed) older than this are removed by the sweeper.
 ORPHAN_GRACE = timedelta(hours=env.int("ORPHAN_GRACE_HOURS", default=6))
 # CI posts validation splits as JSON; larger batches belong in a CSV or Parquet upload.
