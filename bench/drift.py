@@ -339,20 +339,29 @@ def part_ours(args) -> None:
     gc.collect()
     data_mb = rss_mb()
     reset_peak()
+    named = [(kind, kind) for kind in order]
+    passes, results = _passes(args, named, windows, (profile, version, settings, thresholds))
+    _report_ours(args, order, passes, results, peak=peak_mb(), data_mb=data_mb)
+
+
+def _passes(args, named, windows: dict, context: tuple) -> tuple[list[dict[str, float]], dict]:
+    """One cold pass then ``--repeats`` timed ones over the ``(name, check kind)`` pairs, each
+    on ``windows[name]``; ``context`` is ``(profile, version, settings, thresholds)``. Each
+    pass's CPU seconds go to ``CPU``."""
+    from monitoring import checks
+
     passes: list[dict[str, float]] = []
     results = {}
     for _ in range(1 + args.repeats):
         times = {}
         c0 = time.process_time()
-        for kind in order:
+        for name, kind in named:
             t0 = time.perf_counter()
-            results[kind] = checks.run_check(
-                kind, windows[kind], profile, version, settings, thresholds
-            )
-            times[kind] = time.perf_counter() - t0
+            results[name] = checks.run_check(kind, windows[name], *context)
+            times[name] = time.perf_counter() - t0
         passes.append(times)
         CPU.append(time.process_time() - c0)
-    _report_ours(args, order, passes, results, peak=peak_mb(), data_mb=data_mb)
+    return passes, results
 
 
 def part_new(args) -> None:
@@ -377,19 +386,7 @@ def part_new(args) -> None:
     gc.collect()
     data_mb = rss_mb()
     reset_peak()
-    passes: list[dict[str, float]] = []
-    results = {}
-    for _ in range(1 + args.repeats):
-        times = {}
-        c0 = time.process_time()
-        for name, kind in NEW_CHECKS:
-            t0 = time.perf_counter()
-            results[name] = checks.run_check(
-                kind, windows[name], None, version, settings, thresholds
-            )
-            times[name] = time.perf_counter() - t0
-        passes.append(times)
-        CPU.append(time.process_time() - c0)
+    passes, results = _passes(args, NEW_CHECKS, windows, (None, version, settings, thresholds))
     _report_new(args, passes, results, peak=peak_mb(), data_mb=data_mb)
 
 
