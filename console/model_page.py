@@ -541,8 +541,15 @@ def _fill_performance(chart: dict, runs: Runs, drop_max: float) -> None:
     estimated = _series(f"{metric.upper()} estimated before labels", dash=True)
     for t, version, metrics in runs.performance:
         if metrics.get("estimated"):
+            low, high = metrics.get("interval") or (None, None)  # drawn as its band
             estimated["points"].append(
-                {"t": t, "y": _finite(metrics.get("estimated_value")), "version": version}
+                {
+                    "t": t,
+                    "y": _finite(metrics.get("estimated_value")),
+                    "version": version,
+                    "lo": _finite(low),
+                    "hi": _finite(high),
+                }
             )
         base = _finite(metrics.get("baseline"))
         current["points"].append(
