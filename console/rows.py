@@ -4,19 +4,21 @@ Django's template engine spends ~0.15 ms of CPU on each overview row (about thir
 lookups, filters and tags): 100 rows were more than half of the overview's time, 50 alerts
 two thirds of the alerts page's (bench/console.py). These functions write the same bytes the
 template loops wrote, escaped the way autoescaping escapes (``conditional_escape``), with the
-same filters (``truncatechars``, ``slugify``, ``floatformat``, ``date`` in the current time
-zone); tests/console/test_rows.py renders the old loops beside them on rows of every shape and
-compares.
+same filters (``truncatechars``, ``slugify``, ``date`` in the current time zone);
+tests/console/test_rows.py renders the old loops beside them on rows of every shape and
+compares. An alert's value and threshold read with three significant digits (``rounded``, as on
+the model page): ``floatformat:"-4"`` showed a KS p-value of 1e-20 as 0.0000.
 """
 
 from __future__ import annotations
 
 from django.template.defaultfilters import date as date_filter
-from django.template.defaultfilters import floatformat, slugify, truncatechars
+from django.template.defaultfilters import slugify, truncatechars
 from django.utils.html import conditional_escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import template_localtime
 
+from .model_page import rounded
 from .paths import path_template
 
 NONE = '<span class="muted">none</span>'  # an empty list's cell
@@ -179,7 +181,7 @@ def alert_row(alert, may_handle, csrf: str, next_path: str) -> str:
         f'    <td>{_e(alert.kind)}{feature}<div class="muted">{_e(alert.metric)}</div></td>\n'
         f'    <td><span class="health health-{_e(alert.severity)}">{_e(alert.severity)}</span>'
         "</td>\n"
-        f"    <td>{_e(floatformat(alert.value, '-4'))} / {_e(floatformat(alert.threshold, '-4'))}"
+        f"    <td>{_e(rounded(alert.value))} / {_e(rounded(alert.threshold))}"
         "</td>\n"
         f"    <td>{_date(alert.window_start, 'Y-m-d')} {EN_DASH} "
         f"{_date(alert.window_end, 'Y-m-d')}</td>\n"

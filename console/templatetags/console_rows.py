@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from django import template
 
+from console.model_page import rounded
 from console.rows import alert_rows as render_alert_rows
 
 register = template.Library()
+register.filter("rounded", rounded)  # three significant digits (console.model_page)
 
 
 @register.simple_tag(takes_context=True)

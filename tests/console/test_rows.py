@@ -110,14 +110,15 @@ def test_no_rows_is_nothing():
     assert str(overview_rows([])) == ""
 
 
-# templates/console/alerts.html's loop before console.rows (commit 75a306b)
-ALERTS_REFERENCE = """{% for alert in alerts %}
+# templates/console/alerts.html's loop before console.rows (commit 75a306b), the value and the
+# threshold rounded to three significant digits instead of floatformat:"-4"
+ALERTS_REFERENCE = """{% load console_rows %}{% for alert in alerts %}
   <tr id="alert-{{ alert.pk }}">
     <td>{{ alert.pk }}</td>
     <td><a href="{{ alert.version_url }}">{{ alert.model.name }} {{ alert.version.version }}</a></td>
     <td>{{ alert.kind }}{% if alert.feature %} <span class="muted">({{ alert.feature }})</span>{% endif %}<div class="muted">{{ alert.metric }}</div></td>
     <td><span class="health health-{{ alert.severity }}">{{ alert.severity }}</span></td>
-    <td>{{ alert.value|floatformat:"-4" }} / {{ alert.threshold|floatformat:"-4" }}</td>
+    <td>{{ alert.value|rounded }} / {{ alert.threshold|rounded }}</td>
     <td>{{ alert.window_start|date:"Y-m-d" }} \u2013 {{ alert.window_end|date:"Y-m-d" }}</td>
     <td>{{ alert.get_status_display }}
       {% if alert.acknowledged_by %}<div class="muted">acknowledged by {{ alert.acknowledged_by }}</div>{% endif %}
@@ -182,3 +183,4 @@ def test_the_alert_rows_are_the_template_loops_bytes():
         got = alert_rows(alerts, may_handle, csrf_token=token, full_path=_Request().get_full_path())
         assert str(got) == expected
     assert "Acknowledge" in expected and "o&#x27;dd&amp;&lt;x&gt;" in expected
+    assert "<td>1e-12 / 0.2</td>" in expected and "<td>0.312 / 0.2</td>" in expected
