@@ -861,41 +861,21 @@ def _read(workdir: str, name: str) -> dict | None:
 
 
 def _peers(args, ours: dict) -> None:
-    flagged = len(ours["flagged"])
     for name, label, quoted in (
         ("ks_loop", f"scipy_ks_2samp_per_feature_p<{KS_ALPHA}", QUOTED["scipy_ks_2samp_loop"]),
         ("naive_psi", "numpy_psi_recomputing_quantiles", QUOTED["numpy_psi_recomputing_quantiles"]),
     ):
-        if run_part(name, args) != 0:
-            emit(
-                f"data_drift_20f_{tag(args.rows)}",
-                r(ours["data_drift_s"]),
-                "s",
-                peer=label,
-                peer_error=True,
-            )
-            continue
-        peer = _read(args.workdir, name)
-        emit(
-            f"data_drift_20f_{tag(args.rows)}",
-            r(ours["data_drift_s"]),
-            "s",
-            peer=label,
-            peer_value=r(peer["s"]),
-            speedup=round(peer["s"] / ours["data_drift_s"], 1),
-            peer_peak_mb=round(peer["peak_mb"]),
-            peer_data_mb=round(peer["data_mb"]),
-            quoted=quoted,
-        )
-        emit(
-            "data_drift_features_flagged",
-            flagged,
-            "features",
-            peer=label,
-            peer_value=len(peer["flagged"]),
-            expected=len(SHIFTED),
-            peer_flagged=peer["flagged"],
-        )
+        peer = _read(args.workdir, name) if run_part(name, args) == 0 else None
+        if peer is not None:
+            timing = {
+                "speedup": round(peer["s"] / ours["data_drift_s"], 1),
+                "peer_peak_mb": round(peer["peak_mb"]),
+                "peer_data_mb": round(peer["data_mb"]),
+                "quoted": quoted,
+            }
+            _peer_lines(args, ours, label, peer, timing, {"peer_flagged": peer["flagged"]})
+        else:
+            _peer_failed(args, ours, label)
     for name, module, label in (
         ("evidently", "evidently", "evidently_data_drift_preset"),
         ("nannyml", "nannyml", "nannyml_univariate_drift_ks"),
@@ -911,35 +891,48 @@ def _peers(args, ours: dict) -> None:
                 quoted=QUOTED[label],
             )
             continue
-        ok = run_part(name, args) == 0
-        peer = _read(args.workdir, name) if ok else None
-        if peer is None:
-            emit(
-                f"data_drift_20f_{tag(args.rows)}",
-                r(ours["data_drift_s"]),
-                "s",
-                peer=label,
-                peer_error=True,
-            )
-            continue
-        emit(
-            f"data_drift_20f_{tag(args.rows)}",
-            r(ours["data_drift_s"]),
-            "s",
-            peer=label,
-            peer_value=r(peer["s"]),
-            peer_version=peer["version"],
-            peer_peak_mb=round(peer["peak_mb"]),
-            quoted=QUOTED[label],
-        )
-        emit(
-            "data_drift_features_flagged",
-            flagged,
-            "features",
-            peer=label,
-            peer_value=len(peer["flagged"]),
-            expected=len(SHIFTED),
-        )
+        peer = _read(args.workdir, name) if run_part(name, args) == 0 else None
+        if peer is not None:
+            timing = {
+                "peer_version": peer["version"],
+                "peer_peak_mb": round(peer["peak_mb"]),
+                "quoted": QUOTED[label],
+            }
+            _peer_lines(args, ours, label, peer, timing, {})
+        else:
+            _peer_failed(args, ours, label)
+
+
+def _peer_lines(args, ours: dict, label: str, peer: dict, timing: dict, flagged: dict) -> None:
+    """A peer's data-drift time beside ours, then the features each flagged."""
+    emit(
+        f"data_drift_20f_{tag(args.rows)}",
+        r(ours["data_drift_s"]),
+        "s",
+        peer=label,
+        peer_value=r(peer["s"]),
+        **timing,
+    )
+    emit(
+        "data_drift_features_flagged",
+        len(ours["flagged"]),
+        "features",
+        peer=label,
+        peer_value=len(peer["flagged"]),
+        expected=len(SHIFTED),
+        **flagged,
+    )
+
+
+def _peer_failed(args, ours: dict, label: str) -> None:
+    """Our data-drift time, with the peer's run marked failed."""
+    emit(
+        f"data_drift_20f_{tag(args.rows)}",
+        r(ours["data_drift_s"]),
+        "s",
+        peer=label,
+        peer_error=True,
+    )
 
 
 def _end_to_end(args, ours: dict, loads: dict) -> None:

@@ -31,8 +31,6 @@ ALLOWED_LONG: dict[str, str] = {
     "console/model_page.py::_fill_points": "h-console",
     "bench/console.py::seed": "h-console",
     "bench/console.py::main": "h-console",
-    "analytics/feedback.py::feedback_loop_test": "h-demo13",
-    "bench/estimation.py::main": "h-demo13",
 }
 
 

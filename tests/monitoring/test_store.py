@@ -27,14 +27,12 @@ from monitoring.tasks import purge_expired_predictions
 from platform_core import storage
 from platform_core.errors import InvalidInput
 from tests.factories import ModelVersionFactory
+from tests.monitoring.helpers import MIXED, T0, mixed_version
 from tests.storage_backends import BACKENDS, keys, use_backend
 
 pytestmark = pytest.mark.django_db
 
 ACTOR = Actor.system("tests")
-T0 = datetime(2026, 1, 5, tzinfo=UTC)
-# f3 is categorical (the records give it letters)
-MIXED = {"f1": "number", "f2": "number", "f3": "string"}
 
 
 @pytest.fixture(autouse=True, params=BACKENDS)
@@ -45,7 +43,7 @@ def backend(request, settings, tmp_path):
 
 @pytest.fixture
 def version():
-    return ModelVersionFactory(feature_list=["f1", "f2", "f3"], feature_types=MIXED)
+    return mixed_version()
 
 
 def records(n, *, start=T0, step=timedelta(minutes=1), prefix="p", seed=0, race=True):
@@ -352,9 +350,7 @@ def test_a_batch_mixing_ingested_and_new_keys_is_refused_naming_the_old_ones(ver
 
 
 def test_keys_are_per_version_and_purged_with_their_batches(version):
-    other = ModelVersionFactory(
-        model=version.model, feature_list=["f1", "f2", "f3"], feature_types=MIXED
-    )
+    other = mixed_version(model=version.model)
     ingest_predictions(version, records(2), batch_keys=["spool-1.arrow"])
 
     batches = ingest.predictions_ingest(
@@ -509,9 +505,7 @@ def test_load_window_projects_columns_and_hides_sensitive_ones(version):
 
 
 def test_load_window_keeps_versions_apart(version):
-    other = ModelVersionFactory(
-        model=version.model, feature_list=["f1", "f2", "f3"], feature_types=MIXED
-    )
+    other = mixed_version(model=version.model)
     ingest_predictions(version, records(2))
     ingest_predictions(other, records(3))  # the same ids: shadow traffic shares them
 
