@@ -4,14 +4,16 @@ The validation gates and the monitoring fairness check both call ``judge``, so t
 limits give the same verdict in both. An aggregate that is undefined (fewer than two judged
 groups have the rate's denominator) is neither a pass nor a violation: it is ``undefined``.
 
-Uncertainty (docs: README, "Fairness with uncertainty"): every per-group rate gets a Wilson
-interval and every aggregate an interval at the caller's confidence level (Newcombe's hybrid
-score interval for a difference, the Katz log interval for a ratio, Bonferroni-adjusted over the
-pairs of groups so that the interval of the max-min spread, or of the min/max ratio, holds for
-all pairs at once). A breach of a limit is ``violated`` only when the whole interval lies beyond
-the limit; when the interval still includes the limit it is a ``watch``: reported, never acted
-on. Each group also gets its power to detect a gap of the limit's size against the largest
-other judged group, so a pass in small groups says how little it could have seen.
+Uncertainty (docs: README, "Fairness with uncertainty"): every per-group rate gets a two-sided
+Wilson interval at the caller's confidence level, and every aggregate an interval whose two ends
+are each a one-sided confidence bound at that level (Newcombe's hybrid score interval for a
+difference, the Katz log interval for a ratio, Bonferroni-adjusted over the pairs of groups so
+that the interval of the max-min spread, or of the min/max ratio, holds for all pairs at once).
+A breach of a limit is ``violated`` only when the whole interval lies beyond the limit, so a
+false violation happens in at most ``1 - level`` of windows at the limit itself (5 % at 95 %);
+when the interval still includes the limit it is a ``watch``: reported, never acted on. Each
+group also gets its power to detect a gap of the limit's size against the largest other judged
+group, so a pass in small groups says how little it could have seen.
 
 What a caller does with a verdict is its own policy: a gate passes ``passed`` and ``watch``
 verdicts (a version is not blocked by noise) and fails ``violated`` and ``undefined`` ones;
@@ -116,7 +118,8 @@ class Finding:
         if self.interval is None:
             return "no interval"
         lo, hi = self.interval
-        return f"{self.confidence_level * 100:g} % interval [{lo:.4f}, {hi:.4f}]"
+        level = f"{self.confidence_level * 100:g} %"
+        return f"{level} interval [{lo:.4f}, {hi:.4f}] (each end a one-sided {level} bound)"
 
     def describe(self) -> str:
         label = _LABELS[self.aggregate]
@@ -247,16 +250,27 @@ def _pairwise(
 def aggregate_interval(
     result: AttributeFairness, aggregate: str, level: float = DEFAULT_CONFIDENCE_LEVEL
 ) -> Interval | None:
-    """The interval of one aggregate over the judged groups, at ``level`` for all pairs at once.
+    """The interval of one aggregate over the judged groups: each end a one-sided confidence
+    bound at ``level``, for all pairs of groups at once.
+
+    The rule asks a one-sided question (is the aggregate beyond its limit?), so the policy's
+    error rate ``1 - level`` is spent on one end: the pairwise intervals are two-sided at
+    ``1 - 2 (1 - level) / k`` for an aggregate of ``k`` rates (``2 level - 1``, 90 % at 95 %, for
+    a ratio or a one-rate spread; ``level`` for equalized odds, whose error is split between its
+    TPR and FPR spreads). A two-sided interval at ``level`` would spend only half of it: at 95 %
+    a limit breached by twice its size in groups of 500 was caught in 85 % of windows, not the
+    90 % the same error budget buys (tests/monitoring/test_fairness_uncertainty.py).
 
     A max-min spread is at least every pairwise difference and at most the largest, so with the
     Newcombe interval of every ordered pair at the Bonferroni level ``1 - (1 - level) / m`` (``m``
-    unordered pairs of groups) the spread lies in ``[max of the lower bounds, max of the upper
-    bounds]``. Likewise a min/max ratio lies in ``[min of the lower, min of the upper]`` Katz
-    bounds of the pairwise ratios. Equalized odds is the larger of the TPR and FPR spreads: its
-    lower bound errs (too high) only if one rate's does, each with probability at most
-    ``(1 - level) / 2``, so a false "wholly beyond" stays within ``1 - level``, the policy's
-    error rate; its upper bound errs only if the larger spread's does. None when undefined.
+    unordered pairs of groups, ``level`` here being the pairwise two-sided level above) the spread
+    lies in ``[max of the lower bounds, max of the upper bounds]``. Likewise a min/max ratio lies
+    in ``[min of the lower, min of the upper]`` Katz bounds of the pairwise ratios: each end errs
+    with probability at most ``1 - level`` of the caller's level. Equalized odds is the larger of
+    the TPR and FPR spreads: its lower bound errs (too high) only if one rate's does, each with
+    probability at most ``(1 - level) / 2``, so a false "wholly beyond" stays within
+    ``1 - level``, the policy's error rate; its upper bound errs only if the larger spread's
+    does. None when undefined.
     """
     kind, rates = _AGGREGATES[aggregate]
     by_rate = {rate: _defined(result, rate) for rate in rates}
@@ -264,7 +278,8 @@ def aggregate_interval(
     if not by_rate:
         return None
     pairs = max(len(g) * (len(g) - 1) // 2 for g in by_rate.values())
-    adjusted = 1.0 - (1.0 - level) / pairs
+    two_sided = 1.0 - 2.0 * (1.0 - level) / len(rates)
+    adjusted = 1.0 - (1.0 - two_sided) / pairs
     method = newcombe_difference if kind == "spread" else katz_ratio
     bounds = [iv for rate, g in by_rate.items() for iv in _pairwise(g, rate, adjusted, method)]
     if kind == "spread":

@@ -147,17 +147,15 @@ def _top_cells(scores: np.ndarray, k: int) -> np.ndarray | None:
     return np.sort(scored[order[:k]])
 
 
-def feedback_loop_test(
+def _checked_matrices(
     exposure: npt.ArrayLike,
     labels: npt.ArrayLike,
     score: npt.ArrayLike,
     *,
     top_k: int,
-    prior_labels: float = 1.0,
-) -> FeedbackResult:
-    """The score test of attention (last period's top-k) on this period's incidents, conditional
-    on each cell's prior rate; see the module docstring. Matrices are ``(cells, periods)``,
-    periods oldest first; period 0 is history only."""
+    prior_labels: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three matrices as floats, refused unless they and the parameters make sense."""
     n = np.asarray(exposure, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     s = np.asarray(score, dtype=np.float64)
@@ -169,54 +167,108 @@ def feedback_loop_test(
         raise ValueError("prior_labels must be positive")
     if np.any(y > n) or np.any(y < 0):
         raise ValueError("labels must lie between 0 and the exposure of their cell and period")
-    n_cells, n_periods = n.shape
-    rows: list[FeedbackPeriod] = []
-    pearson, cells_used, levels = 0.0, 0, 0
-    for t in range(1, n_periods):
-        top = _top_cells(s[:, t - 1], top_k)
-        y_t = float(y[:, t].sum())
-        past_n, past_y = n[:, :t].sum(axis=1), y[:, :t].sum(axis=1)
-        overall = past_y.sum() / past_n.sum() if past_n.sum() > 0 else 0.0
-        if top is None or y_t == 0 or overall == 0:
-            continue
-        # Gamma(prior_labels, prior_labels / overall) prior: a cell without history gets the
-        # overall rate, a cell with much history its own
-        rate = (past_y + prior_labels) / (past_n + prior_labels / overall)
-        w = n[:, t] * rate
-        attended = np.zeros(n_cells, dtype=bool)
-        attended[top] = True
-        total_w = w.sum()
-        p = float(w[attended].sum() / total_w)
-        observed = int(y[attended, t].sum())
-        rows.append(
-            FeedbackPeriod(
-                period=t,
-                labels=int(y_t),
-                top_cells=[int(c) for c in top],
-                observed=observed,
-                expected=y_t * p,
-                variance=y_t * p * (1.0 - p),
-                observed_share=observed / y_t,
-                expected_share=p,
-            )
-        )
-        # Pearson residuals under the alternative: one level per period for attended and rest
+    return n, y, s
+
+
+def _prior_weights(n: np.ndarray, y: np.ndarray, t: int, prior_labels: float) -> np.ndarray | None:
+    """``w = exposure * rate`` of period ``t``, the rate from the periods before it; None when
+    nothing was recorded before (no overall rate to shrink towards)."""
+    past_n, past_y = n[:, :t].sum(axis=1), y[:, :t].sum(axis=1)
+    overall = past_y.sum() / past_n.sum() if past_n.sum() > 0 else 0.0
+    if overall == 0:
+        return None
+    # Gamma(prior_labels, prior_labels / overall) prior: a cell without history gets the
+    # overall rate, a cell with much history its own
+    rate = (past_y + prior_labels) / (past_n + prior_labels / overall)
+    return n[:, t] * rate
+
+
+def _period_row(
+    y_t: np.ndarray, w: np.ndarray, top: np.ndarray, attended: np.ndarray, t: int
+) -> FeedbackPeriod:
+    """Period ``t``'s attended incidents against their binomial expectation."""
+    total = float(y_t.sum())
+    p = float(w[attended].sum() / w.sum())
+    observed = int(y_t[attended].sum())
+    return FeedbackPeriod(
+        period=t,
+        labels=int(total),
+        top_cells=[int(c) for c in top],
+        observed=observed,
+        expected=total * p,
+        variance=total * p * (1.0 - p),
+        observed_share=observed / total,
+        expected_share=p,
+    )
+
+
+@dataclasses.dataclass
+class _Dispersion:
+    """Pearson residuals under the alternative: one level per period for attended and rest."""
+
+    pearson: float = 0.0
+    cells_used: int = 0
+    levels: int = 0
+
+    def add(self, y_t: np.ndarray, w: np.ndarray, attended: np.ndarray) -> None:
         for group in (attended, ~attended):
             used = group & (w > 0)
             if not used.any():
                 continue
-            levels += 1
-            cells_used += int(used.sum())
-            group_y = y[used, t].sum()
+            self.levels += 1
+            self.cells_used += int(used.sum())
+            group_y = y_t[used].sum()
             if group_y == 0:
                 continue  # fitted means 0 and counts 0: no residual
             mu = w[used] * (group_y / w[used].sum())
-            pearson += float(np.sum((y[used, t] - mu) ** 2 / mu))
-    dof = cells_used - levels
-    dispersion = max(1.0, pearson / dof) if dof >= MIN_DISPERSION_DOF else 1.0
+            self.pearson += float(np.sum((y_t[used] - mu) ** 2 / mu))
+
+    @property
+    def dof(self) -> int:
+        return self.cells_used - self.levels
+
+    @property
+    def phi(self) -> float:
+        return max(1.0, self.pearson / self.dof) if self.dof >= MIN_DISPERSION_DOF else 1.0
+
+
+def feedback_loop_test(
+    exposure: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    score: npt.ArrayLike,
+    *,
+    top_k: int,
+    prior_labels: float = 1.0,
+) -> FeedbackResult:
+    """The score test of attention (last period's top-k) on this period's incidents, conditional
+    on each cell's prior rate; see the module docstring. Matrices are ``(cells, periods)``,
+    periods oldest first; period 0 is history only."""
+    n, y, s = _checked_matrices(exposure, labels, score, top_k=top_k, prior_labels=prior_labels)
+    n_cells, n_periods = n.shape
+    rows: list[FeedbackPeriod] = []
+    residuals = _Dispersion()
+    for t in range(1, n_periods):
+        top = _top_cells(s[:, t - 1], top_k)
+        if top is None or y[:, t].sum() == 0:
+            continue
+        w = _prior_weights(n, y, t, prior_labels)
+        if w is None:
+            continue
+        attended = np.zeros(n_cells, dtype=bool)
+        attended[top] = True
+        rows.append(_period_row(y[:, t], w, top, attended, t))
+        residuals.add(y[:, t], w, attended)
+    return _result(rows, residuals, n_cells=n_cells, n_periods=n_periods, top_k=top_k)
+
+
+def _result(
+    rows: list[FeedbackPeriod], residuals: _Dispersion, *, n_cells: int, n_periods: int, top_k: int
+) -> FeedbackResult:
+    """The periods summed into one z score, its variance inflated by the dispersion."""
     observed = sum(r.observed for r in rows)
     expected = float(sum(r.expected for r in rows))
     variance = float(sum(r.variance for r in rows))
+    dispersion = residuals.phi
     if variance > 0:
         z: float | None = (observed - expected) / math.sqrt(dispersion * variance)
         p_value = float(sps.norm.sf(z))
@@ -233,7 +285,7 @@ def feedback_loop_test(
         z=z,
         p_value=p_value,
         dispersion=dispersion,
-        dispersion_dof=max(dof, 0),
+        dispersion_dof=max(residuals.dof, 0),
     )
 
 

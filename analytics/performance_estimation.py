@@ -159,10 +159,66 @@ def _draw_sums(
         return out
     weights = p * (1 - p)
     covariance = (columns * weights[:, None]).T @ columns
+    return _normal_sums(expected, covariance, draws, rng)
+
+
+def _normal_sums(
+    expected: np.ndarray, covariance: np.ndarray, draws: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``draws`` label sums from their normal law: shape (draws, m)."""
     # eigh, negative round-off clipped: the group columns sum to the overall ones (singular)
     eigenvalues, vectors = np.linalg.eigh(covariance)
     root = vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
     return expected + rng.standard_normal((draws, expected.size)) @ root.T
+
+
+# Joint cells (predicted class x a group of every attribute) above which the normal law's
+# moments are taken from the full indicator matrix instead.
+_MAX_JOINT_CELLS = 65_536
+
+
+def _normal_moments(
+    p: np.ndarray, positive: np.ndarray, ranks: np.ndarray, layout: list, width: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The label sums' mean ``p @ M`` and covariance ``M' diag(p (1 - p)) M`` without building
+    the n x m matrix ``M``: its indicator columns are constant within a joint cell (predicted
+    class x group of each attribute), so one weighted ``bincount`` per moment gives them, and
+    the two continuous columns (the ranks and ``1 - 2p``) add a few dot products. Same numbers
+    as the matrix products to rounding, ~10x faster on a million rows. None when the joint
+    cells are too many (then the caller builds the matrix)."""
+    cls = (~positive).astype(np.int64)  # column 1 - the class: 0 predicted positive, 1 not
+    joint, radix = cls.copy(), 2
+    for _, names, codes in layout:
+        joint += radix * codes
+        radix *= max(len(names), 1)
+        if radix > _MAX_JOINT_CELLS:
+            return None
+    w = p * (1 - p)
+    q = 1 - 2 * p
+    wr, wq = w * ranks, w * q
+    sums = {
+        name: np.bincount(joint, weights=weights, minlength=radix)
+        for name, weights in (("p", p), ("w", w), ("wr", wr), ("wq", wq))
+    }
+    # the indicator columns of each joint cell (columns 2 and 3 are the continuous ones)
+    cell = np.arange(radix)
+    indicators = np.zeros((radix, width))
+    indicators[:, 0] = cell % 2 == 0
+    indicators[:, 1] = cell % 2 == 1
+    column, rest = 4, cell // 2
+    for _, names, _ in layout:
+        size = max(len(names), 1)
+        indicators[cell, column + (rest % size) * 2 + cell % 2] = 1.0
+        column += 2 * len(names)
+        rest //= size
+    expected = sums["p"] @ indicators
+    expected[2], expected[3] = p @ ranks, p @ q
+    covariance = indicators.T @ (indicators * sums["w"][:, None])
+    for index, key in ((2, "wr"), (3, "wq")):
+        covariance[index, :] = covariance[:, index] = sums[key] @ indicators
+    covariance[2, 2], covariance[3, 3] = wr @ ranks, wq @ q
+    covariance[2, 3] = covariance[3, 2] = wr @ q
+    return expected, covariance
 
 
 def _metrics_of(sums: np.ndarray, n: int, n_pp: int, sum_p2: float) -> dict[str, np.ndarray]:
@@ -237,12 +293,42 @@ def estimate_performance(
         if codes.shape != p.shape:
             raise ValueError(f"groups of {attribute}: {codes.size} values for {n} scores")
         layout.append((attribute, names, codes))
-    # One column per label sum; Fortran order so each column is written contiguously.
     width = 4 + 2 * sum(len(names) for _, names, _ in layout)
+    variance = p * (1 - p)
+    rng = np.random.default_rng(seed)
+    ranks = _mid_ranks(p)  # ties count 1/2, as in the realised AUC
+    # The mean from the joint cells whatever the method, so both give the same point estimates
+    moments = _normal_moments(p, positive, ranks, layout, width)
+    if moments is not None and method == "normal":
+        expected, covariance = moments
+        sums = _normal_sums(expected, covariance, draws, rng)
+    else:
+        expected, sums = _matrix_sums(p, positive, ranks, layout, width, draws, rng, method)
+        if moments is not None:
+            expected = moments[0]
+    return _estimate(
+        p, positive, n_pp, layout, expected, variance, sums, draws, level, method, seed
+    )
+
+
+def _matrix_sums(
+    p: np.ndarray,
+    positive: np.ndarray,
+    ranks: np.ndarray,
+    layout: list,
+    width: int,
+    draws: int,
+    rng: np.random.Generator,
+    method: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The label sums' mean and ``draws`` realisations from the n x m matrix of the sums'
+    columns (labels drawn, or the normal law's moments taken from the matrix)."""
+    n = p.size
+    # One column per label sum; Fortran order so each column is written contiguously.
     columns = np.zeros((n, width), order="F")
     columns[:, 0] = positive
     columns[:, 1] = ~positive
-    columns[:, 2] = _mid_ranks(p)  # ties count 1/2, as in the realised AUC
+    columns[:, 2] = ranks
     columns[:, 3] = 1 - 2 * p
     column = 4
     for _, names, codes in layout:
@@ -251,10 +337,14 @@ def estimate_performance(
             columns[:, column + code] = cell == code
         column += 2 * len(names)
     expected = p @ columns
-    variance = p * (1 - p)
-    rng = np.random.default_rng(seed)
-    sums = _draw_sums(p, columns, expected, draws, rng, method)
+    return expected, _draw_sums(p, columns, expected, draws, rng, method)
 
+
+def _estimate(
+    p, positive, n_pp, layout, expected, variance, sums, draws, level, method, seed
+) -> Estimate:
+    """The point estimates and intervals from the label sums' mean and draws."""
+    n = p.size
     # Point estimates: exact expectations, AUC as E[U] / E[n_pos n_neg].
     e_tp, e_fn = float(expected[0]), float(expected[1])
     e_pos = e_tp + e_fn

@@ -67,6 +67,11 @@ PAGES = [
     ("model-series", "/console/models/{model}/series.json"),
     ("version", "/console/models/{model}/versions/{version}/"),
     ("documentation", "/console/models/{model}/versions/{version}/documentation/"),
+    # the same page with the audit chain's verification cache emptied before each request (every
+    # event walked, as every build did before the cache), and holding a prefix 100 events below
+    # the head (what a build walks when 100 events were recorded since the last one)
+    ("documentation-uncached", "/console/models/{model}/versions/{version}/documentation/"),
+    ("documentation-incremental", "/console/models/{model}/versions/{version}/documentation/"),
     ("incident", "/console/incidents/{incident}/"),
     ("work", "/console/work/"),
     ("audit", "/console/audit/"),
@@ -292,6 +297,28 @@ def seed(models: int, versions: int, days: int) -> dict:
     }
 
 
+def _forget_verified() -> None:
+    from governance import audit
+
+    audit.forget_verified()
+
+
+def _verified_but_the_last_100() -> None:
+    from governance import audit
+    from governance.models import AuditChainHead
+
+    audit.forget_verified()
+    head = AuditChainHead.objects.get(pk=1).seq
+    audit.verify_through(max(1, head - 100))
+
+
+# Run before each request of the page (not timed).
+PREPARE = {
+    "documentation-uncached": _forget_verified,
+    "documentation-incremental": _verified_but_the_last_100,
+}
+
+
 def measure(context: dict, requests: int, profile_dir: str = "") -> dict[str, dict]:
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -310,7 +337,9 @@ def measure(context: dict, requests: int, profile_dir: str = "") -> dict[str, di
         if match is None or match.namespace != "console":
             note(f"skipped {name}: {path} is not a console page in this checkout")
             continue
+        prepare = PREPARE.get(name, lambda: None)
         for _ in range(3):
+            prepare()
             response = client.get(path)
         if response.status_code != 200:
             note(f"skipped {name}: {path} answered {response.status_code}")
@@ -321,16 +350,18 @@ def measure(context: dict, requests: int, profile_dir: str = "") -> dict[str, di
             executed.append(sql)
             return execute(sql, params, many, context)
 
+        prepare()
         with connection.execute_wrapper(count):
             client.get(path)
         timings, cpu = [], []
         for _ in range(requests):
+            prepare()
             started, started_cpu = time.perf_counter(), time.process_time()
             client.get(path)
             timings.append((time.perf_counter() - started) * 1000)
             cpu.append((time.process_time() - started_cpu) * 1000)
         if profile_dir:
-            profile(client, path, requests, Path(profile_dir) / f"{name}.txt")
+            profile(client, path, requests, Path(profile_dir) / f"{name}.txt", prepare)
         figures[name] = {
             "path": path,
             "value": round(statistics.median(timings), 1),
@@ -344,17 +375,18 @@ def measure(context: dict, requests: int, profile_dir: str = "") -> dict[str, di
     return figures
 
 
-def profile(client, path: str, requests: int, out: Path) -> None:
+def profile(client, path: str, requests: int, out: Path, prepare=lambda: None) -> None:
     """Write where ``requests`` requests of ``path`` spend their time (cumulative, then own)."""
     import cProfile
     import io
     import pstats
 
     profiler = cProfile.Profile()
-    profiler.enable()
     for _ in range(requests):
+        prepare()
+        profiler.enable()
         client.get(path)
-    profiler.disable()
+        profiler.disable()
     text = io.StringIO()
     text.write(f"{path}: {requests} requests\n\n== the project's own functions, cumulative ==\n")
     pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(

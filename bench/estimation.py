@@ -136,6 +136,93 @@ def _realised(labels, scores, predicted) -> dict[str, float]:
     return {name: getattr(perf, name) for name in METRICS}
 
 
+def _windows(rows: int, seeds: int, big: int) -> tuple[dict[str, np.ndarray], dict]:
+    """Every scenario's reference set and analysis windows, as the arrays the peer reads (
+    ``{scenario}_reference_{part}``, ``{window}_{part}``) and ``window -> (scenario, rows)``."""
+    arrays: dict[str, np.ndarray] = {"scenarios": np.array(list(SCENARIOS))}
+    windows: dict[str, tuple[str, int]] = {}
+    for scenario, shape in SCENARIOS.items():
+        reference = simulate(50_000, 0, **{**shape, "scale": 1.0})
+        for name, values in zip(PARTS, reference, strict=True):
+            arrays[f"{scenario}_reference_{name}"] = values
+        sizes = [(seed, rows) for seed in range(1, seeds + 1)]
+        if scenario == "calibrated" and big:
+            sizes.append((99, big))
+        for seed, n in sizes:
+            key = f"{scenario}_w{seed}"
+            windows[key] = (scenario, n)
+            for name, values in zip(PARTS, simulate(n, seed, **shape), strict=True):
+                arrays[f"{key}_{name}"] = values
+    return arrays, windows
+
+
+def _peers(arrays: dict[str, np.ndarray], python: Path) -> tuple[dict[str, dict], str]:
+    """NannyML's figures by window, from a child process in its own virtualenv, and its status
+    (what the ``peer`` field of every line says)."""
+    if not python.exists():
+        return {}, f"nannyml not installed at {python} (see bench/README.md)"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "windows.npz"
+        np.savez(path, **arrays)
+        done = subprocess.run(
+            [str(python), __file__, "--peer", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    peers = {row["window"]: row for row in map(json.loads, done.stdout.splitlines())}
+    if done.returncode:
+        return peers, f"nannyml.CBPE failed: {done.stderr.strip().splitlines()[-1:]}"
+    return peers, "nannyml.CBPE"
+
+
+def _metric_line(
+    metric: str, mine: dict, realised: float, theirs: dict | None, where: dict, status: str
+) -> dict:
+    """One metric's estimate, ours beside the peer's, each with its error against the realised
+    value (the peer's fields None where it did not run)."""
+    peer = theirs and theirs["metrics"][metric]
+    return {
+        "bench": f"estimated_{metric}",
+        **where,
+        "value": mine["value"],
+        "low": mine["low"],
+        "high": mine["high"],
+        "unit": metric,
+        "realised": realised,
+        "error": mine["value"] - realised,
+        "peer": status,
+        "peer_value": peer and peer["value"],
+        "peer_low": peer and peer["low"],
+        "peer_high": peer and peer["high"],
+        "peer_error": peer and peer["value"] - realised,
+        "load1": _load1(),
+    }
+
+
+def _report(key: str, scenario: str, rows: int, arrays: dict, peers: dict, status: str) -> None:
+    """A window's lines: each metric's estimate, then the time ours and the peer's took."""
+    scores, predicted, labels = (arrays[f"{key}_{part}"] for part in PARTS)
+    ours, seconds = _ours(scores, predicted)
+    realised = _realised(labels, scores, predicted)
+    theirs = peers.get(key)
+    where = {"scenario": scenario, "window": key, "rows": rows}
+    for metric in METRICS:
+        line = _metric_line(metric, ours[metric], realised[metric], theirs, where, status)
+        print(json.dumps(line), flush=True)
+    timing = {
+        "bench": "estimate_seconds",
+        **where,
+        "value": round(seconds, 4),
+        "unit": "s",
+        "peer": status,
+        "peer_value": theirs and round(theirs["seconds"], 4),
+        "peer_fit_seconds": theirs and round(theirs["fit_seconds"], 4),
+        "load1": _load1(),
+    }
+    print(json.dumps(timing), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000, help="rows per analysis window")
@@ -148,86 +235,10 @@ def main() -> None:
         peer(args.peer)
         return
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-    arrays: dict[str, np.ndarray] = {"scenarios": np.array(list(SCENARIOS))}
-    windows: dict[str, tuple[str, int]] = {}
-    for scenario, shape in SCENARIOS.items():
-        reference = simulate(50_000, 0, **{**shape, "scale": 1.0})
-        for name, values in zip(PARTS, reference, strict=True):
-            arrays[f"{scenario}_reference_{name}"] = values
-        sizes = [(seed, args.rows) for seed in range(1, args.seeds + 1)]
-        if scenario == "calibrated" and args.big:
-            sizes.append((99, args.big))
-        for seed, rows in sizes:
-            key = f"{scenario}_w{seed}"
-            windows[key] = (scenario, rows)
-            for name, values in zip(PARTS, simulate(rows, seed, **shape), strict=True):
-                arrays[f"{key}_{name}"] = values
-
-    peers: dict[str, dict] = {}
-    python = Path(args.nannyml_python)
-    peer_status = "nannyml.CBPE"
-    if python.exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "windows.npz"
-            np.savez(path, **arrays)
-            done = subprocess.run(
-                [str(python), __file__, "--peer", str(path)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-        for line in done.stdout.splitlines():
-            row = json.loads(line)
-            peers[row["window"]] = row
-        if done.returncode:
-            peer_status = f"nannyml.CBPE failed: {done.stderr.strip().splitlines()[-1:]}"
-    else:
-        peer_status = f"nannyml not installed at {python} (see bench/README.md)"
-
+    arrays, windows = _windows(args.rows, args.seeds, args.big)
+    peers, status = _peers(arrays, Path(args.nannyml_python))
     for key, (scenario, rows) in windows.items():
-        scores, predicted, labels = (arrays[f"{key}_{part}"] for part in PARTS)
-        ours, seconds = _ours(scores, predicted)
-        realised = _realised(labels, scores, predicted)
-        theirs = peers.get(key)
-        for metric in METRICS:
-            mine = ours[metric]
-            line = {
-                "bench": f"estimated_{metric}",
-                "scenario": scenario,
-                "window": key,
-                "rows": rows,
-                "value": mine["value"],
-                "low": mine["low"],
-                "high": mine["high"],
-                "unit": metric,
-                "realised": realised[metric],
-                "error": mine["value"] - realised[metric],
-                "peer": peer_status,
-                "peer_value": theirs and theirs["metrics"][metric]["value"],
-                "peer_low": theirs and theirs["metrics"][metric]["low"],
-                "peer_high": theirs and theirs["metrics"][metric]["high"],
-                "peer_error": theirs and theirs["metrics"][metric]["value"] - realised[metric],
-                "load1": _load1(),
-            }
-            print(json.dumps(line), flush=True)
-        print(
-            json.dumps(
-                {
-                    "bench": "estimate_seconds",
-                    "scenario": scenario,
-                    "window": key,
-                    "rows": rows,
-                    "value": round(seconds, 4),
-                    "unit": "s",
-                    "peer": peer_status,
-                    "peer_value": theirs and round(theirs["seconds"], 4),
-                    "peer_fit_seconds": theirs and round(theirs["fit_seconds"], 4),
-                    "load1": _load1(),
-                }
-            ),
-            flush=True,
-        )
+        _report(key, scenario, rows, arrays, peers, status)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ Each drill, one model at a time, with this process acting as a gateway that serv
   starts before the call, so its commit is included) and stops at the first refused prediction
   (503, ``halted``) of the same gateway, polled every millisecond.
 
+With ``--cold-cache`` (issue 14), the worker has an artifact cache of its own, and after the
+set-up both caches are emptied and the worker restarted: every restore and this gateway's swap
+load 1.0.0 from MLflow, as on a host that never held it (``rollback_to_v1_serving_cold_cache``).
+
 Every figure is one JSON object per line, as in the other benches, with the specification's limit
 (``spec_limit_s``) and the issue's target beside it.
 """
@@ -295,7 +299,7 @@ def summarise(
 def main() -> int:
     args = _arguments()
     results, redeploy, stops = _run(args)
-    _report(results, redeploy, stops)
+    _report(results, redeploy, stops, suffix="_cold_cache" if args.cold_cache else "")
     return 0
 
 
@@ -306,6 +310,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/4")
     parser.add_argument("--keep", action="store_true", help="keep the var directory")
+    parser.add_argument(
+        "--cold-cache",
+        action="store_true",
+        help="issue 14: the worker and this gateway start the drills with empty artifact caches "
+        "of their own (hosts that never held v(n-1)): each restore loads it from MLflow",
+    )
     return parser.parse_args()
 
 
@@ -322,6 +332,8 @@ def _run(args: argparse.Namespace) -> tuple[list[dict], list[float], list[float]
         PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     )
     os.environ.update(env)
+    if args.cold_cache:  # the worker's own cache, apart from this process's
+        env = {**env, "ARTIFACT_CACHE_DIR": str(var / "worker-artifact-cache")}
     import redis
 
     broker = redis.Redis.from_url(args.redis_url)
@@ -348,6 +360,8 @@ def _run(args: argparse.Namespace) -> tuple[list[dict], list[float], list[float]
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}: see {log}") from None
         drain(broker, timeout=300)  # the promotions' verification and warm-standby tasks
+        if args.cold_cache:
+            worker = _cold_worker(worker, worker_name, env, log, args.concurrency)
         _report_set_up(args, pairs, time.perf_counter() - started)
         for v1, v2 in pairs:
             results.append(drill(v1, v2, broker))
@@ -369,6 +383,21 @@ def _run(args: argparse.Namespace) -> tuple[list[dict], list[float], list[float]
     return results, redeploy, stops
 
 
+def _cold_worker(worker, worker_name: str, env: dict, log: Path, concurrency: int):
+    """Empty both artifact caches and restart the worker (its memory held the warm standby):
+    from here on neither host has ever held a 1.0.0."""
+    from django.conf import settings
+
+    _common.stop_workers([worker])
+    for cache in (Path(env["ARTIFACT_CACHE_DIR"]), Path(settings.ARTIFACT_CACHE_DIR)):
+        shutil.rmtree(cache, ignore_errors=True)
+    worker = _common.start_worker(
+        name=worker_name, queues="urgent,default", concurrency=concurrency, env=env, log=log
+    )
+    _common.wait_ready({worker_name: worker})
+    return worker
+
+
 def _report_set_up(args: argparse.Namespace, pairs, seconds: float) -> None:
     from governance.models import Lifecycle
 
@@ -386,12 +415,14 @@ def _report_set_up(args: argparse.Namespace, pairs, seconds: float) -> None:
     )
 
 
-def _report(results: list[dict], redeploy: list[float], stops: list[float]) -> None:
+def _report(
+    results: list[dict], redeploy: list[float], stops: list[float], *, suffix: str = ""
+) -> None:
     rollback = [r["rollback_s"] for r in results if r["rollback_s"] is not None]
     if len(rollback) != len(results):
         emit("rollback_not_serving_within_spec", len(results) - len(rollback), "drills")
     summarise(
-        "rollback_to_v1_serving",
+        f"rollback_to_v1_serving{suffix}",
         rollback,
         spec=ROLLBACK_SPEC_S,
         target=ROLLBACK_TARGET_S,

@@ -254,16 +254,15 @@ def _point(moment: datetime, value: Any, version: str, **extra: Any) -> dict[str
     return {"t": _ms(moment), "y": _finite(value), "version": version, **extra}
 
 
-def _empty_charts(monitoring: dict[str, Any], validation: dict[str, Any]) -> dict[str, dict]:
+def _threshold(value: Any, label: str, kind: str, *, axis: str = "y") -> dict[str, Any]:
+    return {"value": value, "axis": axis, "label": label, "kind": kind}
+
+
+def _drift_charts(monitoring: dict[str, Any]) -> tuple[dict, dict]:
+    """Data drift (PSI per feature) and prediction drift (KS on scores)."""
     psi = _chart("psi", "Data drift: PSI per feature", Check.DATA_DRIFT, "PSI")
-    psi["thresholds"].append(
-        {
-            "value": monitoring["psi_max"],
-            "axis": "y",
-            "label": f"PSI limit {rounded(monitoring['psi_max'])}",
-            "kind": "max",
-        }
-    )
+    limit = monitoring["psi_max"]
+    psi["thresholds"].append(_threshold(limit, f"PSI limit {rounded(limit)}", "max"))
     ks = _chart(
         "ks",
         "Prediction drift: KS test on scores",
@@ -271,14 +270,14 @@ def _empty_charts(monitoring: dict[str, Any], validation: dict[str, Any]) -> dic
         "KS statistic",
         y2={"label": "p-value (log)", "type": "logarithmic"},
     )
-    ks["thresholds"].append(
-        {
-            "value": monitoring["ks_pvalue_min"],
-            "axis": "y2",
-            "label": f"p-value limit {rounded(monitoring['ks_pvalue_min'])} (below: drift)",
-            "kind": "min",
-        }
-    )
+    floor = monitoring["ks_pvalue_min"]
+    label = f"p-value limit {rounded(floor)} (below: drift)"
+    ks["thresholds"].append(_threshold(floor, label, "min", axis="y2"))
+    return psi, ks
+
+
+def _performance_chart(monitoring: dict[str, Any]) -> dict[str, Any]:
+    """The monitored metric against the validated baseline, with its allowed drop as a band."""
     metric = str(monitoring["performance_metric"])
     performance = _chart(
         "performance",
@@ -287,12 +286,18 @@ def _empty_charts(monitoring: dict[str, Any], validation: dict[str, Any]) -> dic
         metric.upper(),
         y_min=None,
     )
-    drop = float(monitoring["performance_drop_max"])
     performance["band"] = {
-        "relative": drop,
+        "relative": float(monitoring["performance_drop_max"]),
         "metric": metric,
         "higher_is_better": metric not in HIGHER_IS_WORSE,
     }
+    return performance
+
+
+def _fairness_charts(
+    monitoring: dict[str, Any], validation: dict[str, Any]
+) -> tuple[dict, dict, dict]:
+    """The equalized-odds gap, the FPR/FNR ratios and the rates per group with their sizes."""
     gap = _chart(
         "fairness_gap",
         "Fairness: equalized-odds difference per attribute",
@@ -300,21 +305,13 @@ def _empty_charts(monitoring: dict[str, Any], validation: dict[str, Any]) -> dic
         "difference",
     )
     eod = validation["equalized_odds_difference_max"]
-    gap["thresholds"].append(
-        {"value": eod, "axis": "y", "label": f"limit {rounded(eod)}", "kind": "max"}
-    )
+    gap["thresholds"].append(_threshold(eod, f"limit {rounded(eod)}", "max"))
     ratio = _chart(
         "fairness_ratio", "Fairness: FPR and FNR ratios per attribute", Check.FAIRNESS, "ratio"
     )
     for key, name in (("fpr_ratio_min", "FPR"), ("fnr_ratio_min", "FNR")):
-        ratio["thresholds"].append(
-            {
-                "value": validation[key],
-                "axis": "y",
-                "label": f"{name} ratio floor {rounded(validation[key])}",
-                "kind": "min",
-            }
-        )
+        floor = validation[key]
+        ratio["thresholds"].append(_threshold(floor, f"{name} ratio floor {rounded(floor)}", "min"))
     groups = _chart(
         "fairness_groups",
         "Fairness: true- and false-positive rate per group (with group sizes)",
@@ -324,15 +321,16 @@ def _empty_charts(monitoring: dict[str, Any], validation: dict[str, Any]) -> dic
     groups["min_group_size"] = validation["min_group_size"]
     for chart in (gap, ratio, groups):
         chart["confidence_level"] = monitoring["confidence_level"]
+    return gap, ratio, groups
+
+
+def _empty_charts(monitoring: dict[str, Any], validation: dict[str, Any]) -> dict[str, dict]:
+    psi, ks = _drift_charts(monitoring)
+    performance = _performance_chart(monitoring)
+    gap, ratio, groups = _fairness_charts(monitoring, validation)
     ece = _chart("ece", "Calibration: expected calibration error", Check.CALIBRATION, "ECE")
-    ece["thresholds"].append(
-        {
-            "value": monitoring["ece_max"],
-            "axis": "y",
-            "label": f"ECE limit {rounded(monitoring['ece_max'])}",
-            "kind": "max",
-        }
-    )
+    limit = monitoring["ece_max"]
+    ece["thresholds"].append(_threshold(limit, f"ECE limit {rounded(limit)}", "max"))
     labels = _chart(
         "labels", "Label arrival: records stored per day", Check.LABEL_DRIFT, "records per day"
     )
@@ -359,9 +357,7 @@ def _feedback_chart(monitoring: dict[str, Any]) -> dict[str, Any]:
         y2={"label": "share of incidents", "type": "linear"},
     )
     limit = monitoring["feedback_ratio_max"]
-    chart["thresholds"].append(
-        {"value": limit, "axis": "y", "label": f"ratio limit {rounded(limit)}", "kind": "max"}
-    )
+    chart["thresholds"].append(_threshold(limit, f"ratio limit {rounded(limit)}", "max"))
     return chart
 
 
@@ -541,8 +537,15 @@ def _fill_performance(chart: dict, runs: Runs, drop_max: float) -> None:
     estimated = _series(f"{metric.upper()} estimated before labels", dash=True)
     for t, version, metrics in runs.performance:
         if metrics.get("estimated"):
+            low, high = metrics.get("interval") or (None, None)  # drawn as its band
             estimated["points"].append(
-                {"t": t, "y": _finite(metrics.get("estimated_value")), "version": version}
+                {
+                    "t": t,
+                    "y": _finite(metrics.get("estimated_value")),
+                    "version": version,
+                    "lo": _finite(low),
+                    "hi": _finite(high),
+                }
             )
         base = _finite(metrics.get("baseline"))
         current["points"].append(

@@ -25,6 +25,7 @@ from serving.halt import RELEASE_ROLES
 from serving.models import Halt
 
 from .paths import path_template
+from .rows import overview_rows
 
 GLOBAL = "global"
 # a watch (fairness breach within noise) shows, below every alert that acts
@@ -84,6 +85,11 @@ class Overview:
     rows: list[ModelRow]
     global_halt: Halt | None
     holds_roles: bool = True  # read only when no model shows: "no role" or "no model yet"
+
+    @property
+    def rows_html(self) -> str:
+        """The table's rows (``console.rows``: the template loop cost more than the reads)."""
+        return overview_rows(self.rows)
 
 
 def active_halts(model_names: list[str] | None = None) -> list[Halt]:

@@ -27,7 +27,7 @@ from governance.inbox import (
     escalations_open,
 )
 from governance.roles import Action, Role, actions_for
-from incidents.selectors import steps_waiting
+from incidents.selectors import steps_waiting, steps_waiting_count
 from monitoring.models import AlertStatus, AuditTask, ReviewItem
 
 from .incidents import incident_title
@@ -226,7 +226,7 @@ def nav_work(user) -> NavWork:
     a few milliseconds of every console page (bench/console.py)."""
     grants = Grants.of(user)
     count = sum(1 for p in approvals_pending(user, grants=grants) if p.waiting)
-    count += len(steps_waiting(user, grants=grants))
+    count += steps_waiting_count(user, grants=grants)
     count += len(escalations_open(user, grants=grants))
     tasks = _audit_tasks(grants)
     if tasks is not None:

@@ -47,6 +47,19 @@ def _records(model, frame: pd.DataFrame, features: list[str], *, label: bool) ->
     return out
 
 
+def scheduled_run(version: ModelVersion, check: str, window_end: datetime) -> MonitorRun:
+    """What beat and the worker do for one scheduled check, done here at once."""
+    run = run_create(
+        model=version.model,
+        version=version,
+        check=check,
+        window_end=window_end,
+        trigger="schedule",
+        actor=SYSTEM,
+    )
+    return run_execute(run.pk)
+
+
 def seed_traffic(
     *, version: ModelVersion, model, frame: pd.DataFrame, validation: pd.DataFrame, seed: int
 ) -> Iterator[str]:
@@ -95,15 +108,7 @@ def seed_traffic(
         if window_end.weekday() == 0 and offset >= 28:
             checks += list(WEEKLY_CHECKS)
         for check in checks:
-            run = run_create(
-                model=version.model,
-                version=version,
-                check=check,
-                window_end=window_end,
-                trigger="schedule",
-                actor=SYSTEM,
-            )
-            run_execute(run.pk)
+            scheduled_run(version, check, window_end)
     runs = MonitorRun.objects.filter(version=version)
     yield (
         f"{text}: {runs.count()} monitor runs "

@@ -15,6 +15,8 @@ which serialises writers only for the moment before commit.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.db.models import Q, Subquery
@@ -122,17 +125,7 @@ def record(
 
 # --- verification ----------------------------------------------------------------------------
 
-_ROW = (
-    "id",
-    *audit_chain.FIXED_FIELDS,
-    *REDACTABLE_FIELDS,
-    "salts",
-    "redactions",
-    "redacted",
-    "payload_digest",
-    "prev_hash",
-    "hash",
-)
+_ROW = audit_chain.ROW_FIELDS
 
 
 @dataclass(frozen=True)
@@ -146,6 +139,9 @@ class Verification:
     head_link: str = GENESIS
     checkpoint: Checkpoint | None = None
     refused_checkpoints: tuple[tuple[str, str], ...] = field(default=())
+    # verify_through only: the events up to its seq were verified by an earlier walk (None:
+    # every event was walked by this one)
+    verified_before: VerifiedPrefix | None = None
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -321,22 +317,131 @@ def verify(*, batch_size: int = 2000) -> Verification:
                 "(appended outside the audit service)",
             )
     _check_redactions(walk)
+    if walk.bad_seq is None:
+        remember_verified(head_seq, head_hash)
+    else:
+        forget_verified(from_seq=walk.bad_seq)
     return walk.result(head_seq, head_hash, checkpoint=checkpoint, refused_checkpoints=scan.refused)
 
 
 def verify_through(seq: int, *, batch_size: int = 2000) -> Verification:
-    """Walk the chain from its start up to ``seq`` only (digests, links, sequence).
+    """Verify the chain from its start up to ``seq`` only (digests, links, sequence).
 
     For a document built as of ``seq`` (the technical-documentation pack): its result depends on
     the rows up to ``seq`` alone, so it stays the same while the log grows. It does not consult
     checkpoints or the live head; ``verify`` does that for the whole chain.
+
+    Incremental: the walk starts after the newest verified prefix at or below ``seq`` (see
+    ``remember_verified``) whose event still carries the recorded link, read in the same query
+    as the rest; without one it starts at seq 1. What it does not see is an event before that
+    prefix edited since (its link is not recomputed by the edit, so the prefix still matches):
+    ``verify`` walks every event and catches that, and then forgets the prefixes past it.
     """
     _, lkey = _keys()
+    prefix = _verified_prefix(seq)
     walk = _Walk(prev=GENESIS, expected=1)
-    _walk(walk, _rows(1, seq, batch_size), lkey)
+    if prefix is not None:
+        rows = _rows(prefix.seq, seq, batch_size)
+        first = next(rows, None)
+        if first is not None and (first["seq"], first["hash"]) == (prefix.seq, prefix.link):
+            walk = _Walk(prev=prefix.link, expected=prefix.seq + 1, count=prefix.seq)
+            _walk(walk, rows, lkey)
+        else:  # the event was changed or the database is another one: walk it all
+            rows.close()
+            forget_verified(from_seq=prefix.seq)
+            prefix = None
+    if prefix is None:
+        _walk(walk, _rows(1, seq, batch_size), lkey)
     if walk.bad_seq is None and walk.expected - 1 != seq:
         walk.fail(walk.expected, None, f"the chain ends at seq {walk.expected - 1}, before {seq}")
-    return walk.result(walk.expected - 1, walk.prev)
+    result = walk.result(walk.expected - 1, walk.prev, verified_before=prefix)
+    if result.valid:
+        remember_verified(seq, walk.prev)
+    return result
+
+
+# --- verified prefixes: what verify_through need not walk again ------------------------------
+
+VERIFIED_CACHE_KEY = "governance.audit.verified-prefixes:{key_id}"
+VERIFIED_KEEP = 32  # prefixes kept (the newest recorded, and always the highest)
+
+
+@dataclass(frozen=True)
+class VerifiedPrefix:
+    """Events 1..``seq`` verified by a walk (``verify`` or ``verify_through``) that ended at the
+    link ``link``, recorded at ``recorded_at`` (ISO 8601); signed with a key derived from the
+    audit key, so a prefix written into the cache by anyone without the key is ignored."""
+
+    seq: int
+    link: str
+    recorded_at: str
+
+
+def _prefix_key() -> bytes:
+    key, _ = _keys()
+    return hmac.new(key, b"governance-audit:verified-prefix", hashlib.sha256).digest()
+
+
+def _prefix_signature(seq: int, link: str, recorded_at: str) -> str:
+    body = audit_chain.canonical({"seq": seq, "link": link, "recorded_at": recorded_at})
+    return hmac.new(_prefix_key(), body, hashlib.sha256).hexdigest()
+
+
+def _prefix_cache_key() -> str:
+    return VERIFIED_CACHE_KEY.format(key_id=audit_chain.key_id(_keys()[0]))
+
+
+def verified_prefixes() -> list[VerifiedPrefix]:
+    """The recorded prefixes whose signature holds, lowest seq first."""
+    found = []
+    for item in cache.get(_prefix_cache_key()) or []:
+        try:
+            prefix = VerifiedPrefix(int(item["seq"]), str(item["link"]), str(item["at"]))
+            signature = str(item["sig"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        expected = _prefix_signature(prefix.seq, prefix.link, prefix.recorded_at)
+        if hmac.compare_digest(signature, expected):
+            found.append(prefix)
+    return sorted(found, key=lambda p: p.seq)
+
+
+def _verified_prefix(seq: int) -> VerifiedPrefix | None:
+    below = [p for p in verified_prefixes() if p.seq <= seq]
+    return below[-1] if below else None
+
+
+def _store_prefixes(prefixes: list[VerifiedPrefix]) -> None:
+    items = [
+        {
+            "seq": p.seq,
+            "link": p.link,
+            "at": p.recorded_at,
+            "sig": _prefix_signature(p.seq, p.link, p.recorded_at),
+        }
+        for p in prefixes
+    ]
+    cache.set(_prefix_cache_key(), items, timeout=None)
+
+
+def remember_verified(seq: int, link: str) -> None:
+    """Record that events 1..``seq`` verified and ended at ``link``. A cache, not a record: losing
+    it costs one full walk; two writers at once may lose one of their prefixes."""
+    if seq < 1:
+        return
+    prefixes = [p for p in verified_prefixes() if p.seq != seq]
+    prefixes.append(VerifiedPrefix(seq, link, timezone.now().isoformat()))
+    if len(prefixes) > VERIFIED_KEEP:
+        highest = max(prefixes, key=lambda p: p.seq)
+        newest = sorted(prefixes, key=lambda p: p.recorded_at)[-VERIFIED_KEEP:]
+        prefixes = newest if highest in newest else [highest, *newest[1:]]
+    _store_prefixes(prefixes)
+
+
+def forget_verified(*, from_seq: int = 1) -> None:
+    """Drop the prefixes at or after ``from_seq`` (all of them by default)."""
+    kept = [p for p in verified_prefixes() if p.seq < from_seq]
+    _store_prefixes(kept)
 
 
 def _hold_against_checkpoint(walk: _Walk, checkpoint: Checkpoint, key: bytes, last: int) -> None:

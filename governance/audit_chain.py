@@ -210,7 +210,8 @@ def append(event_model: Any, head_model: Any, *, lkey: bytes, now: Any, **fields
     return event
 
 
-_ROW_FIELDS = (
+# The columns a verification reads of each event (``audit.verify`` and the checkpointed walk).
+ROW_FIELDS = (
     "id",
     *FIXED_FIELDS,
     *REDACTABLE_FIELDS,
@@ -279,7 +280,7 @@ def relink(
         rows = list(
             event_model.objects.filter(seq__gt=last_seq)
             .order_by("seq")
-            .values(*_ROW_FIELDS)[:batch_size]
+            .values(*ROW_FIELDS)[:batch_size]
         )
         if not rows:
             break

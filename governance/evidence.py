@@ -9,11 +9,11 @@ Every record is checked by the parser monitoring's ingestion uses too (``governa
 set of limits and messages); a batch is accepted whole or refused whole, with errors naming the
 record and field (``records[3].score``, records counted from 0 in the order given). An accepted
 batch has a SHA-256 digest over its canonical form (the same records give the same digest whether
-they came as JSON, CSV or Parquet) and is stored as Parquet under
-``VAR_DIR/evidence/<digest>.parquet``
-before the evaluation row commits (``governance.filestore``, docs/architecture.md §5: data
-outside the database first, then the manifest row); ``sweep_orphans`` removes files no evaluation
-refers to.
+they came as JSON, CSV or Parquet) and is stored as Parquet under the key
+``evidence/<digest>.parquet`` of the platform's storage (``platform_core.storage``: ``VAR_DIR``
+on this host or an S3-compatible object store) before the evaluation row commits
+(``governance.filestore``, docs/architecture.md §5: data outside the database first, then the
+manifest row); ``sweep_orphans`` removes files no evaluation refers to.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import posixpath
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +32,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from django.conf import settings
 
+from platform_core import storage
 from platform_core.errors import InvalidInput
 
 from . import filestore, records
@@ -191,31 +192,39 @@ def payload_digest(payload: Mapping[str, Any]) -> str:
 
 
 def evidence_dir() -> Path:
-    return Path(settings.VAR_DIR) / EVIDENCE_DIR
+    """The evidence directory on this host (local storage only)."""
+    return storage.current().local_path(EVIDENCE_DIR)
+
+
+def key_of(digest: str) -> str:
+    return f"{EVIDENCE_DIR}/{digest}.parquet"
 
 
 def resolve(data_path: str) -> Path:
-    """The file behind ``Evaluation.data_path`` (stored relative to ``VAR_DIR``)."""
-    return Path(settings.VAR_DIR) / data_path
+    """The local file behind ``Evaluation.data_path`` (local storage only; ``load`` reads
+    either backend)."""
+    return storage.current().local_path(data_path)
 
 
 def store(batch: EvidenceBatch) -> tuple[str, bool]:
-    """Write the batch as Parquet (``filestore.write_atomically``), content-addressed by digest.
+    """Write the batch as Parquet (``filestore.write``), content-addressed by digest.
 
-    Returns the path relative to ``VAR_DIR`` for ``Evaluation.data_path`` and whether this call
-    created the file (an identical earlier batch may already be stored; its mtime is refreshed so
-    the orphan sweeper leaves it alone while this request commits).
+    Returns the storage key (relative to ``VAR_DIR`` on a local disk) for
+    ``Evaluation.data_path`` and whether this call created the object (an identical earlier
+    batch may already be stored; its time is refreshed so the orphan sweeper leaves it alone
+    while this request commits).
     """
-    target = evidence_dir() / f"{batch.digest}.parquet"
-    if target.exists():
-        target.touch()
-        return filestore.relative(target), False
-    filestore.write_atomically(target, lambda tmp: pq.write_table(batch.to_table(), tmp))
-    return filestore.relative(target), True
+    key = key_of(batch.digest)
+    where = storage.current()
+    if where.exists(key):
+        where.touch(key)
+        return key, False
+    filestore.write(key, lambda sink: pq.write_table(batch.to_table(), sink))
+    return key, True
 
 
 def referenced(paths: Sequence[str]) -> set[str]:
-    """Those of ``paths`` (relative to ``VAR_DIR``) an evaluation refers to."""
+    """Those of ``paths`` (storage keys) an evaluation refers to."""
     from .models import Evaluation
 
     return set(Evaluation.objects.filter(data_path__in=paths).values_list("data_path", flat=True))
@@ -228,12 +237,12 @@ def discard(data_path: str) -> None:
 
 def load(data_path: str) -> pd.DataFrame:
     """A stored batch as a frame (columns as in the upload format)."""
-    return pq.read_table(resolve(data_path)).to_pandas()
+    return storage.current().read_parquet(data_path).to_pandas()
 
 
 def sweep_orphans(*, older_than_seconds: float = 3600) -> list[str]:
     """Delete stored batches no evaluation refers to, older than the grace period (file names)."""
     removed = filestore.sweep_unreferenced(
-        evidence_dir(), cutoff=time.time() - older_than_seconds, referenced=referenced
+        EVIDENCE_DIR, cutoff=time.time() - older_than_seconds, referenced=referenced
     )
-    return [Path(path).name for path in removed]
+    return [posixpath.basename(path) for path in removed]

@@ -129,6 +129,58 @@ def metrics_gate(
     return gate("metrics", not reasons, values, {"auc_min": auc_min}, reasons)
 
 
+def _attribute_values(data: dict[str, Any], judged_attr, min_size: int) -> dict[str, Any]:
+    """One sensitive attribute's entry of the gate's values: its fairness figures, the verdict,
+    each group's rates with intervals and power, and a note on the groups too small to judge."""
+    judged = judged_attr.judged
+    small = [g["group"] for g in data["groups"] if not g["judged"]]
+    proof = judged_attr.evidence()
+    values = {
+        "judged": judged,
+        "passed": judged_attr.status in ("passed", "watch"),
+        "status": judged_attr.status,
+        "equalized_odds_difference": data["equalized_odds_difference"],
+        "fpr_ratio": data["fpr_ratio"],
+        "fnr_ratio": data["fnr_ratio"],
+        "tpr_difference": data["tpr_difference"],
+        "fpr_difference": data["fpr_difference"],
+        "demographic_parity_ratio": data["demographic_parity_ratio"],
+        "n_judged_groups": data["n_judged_groups"],
+        "intervals": proof["intervals"],
+        "power": proof["power"],
+        "groups": {
+            g["group"]: {
+                "n": g["n"],
+                "n_positive": g["n_positive"],
+                "n_negative": g["n_negative"],
+                "selection_rate": g["selection_rate"],
+                "tpr": g["tpr"],
+                "fpr": g["fpr"],
+                "fnr": g["fnr"],
+                "ppv": g["ppv"],
+                "judged": g["judged"],
+                "intervals": proof["groups"][g["group"]]["intervals"],
+                "power": proof["groups"][g["group"]]["power"],
+            }
+            for g in data["groups"]
+        },
+    }
+    if judged_attr.watches:
+        values["watch"] = [f.describe() for f in judged_attr.watches]
+    if small:
+        values["note"] = (
+            f"groups under {min_size} records are reported, not judged: {', '.join(small)}"
+            + _power_note(proof, small)
+        )
+    if not judged:
+        values["note"] = (
+            f"not judged: fewer than two groups have at least {min_size} records"
+            + (f" (under {min_size}: {', '.join(small)})" if small else "")
+            + _power_note(proof, small)
+        )
+    return values
+
+
 def fairness_gate(
     batch: evidence.EvidenceBatch, predicted: np.ndarray, *, thresholds: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -157,56 +209,9 @@ def fairness_gate(
     )
     verdict = fairness.judge(report, limits, confidence_level=level)
     for name, result in report.attributes.items():
-        data = result.to_dict()
         judged_attr = verdict.attributes[name]
-        judged = judged_attr.judged
-        attr_reasons = [f.describe() for f in judged_attr.violations + judged_attr.undefined]
-        small = [g["group"] for g in data["groups"] if not g["judged"]]
-        proof = judged_attr.evidence()
-        values[name] = {
-            "judged": judged,
-            "passed": judged_attr.status in ("passed", "watch"),
-            "status": judged_attr.status,
-            "equalized_odds_difference": data["equalized_odds_difference"],
-            "fpr_ratio": data["fpr_ratio"],
-            "fnr_ratio": data["fnr_ratio"],
-            "tpr_difference": data["tpr_difference"],
-            "fpr_difference": data["fpr_difference"],
-            "demographic_parity_ratio": data["demographic_parity_ratio"],
-            "n_judged_groups": data["n_judged_groups"],
-            "intervals": proof["intervals"],
-            "power": proof["power"],
-            "groups": {
-                g["group"]: {
-                    "n": g["n"],
-                    "n_positive": g["n_positive"],
-                    "n_negative": g["n_negative"],
-                    "selection_rate": g["selection_rate"],
-                    "tpr": g["tpr"],
-                    "fpr": g["fpr"],
-                    "fnr": g["fnr"],
-                    "ppv": g["ppv"],
-                    "judged": g["judged"],
-                    "intervals": proof["groups"][g["group"]]["intervals"],
-                    "power": proof["groups"][g["group"]]["power"],
-                }
-                for g in data["groups"]
-            },
-        }
-        if judged_attr.watches:
-            values[name]["watch"] = [f.describe() for f in judged_attr.watches]
-        if small:
-            values[name]["note"] = (
-                f"groups under {min_size} records are reported, not judged: {', '.join(small)}"
-                + _power_note(proof, small)
-            )
-        if not judged:
-            values[name]["note"] = (
-                f"not judged: fewer than two groups have at least {min_size} records"
-                + (f" (under {min_size}: {', '.join(small)})" if small else "")
-                + _power_note(proof, small)
-            )
-        reasons += attr_reasons
+        values[name] = _attribute_values(result.to_dict(), judged_attr, min_size)
+        reasons += [f.describe() for f in judged_attr.violations + judged_attr.undefined]
     if verdict.status == "not_judged":
         reasons.insert(
             0,

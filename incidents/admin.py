@@ -25,6 +25,7 @@ from governance.permissions import can, can_on_any_model, roles_of
 from governance.roles import Action
 from platform_core.errors import Conflict, DomainError, Forbidden, InvalidInput
 from registry.admin import ReadOnlyAdmin as RoleReadOnlyAdmin
+from registry.admin import ReadOnlyInline
 
 from .manual_rollback import rollback_manual
 from .models import (
@@ -69,17 +70,9 @@ class ReadOnlyAdmin(RoleReadOnlyAdmin):
     """Visible to staff holding a role (as the registry and governance records are)."""
 
 
-class EventInline(admin.TabularInline):
+class EventInline(ReadOnlyInline, admin.TabularInline):
     model = IncidentEvent
-    extra = 0
-    can_delete = False
     readonly_fields = ["at", "actor", "kind", "message", "data"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     def has_view_permission(self, request, obj=None):
         return True
@@ -295,17 +288,9 @@ class RollbackAdmin(ReadOnlyAdmin):
         return rollback_request_view(self, request)
 
 
-class AttemptInline(admin.TabularInline):
+class AttemptInline(ReadOnlyInline, admin.TabularInline):
     model = DeliveryAttempt
-    extra = 0
-    can_delete = False
     readonly_fields = ["number", "at", "outcome", "status_code", "error", "duration_ms"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     def has_view_permission(self, request, obj=None):
         return True

@@ -36,6 +36,7 @@ from .models import (
     StepRun,
     StepStatus,
 )
+from .playbook_editing import EDITABLE_STEP_FIELDS
 from .steps.human import step_complete
 
 
@@ -191,20 +192,8 @@ class PlaybookStepSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = PlaybookStep
-        fields = [
-            "order",
-            "action",
-            "responsible",
-            "roles",
-            "escalate_to",
-            "automated",
-            "task",
-            "deadline",
-            "deadline_seconds",
-            "condition",
-            "decisions",
-            "is_review",
-        ]
+        # every field the playbook editor sets, and the deadline in seconds beside it
+        fields = [*EDITABLE_STEP_FIELDS, "deadline_seconds"]
 
     def get_deadline_seconds(self, obj: PlaybookStep) -> int | None:
         return None if obj.deadline is None else int(obj.deadline.total_seconds())

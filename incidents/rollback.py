@@ -169,14 +169,11 @@ def _switch(rollback: Rollback) -> None:
             reason = f"{version.version} no longer serves (it is in {stage}); " + (
                 f"{live.version.version} serves now" if live else "no version serves now"
             )
-            rollback.status = RollbackStatus.SKIPPED
-            rollback.last_error = f"skipped: {reason}"
-            add_event(
-                rollback.incident,
-                kind=EventKind.ROLLBACK,
-                actor=SYSTEM.label,
-                message=f"rollback skipped: {reason}; nothing was switched",
-                data={"rollback": rollback.pk},
+            _stop(
+                rollback,
+                RollbackStatus.SKIPPED,
+                f"skipped: {reason}",
+                f"rollback skipped: {reason}; nothing was switched",
             )
             premise.skip(reason, obj=rollback, rollback=rollback.pk)
             return
@@ -209,16 +206,13 @@ def _switch(rollback: Rollback) -> None:
 
 
 def _no_standby(rollback: Rollback, detail: str) -> None:
-    rollback.status = RollbackStatus.NO_STANDBY
-    rollback.last_error = detail
     incident = rollback.incident
-    add_event(
-        incident,
-        kind=EventKind.ROLLBACK,
-        actor=SYSTEM.label,
-        message=f"no warm-standby version to restore: nothing was switched; "
+    _stop(
+        rollback,
+        RollbackStatus.NO_STANDBY,
+        detail,
+        f"no warm-standby version to restore: nothing was switched; "
         f"{rollback.from_version.version} keeps serving. The ML Lead is paged.",
-        data={"rollback": rollback.pk},
     )
     page_role(
         incident,
@@ -231,16 +225,22 @@ def _no_standby(rollback: Rollback, detail: str) -> None:
     )
 
 
-def _fail(rollback: Rollback, detail: str) -> None:
-    rollback.status = RollbackStatus.FAILED
-    rollback.last_error = detail
+def _stop(rollback: Rollback, status: str, last_error: str, message: str) -> None:
+    """A rollback that ends without a switch: its status, its error and the incident's event
+    (the caller saves the rollback)."""
+    rollback.status = status
+    rollback.last_error = last_error
     add_event(
         rollback.incident,
         kind=EventKind.ROLLBACK,
         actor=SYSTEM.label,
-        message=f"rollback failed: {detail}",
+        message=message,
         data={"rollback": rollback.pk},
     )
+
+
+def _fail(rollback: Rollback, detail: str) -> None:
+    _stop(rollback, RollbackStatus.FAILED, detail, f"rollback failed: {detail}")
     page_role(
         rollback.incident,
         role=Role.ML_LEAD,

@@ -222,9 +222,9 @@ def _feature_values(column: pd.Series, name: str, features: Mapping[str, Any]):
     return values, int(np.count_nonzero(np.isnan(values)))
 
 
-def data_drift(window, profile, version, settings, thresholds) -> CheckResult:
-    """PSI of every profiled feature; breach when the largest PSI exceeds ``psi_max``."""
-    profile = _require_profile(profile, version)
+def _drift_features(profile, version) -> tuple[dict[str, Any], list[str]]:
+    """The profile's feature bins and the features to check (the version's list, else the
+    profile's); every one of them must have bins."""
     features: dict[str, Any] = profile.get("features") or {}
     expected = list(version.feature_list or []) or list(features)
     if not expected:
@@ -235,11 +235,15 @@ def data_drift(window, profile, version, settings, thresholds) -> CheckResult:
             f"the reference profile has no bins for feature(s) {', '.join(unprofiled)}; "
             "upload reference data carrying every feature"
         )
+    return features, expected
+
+
+def _present_features(window, expected, features) -> dict[str, tuple[np.ndarray, int]]:
+    """Fail unless every expected feature has a column with at least one value. Returns the
+    float64 columns already converted (a view for free, and their NaN count answers "empty"
+    too); other columns are converted one at a time by the caller."""
     n = len(window)
-    _require_rows(n, int(settings["min_rows"]), "predictions")
     missing = [f for f in expected if feature_column(f) not in window.columns]
-    # float64 columns (what the store gives numeric features) convert to a view for free and
-    # their NaN count answers "empty" too; other columns convert one at a time below
     ready: dict[str, tuple[np.ndarray, int]] = {}
     empty = []
     for name in expected:
@@ -259,6 +263,41 @@ def data_drift(window, profile, version, settings, thresholds) -> CheckResult:
         if empty:
             parts.append(f"feature(s) with no value in any record: {', '.join(empty)}")
         raise CheckFailed("; ".join(parts))
+    return ready
+
+
+def _feature_psi(name, feature_profile, values, missing_values, psi_max) -> dict[str, Any]:
+    """One feature's PSI entry of the check's metrics (its bins included)."""
+    try:
+        result = stats.psi_from_profile(feature_profile, values)
+    except ValueError as exc:
+        raise CheckFailed(f"feature {name}: {exc}") from None
+    return {
+        "psi": result.psi,
+        "kind": result.kind,
+        "n": result.n_current,
+        "missing": missing_values,
+        "breach": result.psi > psi_max,
+        "bins": [
+            {"bin": label, "reference": ref, "current": cur, "contribution": contrib}
+            for label, ref, cur, contrib in zip(
+                result.bin_labels,
+                result.reference_proportions,
+                result.current_proportions,
+                result.contributions,
+                strict=True,
+            )
+        ],
+    }
+
+
+def data_drift(window, profile, version, settings, thresholds) -> CheckResult:
+    """PSI of every profiled feature; breach when the largest PSI exceeds ``psi_max``."""
+    profile = _require_profile(profile, version)
+    features, expected = _drift_features(profile, version)
+    n = len(window)
+    _require_rows(n, int(settings["min_rows"]), "predictions")
+    ready = _present_features(window, expected, features)
     psi_max = float(settings["psi_max"])
     per_feature: dict[str, Any] = {}
     points: list[Point] = []
@@ -266,28 +305,8 @@ def data_drift(window, profile, version, settings, thresholds) -> CheckResult:
         values, missing_values = ready.pop(name, None) or _feature_values(
             window[feature_column(name)], name, features
         )
-        try:
-            result = stats.psi_from_profile(features[name], values)
-        except ValueError as exc:
-            raise CheckFailed(f"feature {name}: {exc}") from None
-        per_feature[name] = {
-            "psi": result.psi,
-            "kind": result.kind,
-            "n": result.n_current,
-            "missing": missing_values,
-            "breach": result.psi > psi_max,
-            "bins": [
-                {"bin": label, "reference": ref, "current": cur, "contribution": contrib}
-                for label, ref, cur, contrib in zip(
-                    result.bin_labels,
-                    result.reference_proportions,
-                    result.current_proportions,
-                    result.contributions,
-                    strict=True,
-                )
-            ],
-        }
-        points.append(("psi", name, "", result.psi))
+        per_feature[name] = _feature_psi(name, features[name], values, missing_values, psi_max)
+        points.append(("psi", name, "", per_feature[name]["psi"]))
     worst = max(per_feature, key=lambda f: per_feature[f]["psi"])
     max_psi = per_feature[worst]["psi"]
     breaching = sorted(
@@ -614,6 +633,60 @@ def calibration_reliability(version) -> tuple[bool, str, int | None]:
     )
 
 
+def _estimate_points(estimate, metric: str, drop: float, min_size: int) -> list[Point]:
+    """The estimate's time-series rows: the metric with its interval, the estimated drop, the
+    other metrics, and each group's rates (groups under ``min_size`` are not charted)."""
+    value = estimate.metrics[metric]
+    points: list[Point] = [
+        (f"{metric}_estimated", "", "", value.value),
+        (f"{metric}_estimated_low", "", "", value.low),
+        (f"{metric}_estimated_high", "", "", value.high),
+        ("relative_drop_estimated", "", "", drop),
+        *(
+            (f"{name}_estimated", "", "", estimate.metrics[name].value)
+            for name in _ESTIMATE_POINTS
+            if name != metric
+        ),
+    ]
+    for attribute, by_group in estimate.groups.items():
+        for group, rates in by_group.items():
+            if rates["n"] < min_size:
+                continue  # reported in the metrics, not charted: too small to read
+            points += [
+                (f"{rate}_estimated", attribute, f"{attribute}={group}", rates[rate].value)
+                for rate in estimation.GROUP_RATES
+            ]
+    return points
+
+
+def _estimate_breach(
+    metric, baseline, value, drop, drop_interval, drop_max, n, n_labelled
+) -> Breach:
+    """The breach of an estimate whose whole drop interval lies beyond ``drop_max``."""
+    return Breach(
+        "relative_drop_estimated",
+        "",
+        drop,
+        drop_max,
+        {
+            "estimated": True,
+            "metric": metric,
+            "baseline": baseline,
+            "current": value.value,
+            "interval": [value.low, value.high],
+            "relative_drop_interval": drop_interval,
+            "n": n,
+            "n_labelled": n_labelled,
+            "message": (
+                f"estimated {metric} {value.value:.3f} (interval {value.low:.3f} to "
+                f"{value.high:.3f}) from {n} scored records, {n_labelled} labelled: every "
+                f"value in the interval is more than {drop_max:.0%} below the baseline "
+                f"{baseline:.3f}. Estimated, not measured: reconciled when the labels arrive"
+            ),
+        },
+    )
+
+
 def _estimated_concept_drift(
     window: pd.DataFrame,
     n_labelled: int,
@@ -678,48 +751,11 @@ def _estimated_concept_drift(
         "min_group_size": min_size,
         "estimate": estimate.to_dict(),
     }
-    points: list[Point] = [
-        (f"{metric}_estimated", "", "", value.value),
-        (f"{metric}_estimated_low", "", "", value.low),
-        (f"{metric}_estimated_high", "", "", value.high),
-        ("relative_drop_estimated", "", "", drop),
-        *(
-            (f"{name}_estimated", "", "", estimate.metrics[name].value)
-            for name in _ESTIMATE_POINTS
-            if name != metric
-        ),
-    ]
-    for attribute, by_group in estimate.groups.items():
-        for group, rates in by_group.items():
-            if rates["n"] < min_size:
-                continue  # reported in the metrics, not charted: too small to read
-            points += [
-                (f"{rate}_estimated", attribute, f"{attribute}={group}", rates[rate].value)
-                for rate in estimation.GROUP_RATES
-            ]
+    points = _estimate_points(estimate, metric, drop, min_size)
     breach = None
     if reliable and drop_interval[0] > drop_max:
-        breach = Breach(
-            "relative_drop_estimated",
-            "",
-            drop,
-            drop_max,
-            {
-                "estimated": True,
-                "metric": metric,
-                "baseline": baseline,
-                "current": value.value,
-                "interval": [value.low, value.high],
-                "relative_drop_interval": drop_interval,
-                "n": n,
-                "n_labelled": n_labelled,
-                "message": (
-                    f"estimated {metric} {value.value:.3f} (interval {value.low:.3f} to "
-                    f"{value.high:.3f}) from {n} scored records, {n_labelled} labelled: every "
-                    f"value in the interval is more than {drop_max:.0%} below the baseline "
-                    f"{baseline:.3f}. Estimated, not measured: reconciled when the labels arrive"
-                ),
-            },
+        breach = _estimate_breach(
+            metric, baseline, value, drop, drop_interval, drop_max, n, n_labelled
         )
     return CheckResult(jsonable(metrics), points, breach)
 

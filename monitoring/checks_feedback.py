@@ -90,14 +90,9 @@ def _periods(window: pd.DataFrame, settings: dict[str, Any]) -> tuple[np.ndarray
     return n_periods - 1 - back, end  # 0 is the oldest period; outside the window: < 0
 
 
-def feedback_loop(window, profile, version, settings, thresholds) -> CheckResult:
-    """The score test of last period's top-k cells on this period's incidents, conditional on
-    each cell's prior rate; breach when the ratio exceeds ``feedback_ratio_max`` and the
-    p-value is below ``feedback_pvalue_min``."""
-    field = cell_field(settings)
-    column = feature_column(field)
-    n_periods = int(settings["feedback_periods"])
-    top_k = int(settings["feedback_top_k"])
+def _scores_and_labels(window: pd.DataFrame, field: str, column: str):
+    """The window's scores and labels (NaN where none arrived yet), once it is known to carry
+    the cell field, labels that are 0 or 1, and at least one record."""
     if column not in window.columns or (len(window) and window[column].isna().all()):
         raise CheckFailed(
             f"no record in the window carries the cell field {field!r} (column {column}) that "
@@ -113,6 +108,54 @@ def feedback_loop(window, profile, version, settings, thresholds) -> CheckResult
     if bad.any():
         found = ", ".join(f"{v:g}" for v in np.unique(labels[bad])[:5])
         raise CheckFailed(f"labels must be 0 or 1; found {found}")
+    return scores, labels
+
+
+def _per_period(result, names, window_end: datetime, settings: dict[str, Any]) -> list[dict]:
+    """Each tested period's figures, its top cells by name and the period's end."""
+    n_periods = int(settings["feedback_periods"])
+    period_len = timedelta(days=int(settings["feedback_period_days"]))
+    names = [str(n) for n in names]
+    per_period = []
+    for row in result.periods:
+        data = row.to_dict()
+        data["top_cells"] = [names[c] for c in row.top_cells[:_MAX_CELLS_LISTED]]
+        data["end"] = (window_end - (n_periods - 1 - row.period) * period_len).isoformat()
+        per_period.append(data)
+    return per_period
+
+
+def _loop_breach(result, field: str, ratio_max: float, pmin: float, top_k: int) -> Breach | None:
+    """A breach when the ratio exceeds ``feedback_ratio_max`` and the p-value is below
+    ``feedback_pvalue_min``."""
+    if not (result.ratio is not None and result.ratio > ratio_max and result.p_value < pmin):
+        return None
+    return Breach(
+        "ratio",
+        field,
+        result.ratio,
+        ratio_max,
+        {
+            "p_value": result.p_value,
+            "z": result.z,
+            "observed": result.observed,
+            "expected": result.expected,
+            "top_k": top_k,
+            "periods_tested": len(result.periods),
+            "dispersion": result.dispersion,
+        },
+    )
+
+
+def feedback_loop(window, profile, version, settings, thresholds) -> CheckResult:
+    """The score test of last period's top-k cells on this period's incidents, conditional on
+    each cell's prior rate; breach when the ratio exceeds ``feedback_ratio_max`` and the
+    p-value is below ``feedback_pvalue_min``."""
+    field = cell_field(settings)
+    column = feature_column(field)
+    n_periods = int(settings["feedback_periods"])
+    top_k = int(settings["feedback_top_k"])
+    scores, labels = _scores_and_labels(window, field, column)
     period, window_end = _periods(window, settings)
     cells = window[column]
     # factorised once over the whole column (hashing; no copy of a million strings), then kept
@@ -150,14 +193,7 @@ def feedback_loop(window, profile, version, settings, thresholds) -> CheckResult
         )
     ratio_max = float(settings["feedback_ratio_max"])
     pmin = float(settings["feedback_pvalue_min"])
-    period_len = timedelta(days=int(settings["feedback_period_days"]))
-    names = [str(n) for n in names]
-    per_period = []
-    for row in result.periods:
-        data = row.to_dict()
-        data["top_cells"] = [names[c] for c in row.top_cells[:_MAX_CELLS_LISTED]]
-        data["end"] = (window_end - (n_periods - 1 - row.period) * period_len).isoformat()
-        per_period.append(data)
+    per_period = _per_period(result, names, window_end, settings)
     last = result.periods[-1] if result.periods else None
     metrics = {
         **result.to_dict(),
@@ -179,23 +215,7 @@ def feedback_loop(window, profile, version, settings, thresholds) -> CheckResult
         ("topk_label_share", "", "", metrics["last_observed_share"]),
         ("expected_topk_share", "", "", metrics["last_expected_share"]),
     ]
-    breach = None
-    if result.ratio is not None and result.ratio > ratio_max and result.p_value < pmin:
-        breach = Breach(
-            "ratio",
-            field,
-            result.ratio,
-            ratio_max,
-            {
-                "p_value": result.p_value,
-                "z": result.z,
-                "observed": result.observed,
-                "expected": result.expected,
-                "top_k": top_k,
-                "periods_tested": len(result.periods),
-                "dispersion": result.dispersion,
-            },
-        )
+    breach = _loop_breach(result, field, ratio_max, pmin, top_k)
     return CheckResult(jsonable(metrics), points, breach)
 
 

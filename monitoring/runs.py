@@ -301,8 +301,6 @@ def _claim_runs(run_ids: list[int], now: datetime) -> list[int]:
 
 def _sensitive_columns(run: MonitorRun) -> list[str]:
     """The ``s.*`` columns stored for the run's window (read from the files' schemas)."""
-    import pyarrow.parquet as pq
-
     from . import store
 
     paths = DataBatch.objects.filter(
@@ -313,7 +311,7 @@ def _sensitive_columns(run: MonitorRun) -> list[str]:
     ).values_list("path", flat=True)
     names: dict[str, None] = {}
     for path in paths:
-        for name in pq.read_schema(store.resolve(path)).names:
+        for name in store.read_schema(path).names:
             if is_sensitive(name):
                 names[name] = None
     return list(names)

@@ -31,16 +31,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ModelCardInline(admin.StackedInline):
-    model = ModelCard
-    can_delete = False
+class ReadOnlyInline:
+    """Mixin for an inline whose rows are shown and never added, changed or deleted there."""
+
     extra = 0
+    can_delete = False
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ModelCardInline(ReadOnlyInline, admin.StackedInline):
+    model = ModelCard
 
 
 @admin.register(RegisteredModel)

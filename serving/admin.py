@@ -12,7 +12,7 @@ from governance.audit import Actor
 from governance.permissions import can_on_any_model
 from governance.roles import Action
 from platform_core.errors import DomainError
-from registry.admin import ReadOnlyAdmin
+from registry.admin import ReadOnlyAdmin, ReadOnlyInline
 
 from .halt import halt_engage, halt_release_approve, waiting_for
 from .models import Halt, HaltReleaseApproval, RoutingGeneration, StalePrediction
@@ -25,18 +25,10 @@ class HaltEngageForm(forms.ModelForm):
         help_texts = {"scope": "A model name, or 'global' to stop every model."}
 
 
-class HaltReleaseApprovalInline(admin.TabularInline):
+class HaltReleaseApprovalInline(ReadOnlyInline, admin.TabularInline):
     model = HaltReleaseApproval
-    extra = 0
-    can_delete = False
     fields = ["user", "role", "comment", "created_at"]
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Halt)

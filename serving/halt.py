@@ -142,6 +142,49 @@ class ReleaseOutcome:
     released: bool
 
 
+def _approving_role(approvals, user, held: list[str], role: str | None) -> str:
+    """The role this approval fills: the one asked for, else the first the user holds that is
+    still open. One person approves once; each role is filled once."""
+    mine = [a for a in approvals if a.user_id == user.pk]
+    if mine:
+        raise Conflict(
+            f"you already approved this release as {mine[0].role}; the other approval must "
+            "come from another person"
+        )
+    filled = {a.role for a in approvals}
+    if role is None:
+        open_roles = [r for r in held if r not in filled]
+        if not open_roles:
+            raise Conflict(
+                f"the release is already approved as {', '.join(sorted(filled))}; it waits "
+                f"for {', '.join(r for r in RELEASE_ROLES if r not in filled)}"
+            )
+        return open_roles[0]
+    if role in filled:
+        raise Conflict(f"the release was already approved as {role}")
+    return role
+
+
+def _audit_released(actor: Actor, halt: Halt, scope: str, model: str | None, before, approvals):
+    """The ``halt.released`` event of the approval that completed the release."""
+    scoped = {"where": halt.where, "where_text": halt.where_text} if halt.where else {}
+    audit.record(
+        actor=actor,
+        action="halt.released",
+        obj=halt,
+        model_name=model or "",
+        before=before,
+        after={
+            "scope": scope,
+            **scoped,
+            "active": False,
+            "released_at": halt.released_at,
+            "approved_by": [{"user": a.user.get_username(), "role": a.role} for a in approvals],
+        },
+        reason=approvals[-1].comment,
+    )
+
+
 def halt_release_approve(
     *,
     scope: str,
@@ -173,23 +216,8 @@ def halt_release_approve(
                 raise Conflict(f"no halt of '{scope}' is engaged where {predicate.text}")
             raise Conflict(f"no halt is engaged for '{scope}'")
         approvals = list(halt.release_approvals.select_related("user"))
-        mine = [a for a in approvals if a.user_id == user.pk]
-        if mine:
-            raise Conflict(
-                f"you already approved this release as {mine[0].role}; the other approval must "
-                "come from another person"
-            )
+        role = _approving_role(approvals, user, held, role)
         filled = {a.role for a in approvals}
-        if role is None:
-            open_roles = [r for r in held if r not in filled]
-            if not open_roles:
-                raise Conflict(
-                    f"the release is already approved as {', '.join(sorted(filled))}; it waits "
-                    f"for {', '.join(r for r in RELEASE_ROLES if r not in filled)}"
-                )
-            role = open_roles[0]
-        elif role in filled:
-            raise Conflict(f"the release was already approved as {role}")
         approval = HaltReleaseApproval.objects.create(
             halt=halt, user=user, role=role, comment=comment.strip()
         )
@@ -211,24 +239,7 @@ def halt_release_approve(
             reason=approval.comment,
         )
         if released:
-            audit.record(
-                actor=actor,
-                action="halt.released",
-                obj=halt,
-                model_name=model or "",
-                before=before,
-                after={
-                    "scope": scope,
-                    **scoped,
-                    "active": False,
-                    "released_at": halt.released_at,
-                    "approved_by": [
-                        {"user": a.user.get_username(), "role": a.role}
-                        for a in [*approvals, approval]
-                    ],
-                },
-                reason=approval.comment,
-            )
+            _audit_released(actor, halt, scope, model, before, [*approvals, approval])
     return ReleaseOutcome(halt=halt, approval=approval, released=released)
 
 

@@ -26,6 +26,17 @@ it refuses a merged table (400, 404), the files are tried one by one and a file 
 kept aside as ``refused-*.arrow`` (read it with ``pandas.read_feather``). A claim older than
 ``SERVING_LOG_CLAIM_SECONDS`` (its worker died) is put back.
 
+On an object store (``GOVERNANCE_STORAGE_URL=s3://...``, ``platform_core.storage``) there is no
+shared disk and no rename: each flush uploads its file whole under a unique key
+``serving/spool/spool-<time>-<pid>-<thread>-<nonce>.arrow`` (an object appears complete or not at
+all, so there is no ``.partial``), and a gateway host that dies loses at most the batch in
+memory. Any worker lists the spool prefix (once per ingestion task, not per request), takes a
+lease on each object it ingests (``cache.add``, expiring after ``SERVING_LOG_CLAIM_SECONDS``: a
+dead worker's lease lapses, no put-back needed), and deletes the object after the commit. The
+exactly-once guarantee is the database's: the object's name is its ``batch_keys`` entry (unique
+per version), so two workers that ever take the same object, or a retry after a commit whose
+delete failed, store it once. A refused object is copied to ``serving/refused/`` and deleted.
+
 Shadow predictions carry the live prediction's ``prediction_id`` (under the staging version), so
 labels posted for a live prediction also label its shadow twin.
 """
@@ -38,12 +49,14 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from django.conf import settings
 
+from platform_core import storage
 from platform_core.tasking import enqueue
 
 from .conf import setting
@@ -157,8 +170,18 @@ def buffered() -> int:
     return _current().log.count
 
 
+SPOOL_PREFIX, REFUSED_PREFIX = "serving/spool", "serving/refused"
+
+
 def spool_dir() -> Path:
-    return Path(settings.VAR_DIR) / "serving" / "spool"
+    """The spool directory on this host (local storage; see ``_remote`` for an object store)."""
+    return storage.current().local_path(SPOOL_PREFIX)
+
+
+def _remote() -> storage.Storage | None:
+    """The object store the spool goes to, or ``None`` for this host's directory."""
+    where = storage.current()
+    return where if where.remote else None
 
 
 def flush(*, final: bool = False) -> int:
@@ -187,7 +210,7 @@ def flush(*, final: bool = False) -> int:
                 logger.error("could not write the prediction spool, %d kept: %s", held, exc)
                 break
             spooled += sum(len(b) for b in group)
-        if spooled or (state.announce_pending and next(spool_dir().glob(_SPOOL_GLOB), None)):
+        if spooled or (state.announce_pending and _pending()):
             _announce(gateway, final=final)
         return spooled
 
@@ -220,21 +243,53 @@ def _groups(batches: list[LoggedBatch]) -> list[list[LoggedBatch]]:
     return list(groups.values())
 
 
-def _spool(batches: list[LoggedBatch], *, tag: str) -> Path:
+def _spool(batches: list[LoggedBatch], *, tag: str) -> str:
+    """Write one spool file (its name is unique: it becomes the batch's ingestion key)."""
+    name = f"{tag}-{time.time_ns()}-{os.getpid()}-{threading.get_ident()}"
+    if (remote := _remote()) is not None:
+        key = f"{SPOOL_PREFIX}/{name}-{uuid.uuid4().hex[:8]}.arrow"
+        remote.put(key, _arrow_file(batches))  # one upload: the object appears whole
+        return key
     directory = spool_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{tag}-{time.time_ns()}-{os.getpid()}-{threading.get_ident()}.arrow"
+    path = directory / f"{name}.arrow"
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(_arrow_file(batches))
     partial.rename(path)  # a reader never sees half a file
-    return path
+    return str(path)
+
+
+def _pending() -> bool:
+    """Whether any spool file waits (a new gateway announces what an earlier one left)."""
+    if (remote := _remote()) is not None:
+        return next(_spool_keys(remote), None) is not None
+    return next(spool_dir().glob(_SPOOL_GLOB), None) is not None
+
+
+def _spool_keys(remote: storage.Storage):
+    for found in remote.scan(SPOOL_PREFIX):
+        name = found.key.rpartition("/")[2]
+        if name.startswith("spool-") and name.endswith(".arrow"):
+            yield found.key
 
 
 def spilled_predictions() -> int:
     """Predictions waiting in the spool (written by gateways, not yet ingested)."""
+    if (remote := _remote()) is not None:
+        total = 0
+        for key in _spool_keys(remote):
+            with contextlib.suppress(FileNotFoundError):  # ingested meanwhile
+                total += _arrow_of(remote.read_bytes(key)).num_rows
+        return total
     directory = spool_dir()
     names = [*directory.glob(_SPOOL_GLOB), *directory.glob("spool-*.arrow.claimed-*")]
     return sum(_read_arrow(p).num_rows for p in names)
+
+
+def _arrow_of(data: bytes):
+    import pyarrow as pa
+
+    return pa.ipc.open_file(pa.py_buffer(data)).read_all()
 
 
 # --- the worker's side ------------------------------------------------------------------------
@@ -242,12 +297,22 @@ def spilled_predictions() -> int:
 
 @dataclass
 class _Claimed:
-    spool_name: Path  # where it goes back to
-    path: Path  # where it is while claimed
+    spool_name: str  # where it goes back to (a local path), or its key on an object store
+    path: str  # where it is while claimed
     rows: int
     key: tuple  # (model, version, column names)
     model_name: str
     version: str
+    table: Any = field(default=None, repr=False)  # read once when claimed from an object store
+    lease: str = ""  # the cache key of an object's lease
+
+    @property
+    def name(self) -> str:
+        """The spool file's name: its ``batch_keys`` entry."""
+        return self.spool_name.rpartition("/")[2]
+
+    def read(self):
+        return self.table if self.table is not None else _read_arrow(Path(self.path))
 
 
 def ingest_spooled() -> int:
@@ -268,6 +333,8 @@ def ingest_spooled() -> int:
 
 def _claim(max_rows: int) -> list[_Claimed]:
     """Claim spool files, oldest first, until about ``max_rows`` predictions."""
+    if (remote := _remote()) is not None:
+        return _claim_objects(remote, max_rows)
     directory = spool_dir()
     if not directory.is_dir():
         return []
@@ -289,11 +356,77 @@ def _claim(max_rows: int) -> list[_Claimed]:
             target.rename(path.with_name(path.name.replace("spool-", "refused-", 1)))
             continue
         key = (model_name, version, tuple(schema.names))
-        claimed.append(_Claimed(path, target, data.num_rows, key, model_name, version))
+        claimed.append(_Claimed(str(path), str(target), data.num_rows, key, model_name, version))
         rows += data.num_rows
         if rows >= max_rows:
             break
     return claimed
+
+
+def _claim_objects(remote: storage.Storage, max_rows: int) -> list[_Claimed]:
+    """Lease spool objects, oldest first (their names sort by time), until ``max_rows``."""
+    from django.core.cache import cache
+
+    claimed: list[_Claimed] = []
+    rows = 0
+    lease_seconds = float(setting("SERVING_LOG_CLAIM_SECONDS"))
+    for object_key in sorted(_spool_keys(remote), key=lambda k: k.rpartition("/")[2]):
+        lease = f"serving.spool.lease:{remote.url}/{object_key}"
+        if not cache.add(lease, os.getpid(), timeout=lease_seconds):
+            continue  # another worker holds it
+        try:
+            data = _arrow_of(remote.read_bytes(object_key))
+            info = data.schema.metadata or {}
+            model_name, version = info[_MODEL_KEY].decode(), info[_VERSION_KEY].decode()
+        except FileNotFoundError:  # ingested and deleted since the listing
+            cache.delete(lease)
+            continue
+        except Exception as exc:  # not a spool file we can read: keep it aside
+            logger.error("unreadable prediction spool object %s: %s", object_key, exc)
+            _set_aside(remote, object_key)
+            cache.delete(lease)
+            continue
+        key = (model_name, version, tuple(data.schema.names))
+        claimed.append(
+            _Claimed(object_key, object_key, data.num_rows, key, model_name, version, data, lease)
+        )
+        rows += data.num_rows
+        if rows >= max_rows:
+            break
+    return claimed
+
+
+def _set_aside(remote: storage.Storage, object_key: str) -> str:
+    """Copy an object to the refused prefix, then delete it (no rename on an object store)."""
+    name = object_key.rpartition("/")[2].replace("spool-", "refused-", 1)
+    target = f"{REFUSED_PREFIX}/{name}"
+    remote.put(target, remote.read_bytes(object_key))
+    remote.delete([object_key])
+    return target
+
+
+def _release(item: _Claimed) -> None:
+    """Give a claimed file back to the spool (the ingestion failed: a retry takes it again)."""
+    if item.lease:
+        from django.core.cache import cache
+
+        cache.delete(item.lease)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        Path(item.path).rename(item.spool_name)
+
+
+def _done(item: _Claimed) -> None:
+    """Remove a spool file whose predictions are committed."""
+    if item.lease:
+        from django.core.cache import cache
+
+        remote = storage.current()
+        if remote.delete([item.path]):
+            raise OSError(f"could not delete the ingested spool object {item.path}")
+        cache.delete(item.lease)
+        return
+    Path(item.path).unlink()
 
 
 def _ingest_claimed(ingest, claimed: list[_Claimed]) -> int:
@@ -304,8 +437,7 @@ def _ingest_claimed(ingest, claimed: list[_Claimed]) -> int:
         return sum(_ingest_group(ingest, group) for group in groups.values())
     except Exception:
         for item in claimed:  # what is still claimed goes back to the spool for the retry
-            with contextlib.suppress(FileNotFoundError):
-                item.path.rename(item.spool_name)
+            _release(item)
         raise
 
 
@@ -315,12 +447,12 @@ def _ingest_group(ingest, group: list[_Claimed]) -> int:
     import pyarrow.parquet as pq
 
     first = group[0]
-    merged = pa.concat_tables(_read_arrow(item.path) for item in group)
+    merged = pa.concat_tables(item.read() for item in group)
     sink = io.BytesIO()
     pq.write_table(merged, sink, compression="none")  # the store writes its own files
     data = sink.getvalue()
     try:
-        _call(ingest, first.model_name, first.version, data, [i.spool_name.name for i in group])
+        _call(ingest, first.model_name, first.version, data, [i.name for i in group])
     except Exception as exc:
         if not _permanent(exc):
             raise
@@ -329,13 +461,18 @@ def _ingest_group(ingest, group: list[_Claimed]) -> int:
             return 0
         return sum(_ingest_group(ingest, [item]) for item in group)  # find the refused file
     for item in group:
-        item.path.unlink()
+        _done(item)
     return sum(item.rows for item in group)
 
 
 def _refuse(item: _Claimed, exc: Exception) -> None:
-    refused = item.spool_name.with_name(item.spool_name.name.replace("spool-", "refused-", 1))
-    item.path.rename(refused)
+    if item.lease:
+        refused = _set_aside(storage.current(), item.path)
+        _release(item)
+    else:
+        spool_name = Path(item.spool_name)
+        refused = spool_name.with_name(spool_name.name.replace("spool-", "refused-", 1))
+        Path(item.path).rename(refused)
     logger.error(
         "the monitoring store refused %d predictions of %s %s (%s); kept in %s",
         item.rows,
@@ -350,8 +487,11 @@ def _reclaim_stale() -> None:
     """Put back files claimed by a worker that died before it finished.
 
     Also removes old ``.partial`` files: halves of spool files whose gateway was killed while
-    writing them (a clean exit always finishes its file).
+    writing them (a clean exit always finishes its file). On an object store there is nothing
+    to do: leases expire, and an object is never half-written.
     """
+    if _remote() is not None:
+        return
     directory = spool_dir()
     if not directory.is_dir():
         return

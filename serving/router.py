@@ -197,11 +197,81 @@ def _version_ref(version, staged_at: int = 0) -> VersionRef:
     )
 
 
+def _halts_in_force(model_name: str) -> tuple[HaltRef | None, list[HaltRef]]:
+    """The unreleased halt that stops every request of the model (the global one first), and
+    the scoped halts (a predicate over request fields) in force on it, oldest first."""
+    from .models import Halt
+
+    halts, scoped = {}, []
+    for h in Halt.objects.filter(scope__in=[model_name, GLOBAL], released_at__isnull=True).order_by(
+        "engaged_at", "pk"
+    ):
+        if h.where_key:
+            scoped.append(
+                HaltRef(h.scope, h.reason, h.engaged_at.isoformat(), h.pk, where_normalize(h.where))
+            )
+        else:
+            halts[h.scope] = h
+    halt = halts.get(GLOBAL) or halts.get(model_name)
+    return (HaltRef(halt.scope, halt.reason, halt.engaged_at.isoformat()) if halt else None), scoped
+
+
+def _load_live(model_name: str, live: VersionRef | None):
+    """The live version's model, loaded (verified) now, or the error that keeps it from serving."""
+    if live is None:
+        return None, None
+    try:
+        return loader.load(live.artifact), None
+    except ArtifactError as exc:
+        logger.error("%s %s cannot serve: %s", model_name, live.version, exc)
+        return None, exc
+
+
+def _staging(rows, live: VersionRef | None, shadow_features: dict[str, None]):
+    """The staging versions already in memory (ref, model) and those still to load; the features
+    they need beyond the live version's join ``shadow_features``."""
+    from governance.models import Stage
+
+    shadows, pending = [], []
+    for row in rows:
+        if row.stage != Stage.STAGING:
+            continue
+        ref = _version_ref(row.version, shadow_counts.stay_key(row.stage_entered_at))
+        if live is not None:
+            shadow_features.update(
+                dict.fromkeys(f for f in ref.features if f not in live.feature_set)
+            )
+        model = loader.loaded(ref.artifact.digest)
+        if model is not None:
+            shadows.append((ref, model))
+        else:
+            pending.append(ref)  # loaded in the background: live requests never wait for it
+    return shadows, pending
+
+
+def _other_versions_features(model_id: int, live: VersionRef, shadow_features: dict[str, None]):
+    """Features of the model's other versions (the one just rolled back, a MAJOR whose shadow
+    failed, warm standby...) are accepted and ignored: clients that moved to a version's
+    features must not get 400s the moment that version stops serving. Only versions callers can
+    have been sent to count: staged (shadowed) at some point, or served; a version still in
+    development never widens what a request may carry."""
+    from governance.models import SERVING_STAGES, Stage
+    from registry.models import ModelVersion
+
+    served = [*SERVING_STAGES, Stage.STAGING, Stage.ROLLBACK, Stage.RETIRED]
+    for features in (
+        ModelVersion.objects.filter(model_id=model_id)
+        .filter(Q(lifecycle__shadow_baseline__isnull=False) | Q(lifecycle__stage__in=served))
+        .values_list("feature_list", flat=True)
+    ):
+        shadow_features.update(
+            dict.fromkeys(f for f in features or () if f not in live.feature_set)
+        )
+
+
 def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
     from governance.models import SERVING_STAGES, Archive, Lifecycle, Stage
-    from registry.models import ModelVersion, RegisteredModel
-
-    from .models import Halt
+    from registry.models import RegisteredModel
 
     built_at = time.monotonic()
     model_id = RegisteredModel.objects.filter(name=model_name).values_list("pk", flat=True).first()
@@ -216,55 +286,14 @@ def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
         .select_related("version__model__artifact_policy")
         .order_by("-stage_entered_at", "-pk")
     )
-    halts, scoped = {}, []
-    for h in Halt.objects.filter(scope__in=[model_name, GLOBAL], released_at__isnull=True).order_by(
-        "engaged_at", "pk"
-    ):
-        if h.where_key:
-            scoped.append(
-                HaltRef(h.scope, h.reason, h.engaged_at.isoformat(), h.pk, where_normalize(h.where))
-            )
-        else:
-            halts[h.scope] = h
-    halt = halts.get(GLOBAL) or halts.get(model_name)
+    halt, scoped = _halts_in_force(model_name)
     live_rows = [r for r in rows if r.stage in SERVING_STAGES]
     live = _version_ref(live_rows[0].version) if live_rows else None
-    live_model, live_error = None, None
+    live_model, live_error = _load_live(model_name, live)
+    shadow_features: dict[str, None] = {}
+    shadows, pending = _staging(rows, live, shadow_features)
     if live is not None:
-        try:
-            live_model = loader.load(live.artifact)
-        except ArtifactError as exc:
-            live_error = exc
-            logger.error("%s %s cannot serve: %s", model_name, live.version, exc)
-    shadows, pending, shadow_features = [], [], {}
-    for row in rows:
-        if row.stage != Stage.STAGING:
-            continue
-        ref = _version_ref(row.version, shadow_counts.stay_key(row.stage_entered_at))
-        if live is not None:
-            shadow_features.update(
-                dict.fromkeys(f for f in ref.features if f not in live.feature_set)
-            )
-        model = loader.loaded(ref.artifact.digest)
-        if model is not None:
-            shadows.append((ref, model))
-        else:
-            pending.append(ref)  # loaded in the background: live requests never wait for it
-    if live is not None:
-        # Features of the model's other versions (the one just rolled back, a MAJOR whose shadow
-        # failed, warm standby...) are accepted and ignored: clients that moved to a version's
-        # features must not get 400s the moment that version stops serving.
-        # only versions callers can have been sent to: staged (shadowed) at some point, or
-        # served; a version still in development never widens what a request may carry
-        served = [*SERVING_STAGES, Stage.STAGING, Stage.ROLLBACK, Stage.RETIRED]
-        for features in (
-            ModelVersion.objects.filter(model_id=model_id)
-            .filter(Q(lifecycle__shadow_baseline__isnull=False) | Q(lifecycle__stage__in=served))
-            .values_list("feature_list", flat=True)
-        ):
-            shadow_features.update(
-                dict.fromkeys(f for f in features or () if f not in live.feature_set)
-            )
+        _other_versions_features(model_id, live, shadow_features)
     stale_versions = frozenset(
         r.version.version for r in rows if r.stage in SERVING_STAGES or r.stage == Stage.RETIRED
     )
@@ -277,7 +306,7 @@ def _build(model_name: str, gens: tuple[int, ...] | None) -> Route:
         live_model=live_model,
         live_error=live_error,
         shadows=tuple(shadows),
-        halt=HaltRef(halt.scope, halt.reason, halt.engaged_at.isoformat()) if halt else None,
+        halt=halt,
         scoped_halts=tuple(scoped),
         stale_versions=stale_versions,
         shadow_features=tuple(shadow_features),

@@ -4,8 +4,9 @@ The shadow thread counts, per staging version, the instances it scored (``scored
 did not carry all the version's features (``not_carried``: a MAJOR that needs features the live
 version does not use) and those whose scoring raised (``failed``). The background flusher writes
 each process's running totals, when they changed, to
-``VAR_DIR/serving/shadow-counts/<version id>-<stay>/<process>.json`` beside the prediction spool
-(which the workers read too), under a temporary name, then renamed. ``stay_totals`` sums them for
+``serving/shadow-counts/<version id>-<stay>/<process>.json`` in the platform's storage beside the
+prediction spool (``platform_core.storage``: this host's ``VAR_DIR``, or the object store every
+host shares), each process's object replaced whole. ``stay_totals`` sums them for
 the shadow evaluation, which so tells "no request carried the new features" from "the shadow
 failed". A stay is the time the version entered staging (epoch microseconds): a version staged
 again starts from zero. ``sweep`` removes the counts of stays that are over.
@@ -16,13 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from django.conf import settings
+from platform_core import storage
 
 logger = logging.getLogger(__name__)
 KINDS = ("scored", "not_carried", "failed")
@@ -70,8 +70,12 @@ def by_version(model_name: str) -> dict[str, dict[str, int]]:
         return {key[1]: dict(c) for key, c in state.counts.items() if key[0] == model_name}
 
 
+PREFIX = "serving/shadow-counts"
+
+
 def directory() -> Path:
-    return Path(settings.VAR_DIR) / "serving" / "shadow-counts"
+    """The counts' directory on this host (local storage only)."""
+    return storage.current().local_path(PREFIX)
 
 
 def flush(*, final: bool = False) -> int:
@@ -81,13 +85,13 @@ def flush(*, final: bool = False) -> int:
         changed = {key: dict(state.counts[key]) for key in state.dirty}
         state.dirty.clear()
         name = state.file_name
+    where = storage.current()
     for key, totals in changed.items():
-        folder = directory() / f"{key[2]}-{key[3]}"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            partial = folder / f"{name}.partial"
-            partial.write_text(json.dumps({"version": key[1], **totals}))
-            partial.rename(folder / name)
+        try:  # this process's own object, replaced whole (no reader sees half of it)
+            where.put(
+                f"{PREFIX}/{key[2]}-{key[3]}/{name}",
+                json.dumps({"version": key[1], **totals}).encode(),
+            )
         except OSError as exc:  # written again at the next flush
             with state.lock:
                 state.dirty.add(key)
@@ -97,13 +101,16 @@ def flush(*, final: bool = False) -> int:
 
 def stay_totals(*, version_id: int, staged_at: datetime) -> dict[str, int] | None:
     """Every gateway process's totals for one stay, summed; None when none were written."""
-    folder = directory() / f"{version_id}-{stay_key(staged_at)}"
+    where = storage.current()
     totals, found = dict.fromkeys(KINDS, 0), False
-    for path in folder.glob("*.json") if folder.is_dir() else ():
+    for item in where.scan(f"{PREFIX}/{version_id}-{stay_key(staged_at)}"):
+        name = item.key.rpartition("/")[2]
+        if not name.endswith(".json") or name.startswith("."):
+            continue
         try:
-            written = json.loads(path.read_text())
+            written = json.loads(where.read_bytes(item.key))
         except (OSError, ValueError) as exc:
-            logger.warning("unreadable shadow counts %s: %s", path, exc)
+            logger.warning("unreadable shadow counts %s: %s", item.key, exc)
             continue
         found = True
         for kind in KINDS:
@@ -118,18 +125,21 @@ def sweep() -> int:
     """
     from governance.models import Lifecycle, Stage
 
-    root = directory()
-    if not root.is_dir():
-        return 0
+    where = storage.current()
+    by_stay: dict[str, list[str]] = {}
+    for item in where.scan(PREFIX):
+        stay = item.key[len(PREFIX) + 1 :].partition("/")[0]
+        by_stay.setdefault(stay, []).append(item.key)
     staged = Lifecycle.objects.filter(stage=Stage.STAGING)
     current = {
         f"{v}-{stay_key(at)}" for v, at in staged.values_list("version_id", "stage_entered_at")
     }
     removed = 0
-    for folder in root.iterdir():
-        if folder.is_dir() and folder.name not in current:
-            shutil.rmtree(folder, ignore_errors=True)
+    for stay, keys in by_stay.items():
+        if stay not in current:
+            where.delete(keys)
             removed += 1
+    where.prune(PREFIX, keep=lambda name: False, cutoff=float("inf"))
     return removed
 
 

@@ -249,14 +249,23 @@ ARTIFACT_TEMP_MAX_AGE = timedelta(minutes=env.int("ARTIFACT_TEMP_MAX_AGE_MINUTES
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 CELERY_QUEUE_DIR = VAR_DIR / "celery"
+
+
+def filesystem_broker_folders(queue_dir: Path) -> dict[str, str]:
+    """The embedded (filesystem) broker's folders under ``queue_dir``, created if missing."""
+    for sub in ("queue", "processed", "control"):
+        (queue_dir / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(queue_dir / "queue"),
+        "data_folder_out": str(queue_dir / "queue"),
+        "processed_folder": str(queue_dir / "processed"),
+        "control_folder": str(queue_dir / "control"),
+    }
+
+
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for _sub in ("queue", "processed", "control"):
-        (CELERY_QUEUE_DIR / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(CELERY_QUEUE_DIR / "queue"),
-        "data_folder_out": str(CELERY_QUEUE_DIR / "queue"),
-        "processed_folder": str(CELERY_QUEUE_DIR / "processed"),
-        "control_folder": str(CELERY_QUEUE_DIR / "control"),
+        **filesystem_broker_folders(CELERY_QUEUE_DIR),
         "store_processed": False,
     }
 else:
@@ -323,6 +332,14 @@ PAGING_URL = env("PAGING_URL", default="")
 PAGING_ROUTING_KEYS = env.dict("PAGING_ROUTING_KEYS", default={})
 
 # --- Platform ---------------------------------------------------------------------------------
+# Where production data, evidence and the prediction log live (platform_core/storage.py): empty
+# for VAR_DIR on this host (the embedded default), or s3://bucket/prefix for an S3-compatible
+# object store shared by every host (endpoint and credentials from the AWS_* environment).
+STORAGE_URL = env("GOVERNANCE_STORAGE_URL", default="")
+STORAGE_S3_ENDPOINT = env("AWS_ENDPOINT_URL", default="")
+STORAGE_S3_REGION = env("AWS_REGION", default=env("AWS_DEFAULT_REGION", default="us-east-1"))
+STORAGE_S3_ACCESS_KEY = env("AWS_ACCESS_KEY_ID", default="")
+STORAGE_S3_SECRET_KEY = env("AWS_SECRET_ACCESS_KEY", default="")
 # Orphaned artifacts (written but never committed) older than this are removed by the sweeper.
 ORPHAN_GRACE = timedelta(hours=env.int("ORPHAN_GRACE_HOURS", default=6))
 # CI posts validation splits as JSON; larger batches belong in a CSV or Parquet upload.

@@ -40,14 +40,9 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
 # later in the same checkout never receives them.
 if CELERY_BROKER_URL.startswith("filesystem://"):  # noqa: F405
     CELERY_QUEUE_DIR = _RUN_DIR / "celery"
-    for _sub in ("queue", "processed", "control"):
-        (CELERY_QUEUE_DIR / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         **CELERY_BROKER_TRANSPORT_OPTIONS,  # noqa: F405
-        "data_folder_in": str(CELERY_QUEUE_DIR / "queue"),
-        "data_folder_out": str(CELERY_QUEUE_DIR / "queue"),
-        "processed_folder": str(CELERY_QUEUE_DIR / "processed"),
-        "control_folder": str(CELERY_QUEUE_DIR / "control"),
+        **filesystem_broker_folders(CELERY_QUEUE_DIR),  # noqa: F405
     }
 
 # Writes are not throttled in the suite (the throttling test sets a rate of its own) and the

@@ -55,6 +55,18 @@ VERIFY = (
     "changes carry their own links (hash, prev_hash). The same seq gives the same bytes."
 )
 
+# What chain_verification checked; the same words whatever earlier builds recorded, so the same
+# cut still gives the same bytes (governance.audit.verify_through).
+VERIFIED_HOW = (
+    "Each event's digest, link and sequence number checked from seq 1 to through_seq. "
+    "Incrementally: the events up to the newest verified prefix at or below through_seq (a seq "
+    "and link recorded, signed with a key derived from the audit key, by an earlier build or by "
+    "manage.py verify_audit) were checked when it was recorded, and that event must still carry "
+    "the recorded link; only the events after it are walked at build time. An event edited "
+    "before that prefix without re-linking is caught by manage.py verify_audit, which walks "
+    "every event from seq 1 and then discards the prefixes after the first bad one."
+)
+
 
 @dataclass(frozen=True)
 class Cut:
@@ -664,8 +676,9 @@ def _event(e: AuditEvent) -> dict[str, Any]:
     }
 
 
-def _changes(events: list[AuditEvent], cut: Cut, audit_visible: bool) -> dict[str, Any]:
-    check = audit.verify_through(cut.seq)
+def _changes(
+    events: list[AuditEvent], cut: Cut, audit_visible: bool, check: audit.Verification
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "chain_verification": {
             "through_seq": cut.seq,
@@ -673,6 +686,7 @@ def _changes(events: list[AuditEvent], cut: Cut, audit_visible: bool) -> dict[st
             "events_checked": check.events,
             "first_bad_seq": check.first_bad_seq,
             "problem": check.problem or None,
+            "method": VERIFIED_HOW,
         },
         "audit_trail": [_event(e) for e in events] if audit_visible else None,
     }
@@ -683,9 +697,22 @@ def _changes(events: list[AuditEvent], cut: Cut, audit_visible: bool) -> dict[st
     return body
 
 
-def build(version: ModelVersion, cut: Cut, *, audit_visible: bool) -> dict[str, Any]:
+def verify(cut: Cut) -> audit.Verification:
+    """The chain verified up to the cut (incrementally: ``VERIFIED_HOW``)."""
+    return audit.verify_through(cut.seq)
+
+
+def build(
+    version: ModelVersion,
+    cut: Cut,
+    *,
+    audit_visible: bool,
+    check: audit.Verification | None = None,
+) -> dict[str, Any]:
     """The pack of ``version`` at ``cut``; ``audit_visible`` says whether the reader may read the
-    audit trail (the audit API's rule), else the trail is withheld and the rest is the same."""
+    audit trail (the audit API's rule), else the trail is withheld and the rest is the same.
+    ``check``: ``verify(cut)`` when the caller has it already (the console page shows how it
+    went)."""
     events = list(_version_events(version).filter(seq__lte=cut.seq))
     monitoring_plan = _plan(version, cut)
     retention = monitoring_plan["monitoring_policy"]["values"].get("retention_days")
@@ -711,7 +738,7 @@ def build(version: ModelVersion, cut: Cut, *, audit_visible: bool) -> dict[str, 
         "s5_monitoring_plan": monitoring_plan,
         "s6_post_market_results": _results(version, cut),
         "s7_logging": _logging(version, cut, retention),
-        "s8_changes": _changes(events, cut, audit_visible),
+        "s8_changes": _changes(events, cut, audit_visible, check or verify(cut)),
     }
 
 

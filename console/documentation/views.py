@@ -7,10 +7,13 @@ Who may see the version page may see and download its pack (``models_allowing(us
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
 
+from governance.audit import Verification
 from governance.permissions import can
 from governance.roles import Action
 from governance.selectors import models_allowing
@@ -55,6 +58,22 @@ def _counts(body: dict) -> list[tuple[str, int | str]]:
     ]
 
 
+def _verified_how(check: Verification, seq: int) -> str:
+    """What this build walked, in words (the pack itself says how, the same for every build)."""
+    prefix = check.verified_before
+    if prefix is None:
+        return f"every event walked now, seq 1 to {seq}"
+    try:
+        when = datetime.fromisoformat(prefix.recorded_at).astimezone(UTC)
+        at = f"{when:%Y-%m-%d %H:%M:%S} UTC"
+    except ValueError:
+        at = prefix.recorded_at
+    earlier = f"seq 1 to {prefix.seq} verified by an earlier walk at {at}"
+    if prefix.seq >= seq:
+        return f"{earlier}; its link at seq {prefix.seq} checked now"
+    return f"{earlier}; seq {prefix.seq + 1} to {seq} walked now"
+
+
 @login_required
 def documentation(request, name: str, version: str):
     """The pack's summary, its as-of form and the download links."""
@@ -66,12 +85,14 @@ def documentation(request, name: str, version: str):
     except InvalidInput as exc:
         errors = {k: " ".join(v) if isinstance(v, list) else str(v) for k, v in exc.errors.items()}
         as_of, cut = None, pack.cut_at(instance, None)
-    body = pack.build(instance, cut, audit_visible=_audit_visible(request.user, name))
+    check = pack.verify(cut)
+    body = pack.build(instance, cut, audit_visible=_audit_visible(request.user, name), check=check)
     context = {
         "version": instance,
         "model": instance.model,
         "document": body["document"],
         "verification": body["s8_changes"]["chain_verification"],
+        "verified_how": _verified_how(check, cut.seq),
         "counts": _counts(body),
         "sections": [pack.SECTION_TITLES[k] for k in sorted(body) if k != "document"],
         "as_of": as_of,

@@ -8,8 +8,9 @@ by ``monitoring.store`` and committed with their ``DataBatch`` rows through
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +18,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from governance import filestore, records
+from governance.audit import Actor
 from governance.records import NAT, Parsed
+from registry import services as registry_services
 from registry.feature_types import DEFAULT_TYPE, FEATURE_TYPES
 from registry.models import ModelVersion
 
@@ -69,6 +72,65 @@ def parse_for_version(kind: str, version: ModelVersion, *, records: Any, upload)
 def source_of(source: str | None, upload) -> str:
     """``source`` as given, else ``upload`` for a file and ``api`` for JSON records."""
     return source or ("upload" if upload is not None else "api")
+
+
+class VersionBatchArgs(TypedDict, total=False):
+    """The keywords ``predictions_ingest`` and ``reference_ingest`` share: the version, its
+    records as JSON (``records``) or as a CSV or Parquet file (``upload``), who sends them and
+    from where (``api``, ``upload`` or ``gateway``; by default ``source_of`` the form).
+    ``model_name``, ``version`` and ``actor`` are required."""
+
+    model_name: str
+    version: str
+    records: Any
+    upload: Any
+    actor: Actor
+    source: str | None
+
+
+_REQUIRED_ARGS = frozenset({"model_name", "version", "actor"})
+
+
+@dataclass(frozen=True)
+class VersionBatch:
+    """A batch sent for one version: the version found, the source decided, the records not
+    parsed yet (``parse``)."""
+
+    target: ModelVersion
+    actor: Actor
+    source: str
+    records: Any
+    upload: Any
+
+    @classmethod
+    def of(cls, args: VersionBatchArgs) -> VersionBatch:
+        """Raises ``NotFound`` (no such version), ``TypeError`` (a keyword missing or unknown)."""
+        if missing := _REQUIRED_ARGS - args.keys():
+            raise TypeError(f"missing keyword arguments: {', '.join(sorted(missing))}")
+        if unknown := args.keys() - VersionBatchArgs.__annotations__.keys():
+            raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        upload = args.get("upload")
+        return cls(
+            target=registry_services.version_get(args["model_name"], args["version"]),
+            actor=args["actor"],
+            source=source_of(args.get("source"), upload),
+            records=args.get("records"),
+            upload=upload,
+        )
+
+    def parse(self, kind: str) -> Parsed:
+        return parse_for_version(kind, self.target, records=self.records, upload=self.upload)
+
+    def batch_rows(self, files: Sequence[store.StoredFile], kind: str) -> list[DataBatch]:
+        """The manifest rows of the batch's ``files``."""
+        return batch_rows(
+            files,
+            model=self.target.model,
+            version_id=self.target.pk,
+            kind=kind,
+            source=self.source,
+            actor=self.actor,
+        )
 
 
 def feature_types_of(version: ModelVersion) -> dict[str, str]:
@@ -170,6 +232,16 @@ def commit(files: Sequence[store.StoredFile], *, create_rows: Callable[[], T]) -
 
 def day_list(files: Sequence[store.StoredFile]) -> list[str]:
     return sorted({f.day.isoformat() for f in files})
+
+
+def stored_summary(files: Sequence[store.StoredFile], batches: Sequence[DataBatch]) -> dict:
+    """What an ingestion's audit event says it stored: the days, the files' combined digest and
+    the manifest rows."""
+    return {
+        "days": day_list(files),
+        "digest": store.combined_digest(files),
+        "batches": [b.pk for b in batches],
+    }
 
 
 def batch_rows(files, *, model, version_id, kind, source, actor) -> list[DataBatch]:

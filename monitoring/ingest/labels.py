@@ -21,9 +21,9 @@ from ..models import BatchKind, DataBatch
 from .common import (
     batch_rows,
     commit,
-    day_list,
     parse,
     source_of,
+    stored_summary,
     timestamp_array,
     timestamp_bounds,
 )
@@ -75,9 +75,7 @@ def labels_ingest(
             model_name=model.name,
             after={
                 "rows": parsed.n,
-                "days": day_list(files),
-                "digest": store.combined_digest(files),
-                "batches": [b.pk for b in batches],
+                **stored_summary(files, batches),
                 "versions": sorted(set(versions.values())),
                 "source": source,
             },

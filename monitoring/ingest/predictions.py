@@ -6,79 +6,63 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Unpack
 
 import numpy as np
 import pyarrow as pa
 from django.db import IntegrityError, transaction
 
 from governance import audit
-from governance.audit import Actor
 from governance.records import MAX_ERRORS, Errors
 from platform_core.errors import Conflict, InvalidInput
-from registry import services as registry_services
 from registry.models import ModelVersion
 
 from .. import store
 from ..models import BatchKind, DataBatch, IngestKey
 from ..store import ids as id_index
 from .common import (
-    batch_rows,
+    VersionBatch,
+    VersionBatchArgs,
     commit,
-    day_list,
     days_of,
-    parse_for_version,
     record_table,
-    source_of,
+    stored_summary,
 )
 
 logger = logging.getLogger(__name__)
 
 
 def predictions_ingest(
-    *,
-    model_name: str,
-    version: str,
-    records: Any = None,
-    upload=None,
-    actor: Actor,
-    source: str | None = None,
-    batch_keys: Sequence[str] = (),
+    *, batch_keys: Sequence[str] = (), **batch: Unpack[VersionBatchArgs]
 ) -> list[DataBatch]:
     """Store a batch of logged predictions of one version: one file and manifest row per day.
 
-    Raises ``NotFound`` (no such version) or ``InvalidInput`` (any bad record, or a prediction
-    id the version already has stored that day; nothing stored). ``source`` is ``api``,
-    ``upload`` (the default for files) or ``gateway``. ``batch_keys`` name what the batch was
-    made of (the gateway's spool files): when all were ingested before, nothing is stored and
-    their earlier manifest rows are returned (the first of each ingestion), so a file whose
-    deletion failed after its commit is never stored twice; a mix of old and new keys is
-    refused. Duplicate ids are found in the days' id indexes (``store.stored_duplicates``), at
-    a cost that follows the batch, not the day.
+    ``batch`` names the version, the records or upload, the actor and the source
+    (``common.VersionBatchArgs``). Raises ``NotFound`` (no such version) or ``InvalidInput``
+    (any bad record, or a prediction id the version already has stored that day; nothing
+    stored). ``source`` is ``api``, ``upload`` (the default for files) or ``gateway``.
+    ``batch_keys`` name what the batch was made of (the gateway's spool files): when all were
+    ingested before, nothing is stored and their earlier manifest rows are returned (the first
+    of each ingestion), so a file whose deletion failed after its commit is never stored twice;
+    a mix of old and new keys is refused. Duplicate ids are found in the days' id indexes
+    (``store.stored_duplicates``), at a cost that follows the batch, not the day.
     """
-    target = registry_services.version_get(model_name, version)
+    sent = VersionBatch.of(batch)
+    target = sent.target
     keys = _checked_keys(batch_keys)
     if (replayed := _ingested_before(target, keys)) is not None:
         logger.info("predictions of %s already ingested under %s", target, ", ".join(keys))
         return replayed
-    parsed = parse_for_version(BatchKind.PREDICTIONS, target, records=records, upload=upload)
+    parsed = sent.parse(BatchKind.PREDICTIONS)
     written = _write(parsed, target)
-    source = source_of(source, upload)
 
     def create_rows() -> list[DataBatch]:
         store.lock_version(target.pk)  # two batches with one id: the second sees the first
         if keys and IngestKey.objects.filter(version=target, key__in=keys).exists():
             raise _KeysTaken  # by a concurrent call meanwhile
         _refuse_stored_ids(target, written)
-        batches = batch_rows(
-            written.files,
-            model=target.model,
-            version_id=target.pk,
-            kind=BatchKind.PREDICTIONS,
-            source=source,
-            actor=actor,
-        )
-        _audit(target, written, batches, rows=parsed.n, source=source, keys=keys, actor=actor)
+        batches = sent.batch_rows(written.files, BatchKind.PREDICTIONS)
+        _audit(sent, written, batches, rows=parsed.n, keys=keys)
         IngestKey.objects.bulk_create(
             IngestKey(version=target, key=key, batch=batches[0]) for key in keys
         )
@@ -142,27 +126,18 @@ def _refuse_stored_ids(target: ModelVersion, written: _Written) -> None:
 
 
 def _audit(
-    target: ModelVersion,
-    written: _Written,
-    batches: list[DataBatch],
-    *,
-    rows: int,
-    source: str,
-    keys: list[str],
-    actor: Actor,
+    sent: VersionBatch, written: _Written, batches: list[DataBatch], *, rows: int, keys: list[str]
 ) -> None:
     audit.record(
-        actor=actor,
+        actor=sent.actor,
         action="predictions.ingested",
-        obj=target,
-        model_name=target.model.name,
+        obj=sent.target,
+        model_name=sent.target.model.name,
         after={
-            "version": target.version,
+            "version": sent.target.version,
             "rows": rows,
-            "days": day_list(written.files),
-            "digest": store.combined_digest(written.files),
-            "batches": [b.pk for b in batches],
-            "source": source,
+            **stored_summary(written.files, batches),
+            "source": sent.source,
             **({"batch_key_count": len(keys)} if keys else {}),
         },
     )

@@ -1,11 +1,13 @@
 """Parquet storage of production data: predictions, labels and reference records.
 
-Layout: ``VAR_DIR/monitoring/<model>/<kind>/day=YYYY-MM-DD/<uuid>.parquet``, one file per ingested
-batch and UTC day. A file is written under a temporary name, fsynced and renamed into place; only
-then does its ``DataBatch`` manifest row commit (``governance.filestore``, architecture §5). A
-request that fails after writing removes its files (``discard``); a crash in between leaves an
-orphan that ``sweep_orphans`` removes. Readers only ever look at files a committed
-``DataBatch`` points to.
+Layout: ``monitoring/<model>/<kind>/day=YYYY-MM-DD/<uuid>.parquet`` in the platform's storage
+(``platform_core.storage``: ``VAR_DIR`` on this host, or an S3-compatible object store), one file
+per ingested batch and UTC day. A file is written whole under its final, unique key; only then
+does its ``DataBatch`` manifest row commit (``governance.filestore``, architecture §5). A request
+that fails after writing removes its files (``discard``); a crash in between leaves an orphan
+that ``sweep_orphans`` removes. Readers only ever open files a committed ``DataBatch`` points to
+(the manifest, never a directory listing, says which files a window needs), and only the columns
+and row groups they need.
 A prediction file has an id index beside it (``<uuid>.ids.npy``, ``DataBatch.id_index``: its
 ids' sorted 64-bit digests), which later merges combine per version and day; the duplicate check
 of a new batch searches those, never the day's ids (see "The prediction id index" below).
@@ -44,6 +46,11 @@ from .files import (
     combined_digest,
     delete_files,
     discard,
+    load_id_index,
+    parquet_file,
+    partition_of,
+    read_schema,
+    read_table,
     referenced,
     resolve,
     root,
@@ -81,10 +88,15 @@ __all__ = [
     "discard",
     "feature_column",
     "id_digests",
+    "load_id_index",
     "load_reference",
     "load_window",
     "locate_predictions",
     "lock_version",
+    "parquet_file",
+    "partition_of",
+    "read_schema",
+    "read_table",
     "recent_records",
     "referenced",
     "resolve",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import io
 import logging
+import posixpath
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from governance import filestore
+from platform_core import storage
 
 from ..columns import (
     is_feature,
@@ -29,22 +31,45 @@ logger = logging.getLogger(__name__)
 DATA_DIR = "monitoring"
 COMPRESSION = "lz4"  # decompresses at memory speed; random floats do not compress anyway
 ID_INDEX_SUFFIX = ".ids.npy"
+# Rows per Parquet row group: a window's edge day reads only the groups its time range overlaps
+# (rows are sorted by time), which matters most on an object store, where a read is a request.
+ROW_GROUP_SIZE = 1 << 18
 
 
 def root() -> Path:
-    return Path(settings.VAR_DIR) / DATA_DIR
+    """The store's directory on this host (local storage only; benches that write files)."""
+    return storage.current().local_path(DATA_DIR)
 
 
 def resolve(path: str) -> Path:
-    """The file behind ``DataBatch.path`` (stored relative to ``VAR_DIR``)."""
-    return Path(settings.VAR_DIR) / path
+    """The local file behind ``DataBatch.path`` (local storage only: readers use the
+    ``storage`` functions below, which work on either backend)."""
+    return storage.current().local_path(path)
+
+
+def parquet_file(path: str) -> pq.ParquetFile:
+    """The Parquet file behind a manifest key: its footer only, columns read on demand."""
+    return storage.current().parquet_file(path)
+
+
+def read_table(path: str, *, columns: list[str] | None = None) -> pa.Table:
+    return storage.current().read_parquet(path, columns=columns)
+
+
+def read_schema(path: str) -> pa.Schema:
+    return storage.current().read_schema(path)
+
+
+def load_id_index(path: str) -> np.ndarray:
+    """A sorted id index (memory-mapped on a local disk, one GET from an object store)."""
+    return storage.current().load_npy(path)
 
 
 @dataclass(frozen=True)
 class StoredFile:
-    """A file written and renamed into place, waiting for its ``DataBatch`` row."""
+    """An object written under its final key, waiting for its ``DataBatch`` row."""
 
-    path: str  # relative to VAR_DIR
+    path: str  # the storage key (relative to VAR_DIR on a local disk)
     day: date
     rows: int
     digest: str  # "sha256:<hex>" of the file's bytes
@@ -66,8 +91,8 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     ]
 
 
-def _partition(model_name: str, kind: str, day: date) -> Path:
-    return root() / model_name / kind / f"day={day.isoformat()}"
+def _partition(model_name: str, kind: str, day: date) -> str:
+    return f"{DATA_DIR}/{model_name}/{kind}/day={day.isoformat()}"
 
 
 def write_file(
@@ -78,33 +103,33 @@ def write_file(
     day: date,
     id_digests: np.ndarray | None = None,
 ) -> StoredFile:
-    """Write ``table`` as one Parquet partition file (``filestore.write_atomically``).
+    """Write ``table`` as one Parquet partition file under a new unique key (``filestore``).
 
     With ``id_digests`` (the rows' ``id_digests``), the file's id index is written beside it.
     """
     directory = _partition(model_name, kind, day)
     stem = uuid.uuid4().hex
-    target = directory / f"{stem}.parquet"
+    target = f"{directory}/{stem}.parquet"
 
-    def write(tmp: Path) -> None:
+    def write(sink) -> None:
         pq.write_table(
             table,
-            tmp,
+            sink,
             compression=COMPRESSION,
             use_dictionary=_dictionary_columns(table.schema),
-            row_group_size=1 << 20,
+            row_group_size=ROW_GROUP_SIZE,
         )
 
-    digest = filestore.write_atomically(target, write, digest=True)
+    digest = filestore.write(target, write, digest=True)
     index = ""
     if id_digests is not None:
         try:
             index = write_id_index(np.sort(id_digests), directory=directory, stem=stem)
         except BaseException:
-            target.unlink(missing_ok=True)
+            storage.current().delete([target])
             raise
     return StoredFile(
-        path=filestore.relative(target),
+        path=target,
         day=day,
         rows=table.num_rows,
         digest=f"sha256:{digest}",
@@ -142,15 +167,18 @@ def write_by_day(
     return files
 
 
-def write_id_index(sorted_digests: np.ndarray, *, directory: Path, stem: str) -> str:
-    target = directory / f"{stem}{ID_INDEX_SUFFIX}"
+def write_id_index(sorted_digests: np.ndarray, *, directory: str, stem: str) -> str:
+    """Write an id index (``.npy`` of sorted int64 digests) beside its files; returns its key."""
+    target = f"{directory}/{stem}{ID_INDEX_SUFFIX}"
+    sink = io.BytesIO()
+    np.save(sink, np.ascontiguousarray(sorted_digests, dtype="<i8"))
+    filestore.write(target, sink.getbuffer())
+    return target
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(sorted_digests, dtype="<i8"))
 
-    filestore.write_atomically(target, write)
-    return filestore.relative(target)
+def partition_of(path: str) -> str:
+    """The partition (``.../day=YYYY-MM-DD``) a key is filed under."""
+    return posixpath.dirname(path)
 
 
 def combined_digest(files: Sequence[StoredFile]) -> str:
@@ -174,32 +202,27 @@ def referenced(paths: Sequence[str]) -> set[str]:
 
 
 def delete_files(paths: Iterable[str]) -> None:
-    """Delete files whose manifest rows are gone (after a purge commits), and empty day dirs."""
-    directories = set()
-    for path in paths:
-        file = resolve(path)
-        try:
-            file.unlink(missing_ok=True)
-        except OSError:  # the sweeper retries
-            logger.warning("could not delete %s", file, exc_info=True)
-        directories.add(file.parent)
-    for directory in directories:
-        with contextlib.suppress(OSError):  # not empty, or gone
-            directory.rmdir()
+    """Delete objects whose manifest rows are gone (after a purge commits); on a local disk
+    the emptied day directories go too. A failure is logged: the sweeper retries."""
+    paths = list(paths)
+    store = storage.current()
+    store.delete(paths)
+    if isinstance(store, storage.LocalStorage):
+        store.remove_empty_parents(paths)
 
 
 def sweep_orphans(*, older_than: datetime | None = None) -> list[str]:
-    """Delete partition files that no ``DataBatch`` points to, last modified before ``older_than``.
+    """Delete partition objects that no ``DataBatch`` points to, written before ``older_than``.
 
-    ``older_than`` defaults to now minus ``settings.ORPHAN_GRACE``, so a file whose request is
-    still committing is left alone. Stale temporary files go too, and so do empty day
-    directories. Returns the removed paths (relative to ``VAR_DIR``).
+    ``older_than`` defaults to now minus ``settings.ORPHAN_GRACE``, so an object whose request
+    is still committing is left alone. Stale temporary files go too, and so do empty day
+    directories on a local disk. Returns the removed keys (paths relative to ``VAR_DIR``).
     """
     if older_than is None:
         older_than = timezone.now() - settings.ORPHAN_GRACE
     return filestore.sweep_unreferenced(
-        root(),
+        DATA_DIR,
         cutoff=older_than.timestamp(),
         referenced=referenced,
-        prune=lambda directory: directory.name.startswith("day="),
+        prune=lambda name: name.startswith("day="),
     )

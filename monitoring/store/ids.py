@@ -13,13 +13,19 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from django.db import transaction
 
 from registry.models import ModelVersion, RegisteredModel
 
 from ..models import BatchKind, DataBatch
-from .files import delete_files, discard, resolve, write_id_index
+from .files import (
+    delete_files,
+    discard,
+    load_id_index,
+    partition_of,
+    read_table,
+    write_id_index,
+)
 
 # Each prediction file has an id index: the sorted 64-bit digests of its ids (``.ids.npy``
 # beside it, ``DataBatch.id_index``), written with it before its manifest row commits. After a
@@ -34,7 +40,7 @@ MAX_INDEX_RUNS = 24  # a bound for days of very uneven batch sizes; the counter 
 
 
 def _ids(path: str) -> pa.Array:
-    column = pq.read_table(resolve(path), columns=["prediction_id"]).column("prediction_id")
+    column = read_table(path, columns=["prediction_id"]).column("prediction_id")
     return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
 
 
@@ -121,7 +127,7 @@ def _runs(version_id: int, day: date) -> list[_Run]:
 
 def _run_digests(run: _Run) -> np.ndarray:
     if run.index:
-        return np.load(resolve(run.index), mmap_mode="r")
+        return load_id_index(run.index)
     return np.sort(id_digests(_ids(run.paths[0]).to_pylist()))
 
 
@@ -155,7 +161,7 @@ def compact_id_index(*, version_id: int, day: date) -> int:
         merged = np.sort(np.concatenate([_run_digests(r) for r in chosen]), kind="stable")
     except FileNotFoundError:  # a concurrent compaction replaced one: it did the work
         return 0
-    directory = resolve(chosen[0].paths[0]).parent
+    directory = partition_of(chosen[0].paths[0])
     index = write_id_index(merged, directory=directory, stem=uuid.uuid4().hex)
     expected = {pk: r.index for r in chosen for pk in r.batch_ids}
     try:
@@ -165,7 +171,7 @@ def compact_id_index(*, version_id: int, day: date) -> int:
                 DataBatch.objects.filter(pk__in=list(expected)).values_list("id", "id_index")
             )
             if current != expected:  # merged or purged meanwhile
-                resolve(index).unlink(missing_ok=True)
+                delete_files([index])
                 return 0
             DataBatch.objects.filter(pk__in=list(expected)).update(id_index=index)
             old = [r.index for r in chosen if r.index]
@@ -259,7 +265,7 @@ class _IndexProbe:
 
     def _search(self, index: str) -> bool:
         try:
-            stored = np.load(resolve(index), mmap_mode="r")
+            stored = load_id_index(index)
         except FileNotFoundError:
             return True
         if not stored.size or not self.needles.size:

@@ -9,10 +9,9 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..models import BatchKind, DataBatch
-from .files import resolve
+from .files import read_table
 from .frames import (
     NAT,
     TIMESTAMP,
@@ -39,7 +38,7 @@ def latest_labels(
     wanted = np.fromiter(batch_ids, dtype=np.int64)
     batch_parts, row_parts, label_parts, time_parts = [], [], [], []
     for path in paths:
-        table = pq.read_table(resolve(path), columns=["batch", "row", "label", "label_time"])
+        table = read_table(path, columns=["batch", "row", "label", "label_time"])
         batch = table.column("batch").to_numpy()
         keep = np.isin(batch, wanted)
         if not keep.any():

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from registry.models import ModelVersion
 
@@ -16,7 +15,7 @@ from ..columns import (
     is_feature,
 )
 from ..models import BatchKind, DataBatch
-from .files import resolve
+from .files import parquet_file, read_schema
 from .frames import (
     check_columns,
     empty_frame,
@@ -43,7 +42,7 @@ def load_reference(
     paths = DataBatch.objects.filter(version=version, kind=BatchKind.REFERENCE).order_by("id")
     tables = []
     for path in paths.values_list("path", flat=True):
-        file = pq.ParquetFile(resolve(path))
+        file = parquet_file(path)
         wanted = wanted_columns(file.schema_arrow.names, columns, with_sensitive)
         tables.append(numbers_as_float(file.read(columns=wanted)))
     if not tables:
@@ -73,7 +72,7 @@ def stored_feature_types(version: ModelVersion) -> dict[str, str]:
     if path is None:
         return {}
     try:
-        schema = pq.read_schema(resolve(path))
+        schema = read_schema(path)
     except (OSError, pa.ArrowException):
         logger.warning("could not read the schema of %s", path, exc_info=True)
         return {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
@@ -12,10 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from django.utils import timezone
 
+from platform_core import storage
 from registry.models import ModelVersion, RegisteredModel
 
 from ..models import BatchKind, DataBatch
-from .files import resolve
+from .files import parquet_file
 from .frames import (
     DAY_US,
     Part,
@@ -33,6 +35,8 @@ from .frames import (
 )
 from .labels import label_columns, latest_labels
 
+READ_CONCURRENCY = 8  # files read at once from an object store
+
 
 def _read_part(
     batch: DataBatch,
@@ -41,24 +45,69 @@ def _read_part(
     columns: Sequence[str] | None,
     with_sensitive: bool,
 ) -> Part:
-    file = pq.ParquetFile(resolve(batch.path), memory_map=True)
+    file = parquet_file(batch.path)
     wanted = wanted_columns(file.schema_arrow.names, columns, with_sensitive)
     day_lo = to_us(datetime.combine(batch.day, time(), UTC))
     inner = lo <= day_lo and day_lo + DAY_US <= hi
     read = wanted if inner or "timestamp" in wanted else [*wanted, "timestamp"]
-    table = numbers_as_float(file.read(columns=read, use_threads=True))
-    part = Part(batch_id=batch.pk, table=table, offset=0)
+    groups, first_row = (None, 0) if inner else _row_groups(file, lo, hi)
+    if groups is None:
+        table = file.read(columns=read, use_threads=True)
+    else:
+        table = file.read_row_groups(groups, columns=read, use_threads=True)
+    table = numbers_as_float(table)
+    part = Part(batch_id=batch.pk, table=table, offset=first_row)
     if not inner:
         ts = timestamps_us(table)
         if ts.size and np.all(ts[1:] >= ts[:-1]):  # written sorted: a window edge is two searches
             i, j = np.searchsorted(ts, [lo, hi], side="left")
-            part.table, part.offset = table.slice(i, j - i), int(i)
+            part.table, part.offset = table.slice(i, j - i), first_row + int(i)
         else:
             keep = np.flatnonzero((ts >= lo) & (ts < hi))
-            part.table, part.positions = table.take(pa.array(keep)), keep
+            part.table, part.positions = table.take(pa.array(keep)), keep + first_row
         if "timestamp" not in wanted:
             part.table = part.table.drop_columns(["timestamp"])
     return part
+
+
+def _row_groups(file: pq.ParquetFile, lo: int, hi: int) -> tuple[list[int] | None, int]:
+    """The row groups of a time-sorted file that may hold rows in ``[lo, hi)``, and the file
+    row the first of them starts at; ``(None, 0)`` when all are needed (or the statistics do
+    not say). Rows are written sorted by time, so the groups kept are consecutive."""
+    meta = file.metadata
+    if meta.num_row_groups < 2:
+        return None, 0
+    try:
+        index = file.schema_arrow.get_field_index("timestamp")
+        bounds = []
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(index).statistics
+            if stats is None or not stats.has_min_max or stats.null_count:
+                return None, 0
+            bounds.append((to_us(as_utc(stats.min)), to_us(as_utc(stats.max))))
+    except (KeyError, TypeError, ValueError, pa.ArrowException):
+        return None, 0
+    if any(bounds[g][0] < bounds[g - 1][1] for g in range(1, len(bounds))):  # not sorted
+        return None, 0
+    keep = [g for g, (low, high) in enumerate(bounds) if high >= lo and low < hi]
+    if not keep or len(keep) == meta.num_row_groups:
+        return (None, 0) if keep else ([0], 0)
+    first_row = sum(meta.row_group(g).num_rows for g in range(keep[0]))
+    return keep, first_row
+
+
+def _read_parts(
+    batches: Sequence[DataBatch],
+    lo: int,
+    hi: int,
+    columns: Sequence[str] | None,
+    with_sensitive: bool,
+) -> list[Part]:
+    """Each batch's part; on an object store several at once (each read is a few requests)."""
+    if len(batches) < 2 or not storage.current().remote:
+        return [_read_part(b, lo, hi, columns, with_sensitive) for b in batches]
+    with ThreadPoolExecutor(max_workers=min(READ_CONCURRENCY, len(batches))) as pool:
+        return list(pool.map(lambda b: _read_part(b, lo, hi, columns, with_sensitive), batches))
 
 
 def _read_predictions(
@@ -72,7 +121,7 @@ def _read_predictions(
     model_id: int,
     version_id: int | None,
 ) -> pa.Table | None:
-    parts = [_read_part(b, lo, hi, columns, with_sensitive) for b in batches]
+    parts = _read_parts(batches, lo, hi, columns, with_sensitive)
     parts = [p for p in parts if p.table.num_rows] or parts[:1]
     if not parts:
         return None

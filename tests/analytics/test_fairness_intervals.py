@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
 from scipy.stats.contingency import relative_risk
 
 from analytics import fairness, stats
@@ -109,15 +109,29 @@ def test_two_groups_get_the_newcombe_and_katz_intervals_of_their_pair():
     tpr = stats.newcombe_difference(75, 100, 60, 100)
     fpr = stats.newcombe_difference(40, 200, 40, 200)
     assert eod == pytest.approx((max(tpr[0], fpr[0], 0), max(tpr[1], fpr[1])))
+    # a ratio is one rate: each end a one-sided 95 % bound, the two-sided 90 % interval
     fnr = fairness.aggregate_interval(result, "fnr_ratio")
-    assert fnr == pytest.approx(stats.katz_ratio(25, 100, 40, 100))
+    assert fnr == pytest.approx(stats.katz_ratio(25, 100, 40, 100, 0.90))
     assert fnr[0] < result.fnr_ratio < fnr[1]
+
+
+def test_a_ratios_upper_end_is_the_one_sided_95_percent_bound():
+    # The FPR ratio floor asks one thing: is the ratio below it? The end the rule reads is then
+    # the one-sided 95 % upper bound, exp(log r + z_0.95 se), by hand with scipy's quantile
+    result = attribute({"a": (105, 105, 45, 245), "b": (105, 175, 45, 175)})  # FPR 0.30, 0.50
+    se = np.sqrt(1 / 105 - 1 / 350 + 1 / 175 - 1 / 350)
+    upper = np.exp(np.log(0.6) + norm.ppf(0.95) * se)
+    assert fairness.aggregate_interval(result, "fpr_ratio")[1] == pytest.approx(upper)
+    # and it is scipy's two-sided 90 % bound, tighter than the two-sided 95 % one
+    rr = relative_risk(105, 350, 175, 350)
+    assert upper == pytest.approx(rr.confidence_interval(0.90).high)
+    assert upper < rr.confidence_interval(0.95).high
 
 
 def test_more_groups_are_bonferroni_adjusted_over_their_pairs():
     groups = {"a": (70, 30, 30, 170), "b": (60, 40, 40, 160), "c": (80, 20, 20, 180)}
     result = attribute(groups)
-    level = 1 - 0.05 / 3
+    level = 1 - 0.10 / 3  # one-sided 95 % bounds of one rate, over 3 pairs
     fprs = {name: (fp, fp + tn) for name, (_, fp, _, tn) in groups.items()}
     pairs = [
         stats.newcombe_difference(*fprs[a], *fprs[b], level)

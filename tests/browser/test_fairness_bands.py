@@ -8,10 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from governance.models import RoleGrant
+from tests.browser.model_page import open_model_page
 from tests.console.model_data import seed
 from tests.console.test_fairness_bands import add_bounds
-from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -22,12 +21,7 @@ def test_intervals_draw_as_bands_outside_the_legend(page, login_as, assert_acces
     now = timezone.now().replace(microsecond=0)
     seeded = seed(days=DAYS, features=2, now=now - timedelta(hours=1))
     add_bounds(seeded.model)
-    user = UserFactory(username="lee-lead", is_staff=True)
-    RoleGrant.objects.create(user=user, role="ml_lead")
-    login_as(page, user)
-
-    page.goto("/console/models/hotspot/?days=30")
-    page.wait_for_selector("[data-series-loaded=yes]")
+    open_model_page(page, login_as, "hotspot")
     drawn = page.evaluate(
         """() => Object.fromEntries(['fairness_gap', 'fairness_groups'].map(id => {
              const chart = Chart.getChart(document.querySelector(`canvas[data-chart=${id}]`));

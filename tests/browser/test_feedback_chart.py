@@ -9,11 +9,11 @@ import pytest
 from django.utils import timezone
 
 from governance.audit import Actor
-from governance.models import RoleGrant
 from governance.policies import policy_publish
 from monitoring import runs
 from monitoring.models import MetricPoint, RunStatus
-from tests.factories import ModelVersionFactory, UserFactory
+from tests.browser.model_page import open_model_page
+from tests.factories import ModelVersionFactory
 from tests.incidents.helpers import alert_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -62,12 +62,7 @@ def test_the_feedback_chart_draws_the_ratio_its_limit_the_shares_and_the_alert(
                 window_end=run.window_end,
             )
     alert_of(run, "high")
-    user = UserFactory(username="lee-lead", is_staff=True)
-    RoleGrant.objects.create(user=user, role="ml_lead")
-    login_as(page, user)
-
-    page.goto("/console/models/patrols/?days=30")
-    page.wait_for_selector("[data-series-loaded=yes]")
+    open_model_page(page, login_as, "patrols")
     drawn = page.evaluate(
         """() => { const chart = Chart.getChart(
                      document.querySelector('canvas[data-chart=feedback_loop]'));

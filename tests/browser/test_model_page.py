@@ -8,9 +8,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from governance.models import RoleGrant
+from tests.browser.model_page import open_model_page
 from tests.console.model_data import seed
-from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,12 +22,7 @@ def test_every_chart_draws_its_points_and_the_text_alternatives_open(
 ):
     now = timezone.now().replace(microsecond=0)
     seeded = seed(days=DAYS, features=FEATURES, now=now - timedelta(hours=1))
-    user = UserFactory(username="lee-lead", is_staff=True)
-    RoleGrant.objects.create(user=user, role="ml_lead")
-    login_as(page, user)
-
-    page.goto("/console/models/hotspot/?days=30")
-    page.wait_for_selector("[data-series-loaded=yes]")
+    open_model_page(page, login_as, "hotspot")
 
     drawn = page.evaluate(
         """() => Object.fromEntries([...document.querySelectorAll('canvas[data-chart]')].map(

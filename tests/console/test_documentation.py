@@ -13,6 +13,8 @@ from django.core.management import call_command
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from console.documentation.pack import VERIFIED_HOW
+from governance import audit
 from governance.models import AuditChainHead, AuditEvent, Evaluation, ValidationPolicy
 from incidents.alert_response import route_alert
 from incidents.models import Incident, Rollback
@@ -25,7 +27,15 @@ from tests.governance.audit_helpers import tamper
 from tests.governance.lifecycle_helpers import person
 from tests.incidents.helpers import alert_on, live_pair
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker", "no_verified_prefixes")]
+
+
+@pytest.fixture
+def no_verified_prefixes():
+    """The verification cache (a process-wide cache in tests) starts empty: each test walks the
+    chain of its own database from seq 1 first."""
+    audit.forget_verified()
+
 
 SECTIONS = {
     "document",
@@ -272,6 +282,7 @@ def test_as_of_cuts_the_trail_and_the_records_at_that_event(story):
         "events_checked": before,
         "first_bad_seq": None,
         "problem": None,
+        "method": VERIFIED_HOW,
     }
     assert pack["s1_general_description"]["version"]["stage_at_cut"] == "degraded"
     oversight = pack["s4_risk_management_and_human_oversight"]
@@ -406,3 +417,36 @@ def test_a_broken_chain_shows_in_the_pack(story):
     pack = json.loads(api(grant("aud", "auditor")).get(url(v2)).content)
     check = pack["s8_changes"]["chain_verification"]
     assert check["valid"] is False and check["first_bad_seq"] == target.seq
+
+
+def test_the_pack_has_the_same_bytes_whatever_the_cache_holds(story):
+    v2 = story["v2"]
+    auditor = grant("aud", "auditor")
+    seq = head()
+    walked_all = api(auditor).get(url(v2, as_of=seq)).content
+    assert [p.seq for p in audit.verified_prefixes()] == [seq]
+    cached = api(auditor).get(url(v2, as_of=seq)).content
+    audit.forget_verified()
+    audit.verify_through(seq - 3)
+    partly = api(auditor).get(url(v2, as_of=seq)).content
+    assert walked_all == cached == partly
+    check = json.loads(walked_all)["s8_changes"]["chain_verification"]
+    assert check["valid"] and check["events_checked"] == seq
+    assert check["method"] == VERIFIED_HOW and "verify_audit" in check["method"]
+
+
+def test_the_console_page_says_what_it_walked(client, story):
+    v2 = story["v2"]
+    client.force_login(grant("aud", "auditor"))
+    page_url = reverse("console:version-documentation", args=[v2.model.name, v2.version])
+    seq = head()
+    first = client.get(page_url).content.decode()
+    assert f"verifies ({seq} events: every event walked now, seq 1 to {seq})" in first
+    assert "only the events after it are walked at build time" in first
+    second = client.get(page_url).content.decode()
+    assert f"seq 1 to {seq} verified by an earlier walk at " in second
+    assert f"its link at seq {seq} checked now" in second
+    halt_release_approve(scope=v2.model.name, actor=person("ethics_officer"), comment="ok")
+    later = head()
+    third = client.get(page_url).content.decode()
+    assert f"seq {seq + 1} to {later} walked now" in third

@@ -25,6 +25,15 @@ from demo.data import (
 
 TRAFFIC_START = date(2026, 3, 2)
 DRIFT = {"calls_for_service_lag_1w": 1.6}
+# the traffic every test here reads (the determinism test makes it again)
+TRAFFIC = {
+    "seed": 11,
+    "start": TRAFFIC_START,
+    "drift_from_day": 20,
+    "drift_features": DRIFT,
+    "fairness_shift_from_day": 25,
+    "fairness_group": "eastfield",
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +58,7 @@ def models(split) -> dict[tuple[str, str], object]:
 
 @pytest.fixture(scope="module")
 def traffic(frame: pd.DataFrame) -> pd.DataFrame:
-    return make_production_traffic(
-        frame,
-        seed=11,
-        start=TRAFFIC_START,
-        drift_from_day=20,
-        drift_features=DRIFT,
-        fairness_shift_from_day=25,
-        fairness_group="eastfield",
-    )
+    return make_production_traffic(frame, **TRAFFIC)
 
 
 def traffic_day(traffic: pd.DataFrame) -> np.ndarray:
@@ -224,15 +225,7 @@ def test_dataset_hash_is_stable_and_changes_with_any_single_value(frame):
 
 
 def test_production_traffic_is_deterministic_daily_scoring_input(frame, traffic):
-    again = make_production_traffic(
-        frame,
-        seed=11,
-        start=TRAFFIC_START,
-        drift_from_day=20,
-        drift_features=DRIFT,
-        fairness_shift_from_day=25,
-        fairness_group="eastfield",
-    )
+    again = make_production_traffic(frame, **TRAFFIC)
     pd.testing.assert_frame_equal(again, traffic)
     assert list(traffic.columns[:2]) == ["timestamp", "prediction_id"]
     assert set(FEATURES_V2) | {GROUP, TARGET} <= set(traffic.columns)

@@ -19,6 +19,9 @@ def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_pa
     versions = _check_versions_and_history(db)
     _check_the_incident(db, tmp_path)
     _check_monitoring(db)
+    _check_small_group_watch(db)
+    _check_estimates_before_labels(db)
+    _check_feedback_loop(db)
     _check_mlflow_tags(tmp_path, versions)
 
 
@@ -56,6 +59,11 @@ def _check_versions_and_history(db: sqlite3.Connection) -> list[tuple]:
         "FROM registry_modelversion v JOIN governance_lifecycle l ON l.version_id = v.id "
         "JOIN registry_modelcard c ON c.version_id = v.id ORDER BY v.major, v.minor"
     ).fetchall()
+    every = versions
+    # issue 13's scenario (demo/patrols.py): patrol-allocation 1.0.0 went live, and its high
+    # alerts (the realised AUC drop the estimate missed, the feedback loop) degraded it
+    assert [(v[0], v[1]) for v in every if v[2] == "patrol-allocation"] == [("1.0.0", "degraded")]
+    versions = [v for v in versions if v[2] == "hotspot-classifier"]
     assert [v[0] for v in versions] == ["1.0.0", "1.0.1", "1.1.0", "2.0.0"]
     assert all(v[4] for v in versions)
     actions = {row[0] for row in db.execute("SELECT action FROM governance_auditevent")}
@@ -89,7 +97,7 @@ def _check_versions_and_history(db: sqlite3.Connection) -> list[tuple]:
     assert fairness["passed"] and fairness["values"]["neighbourhood"]["status"] == "watch"
     kinds = {row[0] for row in db.execute("SELECT kind FROM governance_evaluation")}
     assert {"unit_tests", "validation"} <= kinds
-    return versions
+    return every
 
 
 def _check_the_incident(db: sqlite3.Connection, var: Path) -> None:
@@ -99,7 +107,8 @@ def _check_the_incident(db: sqlite3.Connection, var: Path) -> None:
     ).fetchall()
     assert rollback_status == "completed" and verification.startswith("gateway: 1.0.0 scored")
     [(incident_id, kind, playbook, status)] = db.execute(
-        "SELECT id, kind, playbook, status FROM incidents_incident"
+        "SELECT i.id, i.kind, i.playbook, i.status FROM incidents_incident i "
+        "JOIN registry_registeredmodel m ON m.id = i.model_id WHERE m.name = 'hotspot-classifier'"
     ).fetchall()
     assert (kind, playbook, status) == ("fairness", "2", "mitigating")  # steps still wait
     steps = dict(
@@ -136,6 +145,76 @@ def _check_monitoring(db: sqlite3.Connection) -> None:
         "AND feature = 'calls_for_service_lag_1w'"
     ).fetchone()[0]
     assert drift_alerts >= 5  # the drift injected from day 20 is found
+
+
+def _patrol_runs(db: sqlite3.Connection, kind: str) -> list[tuple[int, dict]]:
+    """patrol-allocation's runs of one check, oldest window first: (id, metrics)."""
+    rows = db.execute(
+        "SELECT r.id, r.metrics FROM monitoring_monitorrun r JOIN registry_registeredmodel m "
+        "ON m.id = r.model_id WHERE m.name = 'patrol-allocation' AND r.kind = ? "
+        "AND r.status = 'succeeded' ORDER BY r.window_end",
+        [kind],
+    ).fetchall()
+    return [(run_id, json.loads(metrics)) for run_id, metrics in rows]
+
+
+def _points(db: sqlite3.Connection, run_id: int) -> dict[str, float]:
+    return dict(
+        db.execute(
+            "SELECT metric, value FROM monitoring_metricpoint WHERE run_id = ? AND feature = '' "
+            "AND \"group\" = ''",
+            [run_id],
+        )
+    )
+
+
+def _check_small_group_watch(db: sqlite3.Connection) -> None:
+    """A fairness breach on small groups is a watch that says its interval includes the limit."""
+    rows = db.execute(
+        "SELECT details FROM monitoring_alert WHERE kind = 'fairness' AND severity = 'watch'"
+    ).fetchall()
+    watches = [w for (details,) in rows for w in json.loads(details)["watch"]]
+    assert watches
+    assert all("includes the limit: a watch, not a violation" in w["description"] for w in watches)
+    # reported with each group's power: some too small to see a gap of the limit's size
+    assert min(w["power"] for w in watches) < 0.8
+
+
+def _check_estimates_before_labels(db: sqlite3.Connection) -> None:
+    """patrol-allocation's weekly AUC: realised for the labelled weeks, estimated for the last
+    three, two of them reconciled once their labels arrived, the newest still an estimate."""
+    runs = _patrol_runs(db, "concept_drift")
+    assert [m["estimated"] for _, m in runs] == [False] * 5 + [True] * 3
+    for run_id, _ in runs:  # every week has its estimate beside it
+        assert "auc_estimated" in _points(db, run_id)
+    *reconciled, newest = [(i, m) for i, m in runs if m["estimated"]]
+    for run_id, metrics in reconciled:
+        rec = metrics["reconciliation"]
+        assert rec["status"] == "reconciled" and rec["estimated"] == metrics["estimated_value"]
+        points = _points(db, run_id)
+        assert points["auc"] == pytest.approx(rec["realised"])
+        assert points["estimate_gap"] == pytest.approx(rec["estimated"] - rec["realised"])
+        # the discovered incidents make the realised AUC fall short of the estimate
+        assert rec["estimate_gap"] > 0.02
+    assert "reconciliation" not in newest[1] and "auc" not in _points(db, newest[0])
+    lo, hi = newest[1]["interval"]
+    assert lo < newest[1]["estimated_value"] < hi
+
+
+def _check_feedback_loop(db: sqlite3.Connection) -> None:
+    """The weekly feedback-loop ratio stays under its threshold until the patrols follow the
+    scores, then alerts (high)."""
+    runs = _patrol_runs(db, "feedback_loop")
+    ratios = [_points(db, run_id)["ratio"] for run_id, _ in runs]
+    threshold = runs[0][1]["feedback_ratio_max"]
+    assert len(ratios) == 6 and threshold == 1.5
+    assert all(r < threshold for r in ratios[:3]) and all(r > threshold for r in ratios[-2:])
+    alerts = db.execute(
+        "SELECT a.severity, a.run_id FROM monitoring_alert a JOIN registry_registeredmodel m "
+        "ON m.id = a.model_id WHERE m.name = 'patrol-allocation' AND a.kind = 'feedback_loop'"
+    ).fetchall()
+    assert {severity for severity, _ in alerts} == {"high"}
+    assert {run_id for _, run_id in alerts} == {run_id for run_id, _ in runs[-2:]}
 
 
 def _check_mlflow_tags(var: Path, versions: list[tuple]) -> None:

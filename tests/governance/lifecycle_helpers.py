@@ -31,6 +31,16 @@ def person(role: str, username: str | None = None) -> Actor:
     return Actor.for_user(UserFactory(username=username))
 
 
+def staff_login(client, role: str, username: str | None = None):
+    """``client`` logged in to the admin as a staff user holding ``role`` (globally)."""
+    actor = person(role, username)
+    user = actor.user
+    user.is_staff = True
+    user.save(update_fields=["is_staff"])
+    client.force_login(user)
+    return client
+
+
 def new_version(version: str = "1.0.0", model=None, **kwargs) -> ModelVersion:
     model = model or RegisteredModelFactory()
     return ModelVersionFactory(model=model, version=version, **kwargs)
@@ -93,3 +103,12 @@ def to_production_first(version) -> None:
     evidence(version, EvidenceKind.SHADOW_REPLAY)
     sign_promotion(version)
     step(version, "promote", actor=person("ci"))
+
+
+def live_and_staged(number: str = "1.1.0") -> tuple[ModelVersion, ModelVersion]:
+    """1.0.0 in production and version ``number`` of the same model in staging."""
+    v1 = new_version("1.0.0")
+    to_production_first(v1)
+    staged = new_version(number, model=v1.model)
+    to_staging(staged)
+    return v1, staged

@@ -1,14 +1,13 @@
 """Races on PostgreSQL: row locks and the FSM's optimistic check leave exactly one winner."""
 
-import threading
-
 import pytest
-from django.db import connection
 
 from governance import audit
 from governance.models import Lifecycle
 from platform_core.errors import Conflict
+from tests.concurrency import race as threads_race
 from tests.governance.lifecycle_helpers import (
+    live_and_staged,
     new_version,
     person,
     sign_promotion,
@@ -22,32 +21,16 @@ THREADS = 8
 
 
 def race(target) -> list[str]:
-    barrier = threading.Barrier(THREADS)
-    outcomes: list[str] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            target(i)
-            outcomes.append("won")
-        except Conflict:
-            outcomes.append("conflict")
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return outcomes
+    """ "won" or "conflict" per thread; any other exception fails the test."""
+    results, errors = threads_race(target, THREADS)
+    for error in errors:
+        if not isinstance(error, Conflict):
+            raise error
+    return ["won"] * len(results) + ["conflict"] * len(errors)
 
 
 def test_many_threads_racing_one_promotion_produce_exactly_one_winner():
-    v1 = new_version("1.0.0")
-    to_production_first(v1)
-    patch = new_version("1.0.1", model=v1.model)
-    to_staging(patch)
+    _, patch = live_and_staged("1.0.1")
     sign_promotion(patch)
     ci = person("ci")
     outcomes = race(lambda i: step(patch, "promote", actor=ci))

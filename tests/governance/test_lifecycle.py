@@ -14,6 +14,7 @@ from tests.governance.lifecycle_helpers import (
     SYSTEM,
     approve,
     evidence,
+    live_and_staged,
     new_version,
     person,
     sign_promotion,
@@ -179,10 +180,7 @@ def test_promotion_retires_the_previous_live_version_into_warm_standby():
 
 
 def test_minor_version_waits_for_seven_days_of_shadow_mode():
-    v1 = new_version("1.0.0")
-    to_production_first(v1)
-    v2 = new_version("1.1.0", model=v1.model)
-    to_staging(v2)
+    _, v2 = live_and_staged("1.1.0")
     sign_promotion(v2)
     with pytest.raises(Conflict) as refused:
         step(v2, "promote", actor=person("ci"))
@@ -191,10 +189,7 @@ def test_minor_version_waits_for_seven_days_of_shadow_mode():
 
 
 def test_patch_version_is_fast_tracked_without_shadow():
-    v1 = new_version("1.0.0")
-    to_production_first(v1)
-    patch = new_version("1.0.1", model=v1.model)
-    to_staging(patch)
+    _, patch = live_and_staged("1.0.1")
     sign_promotion(patch)
     step(patch, "promote", actor=person("ci"))
     assert stage(patch) == "production"

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
-from django.db import connection
 
 from governance.audit import Actor
 from governance.models import AuditEvent, ValidationPolicy
@@ -14,14 +12,16 @@ from governance.policies import policy_current, policy_in_force, policy_publish,
 from incidents.models import EthicsPolicy
 from monitoring.models import MonitoringPolicy
 from platform_core.errors import Conflict, InvalidInput
-from tests.factories import RegisteredModelFactory, UserFactory
+from tests.concurrency import race
+from tests.factories import RegisteredModelFactory
 from tests.governance.lifecycle_helpers import (
+    live_and_staged,
     new_version,
     person,
     sign_promotion,
+    staff_login,
     step,
     to_production_first,
-    to_staging,
 )
 
 SYSTEM = Actor.system("tests")
@@ -81,10 +81,7 @@ def test_publishing_merges_over_the_current_version_and_audits_it():
 
 @pytest.mark.django_db
 def test_shadow_days_come_from_the_validation_policy():
-    v1 = new_version("1.0.0")
-    to_production_first(v1)
-    v2 = new_version("1.1.0", model=v1.model)
-    to_staging(v2)
+    v1, v2 = live_and_staged("1.1.0")
     sign_promotion(v2)
     with pytest.raises(Conflict) as default:
         step(v2, "promote", actor=person("ci"))
@@ -97,12 +94,7 @@ def test_shadow_days_come_from_the_validation_policy():
 
 @pytest.fixture
 def lead_client(client):
-    person("ml_lead", "the-lead")
-    user = UserFactory(username="the-lead")
-    user.is_staff = True
-    user.save(update_fields=["is_staff"])
-    client.force_login(user)
-    return client
+    return staff_login(client, "ml_lead", "the-lead")
 
 
 @pytest.mark.django_db
@@ -139,11 +131,7 @@ def test_the_ml_lead_edits_the_validation_policy_in_the_admin_through_the_servic
 def test_only_the_ml_lead_of_the_model_may_edit_its_validation_policy(client):
     model = new_version("1.0.0").model
     policy = policy_in_force("validation", model, SYSTEM)
-    person("product_manager", "the-pm")
-    user = UserFactory(username="the-pm")
-    user.is_staff = True
-    user.save(update_fields=["is_staff"])
-    client.force_login(user)
+    staff_login(client, "product_manager", "the-pm")
     url = f"/admin/governance/validationpolicy/{policy.pk}/change/"
     assert client.get(url).status_code == 200  # may look
     response = client.post(url, {"new_settings": "{}", "change_comment": "x"})
@@ -157,24 +145,7 @@ THREADS = 8
 
 
 def _race(target) -> list[BaseException]:
-    barrier = threading.Barrier(THREADS)
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            target(i)
-        except BaseException as exc:  # collected: the test names any failure
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
+    return race(target, THREADS).errors
 
 
 @pytest.mark.postgres

@@ -6,14 +6,12 @@ time-machine drives the clock; ``escalate_overdue`` reads it through ``timezone.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
 from django.conf import settings
 from django.core import mail
-from django.db import connection
 
 from governance import audit, notify, sla
 from governance.audit import Actor
@@ -22,6 +20,7 @@ from governance.policies import policy_publish
 from governance.tasks import escalate_overdue_stages
 from incidents.models import Notification
 from incidents.notifications import deliver_due
+from tests.concurrency import race
 from tests.factories import ModelVersionFactory, RegisteredModelFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -105,26 +104,22 @@ def test_a_stage_is_escalated_just_after_its_limit_and_not_before(run_at, stage,
     assert escalation.deadline == T0 + limit
 
 
-def test_staging_limit_of_a_minor_counts_seven_days_from_the_end_of_a_seven_day_shadow(run_at):
+@pytest.mark.parametrize(
+    "number, days",
+    [
+        pytest.param("1.4.0", 14, id="minor: 7 days from the end of a 7-day shadow"),
+        pytest.param("1.3.1", 7, id="patch: 7 days, a patch has no shadow period"),
+    ],
+)
+def test_staging_limit_after_1_3_0(run_at, number, days):
     previous = ModelVersionFactory(version="1.3.0")
-    minor = ModelVersionFactory(model=previous.model, version="1.4.0")
-    put_in_stage(minor, Stage.STAGING, T0)
+    staged = ModelVersionFactory(model=previous.model, version=number)
+    put_in_stage(staged, Stage.STAGING, T0)
 
-    assert sla.deadline_for(Lifecycle.objects.get(version=minor)) == T0 + 14 * DAY
-    assert run_at(T0 + 14 * DAY - SECOND) == []
-    [escalation] = run_at(T0 + 14 * DAY + SECOND)
-    assert escalation.deadline == T0 + 14 * DAY
-
-
-def test_staging_limit_of_a_patch_is_seven_days_because_a_patch_has_no_shadow_period(run_at):
-    previous = ModelVersionFactory(version="1.3.0")
-    patch = ModelVersionFactory(model=previous.model, version="1.3.1")
-    put_in_stage(patch, Stage.STAGING, T0)
-
-    assert sla.deadline_for(Lifecycle.objects.get(version=patch)) == T0 + 7 * DAY
-    assert run_at(T0 + 7 * DAY - SECOND) == []
-    [escalation] = run_at(T0 + 7 * DAY + SECOND)
-    assert escalation.deadline == T0 + 7 * DAY
+    assert sla.deadline_for(Lifecycle.objects.get(version=staged)) == T0 + days * DAY
+    assert run_at(T0 + days * DAY - SECOND) == []
+    [escalation] = run_at(T0 + days * DAY + SECOND)
+    assert escalation.deadline == T0 + days * DAY
 
 
 def test_staging_limit_of_a_first_version_includes_the_shadow_period_its_replay_stands_in_for():
@@ -425,22 +420,7 @@ def test_concurrent_sweeps_escalate_each_stay_once():
     versions = [ModelVersionFactory() for _ in range(5)]
     for version in versions:
         put_in_stage(version, Stage.VALIDATION, T0)
-    workers, barrier, results, errors = 6, threading.Barrier(6), [], []
-
-    def sweep() -> None:
-        try:
-            barrier.wait()
-            results.append(len(sla.escalate_overdue(now=T0 + 4 * DAY)))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=sweep) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results, errors = race(lambda _: len(sla.escalate_overdue(now=T0 + 4 * DAY)), 6)
 
     assert errors == []
     assert sum(results) == len(versions)

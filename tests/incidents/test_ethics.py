@@ -25,7 +25,7 @@ from platform_core.errors import Forbidden, InvalidInput
 from serving.halt import active_halt, halt_engage
 from serving.models import Halt
 from tests.factories import RegisteredModelFactory, UserFactory
-from tests.governance.lifecycle_helpers import person
+from tests.governance.lifecycle_helpers import person, staff_login
 from tests.incidents.helpers import alert_on, live_pair, live_single
 
 pytestmark = pytest.mark.django_db
@@ -82,15 +82,6 @@ def ethics_incident() -> Incident:
 
 def test_only_an_ethics_officer_of_the_model_may_change_its_ethics_policy():
     version = live_single()
-    model = version.model
-    with pytest.raises(Forbidden):
-        ethics_policy_update(
-            model_name=model.name,
-            fairness_limits=LIMITS,
-            prohibited_features=[],
-            reason="r",
-            actor=person("ml_lead"),
-        )
     other = RegisteredModelFactory()
     services.role_grant(
         username="elsewhere",
@@ -98,10 +89,11 @@ def test_only_an_ethics_officer_of_the_model_may_change_its_ethics_policy():
         model_name=other.name,
         actor=Actor.system("tests"),
     )
-    for actor in (Actor.for_user(UserFactory(username="elsewhere")), Actor.system("tests")):
+    elsewhere = Actor.for_user(UserFactory(username="elsewhere"))
+    for actor in (person("ml_lead"), elsewhere, Actor.system("tests")):
         with pytest.raises(Forbidden):
             ethics_policy_update(
-                model_name=model.name,
+                model_name=version.model.name,
                 fairness_limits=LIMITS,
                 prohibited_features=[],
                 reason="r",
@@ -456,12 +448,7 @@ def test_the_api_schema_documents_the_ethics_policy_endpoint(api_client):
 
 @pytest.fixture
 def officer_login(client):
-    person("ethics_officer", "admin-ethicist")
-    user = UserFactory(username="admin-ethicist")
-    user.is_staff = True
-    user.save(update_fields=["is_staff"])
-    client.force_login(user)
-    return client
+    return staff_login(client, "ethics_officer", "admin-ethicist")
 
 
 def test_the_admin_writes_a_new_version_through_the_audited_service(officer_login):

@@ -1,12 +1,11 @@
 """Playbooks as running workflows: automated steps, human steps, escalation, resolution, edits."""
 
 import json
-import threading
 from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connection, transaction
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -31,6 +30,7 @@ from incidents.steps.human import step_complete
 from incidents.timeline import add_event
 from platform_core.errors import Conflict, Forbidden, InvalidInput
 from serving.models import StalePrediction
+from tests.concurrency import race
 from tests.factories import UserFactory
 from tests.governance.lifecycle_helpers import person
 from tests.incidents.helpers import SYSTEM, alert_on, live_pair
@@ -224,23 +224,7 @@ def test_a_redelivered_run_playbook_task_does_no_step_twice():
 def test_two_workers_advancing_the_same_playbook_do_each_step_once():
     person("ethics_officer")
     incident, _ = fairness_incident()
-    barrier = threading.Barrier(2)
-    results, errors = [], []
-
-    def work():
-        try:
-            barrier.wait()
-            results.append(playbook_advance(incident.pk))
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results, errors = race(lambda _: playbook_advance(incident.pk), 2)
 
     assert errors == []
     assert sorted(r["step"] for done in results for r in done) == [1, 2]

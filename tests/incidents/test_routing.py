@@ -1,13 +1,11 @@
 """Alert routing: incidents per playbook, joining, paging; concurrency on PostgreSQL."""
 
-import threading
-
 import pytest
-from django.db import connection
 
 from incidents.alert_response import route_alert
 from incidents.models import Incident, Notification, Rollback
 from monitoring.models import ReviewItem
+from tests.concurrency import race
 from tests.incidents.helpers import alert_on, live_pair, stage
 
 
@@ -49,23 +47,7 @@ def test_medium_alert_goes_to_the_review_queue_without_an_incident():
 def test_concurrent_routing_of_two_critical_alerts_starts_exactly_one_rollback(enqueued):
     _, v2 = live_pair()
     alerts = [alert_on(v2), alert_on(v2)]
-    barrier = threading.Barrier(2)
-    outcomes, errors = [], []
-
-    def run(alert):
-        try:
-            barrier.wait()
-            outcomes.append(route_alert(alert))
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(a,)) for a in alerts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes, errors = race(lambda i: route_alert(alerts[i]), len(alerts))
     assert errors == []
     assert Rollback.objects.count() == 1
     assert sorted(o["rollback"] is not None for o in outcomes) == [False, True]

@@ -47,7 +47,9 @@ def outcomes(fpr: dict[str, float], seed: int) -> dict[str, int]:
     rng = np.random.default_rng(seed)
     counts = {"alert": 0, "watch": 0, "quiet": 0}
     for _ in range(RUNS):
-        result = checks.run_check("fairness", window(rng, fpr), None, VERSION, SETTINGS, THRESHOLDS)
+        frame = window(rng, fpr)
+        assert (frame["s.area"].value_counts() == GROUP).all()  # groups of 500
+        result = checks.run_check("fairness", frame, None, VERSION, SETTINGS, THRESHOLDS)
         if result.breach is None:
             counts["quiet"] += 1
         else:
@@ -61,6 +63,31 @@ def most_alerts_allowed(rate: float) -> int:
     return math.floor(RUNS * rate + 2.33 * math.sqrt(RUNS * rate * (1 - rate)))
 
 
+# What "caught" means here: an alert at the check's severity, the one whose interval lies wholly
+# beyond the limit. A watch (the estimate past the limit, its interval still including it) tells
+# a person too, but on ~35 false positives a group the FPR ratio's estimate dips under 0.80 by
+# chance alone: with no disparity ~45 % of windows raise one, so watches cannot be what "caught"
+# means if "no disparity" is to alert in at most 5 % of windows. Both rates below use the same
+# definition: full-severity alerts. (Measured on these seeds, README "Fairness with uncertainty".)
+#
+# "Twice the threshold" for the policy's two FPR rules, default limits: the equalized-odds
+# difference (FPR spread <= 0.10) and the FPR ratio (min/max >= 0.80, a shortfall of 0.20 from
+# parity). FPR 0.30 vs 0.50 is twice both: a spread of 0.20 and a ratio of 0.60 (shortfall 0.40),
+# the only pair of rates that is; 0.40 vs 0.50 sits exactly on both limits.
+TWICE = {"north": 0.30, "south": 0.50}
+AT_THE_LIMITS = {"north": 0.40, "south": 0.50}
+
+
+def test_the_scenarios_are_what_their_names_say():
+    eod, ratio = THRESHOLDS["equalized_odds_difference_max"], THRESHOLDS["fpr_ratio_min"]
+    assert (eod, ratio, SETTINGS["confidence_level"]) == (0.10, 0.80, 0.95)
+    low, high = TWICE.values()
+    assert high - low == pytest.approx(2 * eod)
+    assert 1 - low / high == pytest.approx(2 * (1 - ratio))
+    low, high = AT_THE_LIMITS.values()
+    assert (high - low, low / high) == pytest.approx((eod, ratio))
+
+
 def test_without_a_true_disparity_at_most_five_percent_of_runs_alert():
     counts = outcomes({"north": 0.10, "south": 0.10}, seed=2026)
     assert counts["alert"] <= most_alerts_allowed(0.05)  # 26 of 400
@@ -68,16 +95,17 @@ def test_without_a_true_disparity_at_most_five_percent_of_runs_alert():
     assert counts["watch"] > counts["alert"]
 
 
-def test_at_the_limit_itself_at_most_five_percent_of_runs_alert():
-    # the hardest true state that is not a disparity: an FPR gap of exactly the 0.10 limit (and
-    # an FPR ratio of 0.45 / 0.55 = 0.82, just inside 0.80)
-    counts = outcomes({"north": 0.45, "south": 0.55}, seed=7)
+def test_exactly_at_both_limits_at_most_five_percent_of_runs_alert():
+    # the hardest true state that is not a disparity: FPR spread 0.10 and ratio 0.80 at once
+    counts = outcomes(AT_THE_LIMITS, seed=7)
     assert counts["alert"] <= most_alerts_allowed(0.05)
 
 
 def test_a_true_fpr_gap_of_twice_the_limit_in_groups_of_500_is_caught_in_90_percent_of_runs():
-    counts = outcomes({"north": 0.10, "south": 0.30}, seed=11)
+    counts = outcomes(TWICE, seed=11)
     assert counts["alert"] >= 0.9 * RUNS
+    # and every window tells a person: the rest are watches
+    assert counts["quiet"] <= 0.01 * RUNS
 
 
 # --- a run end to end ---------------------------------------------------------------------------

@@ -278,3 +278,13 @@ def test_retention_purges_batches_of_an_impossible_future_day(version, settings)
     ]
     event = AuditEvent.objects.get(action="predictions.purged")
     assert event.after["future_days"] == ["2262-01-01"]
+
+
+def test_ingestion_names_a_missing_or_misspelt_keyword(version):
+    """The keywords predictions and reference ingestion share are declared once
+    (``VersionBatchArgs``); a wrong one is still refused by name, before anything is read."""
+    where = {"model_name": version.model.name, "version": version.version}
+    with pytest.raises(TypeError, match="unexpected keyword arguments: upload_file"):
+        ingest.predictions_ingest(**where, upload_file=b"", actor=ACTOR)
+    with pytest.raises(TypeError, match="missing keyword arguments: actor"):
+        ingest.reference_ingest(**where, records=[record(0)])

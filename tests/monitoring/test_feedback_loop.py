@@ -18,7 +18,7 @@ from console import model_page
 from governance.models import Lifecycle, Stage
 from governance.policies import policy_publish
 from incidents.models import Incident, Notification
-from monitoring import checks, runs, schedule, store
+from monitoring import checks, runs, schedule
 from monitoring.checks import CheckFailed, Skip
 from monitoring.models import Alert, MetricPoint, MonitorRun, RunStatus
 from monitoring.policies import MONITORING
@@ -29,6 +29,7 @@ from tests.monitoring.test_runs import (  # noqa: F401  (autouse fixtures)
     SYSTEM,
     _no_broker,
     _own_var_dir,
+    load_window_calls,
     put_raw_window,
     put_window,
     stage_of,
@@ -174,14 +175,7 @@ def test_a_run_reads_the_time_the_score_and_the_cell_only(monkeypatch):
     version = live()
     configure(version)
     put_window(version, urn_frame(seed=2, periods=3))
-    calls = []
-    real = store.load_window
-
-    def spy(**kwargs):
-        calls.append(kwargs)
-        return real(**kwargs)
-
-    monkeypatch.setattr(store, "load_window", spy)
+    calls = load_window_calls(monkeypatch)
     run_loop(version)
     assert calls[0]["columns"] == ["timestamp", "score", "f.beat"] and calls[0]["with_labels"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pandas as pd
 import pyarrow as pa
@@ -13,13 +13,9 @@ from django.urls import reverse
 
 from governance.models import AuditEvent, Lifecycle
 from monitoring.models import BatchKind, DataBatch, ReferenceProfile
-from tests.factories import ModelVersionFactory
+from tests.monitoring.helpers import T0, mixed_version
 
 pytestmark = pytest.mark.django_db
-
-T0 = datetime(2026, 1, 5, tzinfo=UTC)
-# f3 is categorical (the records give it letters)
-MIXED = {"f1": "number", "f2": "number", "f3": "string"}
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +25,7 @@ def _var_dir(settings, tmp_path):
 
 @pytest.fixture
 def version():
-    return ModelVersionFactory(feature_list=["f1", "f2", "f3"], feature_types=MIXED)
+    return mixed_version()
 
 
 def url(version, what: str) -> str:
@@ -333,9 +329,7 @@ def test_sensitive_attributes_are_shown_only_to_roles_that_may_read_them(api_cli
 
 
 def test_recent_predictions_are_filtered_by_version_time_and_limit(api_client, version):
-    other = ModelVersionFactory(
-        model=version.model, feature_list=["f1", "f2", "f3"], feature_types=MIXED
-    )
+    other = mixed_version(model=version.model)
     client = api_client("ci")
     post_predictions(client, version, records(4))
     post_predictions(client, other, records(2, prefix="o"))

@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from analytics import stats
+from console import model_page
 from governance.models import AuditEvent, Stage
 from monitoring import checks, reconciliation, runs, tasks
 from monitoring.checks import Skip
@@ -224,6 +225,34 @@ def test_an_estimate_the_labels_do_not_confirm_is_reconciled_and_its_alert_resol
     assert reconciliation.reconcile_run(estimated.pk) == "nothing to do"
     assert tasks.reconcile_estimate.run(estimated.pk) == "nothing to do"
     assert (MetricPoint.objects.count(), AuditEvent.objects.count()) == counts
+
+
+def test_the_model_pages_chart_shows_the_estimate_with_its_band_then_the_realised_value():
+    version = live(Stage.VALIDATION, profile=False)
+    baseline(version, BASELINE_AUC)
+    frame = window(3_000, seed=12)
+    estimated = estimate_run(version, frame)
+    period = model_page.Period(
+        datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC), None
+    )
+
+    def performance() -> dict[str, dict]:
+        charts = {c["id"]: c for c in model_page.series(version.model, period)["charts"]}
+        return {s["label"]: s for s in charts["performance"]["series"]}
+
+    [point] = performance()["AUC estimated before labels"]["points"]
+    m = estimated.metrics
+    assert (point["lo"], point["y"], point["hi"]) == (
+        m["interval"][0],
+        m["estimated_value"],
+        m["interval"][1],
+    )
+    assert performance()["AUC"]["points"][0]["y"] is None  # no label yet
+    put_labels(version, frame)
+    assert reconciliation.reconcile_run(estimated.pk) == "reconciled"
+    series = performance()
+    assert series["AUC"]["points"][0]["y"] == pytest.approx(realised_auc(frame))
+    assert series["AUC estimated before labels"]["points"] == [point]  # kept beside it
 
 
 def test_an_estimate_the_labels_confirm_keeps_its_alert_open_and_says_so():

@@ -22,6 +22,7 @@ from governance.models import AuditEvent, Lifecycle, Stage
 from governance.policies import policy_current, policy_in_force, policy_publish
 from monitoring import checks, ingest, routing, runs, schedule, store, tasks
 from monitoring.columns import attribute_of, feature_of, is_feature, is_sensitive
+from monitoring.ingest.common import batch_rows
 from monitoring.models import (
     Alert,
     AlertStatus,
@@ -36,6 +37,7 @@ from monitoring.models import (
     RunStatus,
 )
 from platform_core.errors import InvalidInput
+from tests.concurrency import race
 from tests.factories import ModelVersionFactory, RegisteredModelFactory
 from tests.incidents.helpers import alert_of
 from tests.monitoring.test_checks import FEATURES, baseline, reference_profile, synthetic
@@ -105,6 +107,15 @@ def _timestamps(series: pd.Series) -> pa.Array:
     return pa.array(utc, pa.timestamp("us")).cast(store.TIMESTAMP)
 
 
+def _store_batch(version, table: pa.Table, kind: str, day) -> DataBatch:
+    """A file written through the store and its batch row, as ingestion leaves them."""
+    stored = store.write_file(table, model_name=version.model.name, kind=str(kind), day=day)
+    (batch,) = batch_rows(
+        [stored], model=version.model, version_id=version.pk, kind=kind, source="api", actor=SYSTEM
+    )
+    return batch
+
+
 def put_raw_window(version, frame: pd.DataFrame) -> list[DataBatch]:
     """Write ``frame`` as prediction and label partitions exactly as the store lays them out,
     without ingestion's validation: how a damaged or hand-made file looks to a run."""
@@ -130,19 +141,7 @@ def put_raw_window(version, frame: pd.DataFrame) -> list[DataBatch]:
                 columns[name] = pa.array(part[name].astype(object), pa.string(), from_pandas=True)
         columns["version"] = pa.array([version.version] * len(part), pa.string())
         day_date = day.astype(object)
-        stored = store.write_file(
-            pa.table(columns), model_name=version.model.name, kind="predictions", day=day_date
-        )
-        batch = DataBatch.objects.create(
-            model=version.model,
-            version=version,
-            kind=BatchKind.PREDICTIONS,
-            day=day_date,
-            path=stored.path,
-            rows=stored.rows,
-            digest=stored.digest,
-            created_by="tests",
-        )
+        batch = _store_batch(version, pa.table(columns), BatchKind.PREDICTIONS, day_date)
         written.append(batch)
         rows = np.flatnonzero(part["label"].notna().to_numpy())
         if rows.size:
@@ -155,19 +154,7 @@ def put_raw_window(version, frame: pd.DataFrame) -> list[DataBatch]:
                     "row": pa.array(rows, pa.int64()),
                 }
             )
-            stored = store.write_file(
-                labels, model_name=version.model.name, kind="labels", day=day_date
-            )
-            DataBatch.objects.create(
-                model=version.model,
-                version=version,
-                kind=BatchKind.LABELS,
-                day=day_date,
-                path=stored.path,
-                rows=stored.rows,
-                digest=stored.digest,
-                created_by="tests",
-            )
+            _store_batch(version, labels, BatchKind.LABELS, day_date)
     return written
 
 
@@ -381,8 +368,8 @@ def test_an_unexpected_error_fails_the_run_and_never_reaches_the_scheduler(monke
     assert run.finished_at is not None
 
 
-def spy_loads(monkeypatch) -> list[dict]:
-    """The keyword arguments of every ``store.load_window`` call from now on."""
+def load_window_calls(monkeypatch) -> list[dict]:
+    """The keyword arguments of every ``store.load_window`` call from now on (it still loads)."""
     calls = []
     real = store.load_window
 
@@ -397,7 +384,7 @@ def spy_loads(monkeypatch) -> list[dict]:
 def test_a_run_loads_only_the_columns_its_check_needs(monkeypatch):
     version = live()
     put_window(version, synthetic(1_000, seed=38))
-    calls = spy_loads(monkeypatch)
+    calls = load_window_calls(monkeypatch)
     runs.run_execute(create(version, "data_drift").pk)
     runs.run_execute(create(version, "fairness").pk)
     runs.run_execute(create(version, "prediction_drift").pk)
@@ -430,7 +417,7 @@ def test_the_runs_of_one_version_and_window_load_it_once_with_the_same_outcomes(
     put_window(together, frame)
     with django_capture_on_commit_callbacks(execute=True):
         alone = [runs.run_execute(create(apart, check).pk) for check in DAILY]
-    calls = spy_loads(monkeypatch)
+    calls = load_window_calls(monkeypatch)
     ids = [create(together, check).pk for check in DAILY]
     with django_capture_on_commit_callbacks(execute=True) as handed:
         done = runs.runs_execute(ids)
@@ -933,28 +920,11 @@ def test_a_failure_while_storing_the_outcome_still_ends_the_run_failed(monkeypat
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_executing_the_same_run_compute_it_once():
-    import threading
-
-    from django.db import connections
-
     version = live()
     put_window(version, synthetic(2_000, seed=47, shift={"f1": 1.0}))
     run = create(version, "data_drift")
-    barrier = threading.Barrier(2)
-    outcomes = []
-
-    def worker():
-        try:
-            barrier.wait()
-            outcomes.append(runs.run_execute(run.pk).status)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes, errors = race(lambda _: runs.run_execute(run.pk).status, 2)
+    assert errors == []
     assert RunStatus.SUCCEEDED in outcomes
     assert MetricPoint.objects.filter(run=run, metric="psi").count() == 3
     assert Alert.objects.filter(run=run).count() == 1

@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from analytics import stats
@@ -25,25 +24,26 @@ from monitoring.models import (
 )
 from monitoring.store import ids as id_index
 from monitoring.tasks import purge_expired_predictions
+from platform_core import storage
 from platform_core.errors import InvalidInput
 from tests.factories import ModelVersionFactory
+from tests.monitoring.helpers import MIXED, T0, mixed_version
+from tests.storage_backends import BACKENDS, keys, use_backend
 
 pytestmark = pytest.mark.django_db
 
 ACTOR = Actor.system("tests")
-T0 = datetime(2026, 1, 5, tzinfo=UTC)
-# f3 is categorical (the records give it letters)
-MIXED = {"f1": "number", "f2": "number", "f3": "string"}
 
 
-@pytest.fixture(autouse=True)
-def _var_dir(settings, tmp_path):
-    settings.VAR_DIR = tmp_path
+@pytest.fixture(autouse=True, params=BACKENDS)
+def backend(request, settings, tmp_path):
+    """Every test here runs on this host's directory and on a real S3 API."""
+    yield from use_backend(request.param, settings, tmp_path)
 
 
 @pytest.fixture
 def version():
-    return ModelVersionFactory(feature_list=["f1", "f2", "f3"], feature_types=MIXED)
+    return mixed_version()
 
 
 def records(n, *, start=T0, step=timedelta(minutes=1), prefix="p", seed=0, race=True):
@@ -78,8 +78,24 @@ def ingest_labels(version, recs):
 
 
 def stored_files(settings) -> list[str]:
-    root = settings.VAR_DIR / "monitoring"
-    return sorted(str(p.relative_to(settings.VAR_DIR)) for p in root.rglob("*") if p.is_file())
+    return keys("monitoring")
+
+
+def stored(key: str) -> bool:
+    return storage.current().exists(key)
+
+
+def aged(backend, *keys: str) -> datetime:
+    """Make ``keys`` look written an hour ago; the cutoff that sweeps them and nothing newer.
+
+    An object store's write time cannot be set: there the cutoff is a moment after now.
+    """
+    if backend.remote:
+        return datetime.now(UTC) + timedelta(minutes=1)
+    hour_ago = time.time() - 3600
+    for key in keys:
+        os.utime(backend.local_path(key), (hour_ago, hour_ago))
+    return datetime.now(UTC) - timedelta(minutes=30)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -110,7 +126,7 @@ def test_partitions_hold_typed_columns_sorted_by_time(version):
 
     (batch,) = ingest_predictions(version, recs)
 
-    table = pq.read_table(store.resolve(batch.path))
+    table = store.read_table(batch.path)
     schema = {f.name: f.type for f in table.schema}
     assert schema == {
         "prediction_id": pa.string(),
@@ -232,7 +248,7 @@ def test_a_day_keeps_about_log2_id_indexes_as_batches_arrive(
 
     assert counts == [1, 1, 2, 1, 2, 2, 3, 1]  # a binary counter of batches
     (index,) = day_indexes(version)
-    assert np.load(store.resolve(index)).tolist() == sorted(
+    assert store.load_id_index(index).tolist() == sorted(
         store.id_digests([f"b{n}-{i}" for n in range(1, 9) for i in range(3)]).tolist()
     )
     on_disk = {p for p in stored_files(settings) if p.endswith(store.ID_INDEX_SUFFIX)}
@@ -274,7 +290,7 @@ def test_batches_stored_before_id_indexes_are_still_checked_then_indexed(
     version, django_capture_on_commit_callbacks
 ):
     (old,) = ingest_predictions(version, records(3))
-    store.resolve(old.id_index).unlink()
+    storage.current().delete([old.id_index])
     DataBatch.objects.filter(pk=old.pk).update(id_index="")  # as stored before migration 0003
 
     with pytest.raises(InvalidInput) as caught:
@@ -283,7 +299,7 @@ def test_batches_stored_before_id_indexes_are_still_checked_then_indexed(
 
     ingest_committed(version, records(3, prefix="q"), django_capture_on_commit_callbacks)
     (index,) = day_indexes(version)  # the old batch was folded into the merged index
-    assert index and np.load(store.resolve(index)).size == 6
+    assert index and store.load_id_index(index).size == 6
 
 
 def test_a_merge_that_lost_a_race_changes_nothing(version, settings, monkeypatch):
@@ -334,9 +350,7 @@ def test_a_batch_mixing_ingested_and_new_keys_is_refused_naming_the_old_ones(ver
 
 
 def test_keys_are_per_version_and_purged_with_their_batches(version):
-    other = ModelVersionFactory(
-        model=version.model, feature_list=["f1", "f2", "f3"], feature_types=MIXED
-    )
+    other = mixed_version(model=version.model)
     ingest_predictions(version, records(2), batch_keys=["spool-1.arrow"])
 
     batches = ingest.predictions_ingest(
@@ -404,44 +418,6 @@ def test_two_concurrent_batches_sharing_an_id_store_it_once(version, monkeypatch
 # --- the gateway's prediction spool (serving.log) -------------------------------------------------
 
 
-def test_a_spool_file_committed_but_not_deleted_is_not_stored_again(version, monkeypatch):
-    from pathlib import Path
-
-    from serving import log
-
-    model, features = version.model.name, tuple(version.feature_list)
-    spooled = log.LoggedBatch(
-        model_name=model,
-        version=version.version,
-        features=features,
-        prediction_ids=["g0", "g1", "g2"],
-        timestamp=T0.timestamp(),
-        X=np.arange(9, dtype=float).reshape(3, 3),
-        scores=np.full(3, 0.5),
-        predictions=np.ones(3, dtype=np.int8),
-    )
-    log._spool([spooled], tag="spool")
-    unlink = Path.unlink
-
-    def deletion_fails(path, *args, **kwargs):
-        if ".claimed-" in path.name:
-            raise PermissionError(path)
-        return unlink(path, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "unlink", deletion_fails)
-    with pytest.raises(PermissionError):
-        log.ingest_spooled()  # committed, then the file could not be deleted
-    monkeypatch.setattr(Path, "unlink", unlink)
-    assert DataBatch.objects.count() == 1 and log.spilled_predictions() == 3
-
-    log.ingest_spooled()  # the retry
-
-    assert DataBatch.objects.count() == 1
-    assert log.spilled_predictions() == 0
-    assert not list(log.spool_dir().glob("refused-*"))
-    assert AuditEvent.objects.filter(action="predictions.ingested").count() == 1
-
-
 def test_a_feature_keeps_its_type_across_batches(version):
     ingest_predictions(version, records(2))
     recs = records(1, prefix="q")
@@ -489,7 +465,7 @@ def test_load_window_respects_the_half_open_interval(version):
 
 def test_load_window_reads_only_the_partitions_of_its_days(version):
     batches = ingest_predictions(version, records(3, step=timedelta(days=1)))
-    store.resolve(batches[0].path).write_bytes(b"not parquet")  # day 1, outside the window
+    storage.current().put(batches[0].path, b"not parquet")  # day 1, outside the window
 
     window = store.load_window(
         model=version.model,
@@ -529,9 +505,7 @@ def test_load_window_projects_columns_and_hides_sensitive_ones(version):
 
 
 def test_load_window_keeps_versions_apart(version):
-    other = ModelVersionFactory(
-        model=version.model, feature_list=["f1", "f2", "f3"], feature_types=MIXED
-    )
+    other = mixed_version(model=version.model)
     ingest_predictions(version, records(2))
     ingest_predictions(other, records(3))  # the same ids: shadow traffic shares them
 
@@ -695,10 +669,10 @@ def test_purge_removes_only_expired_predictions_and_labels_and_audits_it(version
     remaining = DataBatch.objects.order_by("id")
     assert {b.kind for b in remaining} == {"predictions", "labels", "reference"}
     assert all(b.day > date(2026, 1, 5) for b in remaining if b.kind != BatchKind.REFERENCE)
-    assert not store.resolve(old[0].path).exists()
-    assert not store.resolve(old[0].id_index).exists()
-    assert store.resolve(kept[0].path).exists() and store.resolve(kept[0].id_index).exists()
-    assert store.resolve(reference.batches[0].path).exists()
+    assert not stored(old[0].path)
+    assert not stored(old[0].id_index)
+    assert stored(kept[0].path) and stored(kept[0].id_index)
+    assert stored(reference.batches[0].path)
     event = AuditEvent.objects.get(action="predictions.purged")
     assert event.actor == "system:monitoring.purge_expired_predictions"
     assert event.model_name == version.model.name
@@ -727,39 +701,34 @@ def test_the_purge_task_runs_the_purge(version, monkeypatch):
 # --- orphans ------------------------------------------------------------------------------------
 
 
-def test_the_orphan_sweeper_removes_old_files_no_batch_points_to(version, settings):
+def test_the_orphan_sweeper_removes_old_files_no_batch_points_to(version, backend):
     (batch,) = ingest_predictions(version, records(2))
-    directory = store.resolve(batch.path).parent
-    orphan = directory / "0123.parquet"
-    fresh_orphan = directory / "4567.parquet"
-    stale_temp = directory / ".89ab.parquet.tmp"
-    for path in (orphan, fresh_orphan, stale_temp):
-        path.write_bytes(b"x")
-    hour_ago = time.time() - 3600
-    for path in (orphan, stale_temp, store.resolve(batch.path)):
-        os.utime(path, (hour_ago, hour_ago))
+    directory = store.partition_of(batch.path)
+    orphan, stale_temp = f"{directory}/0123.parquet", f"{directory}/.89ab.parquet.tmp"
+    for key in (orphan, stale_temp):
+        backend.put(key, b"x")
+    cutoff = aged(backend, orphan, stale_temp, batch.path)
+    fresh_orphan = f"{directory}/4567.parquet"
+    if not backend.remote:  # written after the cutoff (an object's time cannot be set)
+        backend.put(fresh_orphan, b"x")
 
-    removed = store.sweep_orphans(older_than=datetime.now(UTC) - timedelta(minutes=30))
+    removed = store.sweep_orphans(older_than=cutoff)
 
-    assert sorted(removed) == sorted(
-        str(p.relative_to(settings.VAR_DIR)) for p in (orphan, stale_temp)
-    )
-    assert store.resolve(batch.path).exists() and fresh_orphan.exists()
+    assert sorted(removed) == sorted([orphan, stale_temp])
+    assert stored(batch.path) and stored(batch.id_index)
+    assert backend.remote or stored(fresh_orphan)
 
 
-def test_the_orphan_sweeper_keeps_id_indexes_a_batch_points_to(version, settings):
+def test_the_orphan_sweeper_keeps_id_indexes_a_batch_points_to(version, backend):
     (batch,) = ingest_predictions(version, records(2))
-    index = store.resolve(batch.id_index)
-    orphan_index = index.with_name("0123.ids.npy")
-    orphan_index.write_bytes(b"x")
-    hour_ago = time.time() - 3600
-    for path in (index, orphan_index, store.resolve(batch.path)):
-        os.utime(path, (hour_ago, hour_ago))
+    orphan_index = f"{store.partition_of(batch.id_index)}/0123.ids.npy"
+    backend.put(orphan_index, b"x")
+    cutoff = aged(backend, batch.id_index, orphan_index, batch.path)
 
-    removed = store.sweep_orphans(older_than=datetime.now(UTC) - timedelta(minutes=30))
+    removed = store.sweep_orphans(older_than=cutoff)
 
-    assert removed == [str(orphan_index.relative_to(settings.VAR_DIR))]
-    assert index.exists()
+    assert removed == [orphan_index]
+    assert stored(batch.id_index)
 
 
 # --- locating labelled predictions ----------------------------------------------------------------
@@ -824,14 +793,14 @@ def test_a_digest_collision_is_not_a_located_prediction(version, monkeypatch):
 
 def test_predictions_stored_before_id_indexes_are_still_labelled(version):
     (old,) = ingest_predictions(version, records(3, start=T0 - timedelta(days=2)))
-    store.resolve(old.id_index).unlink()
+    storage.current().delete([old.id_index])
     DataBatch.objects.filter(pk=old.pk).update(id_index="")  # as stored before migration 0003
     ingest_predictions(version, records(3, prefix="q"))
 
     (labels,) = ingest_labels(version, [{"prediction_id": "p1", "label": 1}])
 
     assert labels.day == date(2026, 1, 3)
-    table = pq.read_table(store.resolve(labels.path))
+    table = store.read_table(labels.path)
     assert table.column("batch").to_pylist() == [old.pk]
     assert table.column("row").to_pylist() == [1]
 

@@ -14,13 +14,6 @@ pytestmark = pytest.mark.django_db
 URL = "/api/v1/models/hotspot/versions/"
 
 
-@pytest.fixture
-def ci(api_client):
-    client = api_client("ci")
-    assert client.post("/api/v1/models/", {"name": "hotspot"}).status_code == 201
-    return client
-
-
 def test_declared_types_are_stored_and_shown(ci, version_body):
     declared = {"f1": "number", "f2": "integer", "f3": "string"}
     response = ci.post(URL, version_body("1.0.0", feature_types=declared), format="json")

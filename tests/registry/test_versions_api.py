@@ -10,13 +10,6 @@ pytestmark = pytest.mark.django_db
 URL = "/api/v1/models/hotspot/versions/"
 
 
-@pytest.fixture
-def ci(api_client):
-    client = api_client("ci")
-    assert client.post("/api/v1/models/", {"name": "hotspot"}).status_code == 201
-    return client
-
-
 def _state_counts() -> tuple[int, int, int, int]:
     return (
         ModelVersion.objects.count(),

@@ -234,9 +234,17 @@ def hold_shadow_scoring(monkeypatch, version):
     (5 s at most) before it scores: (entered, gate, calls)."""
     import threading
 
-    from serving import loader
+    from serving import router
 
-    shadow_model = loader.loaded(version.artifact_digest)
+    # The route holds the shadow's model object; the loader's table may already have dropped it
+    # (another model's route rebuild retains only attached models, racing the background attach).
+    route = router.cached_route(version.model.name)
+    shadow_model = (
+        next((m for ref, m in route.shadows if m.digest == version.artifact_digest), None)
+        if route is not None
+        else None
+    )
+    assert shadow_model is not None, f"{version} is not attached as a shadow of the live route"
     real = shadow_model.score
     entered, gate, calls = threading.Event(), threading.Event(), []
 

@@ -19,9 +19,11 @@ from serving.shadow_evaluation import (
     shadow_evaluation_record_due,
     shadow_evaluations_due,
 )
+from tests.concurrency import race
 from tests.governance.lifecycle_helpers import (
     approve,
     evidence,
+    live_and_staged,
     new_version,
     person,
     sign_promotion,
@@ -283,10 +285,7 @@ def test_the_shadow_period_comes_from_the_validation_policy():
 
 
 def test_the_hourly_task_fans_out_one_evaluation_per_due_version(enqueued):
-    v1 = new_version("1.0.0")
-    to_production_first(v1)
-    v2 = new_version("1.1.0", model=v1.model)
-    to_staging(v2)
+    _, v2 = live_and_staged("1.1.0")
     enqueued.clear()
 
     with time_machine.travel(timedelta(days=8)):
@@ -414,33 +413,11 @@ def test_a_version_whose_shadowed_live_version_was_replaced_is_sent_back_to_be_s
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_workers_racing_to_record_the_same_evaluation_record_it_once():
-    import threading
-
-    from django.db import connection
-
     from governance import audit
 
-    v1 = new_version("1.0.0")
-    to_production_first(v1)
-    v2 = new_version("1.1.0", model=v1.model)
-    to_staging(v2)
-    barrier, errors = threading.Barrier(4), []
-
-    def run() -> None:
-        try:
-            barrier.wait()
-            shadow_evaluation_record_due(version_id=v2.pk)
-        except Exception as exc:  # reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
+    _, v2 = live_and_staged("1.1.0")
     with time_machine.travel(timedelta(days=8)):
-        threads = [threading.Thread(target=run) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        _, errors = race(lambda _: shadow_evaluation_record_due(version_id=v2.pk), 4)
 
     assert errors == []
     assert Evaluation.objects.filter(version=v2, kind=EvidenceKind.SHADOW).count() == 1

@@ -121,8 +121,28 @@ class Command(BaseCommand):
         self._walk_lifecycle(ci)
         self._traffic(frame, seed)
         self._incidents()
+        self._patrols(frame, seed, ci, experiment_id)
         self._documentation()
         self.step("done")
+
+    def _patrols(self, frame, seed: int, ci: Actor, experiment_id: str) -> None:
+        """The second model: estimated performance before its labels arrive, reconciled when
+        they do, and a feedback loop its patrols create (demo/patrols.py)."""
+        from demo import patrols
+        from demo.lifecycle_walk import walk
+
+        self.step(f"training {patrols.MODEL_NAME} {patrols.VERSION} (logreg, beat carried)")
+        model, validation = patrols.register(
+            frame=frame, seed=seed, ci=ci, experiment_id=experiment_id, log=self._log
+        )
+        self.step(f"registered {patrols.MODEL_NAME} {patrols.VERSION}")
+        version = ModelVersion.objects.get(model__name=patrols.MODEL_NAME, version=patrols.VERSION)
+        for line in walk(
+            version=version, model=model, validation=validation, features=patrols.FEATURES, ci=ci
+        ):
+            self.step(f"{patrols.MODEL_NAME} {line}")
+        for line in patrols.seed_patrols(model=model, frame=frame, seed=seed):
+            self.step(line)
 
     def _incidents(self) -> None:
         """What the urgent worker does with the alerts, done here so the demo shows it at once
@@ -220,17 +240,19 @@ class Command(BaseCommand):
             if roles:
                 services.role_grant(username=username, roles=roles, actor=actor)
 
-    def _log(self, model, validation, features, params, metrics, experiment_id, version):
+    def _log(
+        self, model, validation, features, params, metrics, experiment_id, version, name=MODEL_NAME
+    ):
         from demo.mlflow_logging import log_sklearn_model
 
         return log_sklearn_model(
             model,
-            registered_name=MODEL_NAME,
+            registered_name=name,
             input_example=validation[features].head(5),
             params=params,
             metrics=metrics,
             experiment_id=experiment_id,
-            run_name=f"{MODEL_NAME}-{version}",
+            run_name=f"{name}-{version}",
         )
 
 
