@@ -143,6 +143,12 @@ def version_body(mlflow_models, engineer) -> Callable[..., dict]:
     return make
 
 
+def pytest_report_header(config):
+    from tests.depth import DEPTH
+
+    return f"test depth: {DEPTH} (TEST_DEPTH=deep runs the exhaustive proofs: tests/depth.py)"
+
+
 def pytest_collection_modifyitems(config, items):
     """``@pytest.mark.postgres`` tests run only when the suite runs on PostgreSQL."""
     from django.conf import settings
