@@ -143,6 +143,15 @@ def version_body(mlflow_models, engineer) -> Callable[..., dict]:
     return make
 
 
+def pytest_configure(config):
+    # registered here, not in pyproject.toml: bin/install reinstalls whenever pyproject changes
+    config.addinivalue_line(
+        "markers",
+        "one_leg(leg='sqlite'): needs neither the run's database nor its broker; when bin/test "
+        "runs both legs (TEST_LEGS), only the named leg runs it",
+    )
+
+
 def pytest_report_header(config):
     from tests.depth import DEPTH
 
