@@ -143,16 +143,82 @@ def version_body(mlflow_models, engineer) -> Callable[..., dict]:
     return make
 
 
+def pytest_configure(config):
+    # registered here, not in pyproject.toml: bin/install reinstalls whenever pyproject changes
+    config.addinivalue_line(
+        "markers",
+        "one_leg(leg='sqlite'): needs neither the run's database nor its broker; when bin/test "
+        "runs both legs (TEST_LEGS), only the named leg runs it",
+    )
+
+
+def pytest_report_header(config):
+    from tests.depth import DEPTH
+
+    return f"test depth: {DEPTH} (TEST_DEPTH=deep runs the exhaustive proofs: tests/depth.py)"
+
+
+# Modules that never touch the run's database or broker (pure computations, or a subprocess that
+# drops DATABASE_URL and CELERY_BROKER_URL for a database of its own): marked ``one_leg``, so when
+# bin/test runs both legs at once only one of them runs these (see ``_one_leg``).
+ONE_LEG_MODULES = (
+    "tests/analytics/",
+    "tests/demo/test_bin_demo.py",
+    "tests/demo/test_data.py",
+    "tests/demo/test_demo_command.py",
+    "tests/governance/test_csv_safe.py",
+    "tests/governance/test_deploy_settings.py",
+    "tests/registry/test_semver.py",
+    "tests/test_bench_console.py",
+    "tests/test_bench_feedback.py",
+    "tests/test_import_graph.py",
+)
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """``@pytest.mark.postgres`` tests run only when the suite runs on PostgreSQL."""
+    """``@pytest.mark.postgres`` tests run only when the suite runs on PostgreSQL; ``one_leg``
+    tests run in one leg of bin/test's two."""
     from django.conf import settings
 
-    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    _one_leg(config, items, "postgresql" if on_postgres else "sqlite")
+    if on_postgres:
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+def _one_leg(config, items, leg: str) -> None:
+    """``one_leg(leg="sqlite")``: the test proves the same on either database, so when bin/test
+    runs both legs (``TEST_LEGS`` names them) the other leg deselects it; any other run (one
+    database, a developer's pytest) runs it. A marked test that asks for the database is an error:
+    it would then be proven on one database only."""
+    import os
+
+    legs = os.environ.get("TEST_LEGS", "").split()
+    keep, dropped = [], []
+    for item in items:
+        path = item.path.as_posix()
+        if any(f"/{module}" in path for module in ONE_LEG_MODULES):
+            item.add_marker(pytest.mark.one_leg)
+        marker = item.get_closest_marker("one_leg")
+        if marker is None:
+            keep.append(item)
+            continue
+        uses = DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses or item.get_closest_marker("django_db"):
+            raise pytest.UsageError(
+                f"{item.nodeid} is one_leg but uses the database ({sorted(uses) or 'django_db'})"
+            )
+        runs_in = marker.kwargs.get("leg", marker.args[0] if marker.args else "sqlite")
+        elsewhere = leg in legs and runs_in in legs and runs_in != leg
+        (dropped if elsewhere else keep).append(item)
+    if dropped and keep:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,7 @@ from governance.models import (
     Lifecycle,
 )
 from platform_core.errors import DomainError
+from tests.depth import examples
 from tests.factories import RegisteredModelFactory
 from tests.governance.lifecycle_helpers import (
     approve,
@@ -192,7 +193,7 @@ def test_random_lifecycle_sequences_keep_the_invariants():
     STAGES_SEEN.clear()
     LifecycleMachine.TestCase.settings = settings(
         derandomize=True,  # the same sequences every run: the coverage check below is stable
-        max_examples=25,
+        max_examples=examples(ci=10, deep=25),  # tests/depth.py: TEST_DEPTH=deep for 25
         stateful_step_count=30,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

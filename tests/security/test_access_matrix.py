@@ -18,6 +18,7 @@ import pytest
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from tests.depth import DEEP
 from tests.security.conftest import ACTORS, ROLES, TARGET, World
 
 pytestmark = pytest.mark.django_db
@@ -340,7 +341,18 @@ def _fill(world: World, path: str) -> str:
     ).replace("/auth/user/None/", f"/auth/user/{world.users['ml_lead@target'].pk}/")
 
 
-def _admin_pages(world: World) -> dict[tuple[str, str], tuple[Rule, str]]:
+@dataclass(frozen=True)
+class AdminPage:
+    """A ModelAdmin's changelist, add form or the target row's change page."""
+
+    rule: Rule
+    url: str
+    model_admin: admin.ModelAdmin
+    view: str  # "changelist", "add" or "change"
+    row: object = None
+
+
+def _admin_pages(world: World) -> dict[tuple[str, str], AdminPage]:
     """Changelist, add page and (for the target's own rows) change page of every ModelAdmin."""
     from governance.models import AuditEvent
     from serving.models import Halt
@@ -357,21 +369,83 @@ def _admin_pages(world: World) -> dict[tuple[str, str], tuple[Rule, str]]:
         "serving.halt": Halt.objects.get(scope=TARGET),
     }
     pages = {}
-    for model in admin.site._registry:
+    for model, model_admin in admin.site._registry.items():
         label = model._meta.label_lower
         base = f"admin:{model._meta.app_label}_{model._meta.model_name}"
         allowed = ADMIN_MODELS[label]
-        pages[("GET", f"admin:{label}")] = (
+        pages[("GET", f"admin:{label}")] = AdminPage(
             R(allowed, listing=True, shows=False),
             reverse(f"{base}_changelist"),
+            model_admin,
+            "changelist",
         )
         add = ADMIN_ADD.get(label, R(NOBODY))
-        pages[("GET", f"admin:{label}:add")] = (add, reverse(f"{base}_add"))
+        pages[("GET", f"admin:{label}:add")] = AdminPage(
+            add, reverse(f"{base}_add"), model_admin, "add"
+        )
         row = target_rows.get(label)
         if row is not None:
             url = reverse(f"{base}_change", args=[row.pk])
-            pages[("GET", f"admin:{label}:change")] = (R(allowed), url)
+            pages[("GET", f"admin:{label}:change")] = AdminPage(
+                R(allowed), url, model_admin, "change", row
+            )
     return pages
+
+
+def _admitted(page: AdminPage, user) -> bool:
+    """Whether Django's admin lets ``user`` (None: anonymous) open ``page`` (an answer 200), decided
+    as its views decide, without the request going through the stack: the site's gate (an active
+    staff member, ``admin_view``), then what ``changelist_view``, ``add_view`` and
+    ``change_view`` ask of the ModelAdmin (a change page also needs its row in the admin's
+    queryset for the user; otherwise the admin redirects)."""
+    from django.contrib.auth.models import AnonymousUser
+    from django.test import RequestFactory
+
+    request = RequestFactory().get(page.url)
+    request.user = user if user is not None else AnonymousUser()
+    if not admin.site.has_permission(request):
+        return False
+    model_admin = page.model_admin
+    if page.view == "add":
+        return model_admin.has_add_permission(request)
+    if page.view == "changelist":
+        return model_admin.has_view_or_change_permission(request)
+    visible = model_admin.get_queryset(request).filter(pk=page.row.pk).exists()
+    return visible and model_admin.has_view_or_change_permission(request, page.row)
+
+
+def _admin_decisions(world: World) -> dict[tuple[str, str], dict[str, bool]]:
+    """Every actor on every admin page: admitted or not."""
+    return {
+        key: {actor: _admitted(page, world.users.get(actor)) for actor in ACTORS}
+        for key, page in _admin_pages(world).items()
+    }
+
+
+def _kind(actor: str) -> str:
+    """anonymous, no_grants and revoked are kinds of their own; a role holder's is its scope."""
+    return actor.partition("@")[2] or actor
+
+
+def _admin_sample(rule: Rule, admitted: dict[str, bool], ordinal: int) -> list[str]:
+    """The actors asked over HTTP on one admin page (every actor under TEST_DEPTH=deep).
+
+    One actor of each class whose expected answer is distinct (allowed or not, a reader of the
+    target or not, its kind, admitted or not), taken in turn across pages (``ordinal``) so each
+    actor is asked over HTTP on many pages; and every actor a listing admits outside its rule,
+    since only the body tells whether it shows them the target. Every actor's decision on every
+    page is checked apart (``test_every_admin_decision_follows_the_table``), and each answer
+    asked here must follow its decision: the two together cover the whole matrix.
+    """
+    if DEEP:
+        return list(ACTORS)
+    classes: dict[tuple, list[str]] = {}
+    for actor in ACTORS:
+        cls = (actor in rule.allowed, actor in READERS, _kind(actor), admitted[actor])
+        classes.setdefault(cls, []).append(actor)
+    picked = {members[ordinal % len(members)] for members in classes.values()}
+    picked |= {a for a in ACTORS if admitted[a] and a not in rule.allowed}
+    return [a for a in ACTORS if a in picked]
 
 
 @dataclass
@@ -449,21 +523,35 @@ def _known_cells() -> dict[tuple[str, str], frozenset[str]]:
 SAMPLE = ["anonymous", "no_grants", "revoked", "ml_lead@target", "ml_lead@other", "ci@global"]
 
 
-def _order(rule: Rule) -> list[str]:
+def _order(rule: Rule, actors: list[str] | None = None) -> list[str]:
     """The refused first: a write by an allowed actor may change what later callers see."""
-    actors = SAMPLE if rule.sample else ACTORS
+    actors = actors if actors is not None else SAMPLE if rule.sample else ACTORS
     return [a for a in actors if a not in rule.allowed] + [a for a in actors if a in rule.allowed]
 
 
-def _check(matrix: Matrix, key, rule: Rule, url: str, *, page: bool, skip=frozenset()) -> list:
+def _check(
+    matrix: Matrix,
+    key,
+    rule: Rule,
+    url: str,
+    *,
+    page: bool,
+    skip=frozenset(),
+    actors: list[str] | None = None,
+    admitted: dict[str, bool] | None = None,
+) -> list:
+    """``admitted``: the admin's decision per actor, which each answer must follow (200 or not)."""
     method = key[0]
     problems = []
-    for actor in _order(rule):
+    for actor in _order(rule, actors):
         if actor in skip:
             continue
         outcome = matrix.call(actor, method, url, rule.body, page=page)
         if (why := _judge(outcome, rule, page=page)) is not None:
             problems.append(why)
+        elif admitted is not None and admitted[actor] != (outcome.status == 200):
+            decided = "admits" if admitted[actor] else "refuses"
+            problems.append(f"the admin {decided} but the page answered otherwise: {outcome}")
     return problems
 
 
@@ -482,8 +570,35 @@ def test_page_access_matrix(world):
     for key, rule in {**PAGES, **ADMIN_CUSTOM}.items():
         url = _fill(world, key[1])
         problems += _check(matrix, key, rule, url, page=True, skip=known.get(key, frozenset()))
-    for key, (rule, url) in _admin_pages(world).items():
-        problems += _check(matrix, key, rule, url, page=True, skip=known.get(key, frozenset()))
+    decisions = _admin_decisions(world)
+    for ordinal, (key, admin_page) in enumerate(_admin_pages(world).items()):
+        rule, admitted = admin_page.rule, decisions[key]
+        problems += _check(
+            matrix,
+            key,
+            rule,
+            admin_page.url,
+            page=True,
+            skip=known.get(key, frozenset()),
+            actors=_admin_sample(rule, admitted, ordinal),
+            admitted=admitted,
+        )
+    assert not problems, "\n".join(problems)
+
+
+def test_every_admin_decision_follows_the_table(world):
+    """Every actor on every admin page, decided as the admin decides (``_admitted``): an allowed
+    actor is admitted; anyone else is refused, except on a listing (which may admit them to a
+    page without the target: the page matrix asks each of those over HTTP)."""
+    pages = _admin_pages(world)
+    problems = []
+    for key, admitted in _admin_decisions(world).items():
+        rule = pages[key].rule
+        for actor, yes in admitted.items():
+            if actor in rule.allowed and not yes:
+                problems.append(f"allowed actor refused: {actor} on {key}")
+            elif yes and actor not in rule.allowed and not rule.listing:
+                problems.append(f"not refused: {actor} on {key}")
     assert not problems, "\n".join(problems)
 
 

@@ -1,7 +1,7 @@
 """Schemathesis against the app in-process: every operation of the OpenAPI schema, 100 examples
-each (derandomized: CI sees the same examples every run), as a token holding every role and as
-nobody. No answer may be a 5xx and every answer must conform to the schema (status code,
-content type, body).
+each under ``TEST_DEPTH=deep`` (30 as every role and 10 as nobody in CI's run; derandomized: a
+run sees the same examples every time), as a token holding every role and as nobody. No answer
+may be a 5xx and every answer must conform to the schema (status code, content type, body).
 
 Path parameters name the real objects of the security fixtures (a halted live model, its
 incident, alert and monitor run) so the examples reach the views' code instead of stopping at
@@ -33,6 +33,7 @@ from schemathesis.checks import (
 )
 
 from governance import services
+from tests.depth import examples
 from tests.security.conftest import ROLES, SYSTEM, TARGET
 
 
@@ -51,7 +52,11 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-EXAMPLES = int(os.environ.get("PROOF_EXAMPLES", "100"))  # fewer only to explore by hand
+# Examples per operation: 100 for the deep proof (TEST_DEPTH=deep, tests/depth.py), fewer in CI's
+# budget; PROOF_EXAMPLES overrides both (to explore by hand). The anonymous fuzz needs few: every
+# answer is a 401 before a body, query or object is looked at.
+EXAMPLES = int(os.environ.get("PROOF_EXAMPLES", examples(ci=30, deep=100)))
+ANONYMOUS_EXAMPLES = int(os.environ.get("PROOF_EXAMPLES", examples(ci=10, deep=100)))
 
 # Test item -> what this test found on main (strict xfail: each flips to a failure when fixed;
 # then delete its line).
@@ -122,14 +127,15 @@ def _real_objects(case, world, request) -> None:
         case.path_parameters = {k: real.get(k, v) for k, v in case.path_parameters.items()}
 
 
-SETTINGS = settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],  # no shrinking: the first failure is reported as is
-    suppress_health_check=list(HealthCheck),
-)
+def _settings(max_examples: int) -> settings:
+    return settings(
+        max_examples=max_examples,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],  # no shrinking: the first failure is reported
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 def _operations() -> list[str]:
@@ -149,7 +155,7 @@ def _params(test: str) -> list:
     ]
 
 
-def _fuzz(op: str, app, world, token, request) -> None:
+def _fuzz(op: str, app, world, token, request, max_examples: int) -> None:
     """Positive and negative examples of one operation, each checked as it is answered."""
     from hypothesis import given
     from hypothesis import strategies as st
@@ -162,7 +168,7 @@ def _fuzz(op: str, app, world, token, request) -> None:
         operation.as_strategy(GenerationMode.NEGATIVE),
     )
 
-    @SETTINGS
+    @_settings(max_examples)
     @given(case=cases)
     def run(case):
         _run(case, app, world, token, request)
@@ -178,12 +184,12 @@ def _run(case, app, world, token, request) -> None:
 
 @pytest.mark.parametrize("op", _params("test_api_as_every_role"))
 def test_api_as_every_role(op, app, objects, powerful_token, request):
-    _fuzz(op, app, objects, powerful_token, request)
+    _fuzz(op, app, objects, powerful_token, request, EXAMPLES)
 
 
 @pytest.mark.parametrize("op", _params("test_api_anonymous"))
 def test_api_anonymous(op, app, db, request):
-    _fuzz(op, app, None, None, request)
+    _fuzz(op, app, None, None, request, ANONYMOUS_EXAMPLES)
 
 
 _LISTS = [

@@ -90,6 +90,7 @@ def test_predict_is_served_with_the_gateway_settings_and_a_staff_session_is_not_
     assert health.status_code == 200
 
 
+@pytest.mark.one_leg  # subprocesses without DATABASE_URL: the same on either leg
 def test_the_gateway_settings_load_without_the_consoles_secret_key(tmp_path):
     """What the compose service runs: prod settings minus the console, a key of its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL"))}
