@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -109,32 +110,90 @@ def points_for(kind: str, day: int) -> list[tuple[str, str, str, float]]:
     return [("statistic", "", "", 0.05 + wobble), ("p_value", "", "", 0.3)]
 
 
+@dataclass
+class Fleet:
+    """The seeded models, their versions (oldest first) and monitoring policies by model id."""
+
+    registered: list
+    by_model: dict[int, list]
+    policies: dict[int, object]
+    first_day: datetime
+
+
 def seed(models: int, versions: int, days: int) -> dict:
     """Fill the database; return what the page paths need."""
-    from django.contrib.auth import get_user_model
-    from django.db import transaction
-
-    from governance import audit, services
+    from governance import services
     from governance.audit import Actor
-    from governance.models import Lifecycle
-    from incidents.models import IncidentKind
-    from incidents.services import incident_open
-    from monitoring.models import Alert, MetricPoint, MonitoringPolicy, MonitorRun
-    from monitoring.policies import MONITORING
-    from registry.models import ModelCard, ModelVersion, RegisteredModel
-    from serving.models import Halt
+    from monitoring.models import Alert
 
     system = Actor.system("bench/console.py")
     services.role_grant(username=BENCH_USER, roles=["ml_lead"], actor=system)
     services.role_grant(username="bench-engineer", roles=["ml_engineer"], actor=system)
-    engineer = get_user_model().objects.get(username="bench-engineer")
+    fleet = seed_fleet(models, versions, days)
+    note(f"{models * days * len(CHECKS):,} monitor runs with their metric points")
+    total_points, alerts = seed_runs(fleet, versions, days)
+    Alert.objects.bulk_create(alerts, batch_size=2000)
+    note(f"{len(alerts):,} alerts, incidents on every tenth model, two halts")
+    incident = seed_incidents_and_halts(fleet, system)
+    seed_audit(fleet.registered, system)
+    target = fleet.registered[0]
+    return {
+        "model": target.name,
+        "version": fleet.by_model[target.pk][-1].version,
+        "incident": incident.pk if incident else 0,
+        "metric_points": total_points,
+        "runs": models * days * len(CHECKS),
+    }
+
+
+def seed_fleet(models: int, versions: int, days: int) -> Fleet:
+    """The models, their versions with model cards and lifecycles, and their policies."""
+    from governance.models import Lifecycle
+    from monitoring.models import MonitoringPolicy
+    from monitoring.policies import MONITORING
+    from registry.models import ModelCard, ModelVersion, RegisteredModel
+
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     first_day = today - timedelta(days=days)
-
     note(f"{models} models x {versions} versions")
     registered = RegisteredModel.objects.bulk_create(
         RegisteredModel(name=f"model-{m:03d}", description="bench model") for m in range(models)
     )
+    all_versions = ModelVersion.objects.bulk_create(
+        version_rows(registered, versions, days, first_day), batch_size=2000
+    )
+    ModelCard.objects.bulk_create(
+        (ModelCard(version=v, intended_use="Benchmark") for v in all_versions), batch_size=2000
+    )
+    lifecycles = []
+    for v in all_versions:
+        age = versions - 1 - v.minor
+        stage, archive = (
+            ("production", "") if age == 0 else ("retired", "warm" if age <= 3 else "cold")
+        )
+        lifecycles.append(
+            Lifecycle(version=v, stage=stage, archive=archive, stage_entered_at=v.created_at)
+        )
+    Lifecycle.objects.bulk_create(lifecycles, batch_size=2000)
+    policies = {
+        p.model_id: p
+        for p in MonitoringPolicy.objects.bulk_create(
+            MonitoringPolicy(model=m, version=1, values=MONITORING.defaults()) for m in registered
+        )
+    }
+    by_model: dict[int, list] = {}
+    for v in all_versions:
+        by_model.setdefault(v.model_id, []).append(v)
+    return Fleet(registered, by_model, policies, first_day)
+
+
+def version_rows(registered: list, versions: int, days: int, first_day: datetime) -> list:
+    """``versions`` unsaved versions of each model, spread over the period."""
+    from django.contrib.auth import get_user_model
+
+    from registry.models import ModelVersion
+
+    engineer = get_user_model().objects.get(username="bench-engineer")
     rows = []
     for model in registered:
         for v in range(versions):
@@ -161,105 +220,114 @@ def seed(models: int, versions: int, days: int) -> dict:
                     created_at=first_day + timedelta(days=v * days // versions),
                 )
             )
-    all_versions = ModelVersion.objects.bulk_create(rows, batch_size=2000)
-    ModelCard.objects.bulk_create(
-        (ModelCard(version=v, intended_use="Benchmark") for v in all_versions), batch_size=2000
-    )
-    lifecycles = []
-    for v in all_versions:
-        age = versions - 1 - v.minor
-        stage, archive = (
-            ("production", "") if age == 0 else ("retired", "warm" if age <= 3 else "cold")
-        )
-        lifecycles.append(
-            Lifecycle(version=v, stage=stage, archive=archive, stage_entered_at=v.created_at)
-        )
-    Lifecycle.objects.bulk_create(lifecycles, batch_size=2000)
-    policies = {
-        p.model_id: p
-        for p in MonitoringPolicy.objects.bulk_create(
-            MonitoringPolicy(model=m, version=1, values=MONITORING.defaults()) for m in registered
-        )
-    }
-    by_model: dict[int, list[ModelVersion]] = {}
-    for v in all_versions:
-        by_model.setdefault(v.model_id, []).append(v)
+    return rows
 
-    note(f"{models * days * len(CHECKS):,} monitor runs with their metric points")
+
+def seed_runs(fleet: Fleet, versions: int, days: int) -> tuple[int, list]:
+    """Every model's daily runs with their metric points; (points stored, unsaved alerts)."""
+    models = len(fleet.registered)
     total_points = 0
     alerts = []
-    for index, model in enumerate(registered):
-        mine = by_model[model.pk]
-        runs = []
-        for day in range(days):
-            version = mine[min(day * versions // days, versions - 1)]
-            start = first_day + timedelta(days=day)
-            for kind in CHECKS:
-                runs.append(
-                    MonitorRun(
-                        model=model,
-                        version=version,
-                        kind=kind,
-                        window_start=start - timedelta(days=7),
-                        window_end=start + timedelta(days=1),
-                        policy=policies[model.pk],
-                        status="succeeded",
-                        rows=5000,
-                        created_at=start + timedelta(days=1),
-                        finished_at=start + timedelta(days=1, minutes=1),
-                    )
-                )
-        with transaction.atomic():
-            runs = MonitorRun.objects.bulk_create(runs, batch_size=5000)
-            points = [
-                MetricPoint(
-                    run=run,
-                    model=model,
-                    version=run.version,
-                    kind=run.kind,
-                    metric=metric,
-                    feature=feature,
-                    group=group,
-                    value=value,
-                    window_end=run.window_end,
-                )
-                for day, run in enumerate(runs)
-                for metric, feature, group, value in points_for(run.kind, day // len(CHECKS))
-            ]
-            MetricPoint.objects.bulk_create(points, batch_size=5000)
-        total_points += len(points)
-        # an alert every 30 days (resolved), the last ones open: data drift, and on every
-        # tenth model a critical fairness alert
-        for i, run in enumerate(runs):
-            day, kind = divmod(i, len(CHECKS))
-            recent = day >= days - 3
-            if not (
-                (kind == 0 and (day % 30 == 29 or recent))
-                or (kind == 2 and recent and index % 10 == 0)
-            ):
-                continue
-            alerts.append(
-                Alert(
-                    run=run,
-                    model=model,
-                    version=run.version,
-                    kind=run.kind,
-                    severity="critical" if run.kind == "fairness" else "medium",
-                    metric="max_psi" if run.kind == "data_drift" else "equalized_odds_difference",
-                    value=0.31,
-                    threshold=0.2,
-                    window_start=run.window_start,
-                    window_end=run.window_end,
-                    status="open" if recent else "resolved",
-                    created_at=run.finished_at,
-                )
-            )
+    for index, model in enumerate(fleet.registered):
+        runs, points = store_runs(fleet, model, versions, days)
+        total_points += points
+        alerts += alerts_for(index, model, runs, days)
         if (index + 1) % max(1, models // 10) == 0 or index + 1 == models:
             note(f"  {index + 1}/{models} models, {total_points:,} metric points")
-    Alert.objects.bulk_create(alerts, batch_size=2000)
-    note(f"{len(alerts):,} alerts, incidents on every tenth model, two halts")
+    return total_points, alerts
+
+
+def store_runs(fleet: Fleet, model, versions: int, days: int) -> tuple[list, int]:
+    """One model's runs of every check each day, for the version live that day, and their
+    points, in one transaction; (the stored runs, day by day, the number of points)."""
+    from django.db import transaction
+
+    from monitoring.models import MetricPoint, MonitorRun
+
+    mine = fleet.by_model[model.pk]
+    runs = []
+    for day in range(days):
+        version = mine[min(day * versions // days, versions - 1)]
+        start = fleet.first_day + timedelta(days=day)
+        for kind in CHECKS:
+            runs.append(
+                MonitorRun(
+                    model=model,
+                    version=version,
+                    kind=kind,
+                    window_start=start - timedelta(days=7),
+                    window_end=start + timedelta(days=1),
+                    policy=fleet.policies[model.pk],
+                    status="succeeded",
+                    rows=5000,
+                    created_at=start + timedelta(days=1),
+                    finished_at=start + timedelta(days=1, minutes=1),
+                )
+            )
+    with transaction.atomic():
+        runs = MonitorRun.objects.bulk_create(runs, batch_size=5000)
+        points = [
+            MetricPoint(
+                run=run,
+                model=model,
+                version=run.version,
+                kind=run.kind,
+                metric=metric,
+                feature=feature,
+                group=group,
+                value=value,
+                window_end=run.window_end,
+            )
+            for day, run in enumerate(runs)
+            for metric, feature, group, value in points_for(run.kind, day // len(CHECKS))
+        ]
+        MetricPoint.objects.bulk_create(points, batch_size=5000)
+    return runs, len(points)
+
+
+def alerts_for(index: int, model, runs: list, days: int) -> list:
+    """An alert every 30 days (resolved), the last ones open: data drift, and on every tenth
+    model a critical fairness alert."""
+    from monitoring.models import Alert
+
+    alerts = []
+    for i, run in enumerate(runs):
+        day, kind = divmod(i, len(CHECKS))
+        recent = day >= days - 3
+        if not (
+            (kind == 0 and (day % 30 == 29 or recent)) or (kind == 2 and recent and index % 10 == 0)
+        ):
+            continue
+        alerts.append(
+            Alert(
+                run=run,
+                model=model,
+                version=run.version,
+                kind=run.kind,
+                severity="critical" if run.kind == "fairness" else "medium",
+                metric="max_psi" if run.kind == "data_drift" else "equalized_odds_difference",
+                value=0.31,
+                threshold=0.2,
+                window_start=run.window_start,
+                window_end=run.window_end,
+                status="open" if recent else "resolved",
+                created_at=run.finished_at,
+            )
+        )
+    return alerts
+
+
+def seed_incidents_and_halts(fleet: Fleet, system):
+    """An incident on every tenth model (through the service) and two halts; the last incident."""
+    from django.db import transaction
+
+    from incidents.models import IncidentKind
+    from incidents.services import incident_open
+    from registry.models import RegisteredModel
+    from serving.models import Halt
+
     incident = None
-    for index, model in enumerate(registered):
+    for index, model in enumerate(fleet.registered):
         if index % 10:
             continue
         with transaction.atomic():
@@ -269,12 +337,22 @@ def seed(models: int, versions: int, days: int) -> dict:
                 kind=IncidentKind.FAIRNESS,
                 severity="critical",
                 title=f"Fairness breach on {model.name}",
-                version=by_model[model.pk][-1],
+                version=fleet.by_model[model.pk][-1],
                 actor=system,
                 message="bench",
             )
-    for model in registered[1:3]:
+    for model in fleet.registered[1:3]:
         Halt.objects.create(scope=model.name, reason="bench halt", engaged_by_label="bench")
+    return incident
+
+
+def seed_audit(registered: list, system) -> None:
+    """Up to 10,000 audit events (100 per model), in the chain."""
+    from django.db import transaction
+
+    from governance import audit
+
+    models = len(registered)
     events = min(10_000, models * 100)
     note(f"{events:,} audit events")
     with transaction.atomic():
@@ -287,14 +365,6 @@ def seed(models: int, versions: int, days: int) -> dict:
                 model_name=registered[i % models].name,
                 after={"i": i},
             )
-    target = registered[0]
-    return {
-        "model": target.name,
-        "version": by_model[target.pk][-1].version,
-        "incident": incident.pk if incident else 0,
-        "metric_points": total_points,
-        "runs": models * days * len(CHECKS),
-    }
 
 
 def _forget_verified() -> None:
@@ -421,7 +491,7 @@ def run(args) -> dict:
     return {**context, "pages": measure(context, args.requests, args.profile_dir)}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--versions", type=int, default=20)
@@ -441,8 +511,11 @@ def main() -> None:
         help="also profile each page (cProfile, --requests requests) and write a summary per page",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def set_environment(args: argparse.Namespace) -> Path:
+    """Settings of this process and its child: the var directory (made) and the database."""
     if args.var_dir:
         workdir = Path(args.var_dir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -460,68 +533,81 @@ def main() -> None:
         os.environ["DATABASE_URL"] = args.database_url
     else:
         os.environ.pop("DATABASE_URL", None)
+    return workdir
+
+
+def measure_peer(requests: int) -> dict:
+    """The pages' figures on 1 model x 1 version x 7 days, from a child process (SQLite)."""
+    note("peer: 1 model x 1 version x 7 days (child process)")
+    child = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--models",
+            "1",
+            "--versions",
+            "1",
+            "--days",
+            "7",
+            "--requests",
+            str(requests),
+        ],
+        env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])["pages"]
+
+
+def report(args: argparse.Namespace, ours: dict, peer: dict) -> None:
+    """One JSON line per page, with the peer's figures beside, then the seeding time."""
+    scale = {
+        "models": args.models,
+        "versions": args.versions,
+        "days": args.days,
+        "runs": ours["runs"],
+        "metric_points": ours["metric_points"],
+        "requests": args.requests,
+        "database": "postgresql" if args.database_url else "sqlite",
+    }
+    for name, figure in ours["pages"].items():
+        line = {
+            "bench": "console",
+            "page": name,
+            "value": figure["value"],
+            "unit": "ms",
+            "p95": figure["p95"],
+            "queries": figure["queries"],
+            "cpu_p50": figure["cpu_p50"],
+            "cpu_p95": figure["cpu_p95"],
+            "target_p95_ms": TARGET_P95_MS,
+            "peer": "same page, 1 model x 1 version x 7 days (SQLite)",
+            "peer_value": peer.get(name, {}).get("value"),
+            "peer_p95": peer.get(name, {}).get("p95"),
+            "peer_queries": peer.get(name, {}).get("queries"),
+            "peer_cpu_p50": peer.get(name, {}).get("cpu_p50"),
+            "path": figure["path"],
+            **scale,
+            "load1": round(os.getloadavg()[0], 2),
+        }
+        print(json.dumps(line), flush=True)
+    print(
+        json.dumps({"bench": "console.seed", "value": ours["seed_s"], "unit": "s", **scale}),
+        flush=True,
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    workdir = set_environment(args)
     try:
         if args.child:
             print(json.dumps(run(args)))
             return
-        peer = {}
-        if not args.no_peer:
-            note("peer: 1 model x 1 version x 7 days (child process)")
-            child = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    "--models",
-                    "1",
-                    "--versions",
-                    "1",
-                    "--days",
-                    "7",
-                    "--requests",
-                    str(args.requests),
-                ],
-                env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
-                stdout=subprocess.PIPE,
-                text=True,
-                check=True,
-            )
-            peer = json.loads(child.stdout.strip().splitlines()[-1])["pages"]
-        ours = run(args)
-        scale = {
-            "models": args.models,
-            "versions": args.versions,
-            "days": args.days,
-            "runs": ours["runs"],
-            "metric_points": ours["metric_points"],
-            "requests": args.requests,
-            "database": "postgresql" if args.database_url else "sqlite",
-        }
-        for name, figure in ours["pages"].items():
-            line = {
-                "bench": "console",
-                "page": name,
-                "value": figure["value"],
-                "unit": "ms",
-                "p95": figure["p95"],
-                "queries": figure["queries"],
-                "cpu_p50": figure["cpu_p50"],
-                "cpu_p95": figure["cpu_p95"],
-                "target_p95_ms": TARGET_P95_MS,
-                "peer": "same page, 1 model x 1 version x 7 days (SQLite)",
-                "peer_value": peer.get(name, {}).get("value"),
-                "peer_p95": peer.get(name, {}).get("p95"),
-                "peer_queries": peer.get(name, {}).get("queries"),
-                "peer_cpu_p50": peer.get(name, {}).get("cpu_p50"),
-                "path": figure["path"],
-                **scale,
-                "load1": round(os.getloadavg()[0], 2),
-            }
-            print(json.dumps(line), flush=True)
-        print(
-            json.dumps({"bench": "console.seed", "value": ours["seed_s"], "unit": "s", **scale}),
-            flush=True,
-        )
+        peer = {} if args.no_peer else measure_peer(args.requests)
+        report(args, run(args), peer)
     finally:
         if not args.var_dir:
             shutil.rmtree(workdir, ignore_errors=True)

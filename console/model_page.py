@@ -10,7 +10,7 @@ The console only reads here; state changes go through the apps' services (docs/a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -414,50 +414,46 @@ def _runs(model: RegisteredModel, period: Period) -> Runs:
     return out
 
 
-def _fill_points(
-    charts: dict[str, dict], model: RegisteredModel, period: Period, runs: Runs
-) -> None:
-    """PSI, KS, fairness, ECE and the feedback loop from the metric points: one query."""
-    wanted = (
-        Q(kind=Check.DATA_DRIFT, metric="psi")
-        | Q(kind=Check.PREDICTION_DRIFT, metric__in=("ks_statistic", "ks_pvalue"))
-        | Q(
-            kind=Check.FAIRNESS,
-            metric__in=(*FAIRNESS_BANDED, *FAIRNESS_BOUNDS, "n"),
-        )
-        | Q(kind=Check.CALIBRATION, metric="ece")
-        | Q(kind=Check.FEEDBACK_LOOP, metric__in=tuple(_LOOP_SERIES))
-    )
-    rows = (
-        MetricPoint.objects.filter(
-            wanted, model=model, window_end__gte=period.start, window_end__lte=period.end
-        )
-        .order_by("window_end", "id")
-        .values_list("run_id", "kind", "metric", "feature", "group", "value")
-    )
-    series: dict[tuple[str, str], list] = {}
-    sizes: dict[tuple[str, int, str], Any] = {}
-    group_rates: list[tuple[str, str, str, Any, int, str]] = []
-    bounds: dict[tuple, dict[str, Any]] = {}  # (metric, feature, group, t, version) -> lower/upper
-    banded: list[tuple[tuple, dict]] = []  # the points that get "lo"/"hi" once all are read
-    finite = math.isfinite
+# Routes of the metric rows that are no series point: fairness sizes and rates (kept for after the
+# loop), interval bounds (kept for the bands), and feedback-loop numbers of a model no longer
+# naming a cell field (no chart: skipped).
+SIZE, RATE, BOUND, SKIP = "size", "rate", "bound", "skip"
 
-    def points(chart_id: str, label: str, **options: Any) -> list:
+
+@dataclass
+class _Kept:
+    """What the metric points' loop keeps for the phases after it (``_fill_points``).
+
+    ``sizes``: a fairness group's size by (group, t, version); ``group_rates``: the per-group
+    rates, drawn once every size is read; ``bounds``: the interval's lower/upper by (metric,
+    feature, group, t, version); ``banded``: the points that get "lo"/"hi" once all are read.
+    """
+
+    sizes: dict[tuple[str, int, str], Any] = field(default_factory=dict)
+    group_rates: list[tuple[str, str, str, Any, int, str]] = field(default_factory=list)
+    bounds: dict[tuple, dict[str, Any]] = field(default_factory=dict)
+    banded: list[tuple[tuple, dict]] = field(default_factory=list)
+
+
+class _SeriesMaker:
+    """The charts' series, each made (and added to its chart) on its first point."""
+
+    def __init__(self, charts: dict[str, dict]) -> None:
+        self.charts = charts
+        self.made: dict[tuple[str, str], list] = {}
+
+    def points(self, chart_id: str, label: str, **options: Any) -> list:
         key = (chart_id, label)
-        found = series.get(key)
+        found = self.made.get(key)
         if found is None:
             made = _series(label, **options)
-            charts[chart_id]["series"].append(made)
-            found = series[key] = made["points"]
+            self.charts[chart_id]["series"].append(made)
+            found = self.made[key] = made["points"]
         return found
 
-    # Routes of the rows that are no series point: fairness sizes and rates (kept for after the
-    # loop), interval bounds (kept for the bands), and feedback-loop numbers of a model no longer
-    # naming a cell field (no chart: skipped).
-    SIZE, RATE, BOUND, SKIP = "size", "rate", "bound", "skip"
-
-    def route(kind: str, metric: str, feature: str) -> list | str:
-        """Where a (check, metric, feature) goes: a series' points, or SIZE or RATE."""
+    def route(self, kind: str, metric: str, feature: str) -> list | str:
+        """Where a (check, metric, feature) goes: a series' points, or SIZE, RATE, BOUND, SKIP."""
+        points = self.points
         if kind == Check.DATA_DRIFT:
             return points("psi", feature or "(feature)")
         if kind == Check.PREDICTION_DRIFT:
@@ -467,7 +463,7 @@ def _fill_points(
         if kind == Check.CALIBRATION:
             return points("ece", "ECE")
         if kind == Check.FEEDBACK_LOOP:
-            if "feedback_loop" not in charts:
+            if "feedback_loop" not in self.charts:
                 return SKIP
             label, axis = _LOOP_SERIES[metric]
             dash = metric == "expected_topk_share"
@@ -481,11 +477,39 @@ def _fill_points(
             return points("fairness_ratio", f"{name} ratio ({feature})")
         return SIZE if metric == "n" else RATE
 
-    # This loop runs once per stored number of the period (a year of one model: ~11,000), so
-    # each (check, metric, feature) is routed once and _point is inlined. Each route also
-    # says whether its points get a confidence band (the fairness aggregates).
+
+def _point_rows(model: RegisteredModel, period: Period):
+    """The period's metric points of every chart they draw on, oldest first: one query."""
+    wanted = (
+        Q(kind=Check.DATA_DRIFT, metric="psi")
+        | Q(kind=Check.PREDICTION_DRIFT, metric__in=("ks_statistic", "ks_pvalue"))
+        | Q(
+            kind=Check.FAIRNESS,
+            metric__in=(*FAIRNESS_BANDED, *FAIRNESS_BOUNDS, "n"),
+        )
+        | Q(kind=Check.CALIBRATION, metric="ece")
+        | Q(kind=Check.FEEDBACK_LOOP, metric__in=tuple(_LOOP_SERIES))
+    )
+    return (
+        MetricPoint.objects.filter(
+            wanted, model=model, window_end__gte=period.start, window_end__lte=period.end
+        )
+        .order_by("window_end", "id")
+        .values_list("run_id", "kind", "metric", "feature", "group", "value")
+    )
+
+
+def _collect_points(rows, times: dict[int, tuple[int, str]], maker: _SeriesMaker) -> _Kept:
+    """Append each row's point to its series; keep sizes, rates and bounds for after.
+
+    This loop runs once per stored number of the period (a year of one model: ~11,000), so
+    each (check, metric, feature) is routed once and _point is inlined. Each route also
+    says whether its points get a confidence band (the fairness aggregates).
+    """
+    kept = _Kept()
+    sizes, group_rates, bounds, banded = kept.sizes, kept.group_rates, kept.bounds, kept.banded
+    finite = math.isfinite
     routes: dict[tuple[str, str, str], tuple[list | str, bool]] = {}
-    times = runs.times
     for run_id, kind, metric, feature, group, value in rows:
         t, version = times[run_id]
         y = float(value) if value is not None and finite(value) else None
@@ -493,7 +517,7 @@ def _fill_points(
         found = routes.get(key)
         if found is None:
             found = routes[key] = (
-                route(kind, metric, feature),
+                maker.route(kind, metric, feature),
                 kind == Check.FAIRNESS and metric in FAIRNESS_BANDED,
             )
         target, band = found
@@ -511,18 +535,36 @@ def _fill_points(
             target.append(point)
             if band:
                 banded.append(((metric, feature, group, t, version), point))
-    # Rates after sizes: each point carries the size of its group in that window.
-    for metric, feature, group, y, t, version in group_rates:
-        n = sizes.get((group, t, version))
-        target = points("fairness_groups", f"{metric.upper()} {group}", dash=metric == "fpr")
+    return kept
+
+
+def _fill_group_rates(kept: _Kept, maker: _SeriesMaker) -> None:
+    """Rates after sizes: each point carries the size of its group in that window."""
+    for metric, feature, group, y, t, version in kept.group_rates:
+        n = kept.sizes.get((group, t, version))
+        target = maker.points("fairness_groups", f"{metric.upper()} {group}", dash=metric == "fpr")
         size = int(n) if _finite(n) is not None else None
         point = {"t": t, "y": y, "version": version, "n": size}
         target.append(point)
-        banded.append(((metric, feature, group, t, version), point))
-    for key, point in banded:  # runs before the intervals were kept have no band
-        if (interval := bounds.get(key)) is not None:
+        kept.banded.append(((metric, feature, group, t, version), point))
+
+
+def _attach_bands(kept: _Kept) -> None:
+    """Each banded point's interval; runs before the intervals were kept have no band."""
+    for key, point in kept.banded:
+        if (interval := kept.bounds.get(key)) is not None:
             point["lo"] = _finite(interval.get("lower"))
             point["hi"] = _finite(interval.get("upper"))
+
+
+def _fill_points(
+    charts: dict[str, dict], model: RegisteredModel, period: Period, runs: Runs
+) -> None:
+    """PSI, KS, fairness, ECE and the feedback loop from the metric points: one query."""
+    maker = _SeriesMaker(charts)
+    kept = _collect_points(_point_rows(model, period), runs.times, maker)
+    _fill_group_rates(kept, maker)
+    _attach_bands(kept)
     charts["fairness_groups"]["series"].sort(key=lambda s: (s["label"][:3] != "TPR", s["label"]))
 
 

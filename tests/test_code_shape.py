@@ -26,9 +26,6 @@ NOT_CODE = {"tests", "node_modules", "static", "templates"}
 ALLOWED_LONG: dict[str, str] = {
     "bench/serving.py::main": "h-fleet",
     "bench/serving.py::in_process": "h-fleet",
-    "console/model_page.py::_fill_points": "h-console",
-    "bench/console.py::seed": "h-console",
-    "bench/console.py::main": "h-console",
 }
 
 
