@@ -4,24 +4,17 @@ facts, shown under governance's access rule, so they live here and not in ``regi
 The same rule as the API (``governance.selectors.readable_models``): a user sees the models a
 role grant lets them read, globally or per model; ``is_staff`` alone shows nothing, and a model
 without a grant is a 404 (its existence is not confirmed). Superusers read everything, as in
-the admin.
+the admin (the rule itself lives in ``readable_models``).
 """
 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404, render
 
-from registry.models import ModelCard, ModelVersion, RegisteredModel
+from registry.models import ModelCard, ModelVersion
 
-from .selectors import readable_models as granted
-
-
-def readable_models(user) -> QuerySet[RegisteredModel]:
-    if user.is_active and user.is_superuser:
-        return RegisteredModel.objects.all()
-    return granted(user)
+from .selectors import readable_models
 
 
 @login_required

@@ -11,7 +11,12 @@ from .roles import Action, actions_for
 
 
 def readable_models(user, *, scopes=None) -> QuerySet[RegisteredModel]:
-    """Models the user may read: all with a global read grant, else those granted per model."""
+    """Models the user may read: all with a global read grant, else those granted per model.
+
+    An active superuser reads every model, as in the admin, unless a token narrows it to roles
+    (``scopes``): one rule for the API, the console and the registry pages."""
+    if user.is_active and user.is_superuser and not scopes:
+        return RegisteredModel.objects.all()
     grants = RoleGrant.objects.filter(user=user)
     if scopes:
         grants = grants.filter(role__in=scopes)
