@@ -252,15 +252,26 @@ def wsgi_requester(token: str):
 
 
 def in_process(ctx: dict, *, profile: bool = False) -> None:
-    import pandas as pd
-
+    """The bare model calls, then one gateway request in-process, for 1 and 100 instances."""
     from registry import mlflow_bridge
-    from serving import loader, shadow
+    from serving import log, shadow
 
     v1 = ctx["v1"]
     import mlflow.pyfunc
 
     pyfunc = mlflow.pyfunc.load_model(str(mlflow_bridge.cache_path(v1.artifact_digest)))
+    bare_predict(pyfunc)
+    request = wsgi_requester(ctx["token"])
+    for size in (1, 100):
+        gateway_in_process(request, pyfunc, v1, size, profile=profile)
+    shadow.drain()
+    log.clear()  # the in-process requests are not part of what gunicorn must account for
+
+
+def bare_predict(pyfunc) -> None:
+    """The model alone: sklearn's ``predict_proba`` and the pyfunc's ``predict``, p50."""
+    import pandas as pd
+
     raw = pyfunc.get_raw_model()
     for size in (1, 100):
         frame = pd.DataFrame(instances(size), columns=FEATURES)
@@ -281,59 +292,60 @@ def in_process(ctx: dict, *, profile: bool = False) -> None:
             note="mlflow pyfunc predict (schema enforcement included), p50",
         )
 
-    request = wsgi_requester(ctx["token"])
 
-    for size in (1, 100):
-        body = json.dumps({"instances": instances(size)}).encode()
-        request(body)
-        model = loader.loaded(v1.artifact_digest)
-        X = pd.DataFrame(instances(size), columns=FEATURES).to_numpy()
-        scorer = timed(lambda x=X, m=model: m.score(x, tuple(FEATURES)), n=2000)
-        full = timed(lambda b=body: request(b), n=2000)
-        shadow.drain()
-        p50_full, p50_scorer = statistics.median(full), statistics.median(scorer)
-        emit(
-            "gateway_scorer",
-            round(p50_scorer, 3),
-            "ms",
-            instances=size,
-            fast_path=model.fast is not None,
-            note="the model call the gateway makes, p50",
-        )
-        emit(
-            "gateway_in_process",
-            round(p50_full, 3),
-            "ms",
-            instances=size,
-            p99=round(percentile(full, 99), 3),
-            note="one request through the gateway's WSGI entry, no network, p50",
-        )
-        emit(
-            "gateway_overhead",
-            round(p50_full - p50_scorer, 3),
-            "ms",
-            instances=size,
-            target="<= 1.5 ms at p50 (issue 17)" if size == 100 else "< 2 ms at p50",
-            peer="gateway_in_process p50, gateway_scorer p50",
-            peer_value=[round(p50_full, 3), round(p50_scorer, 3)],
-            note="auth + routing + halt check + validation + thresholds + logging + shadow "
-            "hand-off: in-process p50 minus the scorer's p50",
-        )
-        frame = pd.DataFrame(instances(size), columns=FEATURES)
-        pf = timed(lambda f=frame: pyfunc.predict(f), n=500)
-        emit(
-            "gateway_vs_bare_pyfunc",
-            round(p50_full - statistics.median(pf), 3),
-            "ms",
-            instances=size,
-            note="in-process gateway p50 minus a bare pyfunc predict p50",
-        )
-        if profile:
-            profile_requests(lambda b=body: request(b), size)
+def gateway_in_process(request, pyfunc, v1, size: int, *, profile: bool) -> None:
+    """The gateway's scorer, a full request through its WSGI entry and the overhead between
+    them (and against a bare pyfunc predict), for requests of ``size`` instances."""
+    import pandas as pd
+
+    from serving import loader, shadow
+
+    body = json.dumps({"instances": instances(size)}).encode()
+    request(body)
+    model = loader.loaded(v1.artifact_digest)
+    X = pd.DataFrame(instances(size), columns=FEATURES).to_numpy()
+    scorer = timed(lambda x=X, m=model: m.score(x, tuple(FEATURES)), n=2000)
+    full = timed(lambda b=body: request(b), n=2000)
     shadow.drain()
-    from serving import log
-
-    log.clear()  # the in-process requests are not part of what gunicorn must account for
+    p50_full, p50_scorer = statistics.median(full), statistics.median(scorer)
+    emit(
+        "gateway_scorer",
+        round(p50_scorer, 3),
+        "ms",
+        instances=size,
+        fast_path=model.fast is not None,
+        note="the model call the gateway makes, p50",
+    )
+    emit(
+        "gateway_in_process",
+        round(p50_full, 3),
+        "ms",
+        instances=size,
+        p99=round(percentile(full, 99), 3),
+        note="one request through the gateway's WSGI entry, no network, p50",
+    )
+    emit(
+        "gateway_overhead",
+        round(p50_full - p50_scorer, 3),
+        "ms",
+        instances=size,
+        target="<= 1.5 ms at p50 (issue 17)" if size == 100 else "< 2 ms at p50",
+        peer="gateway_in_process p50, gateway_scorer p50",
+        peer_value=[round(p50_full, 3), round(p50_scorer, 3)],
+        note="auth + routing + halt check + validation + thresholds + logging + shadow "
+        "hand-off: in-process p50 minus the scorer's p50",
+    )
+    frame = pd.DataFrame(instances(size), columns=FEATURES)
+    pf = timed(lambda f=frame: pyfunc.predict(f), n=500)
+    emit(
+        "gateway_vs_bare_pyfunc",
+        round(p50_full - statistics.median(pf), 3),
+        "ms",
+        instances=size,
+        note="in-process gateway p50 minus a bare pyfunc predict p50",
+    )
+    if profile:
+        profile_requests(lambda b=body: request(b), size)
 
 
 def scoped_halt(ctx: dict, *, rounds: int = 10, n: int = 200) -> None:
@@ -780,7 +792,7 @@ def logged_by_version() -> dict[str, int]:
 # --- main ---------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=4)
@@ -802,219 +814,269 @@ def main() -> None:
     parser.add_argument(
         "--in-process-only", action="store_true", help="stop after the in-process figures"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    servers: list[Server] = []
+    servers: list[Server] = []  # stopped at the end, whatever happens
     try:
-        prepare_environment(workdir, web=args.web)
-        emit("settings", "web" if args.web else "gateway", "service")
-        from django.conf import settings
-
-        # The in-process figures must not write to the store the gunicorn run is checked against.
-        settings.SERVING_LOG_FLUSH_SECONDS = 0
-        ctx = setup_models()
-        emit("setup", 1, "ok", model=MODEL, features=len(FEATURES), live="1.0.0", shadow="1.0.1")
+        ctx = set_up(workdir, args)
         scoped_halt(ctx)
         if args.only_scoped_halt:
             return
         in_process(ctx, profile=args.profile)
         if args.in_process_only:
             return
-
-        token = ctx["token"]
-        headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
-        port = free_port()
-        gateway = Server(
-            "gateway",
-            [
-                str(VENV_BIN / "gunicorn"),
-                "config.wsgi:application" if args.web else "config.wsgi_gateway:application",
-                "-w",
-                "2",
-                "-b",
-                f"127.0.0.1:{port}",
-                "--log-level",
-                "warning",
-                "--graceful-timeout",
-                "20",
-            ],
-            port,
-        )
-        servers.append(gateway)
-        # The worker that ingests the gateway's prediction spool, on the same machine.
-        worker = Server(
-            "celery-worker",
-            [
-                str(VENV_BIN / "celery"),
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                "default",
-                "-c",
-                "1",
-                "-n",
-                "bench@%h",
-                "--loglevel",
-                "WARNING",
-            ],
-            0,
-        )
-        servers.append(worker)
-        gateway.wait()
-        bodies = {n: json.dumps({"instances": instances(n, seed=n)}).encode() for n in (1, 100)}
-        warm_up(port, f"/api/v1/predict/{MODEL}/", bodies[1], headers)
-        plain = None if args.no_peers else plain_server(ctx)
-        mlflow = None if args.no_peers else mlflow_server(ctx)
-        servers += [p for p in (plain, mlflow) if p is not None]
-        for size, body in bodies.items():
-            if plain is not None:  # the peers right before and right after, the same load
-                plain_load(plain, size, args)
-                mlflow_load(mlflow, size, args)
-            cpu = {s.name: group_cpu(s.process.pid) for s in (gateway, worker)}
-            result = load(
-                port,
-                f"/api/v1/predict/{MODEL}/",
-                body,
-                headers,
-                clients=args.clients,
-                seconds=args.seconds,
-                warmup=2.0,
-                cpu_of=lambda: group_cpu(gateway.process.pid),
-            )
-            used = {
-                f"cpu_s_{s.name}": round(group_cpu(s.process.pid) - cpu[s.name], 1)
-                for s in (gateway, worker)
-            }
-            report_load(
-                "gateway",
-                size,
-                result,
-                clients=args.clients,
-                workers=2,
-                **used,
-                note="gunicorn sync workers; each sees live 1.0.0 and shadows 1.0.1; a Celery "
-                "worker (-c 1) ingests the prediction spool meanwhile; cpu_s_*: CPU seconds of "
-                "each process group over the warm-up and the measured seconds",
-            )
-            if plain is not None:
-                mlflow_load(mlflow, size, args)
-                plain_load(plain, size, args)
-        for peer in (plain, mlflow):
-            if peer is not None:
-                peer.stop()
-                servers.remove(peer)
-        swap_and_halt(ctx, port, args.clients)
-        code = gateway.stop()
-        servers.remove(gateway)
-        started = time.monotonic()
-        drained = wait_for_ingestion(timeout=180)
-        emit(
-            "prediction_log_ingested_after_shutdown",
-            round(time.monotonic() - started, 1),
-            "s",
-            drained=drained,
-            note="from the gateway's exit until the worker has ingested the whole spool",
-        )
-        worker_cpu = group_cpu(worker.process.pid)
-        worker.stop()
-        servers.remove(worker)
-        stored = logged_by_version()
-        rows = sum(n for version, n in stored.items() if not version.startswith("("))
-        emit(
-            "prediction_log_worker_cpu",
-            round(worker_cpu / max(rows, 1) * 1e6, 2),
-            "s per 1M predictions",
-            cpu_s=round(worker_cpu, 1),
-            predictions=rows,
-            note="CPU of the Celery worker over the whole run (start-up included) per "
-            "prediction it ingested (live and shadow)",
-        )
-        emit(
-            "prediction_log_at_shutdown",
-            stored.get("1.0.0", 0) - SERVED.get("1.0.0", 0),
-            "records missing",
-            gunicorn_exit=code,
-            served_live=SERVED,
-            logged=stored,
-            note="after a clean shutdown (SIGTERM), live predictions of 1.0.0 logged minus those "
-            "the clients received (0: none lost; 1.0.0 never ran as a shadow). 1.0.1 also has "
-            "its shadow predictions, logged under the live prediction ids",
-        )
-
-        if not args.no_peers:
-            for size in (1, 100):
-                ours = THROUGHPUT.get(("gateway", size))
-                best_modes = MLFLOW.get(size, [])
-                best = (
-                    sum(r["throughput"] for r in best_modes) / len(best_modes)
-                    if best_modes
-                    else None
-                )
-                around = PLAIN.get(size, [])
-                plain = sum(r["throughput"] for r in around) / len(around) if around else None
-                cpus = [r["cpu_ms_per_request"] for r in best_modes if r["cpu_ms_per_request"]]
-                cpu_mlflow = round(sum(cpus) / len(cpus), 3) if cpus else None
-                if CPU_PER_REQUEST.get(("gateway", size)) and cpu_mlflow:
-                    emit(
-                        "gateway_vs_mlflow_cpu",
-                        round(cpu_mlflow / CPU_PER_REQUEST[("gateway", size)], 2),
-                        "x",
-                        instances=size,
-                        value_ms=CPU_PER_REQUEST[("gateway", size)],
-                        peer="mlflow-models-serve",
-                        peer_value=cpu_mlflow,
-                        note="MLflow's server CPU per request (its best mode, before and after "
-                        "the gateway's phase) over the gateway's: the throughput ratio the CPU "
-                        "allows",
-                    )
-                if ours and best:
-                    emit(
-                        "gateway_vs_mlflow",
-                        round(ours / best, 2),
-                        "x",
-                        instances=size,
-                        peer="mlflow-models-serve",
-                        peer_value=round(best, 1),
-                        target=">= 3x (issue 17)" if size == 100 else ">= 1.7x",
-                        note="gateway throughput over MLflow's best mode (the mean of its "
-                        "phases right before and after the gateway's)",
-                    )
-                if ours and plain:
-                    emit(
-                        "gateway_vs_plain_wsgi",
-                        round(ours / plain, 2),
-                        "fraction",
-                        instances=size,
-                        peer="plain-wsgi",
-                        peer_value=round(plain, 1),
-                        target=">= 0.85 (issue 17)" if size == 100 else ">= 0.75 (issue 17)",
-                        note="gateway throughput over the plain WSGI app's under the same "
-                        "gunicorn (the mean of its phases right before and after the gateway's)",
-                    )
-                cpu_ours = CPU_PER_REQUEST.get(("gateway", size))
-                cpus = [r["cpu_ms_per_request"] for r in around if r["cpu_ms_per_request"]]
-                cpu_plain = sum(cpus) / len(cpus) if cpus else None
-                if cpu_ours and cpu_plain:
-                    emit(
-                        "gateway_vs_plain_wsgi_cpu",
-                        round(cpu_plain / cpu_ours, 2),
-                        "fraction",
-                        instances=size,
-                        value_ms=cpu_ours,
-                        peer="plain-wsgi",
-                        peer_value=round(cpu_plain, 3),
-                        note="the plain app's server CPU per request over the gateway's (gunicorn "
-                        "process groups, measured seconds only; the Celery worker ingesting the "
-                        "gateway's log is not counted): the throughput ratio the CPU allows, "
-                        "which the machine's load moves less",
-                    )
+        gunicorn_run(ctx, args, servers)
     finally:
         for server in servers:
             server.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def set_up(workdir: Path, args) -> dict:
+    """The environment (settings, database) in ``workdir``, then the models; reported."""
+    prepare_environment(workdir, web=args.web)
+    emit("settings", "web" if args.web else "gateway", "service")
+    from django.conf import settings
+
+    # The in-process figures must not write to the store the gunicorn run is checked against.
+    settings.SERVING_LOG_FLUSH_SECONDS = 0
+    ctx = setup_models()
+    emit("setup", 1, "ok", model=MODEL, features=len(FEATURES), live="1.0.0", shadow="1.0.1")
+    return ctx
+
+
+def gunicorn_run(ctx: dict, args, servers: list[Server]) -> None:
+    """The gateway under gunicorn with its log worker: the load phases (the peers around each),
+    swap and halt, the prediction log after shutdown, and the ratios to the peers."""
+    gateway, worker = start_gateway(args, servers)
+    load_phases(ctx, args, gateway, worker, servers)
+    swap_and_halt(ctx, gateway.port, args.clients)
+    prediction_log(gateway, worker, servers)
+    if not args.no_peers:
+        for size in (1, 100):
+            peer_ratios(size)
+
+
+def start_gateway(args, servers: list[Server]) -> tuple[Server, Server]:
+    """``gunicorn -w 2`` of the gateway (of the web service with ``--web``) on a free port, and
+    the Celery worker that ingests its prediction spool; both in ``servers``, the gateway
+    answering."""
+    port = free_port()
+    gateway = Server(
+        "gateway",
+        [
+            str(VENV_BIN / "gunicorn"),
+            "config.wsgi:application" if args.web else "config.wsgi_gateway:application",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "--graceful-timeout",
+            "20",
+        ],
+        port,
+    )
+    servers.append(gateway)
+    # The worker that ingests the gateway's prediction spool, on the same machine.
+    worker = Server(
+        "celery-worker",
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "default",
+            "-c",
+            "1",
+            "-n",
+            "bench@%h",
+            "--loglevel",
+            "WARNING",
+        ],
+        0,
+    )
+    servers.append(worker)
+    gateway.wait()
+    return gateway, worker
+
+
+def load_phases(ctx: dict, args, gateway: Server, worker: Server, servers: list[Server]) -> None:
+    """The gateway's load phase per size (1 and 100 instances), each with the peers' phases of
+    the same size right before and right after it (unless ``--no-peers``); the peers stopped."""
+    headers = {"Authorization": f"Token {ctx['token']}", "Content-Type": "application/json"}
+    bodies = {n: json.dumps({"instances": instances(n, seed=n)}).encode() for n in (1, 100)}
+    warm_up(gateway.port, f"/api/v1/predict/{MODEL}/", bodies[1], headers)
+    plain = None if args.no_peers else plain_server(ctx)
+    mlflow = None if args.no_peers else mlflow_server(ctx)
+    servers.extend(p for p in (plain, mlflow) if p is not None)
+    for size, body in bodies.items():
+        if plain is not None:  # the peers right before and right after, the same load
+            plain_load(plain, size, args)
+            mlflow_load(mlflow, size, args)
+        gateway_load(gateway, worker, size, body, headers, args)
+        if plain is not None:
+            mlflow_load(mlflow, size, args)
+            plain_load(plain, size, args)
+    for peer in (plain, mlflow):
+        if peer is not None:
+            peer.stop()
+            servers.remove(peer)
+
+
+def gateway_load(
+    gateway: Server, worker: Server, size: int, body: bytes, headers: dict, args
+) -> None:
+    """One load phase of the gateway, reported with the CPU its process groups used."""
+    cpu = {s.name: group_cpu(s.process.pid) for s in (gateway, worker)}
+    result = load(
+        gateway.port,
+        f"/api/v1/predict/{MODEL}/",
+        body,
+        headers,
+        clients=args.clients,
+        seconds=args.seconds,
+        warmup=2.0,
+        cpu_of=lambda: group_cpu(gateway.process.pid),
+    )
+    used = {
+        f"cpu_s_{s.name}": round(group_cpu(s.process.pid) - cpu[s.name], 1)
+        for s in (gateway, worker)
+    }
+    report_load(
+        "gateway",
+        size,
+        result,
+        clients=args.clients,
+        workers=2,
+        **used,
+        note="gunicorn sync workers; each sees live 1.0.0 and shadows 1.0.1; a Celery "
+        "worker (-c 1) ingests the prediction spool meanwhile; cpu_s_*: CPU seconds of "
+        "each process group over the warm-up and the measured seconds",
+    )
+
+
+def prediction_log(gateway: Server, worker: Server, servers: list[Server]) -> None:
+    """Stop the gateway (SIGTERM), wait for the worker to drain the spool, stop the worker, and
+    report its CPU and the predictions served against those logged."""
+    code = gateway.stop()
+    servers.remove(gateway)
+    started = time.monotonic()
+    drained = wait_for_ingestion(timeout=180)
+    emit(
+        "prediction_log_ingested_after_shutdown",
+        round(time.monotonic() - started, 1),
+        "s",
+        drained=drained,
+        note="from the gateway's exit until the worker has ingested the whole spool",
+    )
+    worker_cpu = group_cpu(worker.process.pid)
+    worker.stop()
+    servers.remove(worker)
+    stored = logged_by_version()
+    rows = sum(n for version, n in stored.items() if not version.startswith("("))
+    emit(
+        "prediction_log_worker_cpu",
+        round(worker_cpu / max(rows, 1) * 1e6, 2),
+        "s per 1M predictions",
+        cpu_s=round(worker_cpu, 1),
+        predictions=rows,
+        note="CPU of the Celery worker over the whole run (start-up included) per "
+        "prediction it ingested (live and shadow)",
+    )
+    emit(
+        "prediction_log_at_shutdown",
+        stored.get("1.0.0", 0) - SERVED.get("1.0.0", 0),
+        "records missing",
+        gunicorn_exit=code,
+        served_live=SERVED,
+        logged=stored,
+        note="after a clean shutdown (SIGTERM), live predictions of 1.0.0 logged minus those "
+        "the clients received (0: none lost; 1.0.0 never ran as a shadow). 1.0.1 also has "
+        "its shadow predictions, logged under the live prediction ids",
+    )
+
+
+def peer_ratios(size: int) -> None:
+    """The gateway against MLflow and the plain app, for requests of ``size`` instances."""
+    ours = THROUGHPUT.get(("gateway", size))
+    cpu_ours = CPU_PER_REQUEST.get(("gateway", size))
+    mlflow_ratios(size, ours, cpu_ours)
+    plain_ratios(size, ours, cpu_ours)
+
+
+def mlflow_ratios(size: int, ours: float | None, cpu_ours: float | None) -> None:
+    """CPU per request and throughput against MLflow's best mode (the mean of its phases)."""
+    best_modes = MLFLOW.get(size, [])
+    best = sum(r["throughput"] for r in best_modes) / len(best_modes) if best_modes else None
+    cpus = [r["cpu_ms_per_request"] for r in best_modes if r["cpu_ms_per_request"]]
+    cpu_mlflow = round(sum(cpus) / len(cpus), 3) if cpus else None
+    if cpu_ours and cpu_mlflow:
+        emit(
+            "gateway_vs_mlflow_cpu",
+            round(cpu_mlflow / cpu_ours, 2),
+            "x",
+            instances=size,
+            value_ms=cpu_ours,
+            peer="mlflow-models-serve",
+            peer_value=cpu_mlflow,
+            note="MLflow's server CPU per request (its best mode, before and after "
+            "the gateway's phase) over the gateway's: the throughput ratio the CPU "
+            "allows",
+        )
+    if ours and best:
+        emit(
+            "gateway_vs_mlflow",
+            round(ours / best, 2),
+            "x",
+            instances=size,
+            peer="mlflow-models-serve",
+            peer_value=round(best, 1),
+            target=">= 3x (issue 17)" if size == 100 else ">= 1.7x",
+            note="gateway throughput over MLflow's best mode (the mean of its "
+            "phases right before and after the gateway's)",
+        )
+
+
+def plain_ratios(size: int, ours: float | None, cpu_ours: float | None) -> None:
+    """Throughput and CPU per request against the plain WSGI app (the mean of its phases)."""
+    around = PLAIN.get(size, [])
+    plain = sum(r["throughput"] for r in around) / len(around) if around else None
+    if ours and plain:
+        emit(
+            "gateway_vs_plain_wsgi",
+            round(ours / plain, 2),
+            "fraction",
+            instances=size,
+            peer="plain-wsgi",
+            peer_value=round(plain, 1),
+            target=">= 0.85 (issue 17)" if size == 100 else ">= 0.75 (issue 17)",
+            note="gateway throughput over the plain WSGI app's under the same "
+            "gunicorn (the mean of its phases right before and after the gateway's)",
+        )
+    cpus = [r["cpu_ms_per_request"] for r in around if r["cpu_ms_per_request"]]
+    cpu_plain = sum(cpus) / len(cpus) if cpus else None
+    if cpu_ours and cpu_plain:
+        emit(
+            "gateway_vs_plain_wsgi_cpu",
+            round(cpu_plain / cpu_ours, 2),
+            "fraction",
+            instances=size,
+            value_ms=cpu_ours,
+            peer="plain-wsgi",
+            peer_value=round(cpu_plain, 3),
+            note="the plain app's server CPU per request over the gateway's (gunicorn "
+            "process groups, measured seconds only; the Celery worker ingesting the "
+            "gateway's log is not counted): the throughput ratio the CPU allows, "
+            "which the machine's load moves less",
+        )
 
 
 def plain_server(ctx: dict) -> Server:
