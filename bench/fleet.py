@@ -4,6 +4,7 @@
                                     [--admin-url postgres://postgres@127.0.0.1:5432/postgres]
                                     [--redis-url redis://127.0.0.1:6379/9] [--timeout 900]
                                     [--chunk N] [--profile [PATH]]
+                                    [--storage local|s3 | --both] [--endpoint URL]
 
 Runs against a temporary PostgreSQL database (created on ``--admin-url``'s server, dropped at
 the end), a temporary var directory and the Redis database of ``--redis-url`` (flushed before and
@@ -25,6 +26,17 @@ store the metric points and alerts, hand the alert to the routing hook). The wal
 the enqueue to the last run's ``finished_at``. With ``--workers 2 --concurrency 1`` there are two
 worker processes of one child each (``-c 1``), as on two machines.
 
+Storage (issue 14): ``--storage local`` (the default) keeps the data files in the temporary var
+directory; ``--storage s3`` in a prefix of their own in the bucket ``bench-storage`` of an S3
+server (``GOVERNANCE_STORAGE_URL=s3://bench-storage/fleet-<pid>``, the workers too): the one of
+``--endpoint`` (its bucket must exist), or moto's server started here on a free port
+(``bench/storage.py``'s; a Python process on the same cores as the workers and PostgreSQL, whose
+CPU seconds during the timed part are a figure of their own). The set-up writes its label copies
+through ``platform_core.storage`` under the keys the store uses, so either backend holds them.
+``--both`` runs the bench on the local directory, then on the object store, each in a process of
+its own, prints both runs' lines (tagged ``storage``), then the S3 wall time with the local one
+as its peer and their ratio (goal: within 1.5x).
+
 Every figure is one JSON object per line, as in ``bench/drift.py``.
 """
 
@@ -32,7 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
+import json
 import os
 import shutil
 import statistics
@@ -64,10 +76,14 @@ REFERENCE_ROWS = 100_000
 
 
 PEER_UNCHUNKED_S = 105.0  # issue 17's run of the code before the chunked fan-out
+S3_TARGET_RATIO = 1.5  # issue 14: the object store within 1.5x of the local directory
+S3_BUCKET = "bench-storage"  # bench/storage.py's bucket; each run has a prefix of its own
+MOTO_NOTE = "moto's S3 server (Python) on the same 2 cores as the workers and PostgreSQL"
+BACKEND = {"storage": "local"}  # tagged on every figure
 
 
 def emit(bench: str, value, unit: str, **extra) -> None:
-    drift.emit(bench, value, unit, **extra)
+    drift.emit(bench, value, unit, **{**extra, **BACKEND})
 
 
 def set_up(models: int, rows: int) -> dict:
@@ -166,8 +182,9 @@ def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from monitoring import store
     from monitoring.models import BatchKind, DataBatch
+    from monitoring.store.files import COMPRESSION, DATA_DIR
+    from platform_core import storage
 
     copies = DataBatch.objects.bulk_create(
         [
@@ -192,18 +209,22 @@ def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
         old = table.column("batch").to_numpy()
         new = pa.array([renumber[int(b)] for b in old], type=pa.int64())
         copy = table.set_column(table.column_names.index("batch"), "batch", new)
-        directory = store.root() / v.model.name / BatchKind.LABELS / f"day={day.isoformat()}"
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{uuid.uuid4().hex}.parquet"
-        pq.write_table(copy, path, compression=store.COMPRESSION)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        # the key the store itself uses (monitoring/<model>/labels/day=.../<uuid>.parquet),
+        # written through the storage in force: a local directory or the object store
+        key = f"{DATA_DIR}/{v.model.name}/{BatchKind.LABELS}/day={day.isoformat()}"
+        key = f"{key}/{uuid.uuid4().hex}.parquet"
+        digest = storage.current().put(
+            key,
+            lambda sink, copy=copy: pq.write_table(copy, sink, compression=COMPRESSION),
+            digest=True,
+        )
         rows_out.append(
             DataBatch(
                 model_id=v.model_id,
                 version=v,
                 kind=BatchKind.LABELS,
                 day=day,
-                path=path.relative_to(store.root().parent).as_posix(),
+                path=key,
                 rows=copy.num_rows,
                 digest=f"sha256:{digest}",
                 source="bench",
@@ -217,13 +238,11 @@ _label_tables: dict = {}
 
 
 def _label_table(batch):
-    """Model 0's label file of ``batch``, read once."""
-    import pyarrow.parquet as pq
-
-    from monitoring import store
+    """Model 0's label file of ``batch``, read once (from either backend)."""
+    from monitoring.store.files import read_table
 
     if batch.pk not in _label_tables:
-        _label_tables[batch.pk] = pq.read_table(store.resolve(batch.path))
+        _label_tables[batch.pk] = read_table(batch.path)
     return _label_tables[batch.pk]
 
 
@@ -288,9 +307,113 @@ def measure(models: int, timeout: float, workers: list[subprocess.Popen]) -> dic
 
 def main() -> int:
     args = _arguments()
-    result = _run(args)
+    if args.both:
+        return _both(args)
+    BACKEND["storage"] = args.storage
+    server = None
+    try:
+        if args.storage == "s3" and not args.endpoint:
+            server = _start_s3()
+            args.endpoint = server.endpoint
+            args.s3_server_pid = server.process.pid
+        result = _run(args)
+    finally:
+        if server is not None:
+            server.stop()
+            shutil.rmtree(server.log.parent, ignore_errors=True)
     _report(args, result)
     return 0 if result["finished"] else 1
+
+
+def _start_s3():
+    """moto's server on a free port (``bench/storage.py``'s), its bucket created."""
+    sys.path.insert(0, str(REPO))
+    from bench.storage import S3Server, create_bucket
+
+    server = S3Server(Path(tempfile.mkdtemp(prefix="bench-fleet-moto-")))
+    try:
+        create_bucket(server.endpoint)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def s3_environment(endpoint: str) -> dict:
+    """The storage settings of the bench and its workers on the object store (a prefix of this
+    run's own in ``S3_BUCKET``, which must exist)."""
+    return {
+        "GOVERNANCE_STORAGE_URL": f"s3://{S3_BUCKET}/fleet-{os.getpid()}",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_REGION": "us-east-1",
+    }
+
+
+def _both(args: argparse.Namespace) -> int:
+    """The local directory, then the object store, each in a process of its own (its own
+    database and settings); their lines as they come, then the S3 wall time with the local one
+    as its peer."""
+    forwarded = [
+        *("--models", str(args.models), "--rows", str(args.rows)),
+        *("--workers", str(args.workers), "--concurrency", str(args.concurrency)),
+        *("--admin-url", args.admin_url, "--redis-url", args.redis_url),
+        *("--timeout", str(args.timeout)),
+        *(("--chunk", str(args.chunk)) if args.chunk is not None else ()),
+    ]
+    server = None if args.endpoint else _start_s3()
+    endpoint = args.endpoint or server.endpoint
+    figures: dict[str, dict] = {}
+    moto_cpu = None
+    codes = []
+    try:
+        for backend in ("local", "s3"):
+            command = [sys.executable, __file__, *forwarded, "--storage", backend]
+            if backend == "s3":
+                command += ["--endpoint", endpoint]
+                if server is not None:
+                    command += ["--s3-server-pid", str(server.process.pid)]
+                    moto_cpu = group_cpu(server.process.pid)
+            child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+            for line in child.stdout:
+                print(line, end="", flush=True)
+                with contextlib.suppress(ValueError):
+                    figure = json.loads(line)
+                    figures[f"{figure['bench']}:{figure.get('storage')}"] = figure
+            codes.append(child.wait())
+            if backend == "s3" and server is not None:
+                moto_cpu = group_cpu(server.process.pid) - moto_cpu
+    finally:
+        if server is not None:
+            server.stop()
+            shutil.rmtree(server.log.parent, ignore_errors=True)
+    local = figures.get("fleet_daily_checks_wall:local")
+    s3 = figures.get("fleet_daily_checks_wall:s3")
+    if not (local and s3):
+        print("a backend's run gave no wall time", file=sys.stderr)
+        return 1
+    ratio = s3["value"] / local["value"] if local["value"] else None
+    cpu = {b: figures.get(f"fleet_worker_cpu:{b}", {}).get("value") for b in ("local", "s3")}
+    timed_moto = figures.get("fleet_s3_server_cpu:s3", {}).get("value")
+    drift.emit(
+        "fleet_daily_checks_wall_s3_vs_local",
+        s3["value"],
+        "s",
+        peer="local_directory (the same bench just before, same process tree and machine)",
+        peer_value=local["value"],
+        ratio=round(ratio, 2) if ratio else None,
+        target_ratio=S3_TARGET_RATIO,
+        met=bool(ratio and ratio <= S3_TARGET_RATIO and s3["finished"] and local["finished"]),
+        models=args.models,
+        workers=s3["workers"],
+        worker_cpu_s={"s3": cpu["s3"], "local": cpu["local"]},
+        s3_server=MOTO_NOTE if server is not None else endpoint,
+        s3_server_cpu_s=timed_moto,
+        s3_server_cpu_with_setup_s=round(moto_cpu, 1) if moto_cpu is not None else None,
+        load_avg=[round(x, 2) for x in os.getloadavg()],
+    )
+    return 0 if all(c == 0 for c in codes) and ratio is not None else 1
 
 
 def _arguments() -> argparse.Namespace:
@@ -317,6 +440,25 @@ def _arguments() -> argparse.Namespace:
         help="sample the workers with py-spy (PY_SPY or py-spy on PATH) during the timed part "
         "and write their summary (default bench/profiles/fleet_workers.txt)",
     )
+    parser.add_argument(
+        "--storage",
+        choices=("local", "s3"),
+        default="local",
+        help="where the platform keeps its data files: a temporary local directory, or an "
+        "S3 bucket (GOVERNANCE_STORAGE_URL=s3://...)",
+    )
+    parser.add_argument(
+        "--both",
+        action="store_true",
+        help="run on the local directory, then on the object store, and compare the wall times",
+    )
+    parser.add_argument(
+        "--endpoint",
+        default="",
+        help="the S3 server for --storage s3 / --both, whose bucket bench-storage exists "
+        "(default: moto's server on a free port, started and stopped here)",
+    )
+    parser.add_argument("--s3-server-pid", type=int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -443,6 +585,8 @@ def _run(args: argparse.Namespace) -> dict:
     extra = {}
     if args.chunk is not None:
         extra["MONITORING_FAN_OUT_CHUNK"] = str(args.chunk or 1_000_000)
+    if args.storage == "s3":
+        extra.update(s3_environment(args.endpoint))
     env = worker_environment(database_url, str(var), args.redis_url, **extra)
     os.environ.update(env)
     import redis
@@ -477,12 +621,15 @@ def _run(args: argparse.Namespace) -> dict:
         ]
         wait_ready(dict(zip(names, workers, strict=True)))
         spies = _start_py_spy(workers, args.profile)
+        server = (args.s3_server_pid,) if args.s3_server_pid else ()
         cpu0, commits0 = workers_cpu_s(workers), database_commits(name)
+        server0 = group_cpu(*server)
         try:
             result = measure(args.models, args.timeout, workers)
         finally:
             _stop_py_spy(spies, args.profile)
         result["worker_cpu_s"] = workers_cpu_s(workers) - cpu0
+        result["s3_server_cpu_s"] = group_cpu(*server) - server0 if server else None
         result["commits"] = database_commits(name) - commits0
     finally:
         stop_workers(workers)
@@ -494,7 +641,19 @@ def _run(args: argparse.Namespace) -> dict:
             broker.flushdb()
         drop_database(args.admin_url, name)
         shutil.rmtree(var, ignore_errors=True)
+        if args.storage == "s3":
+            _remove_prefix(env["GOVERNANCE_STORAGE_URL"])
     return result
+
+
+def _remove_prefix(url: str) -> None:
+    """The run's objects (a long-lived S3 server keeps them otherwise)."""
+    with contextlib.suppress(Exception):
+        from platform_core import storage
+
+        store = storage.current()
+        if store.remote and store.url == url:
+            store.fs.delete_dir(store.base)
 
 
 def _report(args: argparse.Namespace, result: dict) -> None:
@@ -556,6 +715,14 @@ def _report(args: argparse.Namespace, result: dict) -> None:
         per_run_ms=round(1000 * result["worker_cpu_s"] / max(done, 1), 1),
         note="CPU seconds of every worker process during the timed part (robust to load)",
     )
+    if result.get("s3_server_cpu_s") is not None:
+        emit(
+            "fleet_s3_server_cpu",
+            round(result["s3_server_cpu_s"], 1),
+            "s",
+            per_run_ms=round(1000 * result["s3_server_cpu_s"] / max(done, 1), 1),
+            note=f"CPU seconds of {MOTO_NOTE} during the timed part",
+        )
     emit(
         "fleet_commits",
         result["commits"],
