@@ -171,6 +171,7 @@ ONE_LEG_MODULES = (
     "tests/registry/test_semver.py",
     "tests/test_bench_console.py",
     "tests/test_bench_feedback.py",
+    "tests/test_code_shape.py",
     "tests/test_import_graph.py",
 )
 DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server"}
