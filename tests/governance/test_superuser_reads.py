@@ -8,8 +8,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from governance.models import Lifecycle, Stage
-from governance.selectors import readable_models
 from governance.roles import Role
+from governance.selectors import readable_models
 from tests.factories import ModelVersionFactory, RegisteredModelFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
