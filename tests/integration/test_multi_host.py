@@ -1,18 +1,21 @@
-"""Issue 14: three "hosts" that share only PostgreSQL, Redis and the object store.
+"""Issue 14: three "hosts" that share only PostgreSQL, Redis, the object store and MLflow.
 
-A gateway (gunicorn), a monitoring worker (``-Q monitoring,default``) and an urgent worker
-(``-Q urgent``) run as separate processes, each with a local directory and artifact cache of its
-own, and ``GOVERNANCE_STORAGE_URL`` pointing at the local S3 server. Predictions served by the
-gateway reach the store through the object store's spool, are ingested and checked for fairness
-on the monitoring worker; its two critical alerts roll 1.0.1 back on the urgent worker (which
-loads 1.0.0 into a cold cache to verify it), and the gateway then answers from 1.0.0, a version
-its own cache never held. This process plays the web host: it registers, labels and reads.
+A gateway (docker-compose.yml's gateway command and settings, under gunicorn), a monitoring worker
+(``-Q monitoring,default``) and an urgent worker (``-Q urgent``) run as separate processes, each
+with a local directory and artifact cache of its own, ``GOVERNANCE_STORAGE_URL`` pointing at the
+local S3 server and ``MLFLOW_TRACKING_URI`` at an ``mlflow server``: no host reads another's
+files. Predictions served by the gateway reach the store through the object store's spool, are
+ingested and checked for fairness on the monitoring worker; its two critical alerts roll 1.0.1
+back on the urgent worker (which loads 1.0.0 into a cold cache to verify it), and the gateway
+then answers from 1.0.0, a version its own cache never held. This process plays the web host: it
+registers, labels and reads.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+import yaml
 from django.conf import settings
 from django.utils import timezone
 
@@ -35,7 +39,8 @@ from monitoring.ingest import labels_ingest
 from monitoring.models import Alert, DataBatch
 from monitoring.runs import enqueue_runs, run_create
 from tests import celery_workers as workers
-from tests.serving.helpers import live, promote_patch
+from tests.serving import helpers as serving_helpers
+from tests.serving.helpers import FEATURES, live, promote_patch
 from tests.storage_backends import use_backend
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -46,6 +51,54 @@ SERVED = 240  # per group: enough labelled records for a conclusive fairness bre
 @pytest.fixture
 def object_store(settings, tmp_path):
     yield from use_backend("s3", settings, tmp_path / "web")
+
+
+@pytest.fixture
+def mlflow_server(settings, tmp_path, monkeypatch):
+    """An ``mlflow server`` of its own (SQLite store, proxied artifacts), as compose runs it.
+
+    Every host, this one included, reaches MLflow over HTTP only; this host's artifact cache
+    starts empty, and the serving helpers' memo of fetched models (made against the suite's
+    file store) is set aside.
+    """
+    home = tmp_path / "mlflow-server"
+    home.mkdir()
+    port = free_port()
+    log = home / "server.log"
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1", "--serve-artifacts"]
+    command += ["--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}"]
+    command += ["--artifacts-destination", str(home / "artifacts")]
+    process = subprocess.Popen(
+        command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        settings.MLFLOW_TRACKING_URI = settings.MLFLOW_REGISTRY_URI = url
+        settings.ARTIFACT_CACHE_DIR = tmp_path / "web" / "artifact-cache"
+        monkeypatch.setattr(serving_helpers, "_fetched", {})
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # uvicorn waits for keep-alive clients: no need here
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def server_models(name: str = "session-base", seed: int = 0) -> str:
+    """The ``mlflow_models`` factory, logging to the server instead of the suite's store."""
+    return serving_helpers._log_model(name, FEATURES, seed)
 
 
 def host_environment(name: str, root: Path) -> dict[str, str]:
@@ -63,6 +116,31 @@ def host_environment(name: str, root: Path) -> dict[str, str]:
         SERVING_LOG_FLUSH_SECONDS="0.2",
         SERVING_LOG_INGEST_SECONDS="0",
     )
+
+
+COMPOSE = yaml.safe_load((settings.BASE_DIR / "docker-compose.yml").read_text())["services"]
+
+
+def compose_gateway_command(port: int) -> list[str]:
+    """docker-compose.yml's gateway command (its WSGI app and settings), on a local port."""
+    command = list(COMPOSE["gateway"]["command"])
+    assert command[:2] == ["gunicorn", "config.wsgi_gateway:application"], command
+    return [
+        str(Path(sys.executable).parent / "gunicorn"),
+        command[1],
+        "-w",
+        "1",
+        "--threads",
+        "4",
+        "-b",
+        f"127.0.0.1:{port}",
+    ]
+
+
+def compose_queues(service: str) -> str:
+    """The queues docker-compose.yml's ``service`` consumes (its ``-Q`` argument)."""
+    command = COMPOSE[service]["command"]
+    return command[command.index("-Q") + 1]
 
 
 class Hosts:
@@ -84,12 +162,17 @@ class Hosts:
     def gateway(self) -> int:
         port = free_port()  # the bench's helper
         log = self.root / "gateway.log"
-        command = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application"]
-        command += ["-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}"]
         process = subprocess.Popen(
-            command,
+            compose_gateway_command(port),
             cwd=settings.BASE_DIR,
-            env=host_environment("gateway", self.root),
+            env={
+                **host_environment("gateway", self.root),
+                "DJANGO_SETTINGS_MODULE": COMPOSE["gateway"]["environment"][
+                    "DJANGO_SETTINGS_MODULE"
+                ],
+                "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+                "DJANGO_SECURE_SSL_REDIRECT": "false",
+            },
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -148,17 +231,18 @@ def cached(host: str, root: Path, version) -> bool:
 
 
 def test_served_on_one_host_checked_on_another_rolled_back_on_a_third(
-    hosts, mlflow_models, tmp_path
+    mlflow_server, hosts, tmp_path
 ):
-    v1 = live(mlflow_models, "1.0.0", seed=0)
-    v2 = promote_patch(mlflow_models, v1.model, "1.0.1", seed=1)
+    v1 = live(server_models, "1.0.0", seed=0)
+    v2 = promote_patch(server_models, v1.model, "1.0.1", seed=1)
+    assert v1.mlflow_uri.startswith("models:/") and mlflow_server == settings.MLFLOW_TRACKING_URI
     model = v2.model.name
     services.role_grant(username="gateway-ci", roles=["ci"], actor=SYSTEM)
     _, token = services.token_create(username="gateway-ci", roles=None, actor=SYSTEM)
     # the set-up's own tasks (verification, warm standby) are dropped: every cache starts cold
     redis.Redis.from_url(workers.broker_url()).flushdb()
-    hosts.worker("monitoring", "monitoring,default")
-    hosts.worker("urgent", "urgent")
+    hosts.worker("monitoring", compose_queues("worker"))
+    hosts.worker("urgent", compose_queues("worker-urgent"))
     port = hosts.gateway()
     workers.wait_ready(
         {f"{n}-{os.getpid()}": hosts.processes[n][0] for n in ("monitoring", "urgent")}
