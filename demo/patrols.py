@@ -17,6 +17,12 @@ feedback-loop cell. Eight weeks of traffic, 14 scored requests per beat a week:
   once the loop has run for two weeks. The same discovered incidents are why the realised AUC
   of weeks 5-6 falls below its estimate: the gap the reconciliation shows is the loop, seen
   from the labels' side.
+
+Its history happened before its data, as it would have: registered five days before the first
+week, a day per review step, promoted the day before the first request (``LIFECYCLE_DAYS``,
+written on the back-dated clock of ``demo/clock.py``). Its live version is then checked as
+hotspot-classifier's is: the daily data-drift, prediction-drift and fairness checks and the
+weekly calibration check against a reference profile, beside the checks above.
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ from sklearn.preprocessing import StandardScaler
 from governance import services
 from governance.audit import Actor
 from governance.policies import policy_publish
-from monitoring.ingest import labels_ingest, predictions_ingest
-from monitoring.models import Alert, Check, MonitorRun
+from monitoring.ingest import labels_ingest, predictions_ingest, reference_ingest
+from monitoring.models import DAILY_CHECKS, Alert, Check, MonitorRun, RunStatus
 from monitoring.reconciliation import reconcile_run
 from registry.models import ModelVersion
 from registry.services import VersionSpec
@@ -54,6 +60,20 @@ LOOP_FROM_WEEK = 5  # patrols follow the scores from here
 TOP_K, DISCOVERED = 5, 0.6  # attended beats; share of otherwise quiet visits that record one
 LOOP_PERIODS = 4  # the feedback check's window: 4 weeks, the first history only
 FEATURES = [*data.FEATURES_V1, "beat"]
+# Registered LIFECYCLE_DAYS before the first week at 09:00 UTC, then a day per review step (the
+# walk's four: validation, gates, staging, promotion): live the day before its first request.
+LIFECYCLE_DAYS, LIFECYCLE_STEP = 5, timedelta(days=1)
+REFERENCE_ROWS = 5000
+
+
+def first_week() -> datetime:
+    """The start of the first week of traffic: ``WEEKS`` weeks before today, midnight UTC."""
+    return datetime.combine(timezone.now().date() - timedelta(days=7 * WEEKS), time(0), UTC)
+
+
+def lifecycle_start() -> datetime:
+    """When the model's history begins: its registration, days before its data."""
+    return first_week() - timedelta(days=LIFECYCLE_DAYS) + timedelta(hours=9)
 
 
 def _person(username: str) -> Actor:
@@ -159,7 +179,7 @@ def traffic(model, frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, dateti
     """Eight weeks of scored requests with the labels the patrols record (the loop from
     ``LOOP_FROM_WEEK``); returns the records and the first week's start."""
     rng = np.random.default_rng(seed + 13)
-    start = datetime.combine(timezone.now().date() - timedelta(days=7 * WEEKS), time(0), UTC)
+    start = first_week()
     n = WEEKS * BEATS * PER_BEAT_WEEK
     rows = frame.iloc[rng.integers(0, len(frame), n)].reset_index(drop=True)
     week = np.repeat(np.arange(WEEKS), BEATS * PER_BEAT_WEEK)
@@ -180,8 +200,10 @@ def traffic(model, frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, dateti
     return rows, start
 
 
-def _records(rows: pd.DataFrame) -> list[dict]:
+def _records(rows: pd.DataFrame, *, label: str = "") -> list[dict]:
+    """Logged predictions; with ``label`` (a column), each carries its label (a reference)."""
     features = rows[data.FEATURES_V1].to_numpy(dtype=float)
+    labels = rows[label].astype(int).tolist() if label else [None] * len(rows)
     return [
         {
             "prediction_id": pid,
@@ -189,17 +211,33 @@ def _records(rows: pd.DataFrame) -> list[dict]:
             "score": round(float(score), 6),
             "features": {**dict(zip(data.FEATURES_V1, values.tolist(), strict=True)), "beat": b},
             "sensitive": {data.GROUP: str(group)},
+            **({"label": y} if label else {}),
         }
-        for pid, stamp, score, values, b, group in zip(
+        for pid, stamp, score, values, b, group, y in zip(
             rows["prediction_id"],
             rows["timestamp"],
             rows["score"],
             features,
             rows["beat"],
             rows[data.GROUP],
+            labels,
             strict=True,
         )
     ]
+
+
+def _reference(model, frame: pd.DataFrame, seed: int) -> int:
+    """The reference profile: a training-time sample of what the traffic is drawn from (as for
+    hotspot-classifier, demo/traffic.py), each row assigned a beat; returns its size."""
+    rng = np.random.default_rng(seed + 17)
+    rows = _with_beats(frame.sample(n=min(REFERENCE_ROWS, len(frame)), random_state=seed), rng)
+    rows = rows.reset_index(drop=True)
+    rows["prediction_id"] = [f"ref-{MODEL_NAME}-{i}" for i in range(len(rows))]
+    rows["timestamp"] = [datetime.combine(d, time(12), tzinfo=UTC) for d in rows["week_start"]]
+    rows["score"] = model.predict_proba(rows[FEATURES])[:, 1]
+    records = _records(rows, label=data.TARGET)
+    reference_ingest(model_name=MODEL_NAME, version=VERSION, records=records, actor=SYSTEM)
+    return len(records)
 
 
 def _labels(rows: pd.DataFrame) -> list[dict]:
@@ -209,8 +247,35 @@ def _labels(rows: pd.DataFrame) -> list[dict]:
     ]
 
 
+def seed_lifecycle(*, model, validation: pd.DataFrame, ci: Actor, clock) -> Iterator[str]:
+    """The demo's lifecycle walk (demo/lifecycle_walk.py) for 1.0.0, a day per review step on
+    ``clock`` (registered a step before), so it goes live before its first request."""
+    from .lifecycle_walk import walk
+
+    version = ModelVersion.objects.get(model__name=MODEL_NAME, version=VERSION)
+    clock.advance(LIFECYCLE_STEP)
+    for line in walk(version=version, model=model, validation=validation, features=FEATURES, ci=ci):
+        yield line
+        clock.advance(LIFECYCLE_STEP)
+
+
+def _scheduled_checks(version: ModelVersion, start: datetime) -> dict[int, MonitorRun]:
+    """What beat runs for the live version over the eight weeks: the daily checks from the end
+    of the first week on, the weekly calibration and concept-drift checks (7-day windows)."""
+    for offset in range(7, 7 * WEEKS + 1):
+        for check in DAILY_CHECKS:
+            scheduled_run(version, check, start + timedelta(days=offset))
+    concept = {}
+    for w in range(WEEKS):
+        week_end = start + timedelta(days=7 * (w + 1))
+        scheduled_run(version, Check.CALIBRATION, week_end)
+        concept[w] = scheduled_run(version, Check.CONCEPT_DRIFT, week_end)
+    return concept
+
+
 def seed_patrols(*, model, frame: pd.DataFrame, seed: int) -> Iterator[str]:
     version = ModelVersion.objects.get(model__name=MODEL_NAME, version=VERSION)
+    yield f"{MODEL_NAME}: reference profile from {_reference(model, frame, seed)} sampled records"
     rows, start = traffic(model, frame, seed)
     predictions_ingest(model_name=MODEL_NAME, version=VERSION, records=_records(rows), actor=SYSTEM)
     labels_ingest(
@@ -222,10 +287,14 @@ def seed_patrols(*, model, frame: pd.DataFrame, seed: int) -> Iterator[str]:
         f"{MODEL_NAME}: {len(rows)} logged predictions over {WEEKS} weeks ({BEATS} beats); "
         f"labels for weeks 0-{LABELLED_WEEKS - 1} only"
     )
-    week_end = [start + timedelta(days=7 * (w + 1)) for w in range(WEEKS)]
-    concept = {w: scheduled_run(version, Check.CONCEPT_DRIFT, week_end[w]) for w in range(WEEKS)}
+    concept = _scheduled_checks(version, start)
     estimated = [w for w, run in concept.items() if (run.metrics or {}).get("estimated")]
-    yield f"{MODEL_NAME}: weekly AUC realised for weeks 0-4, estimated for weeks {estimated}"
+    runs = MonitorRun.objects.filter(version=version)
+    succeeded = runs.filter(status=RunStatus.SUCCEEDED).count()
+    yield (
+        f"{MODEL_NAME}: {runs.count()} monitor runs ({succeeded} succeeded); weekly AUC "
+        f"realised for weeks 0-4, estimated for weeks {estimated}"
+    )
     late = rows[rows["week"].isin(LATE_WEEKS)]
     labels_ingest(model_name=MODEL_NAME, records=_labels(late), actor=SYSTEM)
     outcomes = {w: reconcile_run(concept[w].pk) for w in LATE_WEEKS}
@@ -238,9 +307,10 @@ def seed_patrols(*, model, frame: pd.DataFrame, seed: int) -> Iterator[str]:
         )
     yield f"{MODEL_NAME}: labels of weeks {list(LATE_WEEKS)} arrived; " + "; ".join(gaps)
     for w in range(2, WEEKS):
-        scheduled_run(version, Check.FEEDBACK_LOOP, week_end[w])
+        scheduled_run(version, Check.FEEDBACK_LOOP, start + timedelta(days=7 * (w + 1)))
     loops = Alert.objects.filter(version=version, kind=Check.FEEDBACK_LOOP)
     yield (
         f"{MODEL_NAME}: weekly feedback-loop runs; {loops.count()} alert(s) "
-        f"(labels concentrate in the beats patrols were sent to from week {LOOP_FROM_WEEK})"
+        f"(labels concentrate in the beats patrols were sent to from week {LOOP_FROM_WEEK}); "
+        f"{version.alerts.count()} alerts in all"
     )

@@ -5,16 +5,28 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The console's data endpoint of a model page, read as the demo's ML Lead (in the demo's var/).
+SERIES = """
+import json
+from django.contrib.auth import get_user_model
+from django.test import Client
+client = Client(HTTP_HOST="127.0.0.1")
+client.force_login(get_user_model().objects.get(username="lee-lead"))
+response = client.get("/console/models/{model}/series.json", {{"days": "90"}})
+assert response.status_code == 200, response.status_code
+print(json.dumps(response.json()))
+"""
 
 
 @pytest.mark.slow
 def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_path):
-    _run_demo_twice(tmp_path)
+    env = _run_demo_twice(tmp_path)
     db = sqlite3.connect(tmp_path / "governance.sqlite3")
     versions = _check_versions_and_history(db)
     _check_the_incident(db, tmp_path)
@@ -22,10 +34,14 @@ def test_demo_registers_three_versions_with_cards_history_and_mlflow_tags(tmp_pa
     _check_small_group_watch(db)
     _check_estimates_before_labels(db)
     _check_feedback_loop(db)
+    _check_audit_in_time_order(db)
+    _check_patrols_live_before_their_data(db)
+    _check_patrol_charts(_series(env, "patrol-allocation"))
     _check_mlflow_tags(tmp_path, versions)
 
 
-def _run_demo_twice(tmp_path: Path) -> None:
+def _run_demo_twice(tmp_path: Path) -> dict[str, str]:
+    """Migrate, seed, seed again; the environment the demo ran in."""
     # MLflow exports its tracking URI to the environment; the demo must use its own var/.
     dropped = {"DATABASE_URL", "CELERY_BROKER_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"}
     env = {k: v for k, v in os.environ.items() if k not in dropped}
@@ -49,6 +65,19 @@ def _run_demo_twice(tmp_path: Path) -> None:
     assert [r["status_at_cut"] for r in oversight["rollbacks"]] == ["completed"]
     assert oversight["incidents"][0]["playbook"]["number"] == "2"
     assert pack["s8_changes"]["chain_verification"]["valid"] is True
+    return env
+
+
+def _series(env: dict[str, str], model: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", SERIES.format(model=model)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _check_versions_and_history(db: sqlite3.Connection) -> list[tuple]:
@@ -215,6 +244,64 @@ def _check_feedback_loop(db: sqlite3.Connection) -> None:
     ).fetchall()
     assert {severity for severity, _ in alerts} == {"high"}
     assert {run_id for _, run_id in alerts} == {run_id for run_id, _ in runs[-2:]}
+
+
+def _check_audit_in_time_order(db: sqlite3.Connection) -> None:
+    """The back-dated history came first: the log's times never go back as its seq goes on."""
+    times = [t for (t,) in db.execute("SELECT created_at FROM governance_auditevent ORDER BY seq")]
+    assert times == sorted(times)
+
+
+def _check_patrols_live_before_their_data(db: sqlite3.Connection) -> None:
+    """patrol-allocation was registered, reviewed and promoted before its first request and
+    its first monitored window, as its audited events and its stage times say."""
+    model = "SELECT id FROM registry_registeredmodel WHERE name = 'patrol-allocation'"
+    [(promoted_at,)] = db.execute(
+        "SELECT l.promoted_at FROM governance_lifecycle l JOIN registry_modelversion v "
+        f"ON v.id = l.version_id WHERE v.model_id = ({model})"
+    ).fetchall()
+    # the feedback-loop check's window counts four weeks back from its end, history included
+    [(first_window, first_end)] = db.execute(
+        "SELECT MIN(window_start), MIN(window_end) FROM monitoring_monitorrun "
+        f"WHERE model_id = ({model}) AND kind != 'feedback_loop'"
+    ).fetchall()
+    [(first_day,)] = db.execute(
+        f"SELECT MIN(day) FROM monitoring_databatch WHERE model_id = ({model}) "
+        "AND kind = 'predictions'"
+    ).fetchall()
+    events = dict(
+        db.execute(
+            "SELECT action, MAX(created_at) FROM governance_auditevent "
+            "WHERE model_name = 'patrol-allocation' AND action IN "
+            "('model.registered', 'version.registered', 'approval.approved', "
+            "'lifecycle.promote') GROUP BY action"
+        )
+    )
+    assert len(events) == 4
+    promoted = datetime.fromisoformat(promoted_at)
+    assert max(events, key=events.get) == "lifecycle.promote"  # reviews came before it
+    assert datetime.fromisoformat(events["lifecycle.promote"]) < datetime.fromisoformat(
+        first_window
+    )
+    assert promoted < datetime.fromisoformat(first_window)
+    assert promoted.date().isoformat() < first_day  # live the day before its first request
+    assert datetime.fromisoformat(first_end) > promoted
+
+
+def _check_patrol_charts(data: dict) -> None:
+    """Every chart of patrol-allocation's page has points in every series, all after its
+    promotion line; fairness, performance and the feedback loop carry alerts."""
+    [promotion] = [a for a in data["annotations"] if a["kind"] == "promotion"]
+    charts = {c["id"]: c for c in data["charts"]}
+    assert set(charts) >= {"psi", "ks", "fairness_gap", "fairness_ratio", "fairness_groups"}
+    assert {"performance", "ece", "labels", "feedback_loop"} <= set(charts)
+    for chart_id, chart in charts.items():
+        assert chart["series"], chart_id
+        for series in chart["series"]:
+            assert series["points"], (chart_id, series["label"])
+            assert min(p["t"] for p in series["points"]) > promotion["t"], chart_id
+    for chart_id in ("performance", "fairness_gap", "feedback_loop"):
+        assert charts[chart_id]["alerts"], chart_id
 
 
 def _check_mlflow_tags(var: Path, versions: list[tuple]) -> None:

@@ -1,6 +1,9 @@
 """``manage.py demo``: seed the platform with a realistic crime-hotspot model and its versions.
 
 Everything goes through the same services the API uses, so the demo's history is real history.
+What happened before the demo's data (the people's role grants, patrol-allocation's registration,
+reviews and promotion, days before its first request) is written first, on a back-dated clock
+(``demo/clock.py``), so the audit log stays in time order.
 """
 
 from __future__ import annotations
@@ -64,28 +67,49 @@ class Command(BaseCommand):
     def handle(self, seed: int, grid: int, **_) -> None:
         self.started = time.monotonic()
         actor = Actor.system("manage.py demo")
-        self.step("creating demo users and roles")
-        self._users(actor)
+        done = set(
+            ModelVersion.objects.filter(model__name=MODEL_NAME).values_list("version", flat=True)
+        )
+        if done >= {v[0] for v in VERSIONS}:
+            self.step("creating demo users and roles")
+            self._users(actor)
+            self.step("demo models already registered; nothing to do")
+            self._documentation()
+            return
+        from demo import data, patrols
+        from demo.clock import back_dated
+
+        self.step(f"building the synthetic data set ({grid}x{grid} cells x 104 weeks, seed {seed})")
+        frame = data.make_dataset(seed=seed, grid=grid)
+        experiment_id = mlflow_bridge.ensure_experiment()
+        # The history before the data comes first, at its own (earlier) times: the demo people,
+        # then patrol-allocation's registration and reviews, weeks before its first request.
+        with back_dated(patrols.lifecycle_start(), self.step) as clock:
+            self.step("creating demo users and roles")
+            self._users(actor)
+            ci = Actor.for_user(get_user_model().objects.get(username="ci-bot"), token_name="demo")
+            patrol = self._patrol_lifecycle(frame, seed, ci, experiment_id, clock)
         if not RegisteredModel.objects.filter(name=MODEL_NAME).exists():
             services.model_register(
                 name=MODEL_NAME,
                 description="Weekly crime-hotspot forecast per 250 m grid cell (synthetic demo).",
                 actor=actor,
             )
-        done = set(
-            ModelVersion.objects.filter(model__name=MODEL_NAME).values_list("version", flat=True)
-        )
-        if done >= {v[0] for v in VERSIONS}:
-            self.step("demo models already registered; nothing to do")
-            self._documentation()
-            return
+        self._register_versions(frame, seed, ci, experiment_id, done)
+        self._walk_lifecycle(ci)
+        self._traffic(frame, seed)
+        self._incidents()
+        if patrol is not None:
+            for line in patrols.seed_patrols(model=patrol, frame=frame, seed=seed):
+                self.step(line)
+        self._documentation()
+        self.step("done")
+
+    def _register_versions(self, frame, seed: int, ci: Actor, experiment_id: str, done) -> None:
+        """Train, log to MLflow and register each hotspot-classifier version not yet there."""
         from demo import data
 
-        self.step(f"building the synthetic data set ({grid}x{grid} cells x 104 weeks, seed {seed})")
-        frame = data.make_dataset(seed=seed, grid=grid)
         weeks = sorted(frame["week_start"].unique())
-        experiment_id = mlflow_bridge.ensure_experiment()
-        ci = Actor.for_user(get_user_model().objects.get(username="ci-bot"), token_name="demo")
         self.splits = {}
         for version, kind, feature_set, n_weeks, params, change in VERSIONS:
             if version in done:
@@ -118,31 +142,23 @@ class Command(BaseCommand):
                 raise CommandError(f"registering {version} failed: {exc}") from exc
             self.step(f"registered {MODEL_NAME} {version} ({logged.uri})")
             self.splits[version] = (model, validation, features)
-        self._walk_lifecycle(ci)
-        self._traffic(frame, seed)
-        self._incidents()
-        self._patrols(frame, seed, ci, experiment_id)
-        self._documentation()
-        self.step("done")
 
-    def _patrols(self, frame, seed: int, ci: Actor, experiment_id: str) -> None:
-        """The second model: estimated performance before its labels arrive, reconciled when
-        they do, and a feedback loop its patrols create (demo/patrols.py)."""
+    def _patrol_lifecycle(self, frame, seed: int, ci: Actor, experiment_id: str, clock):
+        """The second model, registered and reviewed before its data (demo/patrols.py): its
+        trained model, or None when a partly seeded database already has it."""
         from demo import patrols
-        from demo.lifecycle_walk import walk
 
+        if RegisteredModel.objects.filter(name=patrols.MODEL_NAME).exists():
+            self.step(f"{patrols.MODEL_NAME} is already registered; not seeded again")
+            return None
         self.step(f"training {patrols.MODEL_NAME} {patrols.VERSION} (logreg, beat carried)")
         model, validation = patrols.register(
             frame=frame, seed=seed, ci=ci, experiment_id=experiment_id, log=self._log
         )
         self.step(f"registered {patrols.MODEL_NAME} {patrols.VERSION}")
-        version = ModelVersion.objects.get(model__name=patrols.MODEL_NAME, version=patrols.VERSION)
-        for line in walk(
-            version=version, model=model, validation=validation, features=patrols.FEATURES, ci=ci
-        ):
+        for line in patrols.seed_lifecycle(model=model, validation=validation, ci=ci, clock=clock):
             self.step(f"{patrols.MODEL_NAME} {line}")
-        for line in patrols.seed_patrols(model=model, frame=frame, seed=seed):
-            self.step(line)
+        return model
 
     def _incidents(self) -> None:
         """What the urgent worker does with the alerts, done here so the demo shows it at once
