@@ -5,6 +5,8 @@ from .documentation import views as documentation_views
 
 app_name = "console"
 
+VERSION = "models/<str:name>/versions/<str:version>/"
+
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("overview/rows/", views.overview_rows, name="overview-rows"),
@@ -27,18 +29,14 @@ urlpatterns = [
         name="incident-step-complete",
     ),
     path("work/", incident_views.work, name="work"),
+    path(VERSION, page_views.version, name="version"),
     path(
-        "models/<str:name>/versions/<str:version>/",
-        page_views.version,
-        name="version",
-    ),
-    path(
-        "models/<str:name>/versions/<str:version>/documentation/",
+        VERSION + "documentation/",
         documentation_views.documentation,
         name="version-documentation",
     ),
     path(
-        "models/<str:name>/versions/<str:version>/documentation/download/",
+        VERSION + "documentation/download/",
         documentation_views.documentation_download,
         name="version-documentation-download",
     ),
