@@ -14,7 +14,6 @@ from rest_framework.response import Response
 from governance.api.idempotency import idempotent
 from governance.api.serializers import StrictSerializer
 from governance.api.views import (
-    IDEMPOTENCY_HEADER,
     CrossModelReadView,
     actor_of,
     one_or_404,
@@ -281,7 +280,6 @@ class ModelRollbackView(GenericAPIView):
         summary="Roll back the live version to the version it superseded",
         request=RollbackRequestSerializer,
         responses={202: IncidentDetailSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request, name: str) -> Response:
@@ -315,7 +313,6 @@ class StepCompleteView(GenericAPIView):
         "the incident becomes `reviewed`.",
         request=StepCompleteSerializer,
         responses={200: StepRunSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request, pk: int, order: int) -> Response:

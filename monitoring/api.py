@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from governance.api.idempotency import idempotent
-from governance.api.views import IDEMPOTENCY_HEADER, actor_of
+from governance.api.views import actor_of
 from governance.permissions import can, request_scopes
 from governance.roles import Action
 from platform_core.api.params import datetime_param, int_param, text_param
@@ -327,7 +327,6 @@ class PredictionListCreateView(_IngestView):
             "multipart/form-data": PredictionUploadSerializer,
         },
         responses={201: IngestResultSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
         examples=[OpenApiExample("predictions", value=_PREDICTIONS_EXAMPLE, request_only=True)],
     )
     @idempotent
@@ -361,7 +360,6 @@ class LabelCreateView(_IngestView):
             "multipart/form-data": LabelUploadSerializer,
         },
         responses={201: IngestResultSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
         examples=[
             OpenApiExample(
                 "labels",
@@ -394,7 +392,6 @@ class ReferenceCreateView(_IngestView):
             "multipart/form-data": ReferenceUploadSerializer,
         },
         responses={201: ReferenceResultSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request, name: str, version: str) -> Response:

@@ -16,7 +16,6 @@ from rest_framework.response import Response
 from governance.api.idempotency import idempotent
 from governance.api.serializers import StrictSerializer
 from governance.api.views import (
-    IDEMPOTENCY_HEADER,
     CrossModelReadView,
     actor_of,
     one_or_404,
@@ -219,7 +218,6 @@ class RunListCreateView(GenericAPIView):
         "GET /api/v1/monitoring/runs/{id}/ for the outcome.",
         request=RunStartSerializer,
         responses={202: RunStartedSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request) -> Response:

@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from governance.api.idempotency import idempotent
 from governance.api.serializers import StrictSerializer
-from governance.api.views import IDEMPOTENCY_HEADER, actor_of
+from governance.api.views import actor_of
 from governance.permissions import request_scopes
 from governance.roles import Action
 from governance.selectors import readable_models
@@ -325,7 +325,6 @@ class HaltView(APIView):
         ),
         request=HaltRequestSerializer,
         responses={201: HaltSerializer, 200: HaltSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request) -> Response:
@@ -351,7 +350,6 @@ class HaltReleaseView(APIView):
         ),
         request=HaltReleaseRequestSerializer,
         responses={200: HaltSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request) -> Response:

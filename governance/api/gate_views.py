@@ -16,7 +16,7 @@ from .. import gates
 from ..models import Evaluation, EvidenceKind, Lifecycle
 from ..roles import Action
 from .idempotency import idempotent
-from .views import IDEMPOTENCY_HEADER, actor_of
+from .views import actor_of
 
 # --- request shapes (documentation; the service validates every record itself) -----------------
 
@@ -172,7 +172,6 @@ class EvaluationListCreateView(GenericAPIView):
             "multipart/form-data": EvidenceUploadSerializer,
         },
         responses={201: EvaluationReportSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
         examples=[
             OpenApiExample("validation records", value=_RECORDS_EXAMPLE, request_only=True),
             OpenApiExample(

@@ -17,7 +17,7 @@ from ..permissions import request_scopes
 from ..roles import Action
 from .idempotency import idempotent
 from .serializers import StrictSerializer, VersionSerializer
-from .views import IDEMPOTENCY_HEADER, actor_of
+from .views import actor_of
 
 
 class TransitionRequestSerializer(StrictSerializer):
@@ -73,7 +73,6 @@ class TransitionView(GenericAPIView):
         summary="Request a lifecycle transition",
         request=TransitionRequestSerializer,
         responses={200: VersionSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request, name: str, version: str) -> Response:
@@ -115,7 +114,6 @@ class ApprovalListCreateView(GenericAPIView):
         ),
         request=ApprovalRequestSerializer,
         responses={201: ApprovalSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request, name: str, version: str) -> Response:

@@ -29,18 +29,6 @@ from .serializers import (
     VersionSerializer,
 )
 
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key",
-    str,
-    OpenApiParameter.HEADER,
-    required=False,
-    description=(
-        "A retry with the same key returns the first (successful) response and changes nothing. "
-        "While a request with the key still runs, another gets 409 with Retry-After; the same "
-        "key with a different body is 422. A request that fails releases its key."
-    ),
-)
-
 
 def actor_of(request: Request) -> Actor:
     scope = getattr(getattr(request, "auth", None), "scope", None)
@@ -71,7 +59,6 @@ class ModelListCreateView(GenericAPIView):
         summary="Register a model",
         request=ModelCreateSerializer,
         responses={201: ModelSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request) -> Response:
@@ -123,7 +110,6 @@ class VersionListCreateView(GenericAPIView):
         summary="Register a version (from an MLflow model version or an artifact URI)",
         request=VersionCreateSerializer,
         responses={201: VersionSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request, name: str) -> Response:
