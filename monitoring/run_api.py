@@ -153,8 +153,9 @@ def _readable(request: Request, qs: QuerySet) -> QuerySet:
 
 # A list's choice filters: query parameter -> (the field it filters, its values). With model and
 # version they are all the list takes (anything else but paging is a 400) and all it documents.
-_RUN_CHOICES = {"check": ("kind", Check.values), "status": ("status", RunStatus.values)}
-_ALERT_CHOICES = {
+Choices = dict[str, tuple[str, list[str]]]
+_RUN_CHOICES: Choices = {"check": ("kind", Check.values), "status": ("status", RunStatus.values)}
+_ALERT_CHOICES: Choices = {
     "check": ("kind", Check.values),
     "severity": ("severity", Severity.values),
     "status": ("status", AlertStatus.values),
@@ -164,7 +165,7 @@ _PAGING = frozenset({"limit", "offset", "format"})
 _RUN_RELATED = ("model", "version", "policy", "validation_policy", "alert")
 
 
-def _filter_parameters(rows: str, choices: dict) -> list[OpenApiParameter]:
+def _filter_parameters(rows: str, choices: Choices) -> list[OpenApiParameter]:
     return [
         OpenApiParameter("model", str, description=f"{rows} of this model"),
         OpenApiParameter("version", str, description=f"{rows} of this version (with model)"),
@@ -172,7 +173,7 @@ def _filter_parameters(rows: str, choices: dict) -> list[OpenApiParameter]:
     ]
 
 
-def _filtered(request: Request, qs: QuerySet, choices: dict) -> QuerySet:
+def _filtered(request: Request, qs: QuerySet, choices: Choices) -> QuerySet:
     """The readable rows of ``qs`` the query asks for; a 400 naming each bad parameter."""
     params = request.query_params
     unknown = sorted(set(params) - {"model", "version", *choices} - _PAGING)
