@@ -12,15 +12,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from governance.api.idempotency import idempotent
-from governance.api.serializers import StrictSerializer
+from governance.api.serializers import StrictSerializer, validated
 from governance.api.views import (
-    IDEMPOTENCY_HEADER,
     CrossModelReadView,
     actor_of,
     one_or_404,
 )
 from governance.permissions import can, request_scopes, roles_of
 from governance.roles import Action, actions_for
+from platform_core.api.pagination import page_response
 from platform_core.api.params import choices_param
 from platform_core.errors import NotFound
 
@@ -252,8 +252,7 @@ class IncidentListView(CrossModelReadView):
             qs = qs.filter(model__name=model)
         if wanted := choices_param(request.query_params, "status", IncidentStatus.values):
             qs = qs.filter(status__in=wanted)
-        page = self.paginate_queryset(_readable(request, qs))
-        return self.get_paginated_response(IncidentSerializer(page, many=True).data)
+        return page_response(self, _readable(request, qs))
 
 
 class IncidentDetailView(CrossModelReadView):
@@ -281,15 +280,12 @@ class ModelRollbackView(GenericAPIView):
         summary="Roll back the live version to the version it superseded",
         request=RollbackRequestSerializer,
         responses={202: IncidentDetailSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request, name: str) -> Response:
-        body = RollbackRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
         incident, _ = rollback_manual(
             model_name=name,
-            reason=body.validated_data["reason"],
+            reason=validated(RollbackRequestSerializer, request)["reason"],
             actor=actor_of(request),
             scopes=request_scopes(request),
         )
@@ -315,20 +311,18 @@ class StepCompleteView(GenericAPIView):
         "the incident becomes `reviewed`.",
         request=StepCompleteSerializer,
         responses={200: StepRunSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request, pk: int, order: int) -> Response:
-        body = StepCompleteSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        body = validated(StepCompleteSerializer, request)
         if not _readable(request, Incident.objects.filter(pk=pk)).exists():
             raise NotFound(f"no incident {pk}")  # as GET answers: the model is not named
         run = step_complete(
             incident_id=pk,
             order=order,
-            note=body.validated_data["note"],
-            decision=body.validated_data["decision"],
-            justification=body.validated_data["justification"],
+            note=body["note"],
+            decision=body["decision"],
+            justification=body["justification"],
             actor=actor_of(request),
             scopes=request_scopes(request),
         )
@@ -346,6 +340,4 @@ class PlaybookListView(CrossModelReadView):
         responses=PlaybookSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
-        qs = Playbook.objects.prefetch_related("steps").order_by("number")
-        page = self.paginate_queryset(qs)
-        return self.get_paginated_response(PlaybookSerializer(page, many=True).data)
+        return page_response(self, Playbook.objects.prefetch_related("steps").order_by("number"))

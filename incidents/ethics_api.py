@@ -16,7 +16,6 @@ from rest_framework import serializers
 
 from governance.api.policy_views import ModelPolicyView
 from governance.api.serializers import StrictSerializer
-from governance.api.views import IDEMPOTENCY_HEADER
 from governance.audit import Actor
 from governance.roles import Action
 from platform_core.errors import InvalidInput
@@ -159,7 +158,6 @@ def _shown(name: str, policy: EthicsPolicy | None) -> dict:
         "`fairness_limits.fpr_ratio`.",
         request=EthicsPolicyWriteSerializer,
         responses={200: EthicsPolicySerializer},
-        parameters=[IDEMPOTENCY_HEADER],
         examples=[
             OpenApiExample(
                 "Hard limits",

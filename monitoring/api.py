@@ -11,16 +11,15 @@ import numpy as np
 import pandas as pd
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.generics import GenericAPIView
-from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from governance.api.idempotency import idempotent
-from governance.api.views import IDEMPOTENCY_HEADER, actor_of
+from governance.api.views import actor_of
 from governance.permissions import can, request_scopes
 from governance.roles import Action
 from platform_core.api.params import datetime_param, int_param, text_param
+from platform_core.api.uploads import RecordsUploadView
 from platform_core.errors import InvalidInput
 from registry import services as registry_services
 
@@ -153,18 +152,6 @@ class PredictionListSerializer(serializers.Serializer):
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _body(request: Request) -> tuple[dict[str, Any], Any]:
-    """``(fields, upload)``: the JSON object, or the form fields and the uploaded ``file``."""
-    if request.content_type.startswith("multipart/"):
-        upload = request.FILES.get("file")
-        if upload is None:
-            raise InvalidInput({"file": "required: a CSV or Parquet file of records"})
-        return {k: request.POST.get(k) for k in request.POST}, upload
-    if not isinstance(request.data, dict):
-        raise InvalidInput({"non_field_errors": "the body must be a JSON object"})
-    return request.data, None
-
-
 def _ingest_result(batches) -> dict[str, Any]:
     return {
         "batches": len(batches),
@@ -248,12 +235,10 @@ _PREDICTIONS_EXAMPLE = {
 # --- views --------------------------------------------------------------------------------------
 
 
-class _IngestView(GenericAPIView):
+class _IngestView(RecordsUploadView):
     """A POST of records as a JSON object or as an uploaded CSV or Parquet ``file``."""
 
     required_actions = {"POST": Action.INGEST}
-    parser_classes = [JSONParser, MultiPartParser]
-    takes_file_upload = True  # a 413 on JSON points to the file upload
 
     @staticmethod
     def ingest(request: Request, ingest_fn, upload, fields: dict[str, Any], **kwargs):
@@ -327,13 +312,12 @@ class PredictionListCreateView(_IngestView):
             "multipart/form-data": PredictionUploadSerializer,
         },
         responses={201: IngestResultSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
         examples=[OpenApiExample("predictions", value=_PREDICTIONS_EXAMPLE, request_only=True)],
     )
     @idempotent
     def post(self, request: Request, name: str) -> Response:
         registry_services.model_get(name)  # 404 before reading the body
-        fields, upload = _body(request)
+        fields, upload = self.records_body(request)
         version = fields.get("version")
         if not isinstance(version, str) or not version:
             raise InvalidInput({"version": "required: the version that made the predictions"})
@@ -361,7 +345,6 @@ class LabelCreateView(_IngestView):
             "multipart/form-data": LabelUploadSerializer,
         },
         responses={201: IngestResultSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
         examples=[
             OpenApiExample(
                 "labels",
@@ -373,7 +356,7 @@ class LabelCreateView(_IngestView):
     @idempotent
     def post(self, request: Request, name: str) -> Response:
         registry_services.model_get(name)
-        fields, upload = _body(request)
+        fields, upload = self.records_body(request)
         batches = self.ingest(request, ingest.labels_ingest, upload, fields, model_name=name)
         return Response(_ingest_result(batches), status=status.HTTP_201_CREATED)
 
@@ -394,12 +377,11 @@ class ReferenceCreateView(_IngestView):
             "multipart/form-data": ReferenceUploadSerializer,
         },
         responses={201: ReferenceResultSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request, name: str, version: str) -> Response:
         registry_services.version_get(name, version)
-        fields, upload = _body(request)
+        fields, upload = self.records_body(request)
         result = self.ingest(
             request, ingest.reference_ingest, upload, fields, model_name=name, version=version
         )

@@ -14,9 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from governance.api.idempotency import idempotent
-from governance.api.serializers import StrictSerializer
+from governance.api.serializers import StrictSerializer, validated
 from governance.api.views import (
-    IDEMPOTENCY_HEADER,
     CrossModelReadView,
     actor_of,
     one_or_404,
@@ -24,6 +23,7 @@ from governance.api.views import (
 from governance.permissions import can, request_scopes
 from governance.roles import Action
 from governance.selectors import readable_models
+from platform_core.api.pagination import page_response
 from platform_core.api.params import choice_param, int_param, text_param
 from platform_core.errors import Forbidden, InvalidInput, NotFound
 from registry import services as registry_services
@@ -151,39 +151,49 @@ def _readable(request: Request, qs: QuerySet) -> QuerySet:
     return qs.filter(model__in=readable_models(request.user, scopes=request_scopes(request)))
 
 
-RUN_FILTERS = [
-    OpenApiParameter("model", str, description="Runs of this model"),
-    OpenApiParameter("version", str, description="Runs of this version (with model)"),
-    OpenApiParameter("check", str, enum=Check.values),
-    OpenApiParameter("status", str, enum=RunStatus.values),
-]
-ALERT_FILTERS = [
-    OpenApiParameter("model", str, description="Alerts of this model"),
-    OpenApiParameter("version", str, description="Alerts of this version (with model)"),
-    OpenApiParameter("check", str, enum=Check.values),
-    OpenApiParameter("severity", str, enum=Severity.values),
-    OpenApiParameter("status", str, enum=AlertStatus.values),
-]
+# A list's choice filters: query parameter -> (the field it filters, its values). With model and
+# version they are all the list takes (anything else but paging is a 400) and all it documents.
+Choices = dict[str, tuple[str, list[str]]]
+_RUN_CHOICES: Choices = {"check": ("kind", Check.values), "status": ("status", RunStatus.values)}
+_ALERT_CHOICES: Choices = {
+    "check": ("kind", Check.values),
+    "severity": ("severity", Severity.values),
+    "status": ("status", AlertStatus.values),
+}
+_PAGING = frozenset({"limit", "offset", "format"})
+# What RunSerializer reads beyond the run's own row.
+_RUN_RELATED = ("model", "version", "policy", "validation_policy", "alert")
 
 
-def _filter_model(qs: QuerySet, params, *, allowed: frozenset[str]) -> QuerySet:
-    unknown = sorted(set(params) - allowed - _PAGING)
+def _filter_parameters(rows: str, choices: Choices) -> list[OpenApiParameter]:
+    return [
+        OpenApiParameter("model", str, description=f"{rows} of this model"),
+        OpenApiParameter("version", str, description=f"{rows} of this version (with model)"),
+        *(OpenApiParameter(name, str, enum=values) for name, (_, values) in choices.items()),
+    ]
+
+
+def _filtered(request: Request, qs: QuerySet, choices: Choices) -> QuerySet:
+    """The readable rows of ``qs`` the query asks for; a 400 naming each bad parameter."""
+    params = request.query_params
+    unknown = sorted(set(params) - {"model", "version", *choices} - _PAGING)
     if unknown:
         raise InvalidInput({name: "unknown query parameter" for name in unknown[:20]})
     int_param(params, "limit", minimum=1)
     int_param(params, "offset", minimum=0)
     model = text_param(params, "model")
     version = text_param(params, "version", max_length=32)
+    qs = _readable(request, qs)
     if model:
         qs = qs.filter(model__name=model)
         if version:
             qs = qs.filter(version__version=version)
     elif version:
         raise InvalidInput({"version": "give model too"})
+    for name, (field, values) in choices.items():
+        if value := choice_param(params, name, values):
+            qs = qs.filter(**{field: value})
     return qs
-
-
-_PAGING = frozenset({"limit", "offset", "format"})
 
 
 class RunListCreateView(GenericAPIView):
@@ -194,23 +204,12 @@ class RunListCreateView(GenericAPIView):
 
     @extend_schema(
         summary="Monitor runs, newest window first",
-        parameters=RUN_FILTERS,
+        parameters=_filter_parameters("Runs", _RUN_CHOICES),
         responses=RunSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
-        params = request.query_params
-        qs = _filter_model(
-            _readable(request, MonitorRun.objects.all()),
-            params,
-            allowed=frozenset({"model", "version", "check", "status"}),
-        )
-        if check := choice_param(params, "check", Check.values):
-            qs = qs.filter(kind=check)
-        if run_status := choice_param(params, "status", RunStatus.values):
-            qs = qs.filter(status=run_status)
-        qs = qs.select_related("model", "version", "policy", "validation_policy", "alert")
-        page = self.paginate_queryset(qs.order_by("-window_end", "-id"))
-        return self.get_paginated_response(RunSerializer(page, many=True).data)
+        qs = _filtered(request, MonitorRun.objects.select_related(*_RUN_RELATED), _RUN_CHOICES)
+        return page_response(self, qs.order_by("-window_end", "-id"))
 
     @extend_schema(
         summary="Run checks now",
@@ -219,13 +218,10 @@ class RunListCreateView(GenericAPIView):
         "GET /api/v1/monitoring/runs/{id}/ for the outcome.",
         request=RunStartSerializer,
         responses={202: RunStartedSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request) -> Response:
-        body = RunStartSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
+        data = validated(RunStartSerializer, request)
         if not can(
             request.user, Action.START_RUNS, model=data["model"], scopes=request_scopes(request)
         ):
@@ -261,9 +257,7 @@ class RunDetailView(CrossModelReadView):
         "PPV) for fairness.",
     )
     def get(self, request: Request, pk: int) -> Response:
-        runs = _readable(request, MonitorRun.objects.all()).select_related(
-            "model", "version", "policy", "validation_policy", "alert"
-        )
+        runs = _readable(request, MonitorRun.objects.select_related(*_RUN_RELATED))
         run = one_or_404(runs, pk, "monitor run")
         return Response(RunDetailSerializer(run).data)
 
@@ -274,25 +268,12 @@ class AlertListView(CrossModelReadView):
 
     @extend_schema(
         summary="Alerts, newest first",
-        parameters=ALERT_FILTERS,
+        parameters=_filter_parameters("Alerts", _ALERT_CHOICES),
         responses=AlertSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
-        params = request.query_params
-        qs = _filter_model(
-            _readable(request, Alert.objects.all()),
-            params,
-            allowed=frozenset({"model", "version", "check", "severity", "status"}),
-        )
-        if check := choice_param(params, "check", Check.values):
-            qs = qs.filter(kind=check)
-        if severity := choice_param(params, "severity", Severity.values):
-            qs = qs.filter(severity=severity)
-        if alert_status := choice_param(params, "status", AlertStatus.values):
-            qs = qs.filter(status=alert_status)
-        qs = qs.select_related("model", "version").order_by("-created_at", "-id")
-        page = self.paginate_queryset(qs)
-        return self.get_paginated_response(AlertSerializer(page, many=True).data)
+        qs = _filtered(request, Alert.objects.select_related("model", "version"), _ALERT_CHOICES)
+        return page_response(self, qs.order_by("-created_at", "-id"))
 
 
 class AlertDetailView(CrossModelReadView):
@@ -321,14 +302,13 @@ class _AlertActionView(GenericAPIView):
     queryset = Alert.objects.none()
 
     def act(self, request: Request, pk: int, service) -> Response:
-        body = AlertNoteSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        body = validated(AlertNoteSerializer, request)
         if not _readable(request, Alert.objects.filter(pk=pk)).exists():
             raise NotFound(f"no alert {pk}")
         alert = service(
             alert_id=pk,
             actor=actor_of(request),
-            note=body.validated_data["note"],
+            note=body["note"],
             scopes=request_scopes(request),
         )
         alert = Alert.objects.select_related("model", "version").get(pk=alert.pk)

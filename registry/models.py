@@ -67,14 +67,9 @@ class ModelVersionQuerySet(models.QuerySet["ModelVersion"]):
 class ModelVersion(models.Model):
     """One trained, registered version; the facts of the specification's registry schema."""
 
-    FACT_FIELDS = (
-        "model_id",
-        "version",
-        "major",
-        "minor",
-        "patch",
-        "mlflow_name",
-        "mlflow_version",
+    # The artifact and its training as registration resolved them: immutable (FACT_FIELDS) and
+    # shown as stored by the version API (governance.api.serializers.VersionSerializer).
+    TRAINING_FACTS = (
         "artifact_uri",
         "artifact_digest",
         "flavor",
@@ -86,6 +81,16 @@ class ModelVersion(models.Model):
         "feature_list",
         "feature_types",
         "thresholds",
+    )
+    FACT_FIELDS = (
+        "model_id",
+        "version",
+        "major",
+        "minor",
+        "patch",
+        "mlflow_name",
+        "mlflow_version",
+        *TRAINING_FACTS,
         "responsible_engineer_id",
         "created_at",
         "mlflow_run_id",

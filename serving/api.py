@@ -22,8 +22,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.api.idempotency import idempotent
-from governance.api.serializers import StrictSerializer
-from governance.api.views import IDEMPOTENCY_HEADER, actor_of
+from governance.api.serializers import StrictSerializer, validated
+from governance.api.views import actor_of
 from governance.permissions import request_scopes
 from governance.roles import Action
 from governance.selectors import readable_models
@@ -325,14 +325,13 @@ class HaltView(APIView):
         ),
         request=HaltRequestSerializer,
         responses={201: HaltSerializer, 200: HaltSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request) -> Response:
-        body = HaltRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
         halt, created = halt_engage(
-            **body.validated_data, actor=actor_of(request), scopes=request_scopes(request)
+            **validated(HaltRequestSerializer, request),
+            actor=actor_of(request),
+            scopes=request_scopes(request),
         )
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(HaltSerializer(halt).data, status=code)
@@ -351,13 +350,10 @@ class HaltReleaseView(APIView):
         ),
         request=HaltReleaseRequestSerializer,
         responses={200: HaltSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request) -> Response:
-        body = HaltReleaseRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
+        data = validated(HaltReleaseRequestSerializer, request)
         outcome = halt_release_approve(
             scope=data["scope"],
             role=data.get("role"),

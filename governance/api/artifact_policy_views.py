@@ -19,7 +19,6 @@ from ..audit import Actor
 from ..roles import Action
 from .policy_views import ModelPolicyView
 from .serializers import StrictSerializer
-from .views import IDEMPOTENCY_HEADER
 
 
 @extend_schema_field(
@@ -106,7 +105,6 @@ def _shown(policy: EffectivePolicy) -> dict:
         "field, e.g. `allowed_flavors.0`.",
         request=ArtifactPolicyWriteSerializer,
         responses={200: ArtifactPolicySerializer},
-        parameters=[IDEMPOTENCY_HEADER],
         examples=[
             OpenApiExample(
                 "Only non-executable formats",

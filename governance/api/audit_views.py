@@ -11,6 +11,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from platform_core.api.pagination import page_response
 from platform_core.api.params import datetime_param
 from platform_core.errors import InvalidInput
 from registry import services as registry_services
@@ -195,8 +196,7 @@ class AuditListView(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         qs = filter_events(readable_events(request), request.query_params).order_by("seq")
-        page = self.paginate_queryset(qs)
-        return self.get_paginated_response(AuditEventSerializer(page, many=True).data)
+        return page_response(self, qs)
 
 
 class AuditVerifyView(GenericAPIView):
@@ -253,6 +253,4 @@ class VersionHistoryView(GenericAPIView):
         responses=AuditEventSerializer(many=True),
     )
     def get(self, request: Request, name: str, version: str) -> Response:
-        instance = registry_services.version_get(name, version)
-        page = self.paginate_queryset(version_events(instance))
-        return self.get_paginated_response(AuditEventSerializer(page, many=True).data)
+        return page_response(self, version_events(registry_services.version_get(name, version)))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.generics import GenericAPIView
-from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from platform_core.api.pagination import page_response
+from platform_core.api.uploads import RecordsUploadView
 from platform_core.errors import InvalidInput
 from registry import services as registry_services
 
@@ -16,7 +16,7 @@ from .. import gates
 from ..models import Evaluation, EvidenceKind, Lifecycle
 from ..roles import Action
 from .idempotency import idempotent
-from .views import IDEMPOTENCY_HEADER, actor_of
+from .views import actor_of
 
 # --- request shapes (documentation; the service validates every record itself) -----------------
 
@@ -132,11 +132,9 @@ _RECORDS_EXAMPLE = {
 }
 
 
-class EvaluationListCreateView(GenericAPIView):
+class EvaluationListCreateView(RecordsUploadView):
     required_actions = {"GET": Action.READ, "POST": Action.SUBMIT_EVIDENCE}
     serializer_class = EvaluationSerializer
-    parser_classes = [JSONParser, MultiPartParser]
-    takes_file_upload = True  # a 413 on JSON points to the file upload
     queryset = Evaluation.objects.none()  # for the schema only; get() builds the real one
 
     @extend_schema(
@@ -153,8 +151,7 @@ class EvaluationListCreateView(GenericAPIView):
         kind = request.query_params.get("kind") or None
         if kind is not None and kind not in EvidenceKind.values:
             raise InvalidInput({"kind": f"one of {', '.join(EvidenceKind.values)}"})
-        page = self.paginate_queryset(gates.evaluation_list(target, kind=kind))
-        return self.get_paginated_response(EvaluationSerializer(page, many=True).data)
+        return page_response(self, gates.evaluation_list(target, kind=kind))
 
     @extend_schema(
         summary="Submit evidence; the platform computes the gates and answers with the report",
@@ -172,7 +169,6 @@ class EvaluationListCreateView(GenericAPIView):
             "multipart/form-data": EvidenceUploadSerializer,
         },
         responses={201: EvaluationReportSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
         examples=[
             OpenApiExample("validation records", value=_RECORDS_EXAMPLE, request_only=True),
             OpenApiExample(
@@ -185,16 +181,7 @@ class EvaluationListCreateView(GenericAPIView):
     @idempotent
     def post(self, request: Request, name: str, version: str) -> Response:
         registry_services.version_get(name, version)  # 404 before reading the body
-        upload = None
-        if request.content_type.startswith("multipart/"):
-            upload = request.FILES.get("file")
-            payload = {k: request.POST.get(k) for k in request.POST}
-            if upload is None:
-                raise InvalidInput({"file": "required: a CSV or Parquet file of records"})
-        else:
-            payload = request.data
-            if not isinstance(payload, dict):
-                raise InvalidInput({"non_field_errors": "the body must be a JSON object"})
+        payload, upload = self.records_body(request)
         evaluation = gates.evaluation_submit(
             model_name=name,
             version=version,

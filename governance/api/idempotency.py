@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 
 from ..models import IdempotencyRecord
@@ -32,6 +33,18 @@ HEADER = "Idempotency-Key"
 IN_PROGRESS_DETAIL = "a request with this Idempotency-Key is still being processed; retry later"
 RETRY_AFTER_SECONDS = 2
 _CLAIM_ATTEMPTS = 3
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    HEADER,
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "A retry with the same key returns the first (successful) response and changes nothing. "
+        "While a request with the key still runs, another gets 409 with Retry-After; the same "
+        "key with a different body is 422. A request that fails releases its key."
+    ),
+)
 
 
 def _digest(request) -> str:
@@ -144,7 +157,9 @@ def _complete(request, key: str, token: str, response) -> None:
 
 
 def idempotent(view_method):
-    """Wrap a POST handler. Only successful responses are kept: failures change nothing anyway."""
+    """Wrap a POST (or PUT) handler. Only successful responses are kept: failures change nothing
+    anyway. The wrapper documents the header itself, so every idempotent operation's schema
+    names it and none can forget to; an ``@extend_schema`` above it adds to that."""
 
     @wraps(view_method)
     def wrapper(self, request, *args, **kwargs):
@@ -170,4 +185,4 @@ def idempotent(view_method):
             _release(request, key, claimed)
         return response
 
-    return wrapper
+    return extend_schema(parameters=[IDEMPOTENCY_HEADER])(wrapper)

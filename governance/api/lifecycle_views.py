@@ -8,16 +8,17 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from platform_core.api.pagination import page_response
 from registry import services as registry_services
 
-from .. import lifecycle, selectors
+from .. import lifecycle
 from ..approvals import REQUIRED_APPROVALS, approval_record
 from ..models import Approval, Decision
 from ..permissions import request_scopes
 from ..roles import Action
 from .idempotency import idempotent
-from .serializers import StrictSerializer, VersionSerializer
-from .views import IDEMPOTENCY_HEADER, actor_of
+from .serializers import StrictSerializer, VersionSerializer, validated
+from .views import actor_of, version_response
 
 
 class TransitionRequestSerializer(StrictSerializer):
@@ -57,12 +58,6 @@ class ApprovalSerializer(serializers.ModelSerializer):
         return obj.voided_at is not None
 
 
-def _read_version(request: Request, name: str, version: str):
-    model = registry_services.model_get(name)
-    instance = selectors.version_list(model).filter(version=version).first()
-    return instance or registry_services.version_get(name, version)
-
-
 class TransitionView(GenericAPIView):
     """409 lists every unmet condition; 403 (checked first) names the missing role."""
 
@@ -73,22 +68,19 @@ class TransitionView(GenericAPIView):
         summary="Request a lifecycle transition",
         request=TransitionRequestSerializer,
         responses={200: VersionSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request, name: str, version: str) -> Response:
         target = registry_services.version_get(name, version)
-        body = TransitionRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        body = validated(TransitionRequestSerializer, request)
         lifecycle.transition(
             version=target,
-            name=body.validated_data["transition"],
-            comment=body.validated_data["comment"],
+            name=body["transition"],
+            comment=body["comment"],
             actor=actor_of(request),
             scopes=request_scopes(request),
         )
-        fresh = _read_version(request, name, version)
-        return Response(VersionSerializer(fresh, context={"request": request}).data)
+        return version_response(request, target.model, version)
 
 
 class ApprovalListCreateView(GenericAPIView):
@@ -102,9 +94,9 @@ class ApprovalListCreateView(GenericAPIView):
     )
     def get(self, request: Request, name: str, version: str) -> Response:
         target = registry_services.version_get(name, version)
-        qs = Approval.objects.filter(version=target).select_related("user").order_by("id")
-        page = self.paginate_queryset(qs)
-        return self.get_paginated_response(ApprovalSerializer(page, many=True).data)
+        return page_response(
+            self, Approval.objects.filter(version=target).select_related("user").order_by("id")
+        )
 
     @extend_schema(
         summary="Approve or reject a transition in one of your roles",
@@ -115,17 +107,14 @@ class ApprovalListCreateView(GenericAPIView):
         ),
         request=ApprovalRequestSerializer,
         responses={201: ApprovalSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request, name: str, version: str) -> Response:
         target = registry_services.version_get(name, version)
-        body = ApprovalRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
         approval = approval_record(
             version=target,
             actor=actor_of(request),
             scopes=request_scopes(request),
-            **body.validated_data,
+            **validated(ApprovalRequestSerializer, request),
         )
         return Response(ApprovalSerializer(approval).data, status=status.HTTP_201_CREATED)

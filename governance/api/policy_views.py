@@ -14,6 +14,7 @@ from registry.models import RegisteredModel
 from ..audit import Actor
 from ..permissions import request_scopes
 from .idempotency import idempotent
+from .serializers import validated
 from .views import actor_of
 
 
@@ -40,9 +41,10 @@ class ModelPolicyView(GenericAPIView):
     @idempotent
     def put(self, request: Request, name: str) -> Response:
         self.before_body(name)
-        body = self.serializer_class(data=request.data)
-        body.is_valid(raise_exception=True)
         shown = self.policy_replace(
-            name, body.validated_data, actor=actor_of(request), scopes=request_scopes(request)
+            name,
+            validated(self.serializer_class, request),
+            actor=actor_of(request),
+            scopes=request_scopes(request),
         )
         return Response(shown)

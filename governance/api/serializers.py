@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.request import Request
 
 from registry.feature_types import FEATURE_TYPES, declared_errors
 from registry.models import ModelCard, ModelVersion, RegisteredModel
-from registry.services import VersionSpec
 
 _HASH = re.compile(r"^[a-z0-9]+:[0-9a-fA-F]{16,128}$")
 
@@ -24,6 +25,13 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
+
+
+def validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    """The request body as ``serializer_class`` validates it; else the 400 naming each field."""
+    body = serializer_class(data=request.data)
+    body.is_valid(raise_exception=True)
+    return body.validated_data
 
 
 class ModelCreateSerializer(StrictSerializer):
@@ -123,9 +131,6 @@ class VersionCreateSerializer(StrictSerializer):
                 raise serializers.ValidationError({"feature_types": problems})
         return attrs
 
-    def to_spec(self) -> VersionSpec:
-        return VersionSpec(**self.validated_data)
-
 
 class ModelCardReadSerializer(serializers.ModelSerializer):
     class Meta:
@@ -183,17 +188,7 @@ class VersionSerializer(serializers.ModelSerializer):
             "version",
             "stage",
             "mlflow_uri",
-            "artifact_uri",
-            "artifact_digest",
-            "flavor",
-            "training_data_hash",
-            "training_data_start",
-            "training_data_end",
-            "hyperparameters",
-            "metrics",
-            "feature_list",
-            "feature_types",
-            "thresholds",
+            *ModelVersion.TRAINING_FACTS,
             "responsible_engineer",
             "ethics_audit_date",
             "model_card",

@@ -11,10 +11,12 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from platform_core.api.pagination import page_response
 from platform_core.api.params import choice_param
 from platform_core.errors import NotFound
 from registry import services as registry_services
 from registry.models import ModelVersion, RegisteredModel
+from registry.services import VersionSpec
 
 from .. import selectors, services
 from ..audit import Actor
@@ -27,18 +29,7 @@ from .serializers import (
     ModelSerializer,
     VersionCreateSerializer,
     VersionSerializer,
-)
-
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key",
-    str,
-    OpenApiParameter.HEADER,
-    required=False,
-    description=(
-        "A retry with the same key returns the first (successful) response and changes nothing. "
-        "While a request with the key still runs, another gets 409 with Retry-After; the same "
-        "key with a different body is 422. A request that fails releases its key."
-    ),
+    validated,
 )
 
 
@@ -63,21 +54,17 @@ class ModelListCreateView(GenericAPIView):
 
     @extend_schema(summary="List the models you may read", responses=ModelSerializer(many=True))
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
-        data = ModelSerializer(page, many=True, context={"request": request}).data
-        return self.get_paginated_response(data)
+        return page_response(self, self.get_queryset())
 
     @extend_schema(
         summary="Register a model",
         request=ModelCreateSerializer,
         responses={201: ModelSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request) -> Response:
-        body = ModelCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        model = services.model_register(**body.validated_data, actor=actor_of(request))
+        body = validated(ModelCreateSerializer, request)
+        model = services.model_register(**body, actor=actor_of(request))
         return Response(
             ModelSerializer(model, context={"request": request}).data,
             status=status.HTTP_201_CREATED,
@@ -114,30 +101,19 @@ class VersionListCreateView(GenericAPIView):
     def get(self, request: Request, name: str) -> Response:
         model = registry_services.model_get(name)
         stage = choice_param(request.query_params, "stage", Stage.values)
-        qs = selectors.version_list(model, stage=stage)
-        page = self.paginate_queryset(qs)
-        data = VersionSerializer(page, many=True, context={"request": request}).data
-        return self.get_paginated_response(data)
+        return page_response(self, selectors.version_list(model, stage=stage))
 
     @extend_schema(
         summary="Register a version (from an MLflow model version or an artifact URI)",
         request=VersionCreateSerializer,
         responses={201: VersionSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request: Request, name: str) -> Response:
         registry_services.model_get(name)  # 404 before validating the body
-        body = VersionCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        version = services.version_register(
-            model_name=name, spec=body.to_spec(), actor=actor_of(request)
-        )
-        version = selectors.version_list(version.model).get(pk=version.pk)
-        return Response(
-            VersionSerializer(version, context={"request": request}).data,
-            status=status.HTTP_201_CREATED,
-        )
+        spec = VersionSpec(**validated(VersionCreateSerializer, request))
+        version = services.version_register(model_name=name, spec=spec, actor=actor_of(request))
+        return version_response(request, version.model, version.version, code=201)
 
 
 class VersionDetailView(GenericAPIView):
@@ -146,11 +122,17 @@ class VersionDetailView(GenericAPIView):
 
     @extend_schema(summary="Read a version: its facts, stage and links")
     def get(self, request: Request, name: str, version: str) -> Response:
-        model = registry_services.model_get(name)
-        instance = selectors.version_list(model).filter(version=version).first()
-        if instance is None:
-            registry_services.version_get(name, version)  # raises the 404 with its message
-        return Response(VersionSerializer(instance, context={"request": request}).data)
+        return version_response(request, registry_services.model_get(name), version)
+
+
+def version_response(
+    request: Request, model: RegisteredModel, version: str, *, code: int = status.HTTP_200_OK
+) -> Response:
+    """The version as ``GET .../versions/{version}/`` shows it, also after a write that changed
+    it (registration, a transition); the registry's 404 when the model has no such version."""
+    instance = selectors.version_list(model).filter(version=version).first()
+    instance = instance or registry_services.version_get(model.name, version)  # raises the 404
+    return Response(VersionSerializer(instance, context={"request": request}).data, status=code)
 
 
 # GETs across models: the permission check lets any reader in (``any_model_for``) and the view

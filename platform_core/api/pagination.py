@@ -1,11 +1,18 @@
-"""Limit/offset pagination with a ceiling: ``?limit=100000`` is a 400, not a huge page."""
+"""Limit/offset pagination with a ceiling: ``?limit=100000`` is a 400, not a huge page; and the
+list answer every paginated endpoint gives."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
 
 from .params import int_param
+
+if TYPE_CHECKING:  # DRF imports this module while it loads its generics (DEFAULT_PAGINATION_CLASS)
+    from rest_framework.generics import GenericAPIView
 
 
 class BoundedLimitOffsetPagination(LimitOffsetPagination):
@@ -41,3 +48,10 @@ class BoundedLimitOffsetPagination(LimitOffsetPagination):
             elif parameter["name"] == self.offset_query_param:
                 parameter["schema"].update({"minimum": 0})
         return parameters
+
+
+def page_response(view: GenericAPIView, queryset) -> Response:
+    """One page of ``queryset`` shaped by the view's ``serializer_class``, with count, next and
+    previous: what every paginated list endpoint answers (DRF's ``ListModelMixin.list``)."""
+    page = view.paginate_queryset(queryset)
+    return view.get_paginated_response(view.get_serializer(page, many=True).data)

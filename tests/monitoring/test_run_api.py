@@ -13,6 +13,7 @@ from governance.models import AuditEvent, Stage
 from governance.policies import policy_in_force
 from monitoring import runs
 from monitoring.models import Alert, MonitoringPolicy, MonitorRun, RunStatus
+from tests.api_contract import RESPONSE_FIELDS
 from tests.factories import UserFactory
 from tests.monitoring.test_checks import synthetic
 from tests.monitoring.test_runs import alert_on, create, live, put_window
@@ -200,22 +201,7 @@ def test_alert_list_has_the_shape_of_the_specification(api_client):
     response = api_client("product_manager").get(ALERTS, {"model": version.model.name})
     assert response.status_code == 200
     (alert,) = response.json()["results"]
-    expected = {
-        "id",
-        "model",
-        "version",
-        "check",
-        "severity",
-        "feature",
-        "metric",
-        "value",
-        "threshold",
-        "window_start",
-        "window_end",
-        "status",
-        "created_at",
-    }
-    assert expected <= set(alert)
+    assert list(alert) == list(RESPONSE_FIELDS["Alert"])
     assert alert["model"] == version.model.name and alert["version"] == version.version
     assert (alert["check"], alert["severity"], alert["feature"]) == ("data_drift", "medium", "f2")
     assert alert["metric"] == "psi" and alert["threshold"] == 0.2 and alert["value"] > 0.2
