@@ -218,7 +218,6 @@ def _record_result(incident: Incident, run: StepRun, result: StepResult, now: da
         actor=SYSTEM,
         action="incidents.step_done",
         obj=run,
-        model_name=incident.model.name,
         before={"status": StepStatus.PENDING},
         after={
             "incident": incident.pk,
@@ -332,7 +331,6 @@ def _escalate(incident: Incident, run: StepRun, *, now: datetime) -> None:
         actor=SYSTEM,
         action="incidents.step_overdue",
         obj=run,
-        model_name=incident.model.name,
         after={
             "incident": incident.pk,
             "step": run.order,

@@ -125,7 +125,6 @@ def incident_resolved(
         actor=actor,
         action="incidents.status_changed",
         obj=incident,
-        model_name=incident.model.name,
         before={"status": previous_status} if previous_status else None,
         after={
             "status": incident.status,
@@ -192,7 +191,6 @@ def incident_set_reviewed(incident: Incident, *, note: str, actor: Actor) -> Non
         actor=actor,
         action="incidents.status_changed",
         obj=incident,
-        model_name=incident.model.name,
         before={"status": previous},
         after={"status": incident.status, "review_notes": note},
         reason=note,

@@ -85,7 +85,6 @@ def rollback_create(
         actor=actor,
         action="incidents.rollback_requested",
         obj=rollback,
-        model_name=version.model.name,
         after={"incident": incident.pk, "version": version.version, "automatic": automatic},
         reason=reason,
     )
@@ -138,7 +137,6 @@ def _advance(rollback_id: int, *, task_id: str) -> str:
             actor=SYSTEM,
             action=f"incidents.rollback_{rollback.status}",
             obj=rollback,
-            model_name=rollback.model.name,
             before={"status": before},
             after={
                 "status": rollback.status,

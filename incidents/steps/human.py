@@ -188,7 +188,6 @@ def _record_completion(
         actor=actor,
         action="incidents.step_completed",
         obj=run,
-        model_name=incident.model.name,
         before=before,
         after={**_step_state(run), "incident": incident.pk, "effect": effect},
         reason=justification or note,
