@@ -31,6 +31,7 @@ from .models import (
     StepStatus,
 )
 from .notifications import notify_role
+from .paging import incident_key
 from .timeline import add_event
 
 REVIEW_AFTER = timedelta(hours=48)
@@ -148,14 +149,13 @@ def resolve_pages(incident: Incident) -> list[str]:
         .values_list("role", "incident_key")
         .distinct()
     )
-    default_key = f"incident-{incident.pk}"
+    default_key = incident_key(incident)
     roles = []
     for role, key in paged:
         suffix = "" if key == default_key else f"-{key}"
         _, created = notify_role(
             channel=Channel.PAGE,
             role=role,
-            model=incident.model,
             incident=incident,
             subject=f"[{incident.model.name}] incident {incident.pk} resolved",
             body=f"{incident.title}: resolved; post-incident review due "
