@@ -176,7 +176,6 @@ def approval_record(
             actor=actor,
             action="approval.approved" if decision == Decision.APPROVE else "approval.rejected",
             obj=approval,
-            model_name=version.model.name,
             after={
                 "version": version.version,
                 "transition": transition,
@@ -260,7 +259,6 @@ def approvals_void(*, version: ModelVersion, reason: str, actor: Actor | None = 
             actor=actor or Actor.system("approvals"),
             action="approvals.voided",
             obj=version,
-            model_name=version.model.name,
             after={"voided": voided},
             reason=reason,
         )

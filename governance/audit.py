@@ -32,6 +32,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from platform_core.errors import Conflict, InvalidInput
+from registry.models import RegisteredModel
 
 from . import audit_chain, audit_checkpoints
 from .audit_chain import GENESIS, REDACTABLE_FIELDS
@@ -89,6 +90,22 @@ def _keys() -> tuple[bytes, bytes]:
     return _KEYS[configured]
 
 
+# The relations an audited row reaches its registered model by, nearest first.
+_TOWARDS_MODEL = ("model", "version", "incident")
+
+
+def model_name_of(obj: models.Model | None) -> str:
+    """The registered model an audited row concerns: the row itself, or the model its
+    ``model``, ``version`` or ``incident`` belongs to; "" for a row of none (a user, a halt).
+
+    ``record`` files every event under it, so callers do not spell it beside ``obj``.
+    """
+    while obj is not None and not isinstance(obj, RegisteredModel):
+        related = (getattr(obj, name, None) for name in _TOWARDS_MODEL)
+        obj = next((r for r in related if isinstance(r, models.Model)), None)
+    return obj.name if obj is not None else ""
+
+
 def record(
     *,
     actor: Actor,
@@ -101,7 +118,10 @@ def record(
     after: Any = None,
     reason: str = "",
 ) -> AuditEvent:
-    """Append one event; must run inside the transaction of the change it describes."""
+    """Append one event; must run inside the transaction of the change it describes.
+
+    ``model_name`` defaults to ``model_name_of(obj)``: pass it only where ``obj`` cannot say.
+    """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit.record must run inside the transaction of the change it audits")
     return audit_chain.append(
@@ -115,7 +135,7 @@ def record(
         object_type=object_type or (obj._meta.label if obj is not None else ""),
         object_id=object_id or (str(obj.pk) if obj is not None else ""),
         object_repr=(str(obj) if obj is not None else object_id)[:300],
-        model_name=model_name,
+        model_name=model_name or model_name_of(obj),
         before=_plain(before),
         after=_plain(after),
         reason=reason,

@@ -487,7 +487,6 @@ def evaluation_record(
             actor=actor,
             action="evaluation.recorded",
             obj=evaluation,
-            model_name=version.model.name,
             after={
                 "version": version.version,
                 "kind": kind,

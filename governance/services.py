@@ -40,7 +40,6 @@ def model_register(*, name: str, description: str = "", actor: Actor) -> Registe
             actor=actor,
             action="model.registered",
             obj=model,
-            model_name=model.name,
             after={
                 "name": model.name,
                 "description": model.description,
@@ -81,7 +80,6 @@ def version_register(*, model_name: str, spec: VersionSpec, actor: Actor) -> Mod
             actor=actor,
             action="version.registered",
             obj=version,
-            model_name=model.name,
             after={
                 "version": version.version,
                 "mlflow_uri": version.mlflow_uri,

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from platform_core.tasking import RETRY_TRANSIENT
 
-@shared_task(
-    name="governance.mirror_stage_to_mlflow",
-    autoretry_for=(Exception,),
-    retry_backoff=5,
-    retry_backoff_max=100,  # under the broker visibility timeout (120 s)
-    max_retries=20,
-)
+
+@shared_task(name="governance.mirror_stage_to_mlflow", **RETRY_TRANSIENT)
 def mirror_stage_to_mlflow(version_id: int) -> None:
     from .services import mlflow_mirror
 

@@ -107,7 +107,6 @@ def route_alert(alert: Alert) -> dict:
             actor=SYSTEM,
             action="incidents.alert_routed",
             obj=incident,
-            model_name=model.name,
             after={
                 "alert": alert.pk,
                 "incident": incident.pk,

@@ -416,7 +416,6 @@ def ethics_halt(
             actor=actor,
             action="incidents.ethics_halt",
             obj=incident,
-            model_name=model.name,
             after={
                 "incident": incident.pk,
                 "incident_opened": opened,

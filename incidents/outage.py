@@ -89,7 +89,6 @@ def outage_report(
             actor=actor,
             action="incidents.outage_reported",
             obj=incident,
-            model_name=model.name,
             after={
                 "incident": incident.pk,
                 "opened": opened,

@@ -16,6 +16,12 @@ from .notifications import notify_role
 from .timeline import add_event
 
 
+def incident_key(incident: Incident) -> str:
+    """The paging service's key for the incident: every page about it, its overdue steps
+    included, triggers (and later resolves) that one incident there."""
+    return f"incident-{incident.pk}"
+
+
 def page_key(incident: Incident, role: str, event: str = "") -> str:
     return f"incident-{incident.pk}-page-{role}" + (f"-{event}" if event else "")
 
@@ -40,12 +46,11 @@ def page_role(
     notification, created = notify_role(
         channel=Channel.PAGE,
         role=role,
-        model=incident.model,
         incident=incident,
         subject=subject,
         body=body,
         dedup_key=page_key(incident, role, event),
-        incident_key=f"incident-{incident.pk}",
+        incident_key=incident_key(incident),
     )
     if created:
         add_event(

@@ -46,7 +46,7 @@ from .models import (
     StepStatus,
 )
 from .notifications import notify_role
-from .paging import page_step_roles
+from .paging import incident_key, page_step_roles
 from .resolution import incident_resolve_if_finished
 from .steps import SYSTEM, StepResult, is_immediate
 from .steps.automated import ACTIONS
@@ -207,7 +207,6 @@ def _record_result(incident: Incident, run: StepRun, result: StepResult, now: da
         notify_role(
             channel=Channel.EMAIL,
             role=run.escalate_to,
-            model=incident.model,
             incident=incident,
             subject=f"[{incident.model.name}] incident {incident.pk}: automated step "
             f"{run.order} failed",
@@ -218,7 +217,6 @@ def _record_result(incident: Incident, run: StepRun, result: StepResult, now: da
         actor=SYSTEM,
         action="incidents.step_done",
         obj=run,
-        model_name=incident.model.name,
         before={"status": StepStatus.PENDING},
         after={
             "incident": incident.pk,
@@ -299,24 +297,16 @@ def _escalate(incident: Incident, run: StepRun, *, now: datetime) -> None:
         f"Assigned to {', '.join(run.roles) or run.responsible}, due "
         f"{run.due_at:%Y-%m-%d %H:%M} UTC ({_minutes(late)} late)."
     )
+    # one notice, paged and emailed
+    notice = {"role": run.escalate_to, "incident": incident, "subject": subject, "body": body}
     page, _ = notify_role(
         channel=Channel.PAGE,
-        role=run.escalate_to,
-        model=incident.model,
-        incident=incident,
-        subject=subject,
-        body=body,
         dedup_key=f"step-{run.pk}-overdue-page",
-        incident_key=f"incident-{incident.pk}",
+        incident_key=incident_key(incident),
+        **notice,
     )
     email, _ = notify_role(
-        channel=Channel.EMAIL,
-        role=run.escalate_to,
-        model=incident.model,
-        incident=incident,
-        subject=subject,
-        body=body,
-        dedup_key=f"step-{run.pk}-overdue-email",
+        channel=Channel.EMAIL, dedup_key=f"step-{run.pk}-overdue-email", **notice
     )
     run.escalated_at = now
     run.save(update_fields=["escalated_at"])
@@ -332,7 +322,6 @@ def _escalate(incident: Incident, run: StepRun, *, now: datetime) -> None:
         actor=SYSTEM,
         action="incidents.step_overdue",
         obj=run,
-        model_name=incident.model.name,
         after={
             "incident": incident.pk,
             "step": run.order,

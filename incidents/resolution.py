@@ -31,6 +31,7 @@ from .models import (
     StepStatus,
 )
 from .notifications import notify_role
+from .paging import incident_key
 from .timeline import add_event
 
 REVIEW_AFTER = timedelta(hours=48)
@@ -125,7 +126,6 @@ def incident_resolved(
         actor=actor,
         action="incidents.status_changed",
         obj=incident,
-        model_name=incident.model.name,
         before={"status": previous_status} if previous_status else None,
         after={
             "status": incident.status,
@@ -149,14 +149,13 @@ def resolve_pages(incident: Incident) -> list[str]:
         .values_list("role", "incident_key")
         .distinct()
     )
-    default_key = f"incident-{incident.pk}"
+    default_key = incident_key(incident)
     roles = []
     for role, key in paged:
         suffix = "" if key == default_key else f"-{key}"
         _, created = notify_role(
             channel=Channel.PAGE,
             role=role,
-            model=incident.model,
             incident=incident,
             subject=f"[{incident.model.name}] incident {incident.pk} resolved",
             body=f"{incident.title}: resolved; post-incident review due "
@@ -192,7 +191,6 @@ def incident_set_reviewed(incident: Incident, *, note: str, actor: Actor) -> Non
         actor=actor,
         action="incidents.status_changed",
         obj=incident,
-        model_name=incident.model.name,
         before={"status": previous},
         after={"status": incident.status, "review_notes": note},
         reason=note,

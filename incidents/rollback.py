@@ -49,6 +49,18 @@ TERMINAL = frozenset(
 )
 
 
+def successor_serves(incident: Incident, live: Lifecycle) -> str:
+    """Why ``live`` is not the version to roll back for ``incident``: a rollback or promotion
+    since the incident opened replaced the version it concerns ("" when that version serves).
+    Neither the playbook nor a person's decision ever rolls back the successor."""
+    if incident.version_id and live.version_id != incident.version_id:
+        return (
+            f"the incident concerns {incident.version.version}, but {live.version.version} "
+            "serves now"
+        )
+    return ""
+
+
 def rollback_create(
     *, incident: Incident, version: ModelVersion, reason: str, actor: Actor, automatic: bool
 ) -> Rollback | None:
@@ -85,7 +97,6 @@ def rollback_create(
         actor=actor,
         action="incidents.rollback_requested",
         obj=rollback,
-        model_name=version.model.name,
         after={"incident": incident.pk, "version": version.version, "automatic": automatic},
         reason=reason,
     )
@@ -138,7 +149,6 @@ def _advance(rollback_id: int, *, task_id: str) -> str:
             actor=SYSTEM,
             action=f"incidents.rollback_{rollback.status}",
             obj=rollback,
-            model_name=rollback.model.name,
             before={"status": before},
             after={
                 "status": rollback.status,

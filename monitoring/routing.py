@@ -75,7 +75,6 @@ def _queue_for_review(alert: Alert) -> str:
             actor=SYSTEM,
             action="monitoring.alert_queued",
             obj=locked,
-            model_name=alert.model.name,
             before={"status": before},
             after={"status": locked.status, "review_item": item.pk},
             reason="medium alert: queued for the next retraining review; the stage stays",

@@ -225,7 +225,6 @@ def runs_start(
             actor=actor,
             action="monitoring.runs_started",
             obj=runs[0],
-            model_name=model.name,
             after={
                 "version": version.version,
                 "checks": [run.kind for run in runs],
@@ -642,7 +641,6 @@ def _raise_alert(run: MonitorRun, breach: checks.Breach) -> Alert | None:
         actor=SYSTEM,
         action="monitoring.alert_raised",
         obj=alert,
-        model_name=run.model.name,
         after={
             "version": run.version.version,
             "check": alert.kind,

@@ -201,7 +201,6 @@ def audit_tasks_create_monthly(*, now: datetime | None = None) -> list[AuditTask
                 actor=SYSTEM,
                 action="monitoring.audit_task_created",
                 obj=task,
-                model_name=model.name,
                 after={"period": period, "version": version.version, "due_at": task.due_at},
             )
             transaction.on_commit(partial(_notify_lead, task.pk), robust=True)

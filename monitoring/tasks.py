@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from platform_core.tasking import RETRY_TRANSIENT
+
 # --- monitor runs, schedule and alert hand-off ----------------------------------------------
 
 
@@ -81,13 +83,7 @@ def reconcile_estimate(run_id: int) -> str:
     return reconcile_run(run_id)
 
 
-@shared_task(
-    name="monitoring.route_alert",
-    autoretry_for=(Exception,),
-    retry_backoff=5,
-    retry_backoff_max=100,  # under the broker visibility timeout (120 s)
-    max_retries=20,
-)
+@shared_task(name="monitoring.route_alert", **RETRY_TRANSIENT)
 def route_alert(alert_id: int) -> None:
     """Retry an alert's hand-off to the routing hook (hooks are idempotent)."""
     from .routing import route

@@ -18,6 +18,17 @@ from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
+# The retry policy of a task whose work is idempotent and whose failure is transient (MLflow, the
+# monitoring store or a routing hook briefly away): ``@shared_task(name=..., **RETRY_TRANSIENT)``.
+# The backoff stays under the broker's visibility timeout (120 s) so a waiting retry is not
+# redelivered to a second worker; the 20 tries wait at most about half an hour in all.
+RETRY_TRANSIENT: dict[str, Any] = {
+    "autoretry_for": (Exception,),
+    "retry_backoff": 5,
+    "retry_backoff_max": 100,
+    "max_retries": 20,
+}
+
 
 def send(name: str, args: tuple = (), kwargs: dict[str, Any] | None = None, **options) -> str:
     """Send task ``name`` now (eager in tests that ask for it); returns the task id.

@@ -14,6 +14,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import OperationalError
 
+from platform_core.tasking import RETRY_TRANSIENT
+
 
 @shared_task(name="serving.warm_standby")
 def warm_standby(model_id: int) -> list[dict]:
@@ -42,13 +44,7 @@ def verify_promotion(version_id: int) -> dict:
     return verify(version_id=version_id)
 
 
-@shared_task(
-    name="serving.ingest_prediction_log",
-    autoretry_for=(Exception,),
-    retry_backoff=5,
-    retry_backoff_max=100,  # under the broker visibility timeout (120 s)
-    max_retries=20,
-)
+@shared_task(name="serving.ingest_prediction_log", **RETRY_TRANSIENT)
 def ingest_prediction_log() -> int:
     """Move the gateways' prediction spool into the monitoring store (enqueued by each flush)."""
     from .log import ingest_spooled

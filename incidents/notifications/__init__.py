@@ -69,7 +69,12 @@ def notify_role(
     event: str = "trigger",
     incident_key: str = "",
 ) -> tuple[Notification, bool]:
-    """Write one outbox row (once per ``dedup_key``); delivery is enqueued after commit."""
+    """Write one outbox row (once per ``dedup_key``); delivery is enqueued after commit.
+
+    A notice about an ``incident`` concerns the incident's model unless ``model`` says otherwise.
+    """
+    if model is None and incident is not None:
+        model = incident.model
     dedup_key = dedup_key[:250]  # as stored: a longer key is looked up by what was kept
     with transaction.atomic():
         existing = Notification.objects.filter(dedup_key=dedup_key).first()

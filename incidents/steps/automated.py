@@ -18,7 +18,7 @@ from serving.models import StalePrediction
 
 from ..models import EventKind, Incident, Rollback, StepRun, StepStatus
 from ..paging import page_role, page_step_roles
-from ..rollback import rollback_create
+from ..rollback import rollback_create, successor_serves
 from . import SYSTEM, StepResult, is_immediate
 
 
@@ -130,12 +130,8 @@ def rollback_when_critical(run: StepRun, incident: Incident, now: datetime) -> S
             {"rollback": existing.pk, "already_requested": True},
             f"rollback {existing.pk} of {existing.from_version.version} already requested",
         )
-    if incident.version_id and live.version_id != incident.version_id:
-        # rolled back or replaced since the incident opened: never roll back its successor
-        raise PremiseFailed(
-            f"the incident concerns {incident.version.version}, but {live.version.version} "
-            "serves now (rolled back or replaced meanwhile)"
-        )
+    if why := successor_serves(incident, live):
+        raise PremiseFailed(f"{why} (rolled back or replaced meanwhile)")
     rollback = rollback_create(
         incident=incident,
         version=live.version,

@@ -27,7 +27,7 @@ from ..models import (
 from ..paging import page_role
 from ..playbook_engine import lock_incident
 from ..resolution import IN_FLIGHT_ROLLBACK, incident_resolve_if_finished, incident_set_reviewed
-from ..rollback import rollback_create
+from ..rollback import rollback_create, successor_serves
 from ..timeline import add_event
 
 NOT_APPLICABLE = "not_applicable"
@@ -188,7 +188,6 @@ def _record_completion(
         actor=actor,
         action="incidents.step_completed",
         obj=run,
-        model_name=incident.model.name,
         before=before,
         after={**_step_state(run), "incident": incident.pk, "effect": effect},
         reason=justification or note,
@@ -255,11 +254,8 @@ def _decide_rollback(incident: Incident, run: StepRun, *, note: str, actor: Acto
     live = live_lifecycle(model)
     if live is None:
         raise Conflict(f"no version of {model.name} is serving; there is nothing to roll back")
-    if incident.version_id and live.version_id != incident.version_id:
-        raise Conflict(
-            f"the incident concerns {incident.version.version}, but {live.version.version} "
-            "serves now: roll that back with a new decision of its own"
-        )
+    if why := successor_serves(incident, live):
+        raise Conflict(f"{why}: roll that back with a new decision of its own")
     rollback = rollback_create(
         incident=incident,
         version=live.version,

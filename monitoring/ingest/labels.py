@@ -72,7 +72,6 @@ def labels_ingest(
             actor=actor,
             action="labels.ingested",
             obj=model,
-            model_name=model.name,
             after={
                 "rows": parsed.n,
                 **stored_summary(files, batches),

@@ -132,7 +132,6 @@ def _audit(
         actor=sent.actor,
         action="predictions.ingested",
         obj=sent.target,
-        model_name=sent.target.model.name,
         after={
             "version": sent.target.version,
             "rows": rows,

@@ -56,7 +56,6 @@ def reference_ingest(**batch: Unpack[VersionBatchArgs]) -> ReferenceResult:
             actor=sent.actor,
             action="reference.ingested",
             obj=target,
-            model_name=target.model.name,
             after={
                 "version": target.version,
                 "rows": parsed.n,

@@ -63,7 +63,6 @@ def purge_expired(*, now: datetime | None = None) -> int:
                 actor=actor,
                 action="predictions.purged",
                 obj=model,
-                model_name=model.name,
                 after={
                     "rows": sum(b.rows for b in expired if b.kind == BatchKind.PREDICTIONS),
                     "label_rows": sum(b.rows for b in expired if b.kind == BatchKind.LABELS),

@@ -1,11 +1,13 @@
 """The hash-chained audit log: written in the change's transaction, verifiable, tamper-evident."""
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from governance import audit
 from governance.audit import Actor
-from governance.models import AuditEvent
+from governance.models import AuditEvent, Lifecycle
+from tests.factories import ModelVersionFactory
 from tests.governance.audit_helpers import tamper
 
 pytestmark = pytest.mark.django_db
@@ -64,6 +66,20 @@ def test_swapped_rows_are_detected():
     _tamper("UPDATE governance_auditevent SET seq = 2 WHERE id = %s", [b.id])
     _tamper("UPDATE governance_auditevent SET seq = 3 WHERE id = %s", [a.id])
     assert not audit.verify().valid
+
+
+def test_an_event_is_filed_under_the_model_its_row_reaches():
+    version = ModelVersionFactory()
+    lifecycle = Lifecycle.objects.get(version=version)  # nothing loaded: the relations are read
+    user = get_user_model().objects.create(username="kim")
+    with transaction.atomic():
+        derived = [
+            audit.record(actor=ACTOR, action="x", obj=obj).model_name
+            for obj in (version.model, version, lifecycle, user)
+        ]
+        named = audit.record(actor=ACTOR, action="x", obj=user, model_name="m-other")
+    assert derived == [version.model.name] * 3 + [""]
+    assert named.model_name == "m-other"
 
 
 def test_secrets_never_enter_a_payload():
