@@ -6,6 +6,75 @@ it, as ``bench/fleet.py`` has it): plain functions, Django and MLflow imported o
 
 from __future__ import annotations
 
+# The PostgreSQL server on which the benches that need one create (and drop) their database.
+ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def emit(bench: str, value, unit: str, peer=None, peer_value=None, **extra) -> None:
+    """One figure as a JSON line on stdout (what bench/README.md's tables quote), with the
+    machine's one-minute load unless the figure names its own."""
+    import json
+    import os
+
+    line = {"bench": bench, "value": value, "unit": unit, "peer": peer, "peer_value": peer_value}
+    line.update(extra)
+    line.setdefault("load1", round(os.getloadavg()[0], 2))
+    print(json.dumps(line), flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile of ``values`` (NaN for none)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wsgi_post(app, path: str, body: bytes, *, host: str = "testserver", **environ) -> tuple:
+    """POST ``body`` (JSON) straight into the WSGI ``app``, no server and no network: the
+    gateway's entry as gunicorn calls it. ``environ`` adds or overrides keys (headers as
+    ``HTTP_*``). Returns (status line, headers, body)."""
+    import io
+    import sys
+
+    env = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": host,
+        "SERVER_PORT": "80",
+        "HTTP_HOST": host,
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        **environ,
+    }
+    got = []
+    chunks = app(env, lambda status, headers: got.append((status, headers)))
+    data = b"".join(chunks)
+    if hasattr(chunks, "close"):
+        chunks.close()
+    status, headers = got[0]
+    return status, headers, data
+
+
+# --- databases and models -------------------------------------------------------------------------
+
 
 def create_database(admin_url: str, name: str) -> str:
     """A new, empty PostgreSQL database next to ``admin_url``'s; its URL."""

@@ -243,6 +243,7 @@ def store_runs(fleet: Fleet, model, versions: int, days: int) -> tuple[list, int
     from django.db import transaction
 
     from monitoring.models import MetricPoint, MonitorRun
+    from monitoring.runs import metric_points
 
     mine = fleet.by_model[model.pk]
     runs = []
@@ -267,19 +268,9 @@ def store_runs(fleet: Fleet, model, versions: int, days: int) -> tuple[list, int
     with transaction.atomic():
         runs = MonitorRun.objects.bulk_create(runs, batch_size=5000)
         points = [
-            MetricPoint(
-                run=run,
-                model=model,
-                version=run.version,
-                kind=run.kind,
-                metric=metric,
-                feature=feature,
-                group=group,
-                value=value,
-                window_end=run.window_end,
-            )
+            point
             for day, run in enumerate(runs)
-            for metric, feature, group, value in points_for(run.kind, day // len(CHECKS))
+            for point in metric_points(run, points_for(run.kind, day // len(CHECKS)))
         ]
         MetricPoint.objects.bulk_create(points, batch_size=5000)
     return runs, len(points)

@@ -17,7 +17,6 @@ the runaway scenario, top-10 cells), so the check fires. Figures, one JSON objec
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -27,15 +26,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the project's packages and bench._common
+
+from bench._common import emit  # noqa: E402
+
 PERIODS, DAYS, TOP_K = 8, 7, 10
 WINDOW_END = datetime(2026, 3, 9, tzinfo=UTC)
-
-
-def emit(bench: str, value, unit: str, peer=None, peer_value=None, **extra) -> None:
-    line = {"bench": bench, "value": value, "unit": unit, "peer": peer, "peer_value": peer_value}
-    line.update(extra)
-    line.setdefault("load1", round(os.getloadavg()[0], 2))
-    print(json.dumps(line), flush=True)
 
 
 def make_window(rows: int, cells: int, seed: int):

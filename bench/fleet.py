@@ -61,6 +61,7 @@ sys.path.insert(0, str(BENCH))
 
 import drift  # noqa: E402  (bench/drift.py: data, version facts, output)
 from _common import (  # noqa: E402
+    ADMIN_URL,
     create_database,
     drop_database,
     group_cpu,
@@ -422,7 +423,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=ADMIN_URL)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the runs")
     parser.add_argument(

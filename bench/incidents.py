@@ -58,18 +58,19 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(REPO))
 
 from bench import _common  # noqa: E402
-from bench._common import create_database, drop_database, worker_environment  # noqa: E402
+from bench._common import (  # noqa: E402
+    ADMIN_URL,
+    create_database,
+    drop_database,
+    emit,
+    percentile,
+    worker_environment,
+)
 
 FEATURES = [f"f{i}" for i in range(10)]
 PROBE = {"instances": [dict.fromkeys(FEATURES, 0.25)]}
 ROLLBACK_SPEC_S, ROLLBACK_TARGET_S = 300.0, 5.0
 HALT_SPEC_S, HALT_TARGET_S = 60.0, 1.0
-
-
-def emit(bench: str, value, unit: str, **extra) -> None:
-    line = {"bench": bench, "value": value, "unit": unit, **extra}
-    line.setdefault("load1", round(os.getloadavg()[0], 2))
-    print(json.dumps(line), flush=True)
 
 
 def mlflow_redeploy_seconds(model_uri: str, runs: int = 3) -> tuple[list[float], list[float]]:
@@ -124,12 +125,6 @@ def mlflow_redeploy_seconds(model_uri: str, runs: int = 3) -> tuple[list[float],
                     break
             server.wait(timeout=30)
     return timings, stops
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 # --- set-up ---------------------------------------------------------------------------------------
@@ -307,7 +302,7 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--drills", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=ADMIN_URL)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/4")
     parser.add_argument("--keep", action="store_true", help="keep the var directory")
     parser.add_argument(

@@ -40,7 +40,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,9 +51,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 # This file is bench/serving.py: its directory must not shadow the ``serving`` app.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(REPO))
+
+from bench import _common  # noqa: E402
+from bench._common import emit, free_port, group_cpu, percentile  # noqa: E402
+
 VENV_BIN = REPO / ".venv" / "bin"
 FEATURES = [f"f{i}" for i in range(20)]
 MODEL = "bench-gateway"
+WORKERS = 2  # every server measured: gunicorn -w 2 (the gateway, the plain app), mlflow -w 2
 
 SETTINGS = """
 from config.settings.dev import *  # noqa: F403
@@ -98,36 +103,10 @@ def app(environ, start_response):
 '''
 
 
-def emit(bench: str, value, unit: str, **extra) -> None:
-    load1 = round(os.getloadavg()[0], 2)
-    line = {"bench": bench, "value": value, "unit": unit, **extra, "load1": load1}
-    print(json.dumps(line), flush=True)
-
-
 CPU_PER_REQUEST: dict[tuple[str, int], float] = {}
 PLAIN: dict[int, list[dict]] = {}  # instances -> the plain app's phases around the gateway's
 MLFLOW: dict[int, list[dict]] = {}  # instances -> MLflow's best mode before and after it
 THROUGHPUT: dict[tuple[str, int], float] = {}  # (server, instances) -> req/s, for the ratios
-
-
-def group_cpu(pgid: int) -> float:
-    from bench._common import group_cpu
-
-    return group_cpu(pgid)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 # --- set-up -------------------------------------------------------------------------------------
@@ -167,15 +146,13 @@ def prepare_environment(workdir: Path, *, web: bool = False) -> None:
 
 
 def log_model(seed: int) -> str:
-    from bench._common import log_model
-
-    return log_model(MODEL, seed, features=FEATURES, rows=2000, run_name=f"bench-{seed}")
+    return _common.log_model(MODEL, seed, features=FEATURES, rows=2000, run_name=f"bench-{seed}")
 
 
 def register(version: str, uri: str, engineer: str):
-    from bench._common import register
-
-    return register(MODEL, version, uri, features=FEATURES, engineer=engineer, use="benchmark")
+    return _common.register(
+        MODEL, version, uri, features=FEATURES, engineer=engineer, use="benchmark"
+    )
 
 
 def setup_models() -> dict:
@@ -220,32 +197,18 @@ def timed(fn, *, n: int, warm: int = 50) -> list[float]:
 
 def wsgi_requester(token: str):
     """``request(body, expect="200")``: one predict through the gateway's WSGI entry, no network."""
-    import io
-
     from django.core.handlers.wsgi import WSGIHandler
 
     from serving.fast_path import PredictFastPath
 
     handler = PredictFastPath(WSGIHandler())  # config.wsgi_gateway's (off with --web settings)
+    path, auth = f"/api/v1/predict/{MODEL}/", f"Token {token}"
 
     def request(body: bytes, expect: str = "200") -> bytes:
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": f"/api/v1/predict/{MODEL}/",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "80",
-            "HTTP_HOST": "127.0.0.1",
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "wsgi.errors": sys.stderr,
-            "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_AUTHORIZATION": f"Token {token}",
-        }
-        status = []
-        chunks = handler(environ, lambda s, h: status.append(s))
-        data = b"".join(chunks)
-        assert status[0].startswith(expect), (status, data[:300])
+        status, _, data = _common.wsgi_post(
+            handler, path, body, host="127.0.0.1", HTTP_AUTHORIZATION=auth
+        )
+        assert status.startswith(expect), (status, data[:300])
         return data
 
     return request
@@ -420,7 +383,6 @@ def scoped_halt(ctx: dict, *, rounds: int = 10, n: int = 200) -> None:
 
 def profile_requests(send, size: int, n: int = 3000) -> None:
     """cProfile of ``n`` in-process requests: ``bench/profiles/gateway_<size>.txt``."""
-    from bench._common import profiled
     from serving import shadow
 
     def work() -> None:
@@ -428,7 +390,7 @@ def profile_requests(send, size: int, n: int = 3000) -> None:
             send()
         shadow.drain()
 
-    path = profiled(
+    path = _common.profiled(
         work,
         REPO / "bench" / "profiles" / f"gateway_{size}.txt",
         title=f"bench/serving.py --profile: {n} in-process predict requests of {size} "
@@ -572,6 +534,7 @@ def load(
         thread.join()
     every = [x for part in latencies for x in part]
     return {
+        "clients": clients,
         "cpu_ms_per_request": round(1000 * cpu / max(len(every), 1), 3) if cpu_of else None,
         "client_cpu_ms_per_request": round(1000 * client_cpu / max(len(every), 1), 3),
         "requests": len(every),
@@ -605,8 +568,18 @@ def warm_up(port: int, path: str, body: bytes, headers: dict, *, clients: int = 
             fast = fast + len(results) if max(results) < 0.05 else 0
 
 
+def phase(server: Server, path: str, body: bytes, headers: dict, args, **options) -> dict:
+    """One load phase against ``server``: ``args.clients`` clients for ``args.seconds``, with the
+    CPU of the server's process group (``load``'s options may be overridden)."""
+    options = {"cpu_of": lambda: group_cpu(server.process.pid), **options}
+    return load(
+        server.port, path, body, headers, clients=args.clients, seconds=args.seconds, **options
+    )
+
+
 def report_load(server: str, size: int, result: dict, **extra) -> None:
-    common = {"server": server, "instances": size, "clients": extra.pop("clients"), **extra}
+    common = {"server": server, "instances": size, "clients": result["clients"], "workers": WORKERS}
+    common.update(extra)
     key = (server, size)
     THROUGHPUT[key] = max(THROUGHPUT.get(key, 0.0), result["throughput"])
     if result.get("cpu_ms_per_request") is not None:
@@ -862,27 +835,19 @@ def gunicorn_run(ctx: dict, args, servers: list[Server]) -> None:
             peer_ratios(size)
 
 
+def gunicorn_command(app: str, port: int, *extra: str) -> list[str]:
+    """``gunicorn -w 2`` of the WSGI ``app`` on ``port``, warnings only."""
+    command = [str(VENV_BIN / "gunicorn"), app, "-w", str(WORKERS), "-b", f"127.0.0.1:{port}"]
+    return [*command, "--log-level", "warning", *extra]
+
+
 def start_gateway(args, servers: list[Server]) -> tuple[Server, Server]:
     """``gunicorn -w 2`` of the gateway (of the web service with ``--web``) on a free port, and
     the Celery worker that ingests its prediction spool; both in ``servers``, the gateway
     answering."""
     port = free_port()
-    gateway = Server(
-        "gateway",
-        [
-            str(VENV_BIN / "gunicorn"),
-            "config.wsgi:application" if args.web else "config.wsgi_gateway:application",
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            "--graceful-timeout",
-            "20",
-        ],
-        port,
-    )
+    app = "config.wsgi:application" if args.web else "config.wsgi_gateway:application"
+    gateway = Server("gateway", gunicorn_command(app, port, "--graceful-timeout", "20"), port)
     servers.append(gateway)
     # The worker that ingests the gateway's prediction spool, on the same machine.
     worker = Server(
@@ -936,16 +901,7 @@ def gateway_load(
 ) -> None:
     """One load phase of the gateway, reported with the CPU its process groups used."""
     cpu = {s.name: group_cpu(s.process.pid) for s in (gateway, worker)}
-    result = load(
-        gateway.port,
-        f"/api/v1/predict/{MODEL}/",
-        body,
-        headers,
-        clients=args.clients,
-        seconds=args.seconds,
-        warmup=2.0,
-        cpu_of=lambda: group_cpu(gateway.process.pid),
-    )
+    result = phase(gateway, f"/api/v1/predict/{MODEL}/", body, headers, args, warmup=2.0)
     used = {
         f"cpu_s_{s.name}": round(group_cpu(s.process.pid) - cpu[s.name], 1)
         for s in (gateway, worker)
@@ -954,8 +910,6 @@ def gateway_load(
         "gateway",
         size,
         result,
-        clients=args.clients,
-        workers=2,
         **used,
         note="gunicorn sync workers; each sees live 1.0.0 and shadows 1.0.1; a Celery "
         "worker (-c 1) ingests the prediction spool meanwhile; cpu_s_*: CPU seconds of "
@@ -1012,12 +966,18 @@ def peer_ratios(size: int) -> None:
     plain_ratios(size, ours, cpu_ours)
 
 
+def phase_means(phases: list[dict]) -> tuple[float | None, float | None]:
+    """A peer's phases around the gateway's: their mean throughput and mean CPU ms per request
+    (of those that measured it); None where there is none."""
+    throughput = [r["throughput"] for r in phases]
+    cpus = [r["cpu_ms_per_request"] for r in phases if r["cpu_ms_per_request"]]
+    mean_cpu = round(sum(cpus) / len(cpus), 3) if cpus else None
+    return (sum(throughput) / len(throughput) if throughput else None), mean_cpu
+
+
 def mlflow_ratios(size: int, ours: float | None, cpu_ours: float | None) -> None:
     """CPU per request and throughput against MLflow's best mode (the mean of its phases)."""
-    best_modes = MLFLOW.get(size, [])
-    best = sum(r["throughput"] for r in best_modes) / len(best_modes) if best_modes else None
-    cpus = [r["cpu_ms_per_request"] for r in best_modes if r["cpu_ms_per_request"]]
-    cpu_mlflow = round(sum(cpus) / len(cpus), 3) if cpus else None
+    best, cpu_mlflow = phase_means(MLFLOW.get(size, []))
     if cpu_ours and cpu_mlflow:
         emit(
             "gateway_vs_mlflow_cpu",
@@ -1047,8 +1007,7 @@ def mlflow_ratios(size: int, ours: float | None, cpu_ours: float | None) -> None
 
 def plain_ratios(size: int, ours: float | None, cpu_ours: float | None) -> None:
     """Throughput and CPU per request against the plain WSGI app (the mean of its phases)."""
-    around = PLAIN.get(size, [])
-    plain = sum(r["throughput"] for r in around) / len(around) if around else None
+    plain, cpu_plain = phase_means(PLAIN.get(size, []))
     if ours and plain:
         emit(
             "gateway_vs_plain_wsgi",
@@ -1061,8 +1020,6 @@ def plain_ratios(size: int, ours: float | None, cpu_ours: float | None) -> None:
             note="gateway throughput over the plain WSGI app's under the same "
             "gunicorn (the mean of its phases right before and after the gateway's)",
         )
-    cpus = [r["cpu_ms_per_request"] for r in around if r["cpu_ms_per_request"]]
-    cpu_plain = sum(cpus) / len(cpus) if cpus else None
     if cpu_ours and cpu_plain:
         emit(
             "gateway_vs_plain_wsgi_cpu",
@@ -1071,7 +1028,7 @@ def plain_ratios(size: int, ours: float | None, cpu_ours: float | None) -> None:
             instances=size,
             value_ms=cpu_ours,
             peer="plain-wsgi",
-            peer_value=round(cpu_plain, 3),
+            peer_value=cpu_plain,
             note="the plain app's server CPU per request over the gateway's (gunicorn "
             "process groups, measured seconds only; the Celery worker ingesting the "
             "gateway's log is not counted): the throughput ratio the CPU allows, "
@@ -1088,16 +1045,7 @@ def plain_server(ctx: dict) -> Server:
     port = free_port()
     plain = Server(
         "plain-wsgi",
-        [
-            str(VENV_BIN / "gunicorn"),
-            "bench_plain_wsgi:app",
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
+        gunicorn_command("bench_plain_wsgi:app", port),
         port,
         env={"BENCH_MODEL_PATH": path, "BENCH_FEATURES": json.dumps(FEATURES)},
     )
@@ -1107,21 +1055,12 @@ def plain_server(ctx: dict) -> Server:
 
 def plain_load(plain: Server, size: int, args) -> dict:
     """One load phase of the plain app (the same body as the gateway's), reported."""
-    result = load(
-        plain.port,
-        "/",
-        json.dumps({"instances": instances(size, seed=size)}).encode(),
-        {"Content-Type": "application/json"},
-        clients=args.clients,
-        seconds=args.seconds,
-        cpu_of=lambda: group_cpu(plain.process.pid),
-    )
+    body = json.dumps({"instances": instances(size, seed=size)}).encode()
+    result = phase(plain, "/", body, {"Content-Type": "application/json"}, args)
     report_load(
         "plain-wsgi",
         size,
         result,
-        clients=args.clients,
-        workers=2,
         note="gunicorn -w 2, no framework, no auth, no logging: the floor; measured right "
         "before and right after the gateway's phase of the same size",
     )
@@ -1137,21 +1076,7 @@ def mlflow_server(ctx: dict) -> Server:
     port = free_port()
     server = Server(
         "mlflow",
-        [
-            str(VENV_BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            path,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-w",
-            "2",
-            "--env-manager",
-            "local",
-        ],
+        _common.mlflow_serve_command(VENV_BIN, path, port),
         port,
         env={"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"},  # it runs uvicorn
         ready="/ping",
@@ -1169,22 +1094,12 @@ def mlflow_load(server: Server, size: int, args) -> None:
     ).encode()
     results = []
     for keepalive in (True, False):
-        result = load(
-            server.port,
-            "/invocations",
-            payload,
-            {"Content-Type": "application/json"},
-            clients=args.clients,
-            seconds=args.seconds,
-            keepalive=keepalive,
-            cpu_of=lambda: group_cpu(server.process.pid),
-        )
+        headers = {"Content-Type": "application/json"}
+        result = phase(server, "/invocations", payload, headers, args, keepalive=keepalive)
         report_load(
             "mlflow-models-serve",
             size,
             result,
-            clients=args.clients,
-            workers=2,
             connection="keep-alive" if keepalive else "close",
             note="measured right before and right after the gateway's phase of the same size",
         )

@@ -16,13 +16,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from governance.audit import Actor
 from governance.permissions import can_on_any_model
 from governance.roles import Action
 from incidents.steps.human import step_complete
 from platform_core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 
 from . import incidents as selectors
+from .views import console_actor
 from .work import my_work
 
 
@@ -62,7 +62,7 @@ def incident_step_complete(request, pk: int, order: int):
         run = step_complete(
             incident_id=incident.pk,
             order=order,
-            actor=Actor.for_user(request.user, request_id="console"),
+            actor=console_actor(request),
             **values,
         )
     except NotFound as exc:

@@ -254,15 +254,24 @@ def _point(moment: datetime, value: Any, version: str, **extra: Any) -> dict[str
     return {"t": _ms(moment), "y": _finite(value), "version": version, **extra}
 
 
-def _threshold(value: Any, label: str, kind: str, *, axis: str = "y") -> dict[str, Any]:
-    return {"value": value, "axis": axis, "label": label, "kind": kind}
+def _limit(
+    chart: dict[str, Any],
+    value: Any,
+    name: str,
+    kind: str = "max",
+    *,
+    axis: str = "y",
+    after: str = "",
+) -> None:
+    """Draw a policy limit on ``chart``, labelled with its rounded value (one label format)."""
+    label = f"{name} {rounded(value)}{after}"
+    chart["thresholds"].append({"value": value, "axis": axis, "label": label, "kind": kind})
 
 
 def _drift_charts(monitoring: dict[str, Any]) -> tuple[dict, dict]:
     """Data drift (PSI per feature) and prediction drift (KS on scores)."""
     psi = _chart("psi", "Data drift: PSI per feature", Check.DATA_DRIFT, "PSI")
-    limit = monitoring["psi_max"]
-    psi["thresholds"].append(_threshold(limit, f"PSI limit {rounded(limit)}", "max"))
+    _limit(psi, monitoring["psi_max"], "PSI limit")
     ks = _chart(
         "ks",
         "Prediction drift: KS test on scores",
@@ -270,9 +279,9 @@ def _drift_charts(monitoring: dict[str, Any]) -> tuple[dict, dict]:
         "KS statistic",
         y2={"label": "p-value (log)", "type": "logarithmic"},
     )
-    floor = monitoring["ks_pvalue_min"]
-    label = f"p-value limit {rounded(floor)} (below: drift)"
-    ks["thresholds"].append(_threshold(floor, label, "min", axis="y2"))
+    _limit(
+        ks, monitoring["ks_pvalue_min"], "p-value limit", "min", axis="y2", after=" (below: drift)"
+    )
     return psi, ks
 
 
@@ -304,14 +313,12 @@ def _fairness_charts(
         Check.FAIRNESS,
         "difference",
     )
-    eod = validation["equalized_odds_difference_max"]
-    gap["thresholds"].append(_threshold(eod, f"limit {rounded(eod)}", "max"))
+    _limit(gap, validation["equalized_odds_difference_max"], "limit")
     ratio = _chart(
         "fairness_ratio", "Fairness: FPR and FNR ratios per attribute", Check.FAIRNESS, "ratio"
     )
     for key, name in (("fpr_ratio_min", "FPR"), ("fnr_ratio_min", "FNR")):
-        floor = validation[key]
-        ratio["thresholds"].append(_threshold(floor, f"{name} ratio floor {rounded(floor)}", "min"))
+        _limit(ratio, validation[key], f"{name} ratio floor", "min")
     groups = _chart(
         "fairness_groups",
         "Fairness: true- and false-positive rate per group (with group sizes)",
@@ -329,8 +336,7 @@ def _empty_charts(monitoring: dict[str, Any], validation: dict[str, Any]) -> dic
     performance = _performance_chart(monitoring)
     gap, ratio, groups = _fairness_charts(monitoring, validation)
     ece = _chart("ece", "Calibration: expected calibration error", Check.CALIBRATION, "ECE")
-    limit = monitoring["ece_max"]
-    ece["thresholds"].append(_threshold(limit, f"ECE limit {rounded(limit)}", "max"))
+    _limit(ece, monitoring["ece_max"], "ECE limit")
     labels = _chart(
         "labels", "Label arrival: records stored per day", Check.LABEL_DRIFT, "records per day"
     )
@@ -356,8 +362,7 @@ def _feedback_chart(monitoring: dict[str, Any]) -> dict[str, Any]:
         "ratio",
         y2={"label": "share of incidents", "type": "linear"},
     )
-    limit = monitoring["feedback_ratio_max"]
-    chart["thresholds"].append(_threshold(limit, f"ratio limit {rounded(limit)}", "max"))
+    _limit(chart, monitoring["feedback_ratio_max"], "ratio limit")
     return chart
 
 

@@ -21,6 +21,17 @@ from serving.predicate import parse_where
 from . import selectors
 
 
+def console_actor(request) -> Actor:
+    """The signed-in user as the audit log names an action taken in the console."""
+    return Actor.for_user(request.user, request_id="console")
+
+
+def _halt_condition(request):
+    """The halt form's optional ``where`` condition, parsed (InvalidInput when malformed)."""
+    condition = request.POST.get("where", "").strip()
+    return parse_where(condition) if condition else None
+
+
 @login_required
 def overview(request):
     """The landing page: what is live, what is halted, what is on fire, what is overdue."""
@@ -46,7 +57,6 @@ def halts(request):
 def halt_engage(request):
     """Engage a halt through the same service as the API (its role check and audit event)."""
     scope = request.POST.get("scope", "").strip()
-    condition = request.POST.get("where", "").strip()
     if request.POST.get("confirm") != "yes":
         messages.error(request, "Tick the confirmation box: a halt stops every prediction.")
         return redirect("console:halts")
@@ -54,8 +64,8 @@ def halt_engage(request):
         halt, created = halt_service.halt_engage(
             scope=scope,
             reason=request.POST.get("reason", ""),
-            where=parse_where(condition) if condition else None,
-            actor=Actor.for_user(request.user, request_id="console"),
+            where=_halt_condition(request),
+            actor=console_actor(request),
         )
     except DomainError as exc:
         messages.error(request, str(exc))
@@ -75,13 +85,12 @@ def halt_engage(request):
 def halt_release(request):
     """One of the two release approvals (an ML Lead's and an Ethics Officer's, two people)."""
     scope = request.POST.get("scope", "").strip()
-    condition = request.POST.get("where", "").strip()
     try:
         outcome = halt_service.halt_release_approve(
             scope=scope,
             comment=request.POST.get("comment", ""),
-            where=parse_where(condition) if condition else None,
-            actor=Actor.for_user(request.user, request_id="console"),
+            where=_halt_condition(request),
+            actor=console_actor(request),
         )
     except DomainError as exc:
         messages.error(request, str(exc))
@@ -116,7 +125,7 @@ def alert_act(request, pk: int, verb: str):
     try:
         service(
             alert_id=pk,
-            actor=Actor.for_user(request.user, request_id="console"),
+            actor=console_actor(request),
             note=request.POST.get("note", ""),
         )
     except DomainError as exc:

@@ -511,6 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 success, 1 a gate blocked, 2 usage or HTTP error.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The version a command acts on, the first two positionals of each that takes one.
+    one_version = argparse.ArgumentParser(add_help=False)
+    one_version.add_argument("model")
+    one_version.add_argument("version")
 
     p = sub.add_parser("register-model", parents=[common], help="register a model (ok if exists)")
     p.add_argument("name")
@@ -534,9 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="JSON file (stored for reference, never used for gating)")
     p.set_defaults(func=cmd_register)
 
-    p = sub.add_parser("evidence", parents=[common], help="submit evidence; exit 1 if it fails")
-    p.add_argument("model")
-    p.add_argument("version")
+    p = sub.add_parser(
+        "evidence", parents=[common, one_version], help="submit evidence; exit 1 if it fails"
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--unit-tests", choices=["passed", "failed"])
     what.add_argument("--validation", metavar="FILE", help="validation split (.csv/.parquet/.json)")
@@ -544,16 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", help="with --unit-tests: e.g. '412 passed in 38s'")
     p.set_defaults(func=cmd_evidence)
 
-    p = sub.add_parser("transition", parents=[common], help="request a lifecycle transition")
-    p.add_argument("model")
-    p.add_argument("version")
+    p = sub.add_parser(
+        "transition", parents=[common, one_version], help="request a lifecycle transition"
+    )
     p.add_argument("name", help="e.g. submit_for_validation, approve_for_staging, promote")
     p.add_argument("--comment", default="")
     p.set_defaults(func=cmd_transition)
 
-    p = sub.add_parser("status", parents=[common], help="show a version and its stage")
-    p.add_argument("model")
-    p.add_argument("version")
+    p = sub.add_parser("status", parents=[common, one_version], help="show a version and its stage")
     p.set_defaults(func=cmd_status)
     return parser
 

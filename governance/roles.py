@@ -45,6 +45,16 @@ class Action(models.TextChoices):
 
 
 _ENGINEER = {Action.READ, Action.REGISTER, Action.APPROVE_CODE_REVIEW}
+# What the two people who release a halt together (an ML Lead and an Ethics Officer) both may do:
+# halt and release, start runs, read the audit log, work incidents and alerts.
+_HALT_RELEASERS = {
+    Action.HALT,
+    Action.RELEASE_HALT,
+    Action.START_RUNS,
+    Action.READ_AUDIT,
+    Action.COMPLETE_STEP,
+    Action.HANDLE_ALERTS,
+}
 
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
     Role.CI: frozenset(
@@ -65,26 +75,16 @@ ROLE_ACTIONS: dict[str, frozenset[str]] = {
             Action.RESOLVE_DEGRADED,
             Action.APPROVE_RETRAINING,
             Action.ROLLBACK,
-            Action.HALT,
-            Action.RELEASE_HALT,
-            Action.START_RUNS,
-            Action.READ_AUDIT,
-            Action.COMPLETE_STEP,
-            Action.HANDLE_ALERTS,
         }
+        | _HALT_RELEASERS
     ),
     Role.ETHICS_OFFICER: frozenset(
         {
             Action.READ,
             Action.READ_SENSITIVE,
             Action.APPROVE_AS_ETHICS_OFFICER,
-            Action.HALT,
-            Action.RELEASE_HALT,
-            Action.START_RUNS,
-            Action.READ_AUDIT,
-            Action.COMPLETE_STEP,
-            Action.HANDLE_ALERTS,
         }
+        | _HALT_RELEASERS
     ),
     Role.PRODUCT_MANAGER: frozenset({Action.READ, Action.APPROVE_AS_PRODUCT_MANAGER}),
     Role.DATA_ENGINEER: frozenset({Action.READ, Action.INGEST, Action.COMPLETE_STEP}),

@@ -134,6 +134,11 @@ WEEKLY_CHECKS = (Check.CONCEPT_DRIFT, Check.CALIBRATION, Check.LABEL_DRIFT)
 FEEDBACK_CHECKS = (Check.FEEDBACK_LOOP,)
 
 
+# One run, and so at most one alert, per version, check and window: retries find it, never
+# repeat it (MonitorRun and Alert are unique on it).
+WINDOW_KEY = ("version", "kind", "window_start", "window_end")
+
+
 class RunStatus(models.TextChoices):
     PENDING = "pending"
     RUNNING = "running"
@@ -166,11 +171,7 @@ class MonitorRun(models.Model):
 
     class Meta:
         ordering = ["-window_end", "-id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["version", "kind", "window_start", "window_end"], name="uniq_monitor_run"
-            )
-        ]
+        constraints = [models.UniqueConstraint(fields=WINDOW_KEY, name="uniq_monitor_run")]
         indexes = [models.Index(fields=["model", "kind", "-window_end"])]
 
     def __str__(self) -> str:
@@ -237,11 +238,7 @@ class Alert(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["version", "kind", "window_start", "window_end"], name="uniq_alert"
-            )
-        ]
+        constraints = [models.UniqueConstraint(fields=WINDOW_KEY, name="uniq_alert")]
         indexes = [models.Index(fields=["model", "severity", "-created_at"])]
 
     def __str__(self) -> str:

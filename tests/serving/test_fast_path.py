@@ -4,15 +4,14 @@ headers; everything else, and everything it is not sure of, is Django's answer."
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 
 import pytest
 from django.conf import settings as django_settings
 from django.core.handlers.wsgi import WSGIHandler
 from django.test import override_settings
 
+from bench._common import wsgi_post
 from config import gateway as gateway_config
 from governance.audit import Actor
 from serving import log
@@ -73,27 +72,8 @@ def token_of(client) -> str:
 
 def call(app, token: str, model: str, body, **environ) -> tuple[int, dict, bytes]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    env = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": f"/api/v1/predict/{model}/",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "testserver",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(raw),
-        "wsgi.errors": sys.stderr,
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(raw)),
-        "HTTP_AUTHORIZATION": f"Token {token}",
-        **environ,
-    }
-    got = []
-    chunks = app(env, lambda status, headers: got.append((status, headers)))
-    data = b"".join(chunks)
-    if hasattr(chunks, "close"):
-        chunks.close()
-    status, headers = got[0]
+    environ = {"HTTP_AUTHORIZATION": f"Token {token}", **environ}
+    status, headers, data = wsgi_post(app, f"/api/v1/predict/{model}/", raw, **environ)
     return int(status.split()[0]), dict(headers), data
 
 
