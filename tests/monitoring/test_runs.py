@@ -38,8 +38,7 @@ from monitoring.models import (
 )
 from platform_core.errors import InvalidInput
 from tests.concurrency import race
-from tests.factories import ModelVersionFactory, RegisteredModelFactory
-from tests.incidents.helpers import alert_of
+from tests.factories import ModelVersionFactory, RegisteredModelFactory, alert_of
 from tests.monitoring.test_checks import FEATURES, baseline, reference_profile, synthetic
 
 pytestmark = pytest.mark.django_db
