@@ -1,4 +1,5 @@
-"""factory_boy factories for rows that tests need without going through MLflow."""
+"""factory_boy factories for rows that tests need without going through MLflow, and a monitor
+run's alert built from the run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import factory
 from django.contrib.auth import get_user_model
 
 from governance.models import Lifecycle
+from monitoring.models import Alert, MonitorRun
 from registry.models import ModelCard, ModelVersion, RegisteredModel
 
 
@@ -60,3 +62,18 @@ class ModelVersionFactory(factory.django.DjangoModelFactory):
         if create:
             ModelCard.objects.create(version=obj, intended_use="Testing")
             Lifecycle.objects.create(version=obj)
+
+
+def alert_of(run: MonitorRun, severity: str, **fields) -> Alert:
+    """An alert of ``run`` (its model, version, check and window) with placeholder numbers."""
+    fields = {"metric": "m", "value": 1.0, "threshold": 0.5, **fields}
+    return Alert.objects.create(
+        run=run,
+        model=run.model,
+        version=run.version,
+        kind=run.kind,
+        severity=severity,
+        window_start=run.window_start,
+        window_end=run.window_end,
+        **fields,
+    )

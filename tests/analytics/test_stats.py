@@ -189,16 +189,6 @@ def test_psi_of_identical_samples_is_zero(values: np.ndarray, bins: int) -> None
 
 
 @FAST
-@given(reference=float_arrays(), current=float_arrays(), seed=st.integers(0, 2**32 - 1))
-def test_psi_is_invariant_to_permutation_of_either_sample(
-    reference: np.ndarray, current: np.ndarray, seed: int
-) -> None:
-    rng = np.random.default_rng(seed)
-    base = psi(reference, current)
-    assert psi(rng.permutation(reference), rng.permutation(current)) == base
-
-
-@FAST
 @given(
     reference=st.lists(st.sampled_from("abcd"), min_size=1, max_size=60),
     current=st.lists(st.sampled_from("abcdef"), min_size=1, max_size=60),
@@ -260,14 +250,19 @@ def test_ks_equals_scipy_ks_2samp_on_generated_samples(
     assert (result.statistic, result.p_value) == (expected.statistic, expected.pvalue)
 
 
+@pytest.mark.parametrize(
+    ("statistic", "max_size"), [(psi, 200), (ks_two_sample, 80)], ids=["psi", "ks"]
+)
 @FAST
-@given(reference=float_arrays(max_size=80), current=float_arrays(max_size=80), seed=st.integers(0))
-def test_ks_is_invariant_to_permutation(
-    reference: np.ndarray, current: np.ndarray, seed: int
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_two_sample_statistics_are_invariant_to_permutation_of_either_sample(
+    statistic, max_size: int, data: st.DataObject, seed: int
 ) -> None:
+    reference = data.draw(float_arrays(max_size=max_size), label="reference")
+    current = data.draw(float_arrays(max_size=max_size), label="current")
     rng = np.random.default_rng(seed)
-    base = ks_two_sample(reference, current)
-    assert ks_two_sample(rng.permutation(reference), rng.permutation(current)) == base
+    base = statistic(reference, current)
+    assert statistic(rng.permutation(reference), rng.permutation(current)) == base
 
 
 def test_ks_reports_scipys_silent_fallback_from_exact_to_asymptotic_p_value() -> None:

@@ -12,9 +12,9 @@ from governance.audit import Actor
 from governance.policies import policy_publish
 from monitoring import runs
 from monitoring.models import MetricPoint, RunStatus
+from monitoring.runs import metric_points
 from tests.browser.model_page import open_model_page
-from tests.factories import ModelVersionFactory
-from tests.incidents.helpers import alert_of
+from tests.factories import ModelVersionFactory, alert_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,21 +46,13 @@ def test_the_feedback_chart_draws_the_ratio_its_limit_the_shares_and_the_alert(
         run.status = RunStatus.SUCCEEDED
         run.save(update_fields=["status"])
         ratio = 1.0 + 0.5 * week
-        for metric, value in (
-            ("ratio", ratio),
-            ("topk_label_share", 0.2 + 0.2 * week),
-            ("expected_topk_share", 0.2),
-            ("p_value", 0.5),
-        ):
-            MetricPoint.objects.create(
-                run=run,
-                model=version.model,
-                version=version,
-                kind="feedback_loop",
-                metric=metric,
-                value=value,
-                window_end=run.window_end,
-            )
+        points = [
+            ("ratio", "", "", ratio),
+            ("topk_label_share", "", "", 0.2 + 0.2 * week),
+            ("expected_topk_share", "", "", 0.2),
+            ("p_value", "", "", 0.5),
+        ]
+        MetricPoint.objects.bulk_create(metric_points(run, points))
     alert_of(run, "high")
     open_model_page(page, login_as, "patrols")
     drawn = page.evaluate(

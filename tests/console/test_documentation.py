@@ -20,6 +20,7 @@ from incidents.alert_response import route_alert
 from incidents.models import Incident, Rollback
 from incidents.playbook_engine import playbook_advance
 from monitoring.models import MetricPoint, MonitorRun, RunStatus
+from monitoring.runs import metric_points
 from serving.halt import halt_engage, halt_release_approve
 from tests.console.incident_helpers import grant, no_broker  # noqa: F401
 from tests.factories import RegisteredModelFactory, UserFactory
@@ -96,18 +97,7 @@ def _finish(run, points: list[tuple[str, str, float]]) -> None:
         status=RunStatus.SUCCEEDED, finished_at=run.created_at, rows=900
     )
     MetricPoint.objects.bulk_create(
-        MetricPoint(
-            run=run,
-            model=run.model,
-            version=run.version,
-            kind=run.kind,
-            metric=metric,
-            feature="area",
-            group=group,
-            value=value,
-            window_end=run.window_end,
-        )
-        for metric, group, value in points
+        metric_points(run, [(metric, "area", group, value) for metric, group, value in points])
     )
 
 

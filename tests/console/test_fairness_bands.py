@@ -9,10 +9,8 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from governance.models import RoleGrant
 from monitoring.models import Check, MetricPoint
 from tests.console.model_data import NOW, seed
-from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -44,10 +42,7 @@ def add_bounds(model, *, skip_first: bool = True) -> None:
     MetricPoint.objects.bulk_create(bounds)
 
 
-def test_each_fairness_point_carries_its_interval_and_the_chart_its_level(client):
-    user = UserFactory(username="lee")
-    RoleGrant.objects.create(user=user, role="ml_lead")
-    client.force_login(user)
+def test_each_fairness_point_carries_its_interval_and_the_chart_its_level(client, lead):
     seeded = seed()
     add_bounds(seeded.model)
     with time_machine.travel(NOW + timedelta(hours=1), tick=False):
@@ -68,10 +63,7 @@ def test_each_fairness_point_carries_its_interval_and_the_chart_its_level(client
     assert all("lo" not in p for p in fpr_b["points"])  # no bounds stored for FPR here
 
 
-def test_the_text_alternative_gives_the_latest_interval(client):
-    user = UserFactory(username="lee")
-    RoleGrant.objects.create(user=user, role="ml_lead")
-    client.force_login(user)
+def test_the_text_alternative_gives_the_latest_interval(client, lead):
     add_bounds(seed().model)
     with time_machine.travel(NOW + timedelta(hours=1), tick=False):
         page = client.get(reverse("console:model", args=["hotspot"])).content.decode()

@@ -21,14 +21,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def lead(client):
-    user = UserFactory(username="lee")
-    RoleGrant.objects.create(user=user, role="ml_lead")
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
 def frozen():
     with time_machine.travel(NOW + timedelta(hours=1), tick=False):
         yield

@@ -14,7 +14,7 @@ from governance.policies import policy_in_force
 from incidents.models import Incident, IncidentKind, IncidentStatus, StepRun, StepStatus
 from monitoring.models import Alert, AlertStatus, Check, MonitorRun, Severity
 from serving.models import Halt
-from tests.factories import ModelVersionFactory, RegisteredModelFactory, UserFactory
+from tests.factories import ModelVersionFactory, RegisteredModelFactory, UserFactory, alert_of
 
 pytestmark = pytest.mark.django_db
 
@@ -35,16 +35,7 @@ def _alert(version, severity):
         window_start=now - timedelta(days=1, seconds=MonitorRun.objects.count()),
         window_end=now,
     )
-    return Alert.objects.create(
-        run=run,
-        model=version.model,
-        version=version,
-        kind=Check.DATA_DRIFT,
-        severity=severity,
-        metric="psi",
-        window_start=run.window_start,
-        window_end=run.window_end,
-    )
+    return alert_of(run, severity, metric="psi")
 
 
 def _incident(version, *, step_due):
@@ -75,14 +66,6 @@ def _incident(version, *, step_due):
         due_at=step_due,
     )
     return incident
-
-
-@pytest.fixture
-def lead(client):
-    user = UserFactory(username="lee")
-    RoleGrant.objects.create(user=user, role="ml_lead")
-    client.force_login(user)
-    return user
 
 
 def test_overview_shows_live_version_worst_alert_incident_next_step_and_overdue(client, lead):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from itertools import count
 
+import time_machine
 from django.db import transaction
+from django.utils import timezone
 
 from governance import lifecycle, services
 from governance.approvals import approval_record, approvals_void
@@ -112,3 +115,19 @@ def live_and_staged(number: str = "1.1.0") -> tuple[ModelVersion, ModelVersion]:
     staged = new_version(number, model=v1.model)
     to_staging(staged)
     return v1, staged
+
+
+def promote_successor(previous, version_text: str, *, days_in_shadow: int = 8) -> ModelVersion:
+    """Walk a successor of ``previous`` (same model) to production through live shadow mode.
+
+    A MINOR or MAJOR brings its shadow evaluation; a PATCH is fast-tracked without one.
+    """
+    successor = new_version(version_text, model=previous.model)
+    to_staging(successor)
+    if successor.semver.bump_from(previous.semver).value != "patch":
+        evidence(successor, EvidenceKind.SHADOW)
+    sign_promotion(successor)
+    later = timezone.now() + timedelta(days=days_in_shadow)
+    with time_machine.travel(later, tick=False):
+        step(successor, "promote", actor=person("ci"))
+    return successor

@@ -1,10 +1,6 @@
 """Every edge of the lifecycle table (docs/architecture.md §4), and the forbidden ones."""
 
-from datetime import timedelta
-
 import pytest
-import time_machine
-from django.utils import timezone
 
 from governance import lifecycle
 from governance.audit import Actor
@@ -17,6 +13,7 @@ from tests.governance.lifecycle_helpers import (
     live_and_staged,
     new_version,
     person,
+    promote_successor,
     sign_promotion,
     stage,
     step,
@@ -32,19 +29,6 @@ def auto(version, name, comment=""):
     return lifecycle.transition(
         version=version, name=name, actor=Actor.system("tests"), automatic=True, comment=comment
     )
-
-
-def promote_successor(previous, version_text: str, *, days_in_shadow: int = 8):
-    """Walk a successor of ``previous`` (same model) to production through live shadow mode."""
-    successor = new_version(version_text, model=previous.model)
-    to_staging(successor)
-    if successor.semver.bump_from(previous.semver).value != "patch":
-        evidence(successor, EvidenceKind.SHADOW)
-    sign_promotion(successor)
-    later = timezone.now() + timedelta(days=days_in_shadow)
-    with time_machine.travel(later, tick=False):
-        step(successor, "promote", actor=person("ci"))
-    return successor
 
 
 def test_submit_for_validation_lists_missing_unit_tests_and_peer_review():

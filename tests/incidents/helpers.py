@@ -5,35 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
-import time_machine
-from django.utils import timezone
-
-from governance.audit import Actor
-from governance.models import EvidenceKind, Lifecycle
+from governance.models import Lifecycle
 from monitoring import runs
 from monitoring.models import Alert
+from tests.factories import alert_of
 from tests.governance.lifecycle_helpers import (
-    evidence,
+    SYSTEM,
     new_version,
-    person,
-    sign_promotion,
-    step,
+    promote_successor,
     to_production_first,
-    to_staging,
 )
 
-SYSTEM = Actor.system("tests")
 _windows = count()
-
-
-def promote_successor(previous, version_text: str):
-    successor = new_version(version_text, model=previous.model)
-    to_staging(successor)
-    evidence(successor, EvidenceKind.SHADOW)
-    sign_promotion(successor)
-    with time_machine.travel(timezone.now() + timedelta(days=8), tick=True):
-        step(successor, "promote", actor=person("ci"))
-    return successor
 
 
 def live_pair():
@@ -66,19 +49,3 @@ def alert_on(version, check: str = "fairness", severity: str = "critical") -> Al
         actor=SYSTEM,
     )
     return alert_of(run, severity)
-
-
-def alert_of(run, severity: str) -> Alert:
-    """An alert of ``run`` (its model, version, check and window) with placeholder numbers."""
-    return Alert.objects.create(
-        run=run,
-        model=run.model,
-        version=run.version,
-        kind=run.kind,
-        severity=severity,
-        metric="m",
-        value=1.0,
-        threshold=0.5,
-        window_start=run.window_start,
-        window_end=run.window_end,
-    )

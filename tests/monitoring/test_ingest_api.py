@@ -56,6 +56,12 @@ def post_predictions(client, version, recs, **extra):
     )
 
 
+def post_labels(client, version, labels: dict[str, int]):
+    """The labels (prediction id -> label) as JSON records, in that order."""
+    records = [{"prediction_id": pid, "label": label} for pid, label in labels.items()]
+    return client.post(url(version, "labels"), {"records": records})
+
+
 def upload_frame(n=3) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -135,7 +141,7 @@ def test_a_product_manager_may_not_ingest(api_client, version):
 
     responses = [
         post_predictions(client, version, records(1)),
-        client.post(url(version, "labels"), {"records": [{"prediction_id": "p0", "label": 1}]}),
+        post_labels(client, version, {"p0": 1}),
         client.post(url(version, "reference"), {"records": records(1)}),
     ]
 
@@ -232,10 +238,7 @@ def test_labels_of_logged_predictions_are_stored(api_client, version):
     client = api_client("ci")
     post_predictions(client, version, records(4))
 
-    response = client.post(
-        url(version, "labels"),
-        {"records": [{"prediction_id": "p0", "label": 1}, {"prediction_id": "p3", "label": 0}]},
-    )
+    response = post_labels(client, version, {"p0": 1, "p3": 0})
 
     assert response.status_code == 201, response.json()
     assert response.json() == {"batches": 2, "rows": 2, "days": ["2026-01-05", "2026-01-06"]}
@@ -245,10 +248,7 @@ def test_labels_for_unknown_predictions_are_refused_naming_the_row(api_client, v
     client = api_client("ci")
     post_predictions(client, version, records(1))
 
-    response = client.post(
-        url(version, "labels"),
-        {"records": [{"prediction_id": "p0", "label": 1}, {"prediction_id": "zz", "label": 1}]},
-    )
+    response = post_labels(client, version, {"p0": 1, "zz": 1})
 
     assert response.status_code == 400
     assert list(response.json()["errors"]) == ["records[1].prediction_id"]
@@ -333,7 +333,7 @@ def test_recent_predictions_are_filtered_by_version_time_and_limit(api_client, v
     client = api_client("ci")
     post_predictions(client, version, records(4))
     post_predictions(client, other, records(2, prefix="o"))
-    client.post(url(version, "labels"), {"records": [{"prediction_id": "p2", "label": 1}]})
+    post_labels(client, version, {"p2": 1})
 
     newest = client.get(url(version, "predictions"), {"until": "2026-02-01", "limit": 2})
     window = client.get(

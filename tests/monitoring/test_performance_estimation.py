@@ -18,7 +18,7 @@ from governance.models import AuditEvent, Stage
 from monitoring import checks, reconciliation, runs, tasks
 from monitoring.checks import Skip
 from monitoring.models import Alert, AlertStatus, MetricPoint, MonitorRun, RunStatus
-from tests.incidents.helpers import alert_of
+from tests.factories import alert_of
 from tests.monitoring.test_checks import baseline, run, synthetic
 from tests.monitoring.test_runs import (  # noqa: F401 (autouse fixtures)
     _no_broker,

@@ -38,8 +38,7 @@ from monitoring.models import (
 )
 from platform_core.errors import InvalidInput
 from tests.concurrency import race
-from tests.factories import ModelVersionFactory, RegisteredModelFactory
-from tests.incidents.helpers import alert_of
+from tests.factories import ModelVersionFactory, RegisteredModelFactory, alert_of
 from tests.monitoring.test_checks import FEATURES, baseline, reference_profile, synthetic
 
 pytestmark = pytest.mark.django_db
@@ -434,46 +433,53 @@ def test_the_runs_of_one_version_and_window_load_it_once_with_the_same_outcomes(
     assert runs.runs_execute(ids) == done  # claimed and finished: left alone
 
 
-def test_runs_claimed_together_fail_alone_when_one_check_breaks(monkeypatch):
+@pytest.mark.parametrize(
+    ("module", "name", "kind", "error", "reason", "seed"),
+    [
+        pytest.param(
+            checks,
+            "run_check",
+            "fairness",
+            ZeroDivisionError("broken check"),
+            "ZeroDivisionError: broken check",
+            59,
+            id="its-check-breaks",
+        ),
+        pytest.param(
+            runs,
+            "points_store",
+            "prediction_drift",
+            RuntimeError("disk full"),
+            "storing the outcome failed: RuntimeError: disk full",
+            60,
+            id="its-outcome-cannot-be-stored",
+        ),
+    ],
+)
+def test_a_run_claimed_with_others_fails_alone_and_the_others_commit(
+    monkeypatch, module, name, kind, error, reason, seed
+):
+    """``module.name`` raises for the run of ``kind`` only: that run fails with ``reason`` and
+    stores nothing; the others keep their points, and the data-drift alert."""
     version = live()
-    put_window(version, synthetic(2_000, seed=59, shift={"f1": 1.0}))
-    real = checks.run_check
+    put_window(version, synthetic(2_000, seed=seed, shift={"f1": 1.0}))
+    real = getattr(module, name)
 
-    def broken_fairness(kind, *args):
-        if kind == "fairness":
-            raise ZeroDivisionError("broken check")
-        return real(kind, *args)
+    def failing_for_kind(first, *args):  # first: the check's kind, or the run to store
+        if getattr(first, "kind", first) == kind:
+            raise error
+        return real(first, *args)
 
-    monkeypatch.setattr(checks, "run_check", broken_fairness)
+    monkeypatch.setattr(module, name, failing_for_kind)
     done = runs.runs_execute([create(version, check).pk for check in DAILY])
+    fails = [check == kind for check in DAILY]
     assert [run.status for run in done] == [
-        RunStatus.SUCCEEDED,
-        RunStatus.SUCCEEDED,
-        RunStatus.FAILED,
+        RunStatus.FAILED if failed else RunStatus.SUCCEEDED for failed in fails
     ]
-    assert done[2].reason == "ZeroDivisionError: broken check"
-    assert MetricPoint.objects.filter(run=done[0]).exists()
-
-
-def test_a_run_whose_outcome_cannot_be_stored_fails_alone_and_the_others_commit(monkeypatch):
-    version = live()
-    put_window(version, synthetic(2_000, seed=60, shift={"f1": 1.0}))
-    real = runs.points_store
-
-    def refuse_prediction_drift(run, points):
-        if run.kind == "prediction_drift":
-            raise RuntimeError("disk full")
-        real(run, points)
-
-    monkeypatch.setattr(runs, "points_store", refuse_prediction_drift)
-    done = runs.runs_execute([create(version, check).pk for check in DAILY])
-    assert [run.status for run in done] == [
-        RunStatus.SUCCEEDED,
-        RunStatus.FAILED,
-        RunStatus.SUCCEEDED,
+    assert done[fails.index(True)].reason == reason
+    assert [MetricPoint.objects.filter(run=run).exists() for run in done] == [
+        not failed for failed in fails
     ]
-    assert done[1].reason == "storing the outcome failed: RuntimeError: disk full"
-    assert not MetricPoint.objects.filter(run=done[1]).exists()
     assert Alert.objects.filter(run=done[0]).count() == 1  # the data-drift alert kept
 
 

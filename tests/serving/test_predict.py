@@ -133,15 +133,45 @@ def test_a_token_narrowed_to_other_roles_may_not_predict(mlflow_models, api_clie
     assert predict(client, version.model.name, instances()).status_code == 403
 
 
-def test_revoking_the_grant_takes_effect_on_the_next_request(mlflow_models, api_client, committed):
+def _revoke_the_grant(username: str) -> None:
+    services.role_revoke(username=username, roles=["ci"], actor=Actor.system("tests"))
+
+
+def _revoke_the_token(username: str) -> None:
+    from knox.models import AuthToken
+
+    key = AuthToken.objects.get(user__username=username).token_key
+    services.token_revoke(key_prefix=key, actor=Actor.system("tests"))
+
+
+def _deactivate_the_user(username: str) -> None:
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.get(username=username)
+    user.is_active = False
+    user.save()
+
+
+@pytest.mark.parametrize(
+    ("withdraw", "refused"),
+    [
+        pytest.param(_revoke_the_grant, 403, id="grant-revoked"),
+        pytest.param(_revoke_the_token, 401, id="token-revoked"),
+        pytest.param(_deactivate_the_user, 401, id="user-deactivated"),
+    ],
+)
+def test_a_withdrawn_credential_is_refused_on_the_next_request(
+    mlflow_models, api_client, committed, withdraw, refused
+):
+    """The gateway remembers a caller between requests; a committed withdrawal still counts."""
     version = live(mlflow_models, seed=1)
-    client = api_client("ci", username="soon-revoked")
+    client = api_client("ci", username="withdrawn")
     assert predict(client, version.model.name, instances()).status_code == 200
 
     with committed():
-        services.role_revoke(username="soon-revoked", roles=["ci"], actor=Actor.system("tests"))
+        withdraw("withdrawn")
 
-    assert predict(client, version.model.name, instances()).status_code == 403
+    assert predict(client, version.model.name, instances()).status_code == refused
 
 
 def test_unknown_model_is_404(ci, db):
@@ -167,33 +197,6 @@ def test_a_warm_request_costs_one_generation_read_and_no_other_query(
         response = predict(ci, version.model.name, instances(5))
 
     assert response.status_code == 200
-
-
-def test_a_revoked_token_is_refused_on_the_next_request(mlflow_models, api_client, committed):
-    version = live(mlflow_models, seed=1)
-    client = api_client("ci", username="short-lived")
-    assert predict(client, version.model.name, instances()).status_code == 200
-    from knox.models import AuthToken
-
-    key = AuthToken.objects.get(user__username="short-lived").token_key
-    with committed():
-        services.token_revoke(key_prefix=key, actor=Actor.system("tests"))
-
-    assert predict(client, version.model.name, instances()).status_code == 401
-
-
-def test_a_deactivated_user_is_refused_on_the_next_request(mlflow_models, api_client, committed):
-    version = live(mlflow_models, seed=1)
-    client = api_client("ci", username="leaving")
-    assert predict(client, version.model.name, instances()).status_code == 200
-    from django.contrib.auth import get_user_model
-
-    with committed():
-        user = get_user_model().objects.get(username="leaving")
-        user.is_active = False
-        user.save()
-
-    assert predict(client, version.model.name, instances()).status_code == 401
 
 
 def test_an_expired_token_is_refused_even_when_remembered(mlflow_models, api_client):
