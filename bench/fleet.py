@@ -58,6 +58,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
+sys.path.insert(1, str(REPO))  # bench.storage
 
 import drift  # noqa: E402  (bench/drift.py: data, version facts, output)
 from _common import (  # noqa: E402
@@ -195,6 +196,7 @@ def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
                 day=b.day,
                 path=b.path,  # model 0's file
                 rows=b.rows,
+                size=b.size,
                 digest=b.digest,
                 source=b.source,
                 created_by="bench",
@@ -213,11 +215,10 @@ def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
         # written through the storage in force: a local directory or the object store
         key = f"{DATA_DIR}/{v.model.name}/{BatchKind.LABELS}/day={day.isoformat()}"
         key = f"{key}/{uuid.uuid4().hex}.parquet"
-        digest = storage.current().put(
-            key,
-            lambda sink, copy=copy: pq.write_table(copy, sink, compression=COMPRESSION),
-            digest=True,
-        )
+        sink = pa.BufferOutputStream()
+        pq.write_table(copy, sink, compression=COMPRESSION)
+        data = sink.getvalue().to_pybytes()
+        digest = storage.current().put(key, data, digest=True)
         rows_out.append(
             DataBatch(
                 model_id=v.model_id,
@@ -226,6 +227,7 @@ def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
                 day=day,
                 path=key,
                 rows=copy.num_rows,
+                size=len(data),
                 digest=f"sha256:{digest}",
                 source="bench",
                 created_by="bench",
@@ -316,6 +318,7 @@ def main() -> int:
             server = _start_s3()
             args.endpoint = server.endpoint
             args.s3_server_pid = server.process.pid
+            args.s3_server_log = str(server.log)
         result = _run(args)
     finally:
         if server is not None:
@@ -327,7 +330,6 @@ def main() -> int:
 
 def _start_s3():
     """moto's server on a free port (``bench/storage.py``'s), its bucket created."""
-    sys.path.insert(0, str(REPO))
     from bench.storage import S3Server, create_bucket
 
     server = S3Server(Path(tempfile.mkdtemp(prefix="bench-fleet-moto-")))
@@ -374,6 +376,7 @@ def _both(args: argparse.Namespace) -> int:
                 command += ["--endpoint", endpoint]
                 if server is not None:
                     command += ["--s3-server-pid", str(server.process.pid)]
+                    command += ["--s3-server-log", str(server.log)]
                     moto_cpu = group_cpu(server.process.pid)
             child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
             for line in child.stdout:
@@ -459,6 +462,7 @@ def _arguments() -> argparse.Namespace:
         "(default: moto's server on a free port, started and stopped here)",
     )
     parser.add_argument("--s3-server-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--s3-server-log", default="", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -623,13 +627,21 @@ def _run(args: argparse.Namespace) -> dict:
         spies = _start_py_spy(workers, args.profile)
         server = (args.s3_server_pid,) if args.s3_server_pid else ()
         cpu0, commits0 = workers_cpu_s(workers), database_commits(name)
-        server0 = group_cpu(*server)
+        server0, requests0 = group_cpu(*server), s3_requests(args.s3_server_log)
         try:
             result = measure(args.models, args.timeout, workers)
         finally:
             _stop_py_spy(spies, args.profile)
         result["worker_cpu_s"] = workers_cpu_s(workers) - cpu0
         result["s3_server_cpu_s"] = group_cpu(*server) - server0 if server else None
+        if requests0 is not None:
+            time.sleep(0.5)  # the server's last log lines
+            after = s3_requests(args.s3_server_log) or {}
+            result["s3_requests"] = {
+                k: n - requests0.get(k, 0)
+                for k, n in sorted(after.items())
+                if n > requests0.get(k, 0)
+            }
         result["commits"] = database_commits(name) - commits0
     finally:
         stop_workers(workers)
@@ -644,6 +656,15 @@ def _run(args: argparse.Namespace) -> dict:
         if args.storage == "s3":
             _remove_prefix(env["GOVERNANCE_STORAGE_URL"])
     return result
+
+
+def s3_requests(log: str) -> dict[str, int] | None:
+    """Requests the S3 server has served so far, by kind (its request log), if it is ours."""
+    if not log:
+        return None
+    from bench.storage import request_kinds
+
+    return request_kinds(Path(log).read_text(errors="replace"))
 
 
 def _remove_prefix(url: str) -> None:
@@ -715,14 +736,7 @@ def _report(args: argparse.Namespace, result: dict) -> None:
         per_run_ms=round(1000 * result["worker_cpu_s"] / max(done, 1), 1),
         note="CPU seconds of every worker process during the timed part (robust to load)",
     )
-    if result.get("s3_server_cpu_s") is not None:
-        emit(
-            "fleet_s3_server_cpu",
-            round(result["s3_server_cpu_s"], 1),
-            "s",
-            per_run_ms=round(1000 * result["s3_server_cpu_s"] / max(done, 1), 1),
-            note=f"CPU seconds of {MOTO_NOTE} during the timed part",
-        )
+    _report_s3(args, result, done)
     emit(
         "fleet_commits",
         result["commits"],
@@ -734,6 +748,29 @@ def _report(args: argparse.Namespace, result: dict) -> None:
     succeeded = sum(v for k, v in result["statuses"].items() if k.endswith(":succeeded"))
     emit("fleet_runs_succeeded", succeeded, "runs", of=expected, outcomes=result["statuses"])
     emit("fleet_alerts", result["alerts"], "alerts", by_kind=result["alerts_by_kind"])
+
+
+def _report_s3(args: argparse.Namespace, result: dict, done: int) -> None:
+    """The S3 server's share of the timed part: its CPU and the requests it served."""
+    if result.get("s3_server_cpu_s") is not None:
+        emit(
+            "fleet_s3_server_cpu",
+            round(result["s3_server_cpu_s"], 1),
+            "s",
+            per_run_ms=round(1000 * result["s3_server_cpu_s"] / max(done, 1), 1),
+            note=f"CPU seconds of {MOTO_NOTE} during the timed part",
+        )
+    if (requests := result.get("s3_requests")) is not None:
+        total = sum(requests.values())
+        emit(
+            "fleet_s3_requests",
+            total,
+            "requests",
+            per_run=round(total / max(done, 1), 1),
+            per_version=round(total / max(args.models, 1), 1),
+            by_kind=requests,
+            note="requests the S3 server served during the timed part (its request log)",
+        )
 
 
 if __name__ == "__main__":
