@@ -15,7 +15,12 @@ after: give it one nobody else uses). Set-up, not timed:
   so every model raises one medium data-drift alert) and their labels;
 - models 1..N-1 share model 0's prediction files (manifest rows pointing at the same Parquet
   files, as the issue allows, to spare the disk), its profile and a copy of its label files
-  (label files name the prediction batch they label, so each model needs its own);
+  (label files name the prediction batch they label, so each model needs its own). Shared
+  files flatter an object store: a worker reads a shared file's footer once and keeps it, where
+  in production each model's files are its own and a day's reads find few footers kept.
+  ``--distinct-files`` gives each model copies under its own keys (server-side copies on S3,
+  hard links locally): the honest comparison, at the price of N x the prediction bytes
+  (about 17 MB a model at 100k rows, held in memory by moto);
 - every version is put straight into ``production`` (a queryset update, not the lifecycle walk
   the platform requires: this is fixture set-up), and its monitoring and validation policies
   exist, as they do on any day after the first.
@@ -87,7 +92,7 @@ def emit(bench: str, value, unit: str, **extra) -> None:
     drift.emit(bench, value, unit, **{**extra, **BACKEND})
 
 
-def set_up(models: int, rows: int) -> dict:
+def set_up(models: int, rows: int, *, distinct: bool = False) -> dict:
     """Create the fleet (see the module docstring); returns what the timed part needs."""
     from datetime import UTC, datetime, timedelta
 
@@ -110,7 +115,7 @@ def set_up(models: int, rows: int) -> dict:
     labels = list(DataBatch.objects.filter(model=version.model, kind=BatchKind.LABELS))
     versions = _other_models(models, version, user, actor, end)
     for v in versions[1:]:
-        _share_batches(v, predictions, labels)
+        _share_batches(v, predictions, labels, distinct=distinct)
     return {"setup_s": time.perf_counter() - t0, "window_end": end}
 
 
@@ -177,9 +182,9 @@ def _other_models(models: int, version, user, actor, end) -> list:
     return versions
 
 
-def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
-    """``v`` reads model 0's prediction files; its label files are copies whose batch ids
-    point at its own prediction batches."""
+def _share_batches(v, prediction_batches: list, label_batches: list, *, distinct: bool) -> None:
+    """``v`` reads model 0's prediction files (``distinct``: copies of them under its own keys);
+    its label files are copies whose batch ids point at its own prediction batches."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -194,7 +199,7 @@ def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
                 version=v,
                 kind=BatchKind.PREDICTIONS,
                 day=b.day,
-                path=b.path,  # model 0's file
+                path=_copy_object(b.path, v.model.name) if distinct else b.path,  # model 0's
                 rows=b.rows,
                 size=b.size,
                 digest=b.digest,
@@ -234,6 +239,24 @@ def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
             )
         )
     DataBatch.objects.bulk_create(rows_out)
+
+
+def _copy_object(key: str, model_name: str) -> str:
+    """A copy of model 0's object ``key`` under ``model_name``'s own key, as the store would
+    have written it: the object store copies it server-side (CopyObject); a local directory
+    hard-links it (the same bytes, and, like a copy just written, in the page cache)."""
+    from platform_core import storage
+
+    day = key.rsplit("/", 2)[-2]
+    copy = f"monitoring/{model_name}/predictions/{day}/{uuid.uuid4().hex}.parquet"
+    store = storage.current()
+    if store.remote:
+        store.fs.copy_file(store.path(key), store.path(copy))
+    else:
+        target = store.local_path(copy)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(store.local_path(key), target)
+    return copy
 
 
 _label_tables: dict = {}
@@ -363,6 +386,7 @@ def _both(args: argparse.Namespace) -> int:
         *("--admin-url", args.admin_url, "--redis-url", args.redis_url),
         *("--timeout", str(args.timeout)),
         *(("--chunk", str(args.chunk)) if args.chunk is not None else ()),
+        *(("--distinct-files",) if args.distinct_files else ()),
     ]
     server = None if args.endpoint else _start_s3()
     endpoint = args.endpoint or server.endpoint
@@ -460,6 +484,13 @@ def _arguments() -> argparse.Namespace:
         default="",
         help="the S3 server for --storage s3 / --both, whose bucket bench-storage exists "
         "(default: moto's server on a free port, started and stopped here)",
+    )
+    parser.add_argument(
+        "--distinct-files",
+        action="store_true",
+        help="give every model copies of model 0's prediction files under its own keys, so no "
+        "worker reads another model's footer from its cache (as in production, where each "
+        "model's files are its own); by default they share model 0's files",
     )
     parser.add_argument("--s3-server-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--s3-server-log", default="", help=argparse.SUPPRESS)
@@ -600,13 +631,14 @@ def _run(args: argparse.Namespace) -> dict:
     workers: list[subprocess.Popen] = []
     try:
         drift.setup_django("config.settings.dev")
-        fleet = set_up(args.models, args.rows)
+        fleet = set_up(args.models, args.rows, distinct=args.distinct_files)
         emit(
             "fleet_setup",
             round(fleet["setup_s"], 1),
             "s",
             models=args.models,
             rows=args.rows,
+            distinct_files=args.distinct_files,
             note="not timed below: migrate, ingest model 0, share its files with the others",
         )
         from django.db import connections
