@@ -53,7 +53,7 @@ def resolve(path: str) -> Path:
     return storage.current().local_path(path)
 
 
-def parquet_file(path: str, size: int = 0) -> pq.ParquetFile:
+def parquet_file(path: str, size: int = 0) -> pq.ParquetFile | storage.RemoteParquet:
     """The Parquet file behind a manifest key: its footer only, columns read on demand.
     ``size``: its bytes (``DataBatch.size``; 0 when not recorded), which spares an object
     store a request."""
