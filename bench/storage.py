@@ -13,7 +13,10 @@ local directory and once into an S3 bucket (``GOVERNANCE_STORAGE_URL=s3://...``)
   on the S3 backend, with its per-run costs: CPU seconds (this process), database writes
   (INSERT/UPDATE/DELETE statements), object-store requests (counted from the S3 server's request
   log) and bytes read (the Parquet column chunks and footers the window needs). These are the
-  inputs of docs/scaling.md's capacity model.
+  inputs of docs/scaling.md's capacity model;
+- a version's three daily checks executed together, as the schedule sends them
+  (``runs.runs_execute``: one window load), cold (no footer kept by the process) and warm, with
+  the object store's requests by kind (HEAD, GET, LIST, PUT...).
 
 The S3 server is moto's (``moto_server``, a dev dependency), started on a free port with its
 request log in the work directory, unless ``--endpoint`` names another one (then requests are
