@@ -4,7 +4,8 @@
                                     [--admin-url postgres://postgres@127.0.0.1:5432/postgres]
                                     [--redis-url redis://127.0.0.1:6379/9] [--timeout 900]
                                     [--chunk N] [--profile [PATH]]
-                                    [--storage local|s3 | --both] [--endpoint URL] [--distinct-files]
+                                    [--storage local|s3 | --both] [--endpoint URL]
+                                    [--distinct-files]
 
 Runs against a temporary PostgreSQL database (created on ``--admin-url``'s server, dropped at
 the end), a temporary var directory and the Redis database of ``--redis-url`` (flushed before and
