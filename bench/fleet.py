@@ -5,6 +5,7 @@
                                     [--redis-url redis://127.0.0.1:6379/9] [--timeout 900]
                                     [--chunk N] [--profile [PATH]]
                                     [--storage local|s3 | --both] [--endpoint URL]
+                                    [--distinct-files]
 
 Runs against a temporary PostgreSQL database (created on ``--admin-url``'s server, dropped at
 the end), a temporary var directory and the Redis database of ``--redis-url`` (flushed before and
@@ -15,7 +16,12 @@ after: give it one nobody else uses). Set-up, not timed:
   so every model raises one medium data-drift alert) and their labels;
 - models 1..N-1 share model 0's prediction files (manifest rows pointing at the same Parquet
   files, as the issue allows, to spare the disk), its profile and a copy of its label files
-  (label files name the prediction batch they label, so each model needs its own);
+  (label files name the prediction batch they label, so each model needs its own). Shared
+  files flatter an object store: a worker reads a shared file's footer once and keeps it, where
+  in production each model's files are its own and a day's reads find few footers kept.
+  ``--distinct-files`` gives each model copies under its own keys (server-side copies on S3,
+  hard links locally): the honest comparison, at the price of N x the prediction bytes
+  (about 17 MB a model at 100k rows, held in memory by moto);
 - every version is put straight into ``production`` (a queryset update, not the lifecycle walk
   the platform requires: this is fixture set-up), and its monitoring and validation policies
   exist, as they do on any day after the first.
@@ -58,6 +64,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
+sys.path.insert(1, str(REPO))  # bench.storage
 
 import drift  # noqa: E402  (bench/drift.py: data, version facts, output)
 from _common import (  # noqa: E402
@@ -87,7 +94,7 @@ def emit(bench: str, value, unit: str, **extra) -> None:
     drift.emit(bench, value, unit, **{**extra, **BACKEND})
 
 
-def set_up(models: int, rows: int) -> dict:
+def set_up(models: int, rows: int, *, distinct: bool = False) -> dict:
     """Create the fleet (see the module docstring); returns what the timed part needs."""
     from datetime import UTC, datetime, timedelta
 
@@ -110,7 +117,7 @@ def set_up(models: int, rows: int) -> dict:
     labels = list(DataBatch.objects.filter(model=version.model, kind=BatchKind.LABELS))
     versions = _other_models(models, version, user, actor, end)
     for v in versions[1:]:
-        _share_batches(v, predictions, labels)
+        _share_batches(v, predictions, labels, distinct=distinct)
     return {"setup_s": time.perf_counter() - t0, "window_end": end}
 
 
@@ -177,9 +184,9 @@ def _other_models(models: int, version, user, actor, end) -> list:
     return versions
 
 
-def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
-    """``v`` reads model 0's prediction files; its label files are copies whose batch ids
-    point at its own prediction batches."""
+def _share_batches(v, prediction_batches: list, label_batches: list, *, distinct: bool) -> None:
+    """``v`` reads model 0's prediction files (``distinct``: copies of them under its own keys);
+    its label files are copies whose batch ids point at its own prediction batches."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -194,8 +201,9 @@ def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
                 version=v,
                 kind=BatchKind.PREDICTIONS,
                 day=b.day,
-                path=b.path,  # model 0's file
+                path=_copy_object(b.path, v.model.name) if distinct else b.path,  # model 0's
                 rows=b.rows,
+                size=b.size,
                 digest=b.digest,
                 source=b.source,
                 created_by="bench",
@@ -214,11 +222,10 @@ def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
         # written through the storage in force: a local directory or the object store
         key = f"{DATA_DIR}/{v.model.name}/{BatchKind.LABELS}/day={day.isoformat()}"
         key = f"{key}/{uuid.uuid4().hex}.parquet"
-        digest = storage.current().put(
-            key,
-            lambda sink, copy=copy: pq.write_table(copy, sink, compression=COMPRESSION),
-            digest=True,
-        )
+        sink = pa.BufferOutputStream()
+        pq.write_table(copy, sink, compression=COMPRESSION)
+        data = sink.getvalue().to_pybytes()
+        digest = storage.current().put(key, data, digest=True)
         rows_out.append(
             DataBatch(
                 model_id=v.model_id,
@@ -227,12 +234,31 @@ def _share_batches(v, prediction_batches: list, label_batches: list) -> None:
                 day=day,
                 path=key,
                 rows=copy.num_rows,
+                size=len(data),
                 digest=f"sha256:{digest}",
                 source="bench",
                 created_by="bench",
             )
         )
     DataBatch.objects.bulk_create(rows_out)
+
+
+def _copy_object(key: str, model_name: str) -> str:
+    """A copy of model 0's object ``key`` under ``model_name``'s own key, as the store would
+    have written it: the object store copies it server-side (CopyObject); a local directory
+    hard-links it (the same bytes, and, like a copy just written, in the page cache)."""
+    from platform_core import storage
+
+    day = key.rsplit("/", 2)[-2]
+    copy = f"monitoring/{model_name}/predictions/{day}/{uuid.uuid4().hex}.parquet"
+    store = storage.current()
+    if store.remote:
+        store.fs.copy_file(store.path(key), store.path(copy))
+    else:
+        target = store.local_path(copy)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(store.local_path(key), target)
+    return copy
 
 
 _label_tables: dict = {}
@@ -317,6 +343,7 @@ def main() -> int:
             server = _start_s3()
             args.endpoint = server.endpoint
             args.s3_server_pid = server.process.pid
+            args.s3_server_log = str(server.log)
         result = _run(args)
     finally:
         if server is not None:
@@ -328,7 +355,6 @@ def main() -> int:
 
 def _start_s3():
     """moto's server on a free port (``bench/storage.py``'s), its bucket created."""
-    sys.path.insert(0, str(REPO))
     from bench.storage import S3Server, create_bucket
 
     server = S3Server(Path(tempfile.mkdtemp(prefix="bench-fleet-moto-")))
@@ -362,6 +388,7 @@ def _both(args: argparse.Namespace) -> int:
         *("--admin-url", args.admin_url, "--redis-url", args.redis_url),
         *("--timeout", str(args.timeout)),
         *(("--chunk", str(args.chunk)) if args.chunk is not None else ()),
+        *(("--distinct-files",) if args.distinct_files else ()),
     ]
     server = None if args.endpoint else _start_s3()
     endpoint = args.endpoint or server.endpoint
@@ -375,6 +402,7 @@ def _both(args: argparse.Namespace) -> int:
                 command += ["--endpoint", endpoint]
                 if server is not None:
                     command += ["--s3-server-pid", str(server.process.pid)]
+                    command += ["--s3-server-log", str(server.log)]
                     moto_cpu = group_cpu(server.process.pid)
             child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
             for line in child.stdout:
@@ -459,7 +487,15 @@ def _arguments() -> argparse.Namespace:
         help="the S3 server for --storage s3 / --both, whose bucket bench-storage exists "
         "(default: moto's server on a free port, started and stopped here)",
     )
+    parser.add_argument(
+        "--distinct-files",
+        action="store_true",
+        help="give every model copies of model 0's prediction files under its own keys, so no "
+        "worker reads another model's footer from its cache (as in production, where each "
+        "model's files are its own); by default they share model 0's files",
+    )
     parser.add_argument("--s3-server-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--s3-server-log", default="", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -597,13 +633,14 @@ def _run(args: argparse.Namespace) -> dict:
     workers: list[subprocess.Popen] = []
     try:
         drift.setup_django("config.settings.dev")
-        fleet = set_up(args.models, args.rows)
+        fleet = set_up(args.models, args.rows, distinct=args.distinct_files)
         emit(
             "fleet_setup",
             round(fleet["setup_s"], 1),
             "s",
             models=args.models,
             rows=args.rows,
+            distinct_files=args.distinct_files,
             note="not timed below: migrate, ingest model 0, share its files with the others",
         )
         from django.db import connections
@@ -624,13 +661,21 @@ def _run(args: argparse.Namespace) -> dict:
         spies = _start_py_spy(workers, args.profile)
         server = (args.s3_server_pid,) if args.s3_server_pid else ()
         cpu0, commits0 = workers_cpu_s(workers), database_commits(name)
-        server0 = group_cpu(*server)
+        server0, requests0 = group_cpu(*server), s3_requests(args.s3_server_log)
         try:
             result = measure(args.models, args.timeout, workers)
         finally:
             _stop_py_spy(spies, args.profile)
         result["worker_cpu_s"] = workers_cpu_s(workers) - cpu0
         result["s3_server_cpu_s"] = group_cpu(*server) - server0 if server else None
+        if requests0 is not None:
+            time.sleep(0.5)  # the server's last log lines
+            after = s3_requests(args.s3_server_log) or {}
+            result["s3_requests"] = {
+                k: n - requests0.get(k, 0)
+                for k, n in sorted(after.items())
+                if n > requests0.get(k, 0)
+            }
         result["commits"] = database_commits(name) - commits0
     finally:
         stop_workers(workers)
@@ -645,6 +690,15 @@ def _run(args: argparse.Namespace) -> dict:
         if args.storage == "s3":
             _remove_prefix(env["GOVERNANCE_STORAGE_URL"])
     return result
+
+
+def s3_requests(log: str) -> dict[str, int] | None:
+    """Requests the S3 server has served so far, by kind (its request log), if it is ours."""
+    if not log:
+        return None
+    from bench.storage import request_kinds
+
+    return request_kinds(Path(log).read_text(errors="replace"))
 
 
 def _remove_prefix(url: str) -> None:
@@ -716,14 +770,7 @@ def _report(args: argparse.Namespace, result: dict) -> None:
         per_run_ms=round(1000 * result["worker_cpu_s"] / max(done, 1), 1),
         note="CPU seconds of every worker process during the timed part (robust to load)",
     )
-    if result.get("s3_server_cpu_s") is not None:
-        emit(
-            "fleet_s3_server_cpu",
-            round(result["s3_server_cpu_s"], 1),
-            "s",
-            per_run_ms=round(1000 * result["s3_server_cpu_s"] / max(done, 1), 1),
-            note=f"CPU seconds of {MOTO_NOTE} during the timed part",
-        )
+    _report_s3(args, result, done)
     emit(
         "fleet_commits",
         result["commits"],
@@ -735,6 +782,29 @@ def _report(args: argparse.Namespace, result: dict) -> None:
     succeeded = sum(v for k, v in result["statuses"].items() if k.endswith(":succeeded"))
     emit("fleet_runs_succeeded", succeeded, "runs", of=expected, outcomes=result["statuses"])
     emit("fleet_alerts", result["alerts"], "alerts", by_kind=result["alerts_by_kind"])
+
+
+def _report_s3(args: argparse.Namespace, result: dict, done: int) -> None:
+    """The S3 server's share of the timed part: its CPU and the requests it served."""
+    if result.get("s3_server_cpu_s") is not None:
+        emit(
+            "fleet_s3_server_cpu",
+            round(result["s3_server_cpu_s"], 1),
+            "s",
+            per_run_ms=round(1000 * result["s3_server_cpu_s"] / max(done, 1), 1),
+            note=f"CPU seconds of {MOTO_NOTE} during the timed part",
+        )
+    if (requests := result.get("s3_requests")) is not None:
+        total = sum(requests.values())
+        emit(
+            "fleet_s3_requests",
+            total,
+            "requests",
+            per_run=round(total / max(done, 1), 1),
+            per_version=round(total / max(args.models, 1), 1),
+            by_kind=requests,
+            note="requests the S3 server served during the timed part (its request log)",
+        )
 
 
 if __name__ == "__main__":

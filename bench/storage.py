@@ -13,7 +13,10 @@ local directory and once into an S3 bucket (``GOVERNANCE_STORAGE_URL=s3://...``)
   on the S3 backend, with its per-run costs: CPU seconds (this process), database writes
   (INSERT/UPDATE/DELETE statements), object-store requests (counted from the S3 server's request
   log) and bytes read (the Parquet column chunks and footers the window needs). These are the
-  inputs of docs/scaling.md's capacity model.
+  inputs of docs/scaling.md's capacity model;
+- a version's three daily checks executed together, as the schedule sends them
+  (``runs.runs_execute``: one window load), cold (no footer kept by the process) and warm, with
+  the object store's requests by kind (HEAD, GET, LIST, PUT...).
 
 The S3 server is moto's (``moto_server``, a dev dependency), started on a free port with its
 request log in the work directory, unless ``--endpoint`` names another one (then requests are
@@ -70,8 +73,11 @@ class S3Server:
 
     def requests(self) -> int:
         """Requests served so far (one log line each)."""
-        text = self.log.read_text(errors="replace")
-        return len(re.findall(r"(?:GET|PUT|POST|HEAD|DELETE) /", text))
+        return sum(self.requests_by_kind().values())
+
+    def requests_by_kind(self) -> dict[str, int]:
+        """Requests served so far by kind (``request_kinds`` of the request log)."""
+        return request_kinds(self.log.read_text(errors="replace"))
 
     def stop(self) -> None:
         self.process.terminate()
@@ -79,6 +85,28 @@ class S3Server:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # werkzeug colours some lines
+REQUEST_LINE = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) (/[^ ?"]*)(\?[^ "]*)? HTTP')
+
+
+def request_kinds(log: str) -> dict[str, int]:
+    """Requests of a moto server's log by kind: ``HEAD`` (an object's size), ``GET`` (an
+    object's bytes, ranged or whole), ``LIST`` (a bucket listing), ``PUT`` (an upload or one
+    part of one), ``POST`` (a multipart upload's start or end, a bulk delete), ``DELETE``."""
+    counts: dict[str, int] = {}
+    for method, path, query in REQUEST_LINE.findall(ANSI.sub("", log)):
+        kind = method
+        if method == "GET" and (path.count("/") < 2 or path.endswith("/") or "list-type" in query):
+            kind = "LIST"
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def kinds_between(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The requests of ``after`` not in ``before`` (two ``requests_by_kind``), by kind."""
+    return {k: n - before.get(k, 0) for k, n in sorted(after.items()) if n - before.get(k, 0)}
 
 
 def configure(backend: str, endpoint: str, workdir: Path) -> None:
@@ -267,6 +295,57 @@ def run_costs(args, window, server: S3Server | None) -> None:
         del hour
 
 
+DAILY_CHECKS = ("data_drift", "prediction_drift", "fairness")
+
+
+def group_costs(args, window, server: S3Server | None) -> None:
+    """The schedule's task for one version: its three daily checks executed together
+    (``runs.runs_execute``: one window load for the three), on the S3 backend, with the object
+    store's requests by kind: cold (a worker that never read the window's files: the production
+    case, each model's files read once a day) and warm (its footers cached in the process)."""
+    from bench import drift
+    from governance.audit import Actor
+    from monitoring.models import MonitorRun, RunStatus
+    from monitoring.runs import run_create, runs_execute
+    from platform_core import storage
+
+    configure("s3", args.endpoint, args.workdir)
+    runs = [
+        run_create(
+            model=window.model,
+            version=window.version,
+            check=check,
+            window_end=window.end,
+            trigger="manual",  # the version is in no stage: a scheduled run would be skipped
+            actor=Actor.system("bench"),
+        ).pk  # run_costs' runs of these checks, executed again
+        for check in DAILY_CHECKS
+    ]
+    for cache in ("cold", "warm"):
+        if cache == "cold":
+            storage.forget_cached()
+        MonitorRun.objects.filter(pk__in=runs).update(status=RunStatus.PENDING, started_at=None)
+        before = server.requests_by_kind() if server is not None else None
+        cpu, wall = time.process_time(), time.perf_counter()
+        done = runs_execute(runs)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        extra = {}
+        if before is not None:
+            time.sleep(0.3)  # the server's last log lines
+            kinds = kinds_between(before, server.requests_by_kind())
+            extra = {"requests": sum(kinds.values()), "by_kind": kinds}
+        drift.emit(
+            f"runs_daily_checks_{drift.tag(args.rows)}_s3_{cache}",
+            drift.r(cpu),
+            "cpu_s",
+            wall_s=drift.r(wall),
+            statuses=sorted({r.status for r in done}),
+            **extra,
+            note=f"runs.runs_execute of one version's {len(runs)} daily checks (one task), "
+            f"{cache} caches",
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -294,6 +373,7 @@ def main() -> int:
         windows = {backend: ingest(backend, args, server) for backend in ("local", "s3")}
         load_figures(args, windows, server)
         run_costs(args, windows["s3"], server)
+        group_costs(args, windows["s3"], server)
     finally:
         if server is not None:
             server.stop()

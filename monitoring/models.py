@@ -34,6 +34,11 @@ class DataBatch(models.Model):
     day = models.DateField(help_text="UTC day of the records (partition)")
     path = models.CharField(max_length=500, help_text="Relative to VAR_DIR")
     rows = models.PositiveIntegerField()
+    size = models.PositiveBigIntegerField(
+        default=0,
+        help_text="Bytes of the file: an object store reads it with no request for its size "
+        "(0 for batches stored before sizes were recorded)",
+    )
     digest = models.CharField(max_length=80)
     source = models.CharField(max_length=20, default="api", help_text="api, upload or gateway")
     id_index = models.CharField(

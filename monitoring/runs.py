@@ -307,10 +307,10 @@ def _sensitive_columns(run: MonitorRun) -> list[str]:
         kind=BatchKind.PREDICTIONS,
         day__gte=run.window_start.astimezone(UTC).date(),
         day__lte=(run.window_end - timedelta(microseconds=1)).astimezone(UTC).date(),
-    ).values_list("path", flat=True)
+    ).values_list("path", "size")
     names: dict[str, None] = {}
-    for path in paths:
-        for name in store.read_schema(path).names:
+    for path, size in paths:
+        for name in store.read_schema(path, size).names:
             if is_sensitive(name):
                 names[name] = None
     return list(names)

@@ -11,7 +11,11 @@ Two backends behind one interface (docs/architecture.md, "Storage"):
     ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``). An object is written whole
     by one upload under its final, unique key (an object store has no rename: an object appears
     when its upload completes, never half-written), and reads fetch byte ranges: a Parquet
-    file's footer, then only the column chunks asked for.
+    file's footer, then only the column chunks asked for. Requests are the cost that counts
+    (each waits a round trip, each is billed, and a store's request rate saturates first:
+    docs/scaling.md): given the object's size (a manifest row records it) a Parquet read makes
+    no request for it, a footer is fetched once per process, and the chunks a read needs come
+    in as few ranged GETs as the gaps between them allow (``REQUEST_WORTH``).
 
 Keys are relative POSIX paths (``monitoring/<model>/predictions/day=2026-01-05/<uuid>.parquet``):
 the strings manifest rows store (``DataBatch.path``, ``Evaluation.data_path``), the same under
@@ -27,6 +31,7 @@ and configuration (never inherited across a fork).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -125,17 +130,18 @@ class Storage:
 
     # --- formats ------------------------------------------------------------------------------
 
-    def parquet_file(self, key: str):
-        """``pyarrow.parquet.ParquetFile`` of the object: only its footer is read at once."""
-        import pyarrow.parquet as pq
+    def parquet_file(self, key: str, *, size: int | None = None):
+        """The Parquet object: ``schema_arrow``, ``metadata`` (its footer, read at once),
+        ``read(columns)`` and ``read_row_groups(groups, columns)`` read column chunks on demand,
+        as ``pyarrow.parquet.ParquetFile`` does. ``size``: its bytes, when a manifest row says
+        (an object store then asks for nothing but the bytes read)."""
+        raise NotImplementedError
 
-        return pq.ParquetFile(self.open_input(key))
+    def read_parquet(self, key: str, *, columns: list[str] | None = None, size: int | None = None):
+        return self.parquet_file(key, size=size).read(columns=columns, use_threads=True)
 
-    def read_parquet(self, key: str, *, columns: list[str] | None = None):
-        return self.parquet_file(key).read(columns=columns, use_threads=True)
-
-    def read_schema(self, key: str):
-        return self.parquet_file(key).schema_arrow
+    def read_schema(self, key: str, *, size: int | None = None):
+        return self.parquet_file(key, size=size).schema_arrow
 
     def load_npy(self, key: str):
         """A ``.npy`` array (memory-mapped on a local disk)."""
@@ -188,7 +194,7 @@ class LocalStorage(Storage):
 
         return pa.memory_map(str(self.local_path(key)))
 
-    def parquet_file(self, key: str):
+    def parquet_file(self, key: str, *, size: int | None = None):
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(str(self.local_path(key)), memory_map=True)
@@ -288,18 +294,16 @@ class ObjectStorage(Storage):
     def open_input(self, key: str):
         return self.fs.open_input_file(self.path(key))
 
-    def parquet_file(self, key: str):
-        import pyarrow.parquet as pq
-
+    def parquet_file(self, key: str, *, size: int | None = None) -> RemoteParquet:
         # An object under a key is never rewritten with other content (keys are unique, or
-        # content-addressed), so its footer, once read, is kept for the process: a worker's
-        # next run over the same window fetches only column chunks. pre_buffer coalesces the
-        # chunks asked for into few ranged GETs.
-        metadata = _footers.get((self.base, key))
-        file = pq.ParquetFile(self.open_input(key), metadata=metadata, pre_buffer=True)
-        if metadata is None:
-            _footers.put((self.base, key), file.metadata)
-        return file
+        # content-addressed), so what was read of it (its size and footer) is kept for the
+        # process: a worker's next read of it fetches only column chunks.
+        name = (self.base, key)
+        found = _opened.get(name)
+        if found is None:
+            found = RemoteParquet(self.fs, self.path(key), size or None)
+            _opened.put(name, found)
+        return found
 
     def read_bytes(self, key: str) -> bytes:
         with self.fs.open_input_stream(self.path(key)) as stream:
@@ -345,24 +349,98 @@ def _epoch(mtime) -> float:
     return mtime.timestamp() if mtime is not None else 0.0
 
 
-class _Footers:
-    """A small, thread-safe LRU of Parquet footers by (store, key)."""
+# What one request is worth in bytes: Arrow's model of a network link (time to first byte x
+# bandwidth), here S3 from a host in its region (tens of ms to the first byte, ~100 MiB/s a
+# connection). Column chunks less than ``hole_size_limit`` apart (2 MiB) come in one ranged GET,
+# the bytes between them being cheaper than another request; one GET fetches at most
+# ``range_size_limit`` (18 MiB), so a large read still goes in parallel.
+REQUEST_WORTH = {"time_to_first_byte_millis": 20, "transfer_bandwidth_mib_per_sec": 100}
+SCAN_BATCH_ROWS = 1 << 20  # rows per record batch of a read: few, large chunks
+
+
+@functools.cache
+def _parquet_format():
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    cache = pa.CacheOptions.from_network_metrics(**REQUEST_WORTH)
+    options = ds.ParquetFragmentScanOptions(pre_buffer=True, cache_options=cache)
+    return ds.ParquetFileFormat(default_fragment_scan_options=options)
+
+
+class RemoteParquet:
+    """A Parquet object of an object store, read through a dataset fragment rather than a
+    ``ParquetFile``: a fragment takes the object's size (``pyarrow.fs.FileInfo``), so opening
+    it sends no HEAD, and keeps its footer once read; a read pre-buffers the chunks it needs,
+    coalesced (``REQUEST_WORTH``). Thread-safe: the window's files are read several at once."""
+
+    def __init__(self, fs, path: str, size: int | None) -> None:
+        if size is None:  # not recorded: one HEAD, once (a fragment without it asks per read)
+            from pyarrow import fs as pafs
+
+            found = fs.get_file_info(path)
+            if found.type != pafs.FileType.File:
+                raise FileNotFoundError(path)
+            size = found.size
+        self.fragment = _parquet_format().make_fragment(path, filesystem=fs, file_size=size)
+        self.lock = threading.Lock()
+        self.ready = False
+
+    def _complete(self):
+        """The fragment with its footer: one ranged GET the first time (none after)."""
+        if not self.ready:
+            with self.lock:
+                if not self.ready:
+                    self.fragment.ensure_complete_metadata()
+                    self.ready = True
+        return self.fragment
+
+    @property
+    def metadata(self):
+        return self._complete().metadata
+
+    @property
+    def schema_arrow(self):
+        return self._complete().physical_schema
+
+    def read(self, columns: list[str] | None = None, use_threads: bool = True):
+        return self._scan(self._complete(), columns, use_threads)
+
+    def read_row_groups(
+        self, row_groups: list[int], columns: list[str] | None = None, use_threads: bool = True
+    ):
+        return self._scan(self._complete().subset(row_group_ids=row_groups), columns, use_threads)
+
+    @staticmethod
+    def _scan(fragment, columns, use_threads: bool):
+        return fragment.to_table(
+            columns=columns, use_threads=use_threads, batch_size=SCAN_BATCH_ROWS
+        )
+
+
+class _Opened:
+    """A small, thread-safe LRU of the Parquet objects read, by (store, key); a forked child
+    starts empty (a fragment holds its parent's S3 client)."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self.items: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self.items: OrderedDict[tuple[str, str], RemoteParquet] = OrderedDict()
         self.lock = threading.Lock()
+        self.pid = os.getpid()
 
-    def get(self, name: tuple[str, str]):
+    def get(self, name: tuple[str, str]) -> RemoteParquet | None:
         with self.lock:
+            if self.pid != os.getpid():
+                self.items.clear()
+                self.pid = os.getpid()
             found = self.items.get(name)
             if found is not None:
                 self.items.move_to_end(name)
             return found
 
-    def put(self, name: tuple[str, str], metadata) -> None:
+    def put(self, name: tuple[str, str], opened: RemoteParquet) -> None:
         with self.lock:
-            self.items[name] = metadata
+            self.items[name] = opened
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
 
@@ -371,7 +449,7 @@ class _Footers:
             self.items.clear()
 
 
-_footers = _Footers()
+_opened = _Opened()
 
 
 # --- configuration --------------------------------------------------------------------------
@@ -424,3 +502,9 @@ def current() -> Storage:
     raise StorageError(
         f"GOVERNANCE_STORAGE_URL must be s3://bucket/prefix or file:///path, not {url!r}"
     )
+
+
+def forget_cached() -> None:
+    """Drop what this process keeps of the objects it read (tests, and benches: a cold
+    worker)."""
+    _opened.clear()

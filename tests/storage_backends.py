@@ -105,3 +105,74 @@ def use_backend(name: str, settings, tmp_path):
 def keys(prefix: str) -> list[str]:
     """Every stored key under ``prefix``, sorted."""
     return sorted(found.key for found in storage.current().scan(prefix))
+
+
+class CountingProxy:
+    """An HTTP proxy in front of the S3 server that records each request it forwards: a test
+    points ``STORAGE_S3_ENDPOINT`` at it to pin how many requests (and of which kind) an
+    operation makes, so a change that adds a HEAD or a listing per object fails."""
+
+    def __init__(self, upstream: str = ENDPOINT) -> None:
+        import http.client
+        import http.server
+        import threading
+        from urllib.parse import urlparse
+
+        self.requests: list[tuple[str, str, str]] = []  # (method, path?query, Range)
+        lock = threading.Lock()
+        target = urlparse(upstream)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the S3 client expects
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                with lock:
+                    proxy.requests.append((self.command, self.path, self.headers.get("Range", "")))
+                upstream_connection = http.client.HTTPConnection(target.hostname, target.port)
+                try:
+                    upstream_connection.request(
+                        self.command, self.path, body=body, headers=dict(self.headers)
+                    )
+                    answer = upstream_connection.getresponse()
+                    data = answer.read()
+                finally:
+                    upstream_connection.close()
+                self.send_response_only(answer.status, answer.reason)
+                for name, value in answer.getheaders():
+                    if name.lower() not in {"transfer-encoding", "connection", "content-length"}:
+                        self.send_header(name, value)
+                length = answer.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def kinds(self) -> dict[str, int]:
+        """The requests so far by kind: HEAD, GET (an object's bytes), LIST, PUT, POST, DELETE."""
+        counts: dict[str, int] = {}
+        for method, target, _ in self.requests:
+            path, _, query = target.partition("?")
+            kind = method
+            if method == "GET" and (
+                path.rstrip("/").count("/") < 2 or path.endswith("/") or "list-type" in query
+            ):
+                kind = "LIST"
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -253,6 +253,7 @@ def batch_rows(files, *, model, version_id, kind, source, actor) -> list[DataBat
             day=f.day,
             path=f.path,
             rows=f.rows,
+            size=f.size,
             digest=f.digest,
             id_index=f.id_index,
             source=source,

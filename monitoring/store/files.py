@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import posixpath
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +37,9 @@ ID_INDEX_SUFFIX = ".ids.npy"
 # Rows per Parquet row group: a window's edge day reads only the groups its time range overlaps
 # (rows are sorted by time), which matters most on an object store, where a read is a request.
 ROW_GROUP_SIZE = 1 << 18
+READ_CONCURRENCY = 8  # files read at once from an object store
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def root() -> Path:
@@ -47,17 +53,28 @@ def resolve(path: str) -> Path:
     return storage.current().local_path(path)
 
 
-def parquet_file(path: str) -> pq.ParquetFile:
-    """The Parquet file behind a manifest key: its footer only, columns read on demand."""
-    return storage.current().parquet_file(path)
+def parquet_file(path: str, size: int = 0) -> pq.ParquetFile | storage.RemoteParquet:
+    """The Parquet file behind a manifest key: its footer only, columns read on demand.
+    ``size``: its bytes (``DataBatch.size``; 0 when not recorded), which spares an object
+    store a request."""
+    return storage.current().parquet_file(path, size=size or None)
 
 
-def read_table(path: str, *, columns: list[str] | None = None) -> pa.Table:
-    return storage.current().read_parquet(path, columns=columns)
+def read_table(path: str, *, columns: list[str] | None = None, size: int = 0) -> pa.Table:
+    return storage.current().read_parquet(path, columns=columns, size=size or None)
 
 
-def read_schema(path: str) -> pa.Schema:
-    return storage.current().read_schema(path)
+def read_schema(path: str, size: int = 0) -> pa.Schema:
+    return storage.current().read_schema(path, size=size or None)
+
+
+def read_each(items: Sequence[T], read: Callable[[T], R]) -> list[R]:
+    """``read`` of each item, in order; on an object store several at once (a read is a few
+    requests, each mostly waiting), on a local disk one after the other."""
+    if len(items) < 2 or not storage.current().remote:
+        return [read(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(READ_CONCURRENCY, len(items))) as pool:
+        return list(pool.map(read, items))
 
 
 def load_id_index(path: str) -> np.ndarray:
@@ -73,6 +90,7 @@ class StoredFile:
     day: date
     rows: int
     digest: str  # "sha256:<hex>" of the file's bytes
+    size: int  # its bytes (``DataBatch.size``)
     id_index: str = ""  # predictions: its sorted id digests (``DataBatch.id_index``)
 
     @property
@@ -110,6 +128,7 @@ def write_file(
     directory = _partition(model_name, kind, day)
     stem = uuid.uuid4().hex
     target = f"{directory}/{stem}.parquet"
+    written = [0]
 
     def write(sink) -> None:
         pq.write_table(
@@ -119,6 +138,8 @@ def write_file(
             use_dictionary=_dictionary_columns(table.schema),
             row_group_size=ROW_GROUP_SIZE,
         )
+        # the size the manifest row records: a temporary file's (local) or the upload's
+        written[0] = os.path.getsize(sink) if isinstance(sink, str) else sink.tell()
 
     digest = filestore.write(target, write, digest=True)
     index = ""
@@ -133,6 +154,7 @@ def write_file(
         day=day,
         rows=table.num_rows,
         digest=f"sha256:{digest}",
+        size=written[0],
         id_index=index,
     )
 

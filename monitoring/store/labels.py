@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..models import BatchKind, DataBatch
-from .files import read_table
+from .files import read_each, read_table
 from .frames import (
     NAT,
     TIMESTAMP,
@@ -32,13 +32,18 @@ def latest_labels(
     )
     if version_id is not None:
         label_batches = label_batches.filter(version_id=version_id)
-    paths = list(label_batches.order_by("id").values_list("path", flat=True))
-    if not paths:
+    files = list(label_batches.order_by("id").values_list("path", "size"))
+    if not files:
         return {}
     wanted = np.fromiter(batch_ids, dtype=np.int64)
     batch_parts, row_parts, label_parts, time_parts = [], [], [], []
-    for path in paths:
-        table = read_table(path, columns=["batch", "row", "label", "label_time"])
+    tables = read_each(
+        files,
+        lambda file: read_table(
+            file[0], columns=["batch", "row", "label", "label_time"], size=file[1]
+        ),
+    )
+    for table in tables:
         batch = table.column("batch").to_numpy()
         keep = np.isin(batch, wanted)
         if not keep.any():

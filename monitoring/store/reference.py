@@ -41,8 +41,8 @@ def load_reference(
     check_columns(columns, with_sensitive)
     paths = DataBatch.objects.filter(version=version, kind=BatchKind.REFERENCE).order_by("id")
     tables = []
-    for path in paths.values_list("path", flat=True):
-        file = parquet_file(path)
+    for path, size in paths.values_list("path", "size"):
+        file = parquet_file(path, size)
         wanted = wanted_columns(file.schema_arrow.names, columns, with_sensitive)
         tables.append(numbers_as_float(file.read(columns=wanted)))
     if not tables:
@@ -61,18 +61,19 @@ def stored_feature_types(version: ModelVersion) -> dict[str, str]:
 
     Only for versions registered before types were declared.
     """
-    path = (
+    newest = (
         DataBatch.objects.filter(
             version=version, kind__in=[BatchKind.PREDICTIONS, BatchKind.REFERENCE]
         )
         .order_by("-id")
-        .values_list("path", flat=True)
+        .values_list("path", "size")
         .first()
     )
-    if path is None:
+    if newest is None:
         return {}
+    path, size = newest
     try:
-        schema = read_schema(path)
+        schema = read_schema(path, size)
     except (OSError, pa.ArrowException):
         logger.warning("could not read the schema of %s", path, exc_info=True)
         return {}

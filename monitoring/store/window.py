@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
@@ -13,11 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from django.utils import timezone
 
-from platform_core import storage
 from registry.models import ModelVersion, RegisteredModel
 
 from ..models import BatchKind, DataBatch
-from .files import parquet_file
+from .files import parquet_file, read_each
 from .frames import (
     DAY_US,
     Part,
@@ -35,8 +33,6 @@ from .frames import (
 )
 from .labels import label_columns, latest_labels
 
-READ_CONCURRENCY = 8  # files read at once from an object store
-
 
 def _read_part(
     batch: DataBatch,
@@ -45,7 +41,7 @@ def _read_part(
     columns: Sequence[str] | None,
     with_sensitive: bool,
 ) -> Part:
-    file = parquet_file(batch.path)
+    file = parquet_file(batch.path, batch.size)
     wanted = wanted_columns(file.schema_arrow.names, columns, with_sensitive)
     day_lo = to_us(datetime.combine(batch.day, time(), UTC))
     inner = lo <= day_lo and day_lo + DAY_US <= hi
@@ -103,11 +99,8 @@ def _read_parts(
     columns: Sequence[str] | None,
     with_sensitive: bool,
 ) -> list[Part]:
-    """Each batch's part; on an object store several at once (each read is a few requests)."""
-    if len(batches) < 2 or not storage.current().remote:
-        return [_read_part(b, lo, hi, columns, with_sensitive) for b in batches]
-    with ThreadPoolExecutor(max_workers=min(READ_CONCURRENCY, len(batches))) as pool:
-        return list(pool.map(lambda b: _read_part(b, lo, hi, columns, with_sensitive), batches))
+    """Each batch's part (``read_each``: on an object store several at once)."""
+    return read_each(batches, lambda b: _read_part(b, lo, hi, columns, with_sensitive))
 
 
 def _read_predictions(
