@@ -66,7 +66,6 @@ def artifact_policy_update(
             actor=actor,
             action="registry.artifact_policy_updated",
             obj=stored,
-            model_name=model.name,
             before=before,
             after=_state(after),
             reason=stored.reason,

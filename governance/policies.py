@@ -119,7 +119,6 @@ def _publish(
         actor=actor,
         action=cls.audit_action,
         obj=policy,
-        model_name=model.name,
         before=_state(current),
         after=_state(policy),
         reason=reason,

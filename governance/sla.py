@@ -165,7 +165,6 @@ def escalate(lifecycle: Lifecycle, *, deadline: datetime) -> Escalation | None:
             actor=ACTOR,
             action="lifecycle.escalated",
             obj=lifecycle,
-            model_name=lifecycle.version.model.name,
             after={
                 "stage": stage,
                 "entered": entered.isoformat(),

@@ -114,7 +114,6 @@ def _audit(alert: Alert, actor: Actor, action: str, before: str, note: str) -> N
         actor=actor,
         action=action,
         obj=alert,
-        model_name=alert.model.name,
         before={"status": before},
         after={"status": alert.status, "version": alert.version.version},
         reason=note.strip(),
