@@ -92,3 +92,21 @@ def test_an_offsite_next_is_not_followed(client):
         {"next": "https://evil.example/"},
     )
     assert response["Location"] == reverse("console:alerts")
+
+
+def test_pages_link_to_older_and_newer_alerts_with_the_filters_kept(client, monkeypatch):
+    monkeypatch.setattr("console.selectors.ALERT_PAGE_SIZE", 2)
+    version = live_single()
+    for check in ("data_drift", "fairness", "prediction_drift"):
+        alert_on(version, check, "medium")
+    person("ml_lead", "lee")
+    login(client, "lee")
+
+    first = client.get(reverse("console:alerts"), {"severity": "medium"}).content.decode()
+    second = client.get(reverse("console:alerts"), {"severity": "medium", "page": 2})
+
+    assert ">Older</a>" in first and ">Newer</a>" not in first
+    assert "severity=medium&amp;page=2" in first
+    page = second.content.decode()
+    assert ">Newer</a>" in page and ">Older</a>" not in page and "&amp;page=1" in page
+    assert page.count("<tr") - 1 == 1  # the header row, then the one alert left
