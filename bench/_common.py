@@ -187,17 +187,22 @@ def start_worker(
 def wait_ready(workers: dict, timeout: float = 120) -> None:
     """Until every worker (``{name: process}``) answers a ping; RuntimeError naming the one that
     exited, or those that did not answer in time."""
+    import socket
     import time
 
     from config.celery import app
 
+    # Asked by node name, with a limit, a ping returns as soon as they all answer (a broadcast
+    # otherwise waits out its whole timeout, a second per call).
+    nodes = [f"{name}@{socket.gethostname()}" for name in workers]
     answered: set[str] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name, process in workers.items():
             if process.poll() is not None:
                 raise RuntimeError(f"the worker {name} exited during start-up")
-        answered = {node.split("@")[0] for reply in app.control.ping(timeout=1.0) for node in reply}
+        replies = app.control.ping(destination=nodes, limit=len(nodes), timeout=1.0)
+        answered = {node.split("@")[0] for reply in replies for node in reply}
         if set(workers) <= answered:
             return
         time.sleep(0.25)

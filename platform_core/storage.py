@@ -135,7 +135,7 @@ class Storage:
         ``read(columns)`` and ``read_row_groups(groups, columns)`` read column chunks on demand,
         as ``pyarrow.parquet.ParquetFile`` does. ``size``: its bytes, when a manifest row says
         (an object store then asks for nothing but the bytes read)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement parquet_file")
 
     def read_parquet(self, key: str, *, columns: list[str] | None = None, size: int | None = None):
         return self.parquet_file(key, size=size).read(columns=columns, use_threads=True)
