@@ -79,6 +79,21 @@ class IngestKey(models.Model):
         return f"{self.key} ({self.version})"
 
 
+class RetiredFile(models.Model):
+    """An object no manifest row points to any more (a compacted partition's old files), kept
+    for ``ORPHAN_GRACE`` so a reader that loaded the manifest before the change still finds it.
+
+    The orphan sweeper counts it as referenced until then; old objects' own times cannot say
+    when they stopped being referenced.
+    """
+
+    path = models.CharField(max_length=500, db_index=True, help_text="Relative to VAR_DIR")
+    retired_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.path
+
+
 class ReferenceProfile(models.Model):
     """Quantile edges, counts and a sorted score sample, computed once per version."""
 

@@ -28,7 +28,7 @@ from ..columns import (
     is_feature,
     is_sensitive,
 )
-from ..models import DataBatch
+from ..models import DataBatch, RetiredFile
 
 logger = logging.getLogger(__name__)
 DATA_DIR = "monitoring"
@@ -217,10 +217,19 @@ def discard(paths: Iterable[str]) -> None:
 
 
 def referenced(paths: Sequence[str]) -> set[str]:
-    """Those of ``paths`` a manifest row points to, as its file or its id index."""
+    """Those of ``paths`` a manifest row points to, as its file or its id index, or that were
+    retired less than ``ORPHAN_GRACE`` ago (``retire``)."""
     batches = DataBatch.objects.filter(path__in=paths).values_list("path", flat=True)
     indexes = DataBatch.objects.filter(id_index__in=paths).values_list("id_index", flat=True)
-    return {*batches, *indexes}
+    retired = RetiredFile.objects.filter(path__in=paths).values_list("path", flat=True)
+    return {*batches, *indexes, *retired}
+
+
+def retire(paths: Iterable[str]) -> None:
+    """Keep objects whose manifest rows this transaction removes for ``ORPHAN_GRACE``: a reader
+    that loaded those rows before the commit can still open them; the sweeper deletes them
+    afterwards. (Their own write times are old, so the sweep's age cutoff alone would not.)"""
+    RetiredFile.objects.bulk_create(RetiredFile(path=p) for p in dict.fromkeys(paths) if p)
 
 
 def delete_files(paths: Iterable[str]) -> None:
@@ -234,7 +243,8 @@ def delete_files(paths: Iterable[str]) -> None:
 
 
 def sweep_orphans(*, older_than: datetime | None = None) -> list[str]:
-    """Delete partition objects that no ``DataBatch`` points to, written before ``older_than``.
+    """Delete partition objects that no ``DataBatch`` points to, written before ``older_than``
+    (and retired before it, for a compacted partition's old files).
 
     ``older_than`` defaults to now minus ``settings.ORPHAN_GRACE``, so an object whose request
     is still committing is left alone. Stale temporary files go too, and so do empty day
@@ -242,6 +252,7 @@ def sweep_orphans(*, older_than: datetime | None = None) -> list[str]:
     """
     if older_than is None:
         older_than = timezone.now() - settings.ORPHAN_GRACE
+    RetiredFile.objects.filter(retired_at__lt=older_than).delete()  # their grace is over
     return filestore.sweep_unreferenced(
         DATA_DIR,
         cutoff=older_than.timestamp(),
