@@ -504,3 +504,33 @@ def test_a_window_comes_in_time_order_within_a_day_before_and_after_compaction(l
 
     assert order() == before
     assert before[:6] == ["a0", "b0", "c0", "a1", "b1", "c1"] and before[-2:] == ["n0", "n1"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_compaction_racing_label_and_prediction_ingestion_loses_nothing(local, version):
+    """Whatever the order the version's lock gives them, every label and prediction is kept
+    and every label still points at its prediction."""
+    from tests.concurrency import race
+
+    busy_day(version)
+    before = window(version)
+
+    def target(i: int):
+        if i == 0:
+            return compact.compact_partition(version.pk, DAY).status
+        if i == 1:
+            return len(label(version, [("a1", 1), ("c3", 0)], T0 + timedelta(days=4)))
+        return len(put(version, records(["r0", "r1"], [50, 51])))
+
+    outcomes = race(target, 3)
+
+    assert not outcomes.errors, outcomes.errors
+    assert sorted(map(str, outcomes.results)) == ["1", "1", "compacted"]
+    after = window(version).set_index("prediction_id")
+    assert set(after.index) == set(before["prediction_id"]) | {"r0", "r1"}
+    assert after.loc["a1", "label"] == 1 and after.loc["c3", "label"] == 0
+    kept = before.set_index("prediction_id")["label"].drop(["a1", "c3"])
+    pd.testing.assert_series_equal(after["label"].reindex(kept.index), kept)
+    assert len(day_batches(version, BatchKind.PREDICTIONS)) <= 2
+    assert set(keys("monitoring")) == store.referenced(keys("monitoring"))
