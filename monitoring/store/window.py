@@ -77,36 +77,40 @@ def _read_part(
 def _in_day_time_order(table: pa.Table, parts: Sequence[Part]) -> pa.Table:
     """The rows of each day that several files share, sorted by time (stable: ties keep file,
     then row order) - the order a compacted day is stored in (``store.compact``), so that
-    compaction changes no check's result, not even a seeded resampling's."""
-    start, order, moved = 0, [], False
-    for part in parts:
-        size = part.table.num_rows
-        order.append((part.times, start, size))
-        start += size
-    if not any(times is not None for times, _, _ in order):
-        return table
-    index = np.arange(table.num_rows, dtype=np.int64)
-    segment: list[tuple[np.ndarray, int, int]] = []
+    compaction changes no check's result, not even a seeded resampling's. Only such a day's
+    rows are copied; the others stay slices of ``table``."""
+    pieces: list[pa.Table] = []
+    done = 0  # rows of ``table`` placed in ``pieces``
+    start = 0
+    segment: list[np.ndarray] = []
+    segment_start = 0
 
     def settle() -> None:
-        nonlocal moved
-        if len(segment) > 1:
-            first = segment[0][1]
-            times = np.concatenate([t for t, _, _ in segment])
-            if times.size and not np.all(times[1:] >= times[:-1]):
-                index[first : first + times.size] = first + np.argsort(times, kind="stable")
-                moved = True
+        nonlocal done
+        times = np.concatenate(segment) if len(segment) > 1 else None
         segment.clear()
+        if times is None or not times.size or np.all(times[1:] >= times[:-1]):
+            return
+        if segment_start > done:
+            pieces.append(table.slice(done, segment_start - done))
+        order = np.argsort(times, kind="stable")
+        pieces.append(table.slice(segment_start, times.size).take(pa.array(order)))
+        done = segment_start + times.size
 
     day = None
-    for (times, begin, size), part in zip(order, parts, strict=True):
-        if times is None or part.day != day:
+    for part in parts:
+        if part.times is None or part.day != day:
             settle()
-            day = part.day
-        if times is not None:
-            segment.append((times, begin, size))
+            day, segment_start = part.day, start
+        if part.times is not None:
+            segment.append(part.times)
+        start += part.table.num_rows
     settle()
-    return table.take(pa.array(index)) if moved else table
+    if not pieces:
+        return table
+    if done < table.num_rows:
+        pieces.append(table.slice(done))
+    return pa.concat_tables(pieces)
 
 
 def _row_groups(file: pq.ParquetFile, lo: int, hi: int) -> tuple[list[int] | None, int]:

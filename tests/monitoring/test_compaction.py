@@ -404,30 +404,41 @@ def test_the_command_lists_with_dry_run_then_compacts_one_model(local, settings,
 # --- requests -------------------------------------------------------------------------------
 
 
-def test_a_compacted_three_file_day_costs_the_requests_of_one_file(settings, tmp_path):
-    backend = use_backend("s3", settings, tmp_path)
-    next(backend)
-    proxy = CountingProxy()
-    try:
-        version = mixed_version()
-        for i in range(3):
-            put(version, records([f"p{i}"], [i]))
-        compact.compact_partition(version.pk, DAY)
-        assert DataBatch.objects.filter(version=version).count() == 1
-        endpoint = settings.STORAGE_S3_ENDPOINT
-        settings.STORAGE_S3_ENDPOINT = proxy.endpoint
-        storage.forget_cached()
+@pytest.fixture
+def s3(settings, tmp_path):
+    yield from use_backend("s3", settings, tmp_path)
 
+
+@pytest.fixture
+def proxy():
+    counting = CountingProxy()
+    yield counting
+    counting.close()
+
+
+def test_a_compacted_three_file_day_costs_the_requests_of_one_file(s3, proxy, settings):
+    version = mixed_version()
+    for i in range(3):
+        put(version, records([f"p{i}"], [i]))
+    upstream = settings.STORAGE_S3_ENDPOINT
+
+    def requests() -> dict[str, int]:
+        settings.STORAGE_S3_ENDPOINT = proxy.endpoint  # the same server, each request counted
+        storage.forget_cached()  # a worker that never read these files
+        proxy.requests.clear()
         frame = store.load_window(
             model=version.model, version=version, start=T0, end=T0 + timedelta(days=1)
         )
+        assert sorted(frame["prediction_id"]) == ["p0", "p1", "p2"]
+        settings.STORAGE_S3_ENDPOINT = upstream
+        storage.forget_cached()
+        return proxy.kinds()
 
-        assert len(frame) == 3
-        assert proxy.kinds() == {"GET": 2}, proxy.requests  # footer, then the columns
-        settings.STORAGE_S3_ENDPOINT = endpoint
-    finally:
-        proxy.close()
-        next(backend, None)
+    assert requests() == {"GET": 6}, proxy.requests  # per file: its footer, then its columns
+    compact.compact_partition(version.pk, DAY)
+    assert DataBatch.objects.filter(version=version).count() == 1
+
+    assert requests() == {"GET": 2}, proxy.requests
 
 
 def test_the_merged_file_keeps_row_groups_a_window_edge_prunes(local, version, monkeypatch):
@@ -491,11 +502,15 @@ def test_the_checks_measure_the_same_before_and_after_compaction(local, sent, se
 
 
 def test_a_window_comes_in_time_order_within_a_day_before_and_after_compaction(local, version):
+    put(version, records(["e1", "e0"], [30, 20], day=T0 - timedelta(days=1)))  # one file
     busy_day(version)
 
     def order() -> list[str]:
         frame = store.load_window(
-            model=version.model, version=version, start=T0, end=T0 + timedelta(days=2)
+            model=version.model,
+            version=version,
+            start=T0 - timedelta(days=1),
+            end=T0 + timedelta(days=2),
         )
         return frame["prediction_id"].tolist()
 
@@ -503,7 +518,8 @@ def test_a_window_comes_in_time_order_within_a_day_before_and_after_compaction(l
     compact.compact_partition(version.pk, DAY)
 
     assert order() == before
-    assert before[:6] == ["a0", "b0", "c0", "a1", "b1", "c1"] and before[-2:] == ["n0", "n1"]
+    assert before[:8] == ["e0", "e1", "a0", "b0", "c0", "a1", "b1", "c1"]
+    assert before[-2:] == ["n0", "n1"] and len(before) == 22
 
 
 @pytest.mark.postgres
