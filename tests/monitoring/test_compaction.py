@@ -20,7 +20,7 @@ from monitoring.store.ids import id_digests
 from platform_core import storage
 from platform_core.errors import InvalidInput
 from tests.monitoring.helpers import T0, mixed_version
-from tests.storage_backends import BACKENDS, CountingProxy, keys, use_backend
+from tests.storage_backends import BACKENDS, keys, use_backend
 
 pytestmark = pytest.mark.django_db
 
@@ -402,43 +402,6 @@ def test_the_command_lists_with_dry_run_then_compacts_one_model(local, settings,
 
 
 # --- requests -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def s3(settings, tmp_path):
-    yield from use_backend("s3", settings, tmp_path)
-
-
-@pytest.fixture
-def proxy():
-    counting = CountingProxy()
-    yield counting
-    counting.close()
-
-
-def test_a_compacted_three_file_day_costs_the_requests_of_one_file(s3, proxy, settings):
-    version = mixed_version()
-    for i in range(3):
-        put(version, records([f"p{i}"], [i]))
-    upstream = settings.STORAGE_S3_ENDPOINT
-
-    def requests() -> dict[str, int]:
-        settings.STORAGE_S3_ENDPOINT = proxy.endpoint  # the same server, each request counted
-        storage.forget_cached()  # a worker that never read these files
-        proxy.requests.clear()
-        frame = store.load_window(
-            model=version.model, version=version, start=T0, end=T0 + timedelta(days=1)
-        )
-        assert sorted(frame["prediction_id"]) == ["p0", "p1", "p2"]
-        settings.STORAGE_S3_ENDPOINT = upstream
-        storage.forget_cached()
-        return proxy.kinds()
-
-    assert requests() == {"GET": 6}, proxy.requests  # per file: its footer, then its columns
-    compact.compact_partition(version.pk, DAY)
-    assert DataBatch.objects.filter(version=version).count() == 1
-
-    assert requests() == {"GET": 2}, proxy.requests
 
 
 def test_the_merged_file_keeps_row_groups_a_window_edge_prunes(local, version, monkeypatch):
