@@ -79,19 +79,27 @@ class IngestKey(models.Model):
         return f"{self.key} ({self.version})"
 
 
-class RetiredFile(models.Model):
-    """An object no manifest row points to any more (a compacted partition's old files), kept
-    for ``ORPHAN_GRACE`` so a reader that loaded the manifest before the change still finds it.
+class RetiredFiles(models.Model):
+    """Objects of one partition directory that no manifest row points to any more (those a
+    compaction replaced), kept for ``ORPHAN_GRACE`` so a reader that loaded the manifest before
+    the change still finds them.
 
-    The orphan sweeper counts it as referenced until then; old objects' own times cannot say
-    when they stopped being referenced.
+    The orphan sweeper counts them as referenced until then (their own write times are old, so
+    its age cutoff alone would not). One row per directory and compaction, not per object: a
+    busy day retires ~1,440 objects at once.
     """
 
-    path = models.CharField(max_length=500, db_index=True, help_text="Relative to VAR_DIR")
+    partition = models.CharField(
+        max_length=500, db_index=True, help_text="The keys' directory (.../day=YYYY-MM-DD)"
+    )
+    paths = models.JSONField(help_text="The retired keys (relative to VAR_DIR)")
     retired_at = models.DateTimeField(default=timezone.now, db_index=True)
 
+    class Meta:
+        verbose_name_plural = "retired files"
+
     def __str__(self) -> str:
-        return self.path
+        return f"{len(self.paths)} retired in {self.partition}"
 
 
 class ReferenceProfile(models.Model):

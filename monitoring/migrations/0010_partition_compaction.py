@@ -44,7 +44,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name="RetiredFile",
+            name="RetiredFiles",
             fields=[
                 (
                     "id",
@@ -53,16 +53,20 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 (
-                    "path",
+                    "partition",
                     models.CharField(
-                        db_index=True, help_text="Relative to VAR_DIR", max_length=500
+                        db_index=True,
+                        help_text="The keys' directory (.../day=YYYY-MM-DD)",
+                        max_length=500,
                     ),
                 ),
+                ("paths", models.JSONField(help_text="The retired keys (relative to VAR_DIR)")),
                 (
                     "retired_at",
                     models.DateTimeField(db_index=True, default=django.utils.timezone.now),
                 ),
             ],
+            options={"verbose_name_plural": "retired files"},
         ),
         migrations.RunPython(create_schedule, remove_schedule),
     ]

@@ -14,7 +14,7 @@ from governance.audit import Actor
 from governance.models import AuditEvent
 from monitoring import ingest, store, tasks
 from monitoring.ingest import labels as label_ingest
-from monitoring.models import BatchKind, DataBatch, IngestKey, ReferenceProfile, RetiredFile
+from monitoring.models import BatchKind, DataBatch, IngestKey, ReferenceProfile, RetiredFiles
 from monitoring.store import compact
 from monitoring.store.ids import id_digests
 from platform_core import storage
@@ -167,14 +167,16 @@ def test_old_files_outlive_the_commit_by_the_grace_then_are_swept(backend, versi
 
     outcome = compact.compact_partition(version.pk, DAY)
 
-    assert set(RetiredFile.objects.values_list("path", flat=True)) == set(old)
+    retired = RetiredFiles.objects.values_list("paths", flat=True)
+    assert RetiredFiles.objects.count() == 2  # the predictions' directory and the labels'
+    assert sorted(p for listed in retired for p in listed) == sorted(old)
     assert store.sweep_orphans() == []  # within the grace: a reader of the old rows finds them
     assert all(storage.current().exists(p) for p in old)
     later = datetime.now(UTC) + settings.ORPHAN_GRACE + timedelta(minutes=1)
 
     removed = store.sweep_orphans(older_than=later)
 
-    assert sorted(removed) == sorted(old) and not RetiredFile.objects.exists()
+    assert sorted(removed) == sorted(old) and not RetiredFiles.objects.exists()
     assert all(storage.current().exists(p) for p in outcome.paths)
 
 
@@ -284,7 +286,7 @@ def test_a_failure_before_the_commit_leaves_the_partition_as_it_was(backend, ver
         compact.compact_partition(version.pk, DAY)
 
     assert list(DataBatch.objects.order_by("id").values_list("id", "path")) == rows
-    assert IngestKey.objects.count() == 2 and not RetiredFile.objects.exists()
+    assert IngestKey.objects.count() == 2 and not RetiredFiles.objects.exists()
     pd.testing.assert_frame_equal(window(version), before)
     assert set(keys("monitoring")) == store.referenced(keys("monitoring"))
 
