@@ -51,7 +51,12 @@ class DataBatch(models.Model):
     created_by = models.CharField(max_length=200)
 
     class Meta:
-        indexes = [models.Index(fields=["model", "kind", "day"])]
+        indexes = [
+            models.Index(fields=["model", "kind", "day"]),
+            # the nightly compaction counts files per (version, day) over a range of days, all
+            # models at once (store.compact.due_partitions): an index-only scan of those days
+            models.Index(fields=["day", "version", "kind"], name="databatch_day_version_kind"),
+        ]
         verbose_name_plural = "data batches"
 
     def __str__(self) -> str:

@@ -1,5 +1,6 @@
-"""Partition compaction: the retired-file grace list and the daily beat entry (01:00 UTC,
-before the 02:00 checks; editable in the admin like the other monitoring entries)."""
+"""Partition compaction: the retired-file grace list, the manifest index its nightly count
+reads, and the daily beat entry (01:00 UTC, before the 02:00 checks; editable in the admin like
+the other monitoring entries)."""
 
 import django.utils.timezone
 from django.db import migrations, models
@@ -67,6 +68,12 @@ class Migration(migrations.Migration):
                 ),
             ],
             options={"verbose_name_plural": "retired files"},
+        ),
+        migrations.AddIndex(
+            model_name="databatch",
+            index=models.Index(
+                fields=["day", "version", "kind"], name="databatch_day_version_kind"
+            ),
         ),
         migrations.RunPython(create_schedule, remove_schedule),
     ]
