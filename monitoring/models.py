@@ -51,7 +51,12 @@ class DataBatch(models.Model):
     created_by = models.CharField(max_length=200)
 
     class Meta:
-        indexes = [models.Index(fields=["model", "kind", "day"])]
+        indexes = [
+            models.Index(fields=["model", "kind", "day"]),
+            # the nightly compaction counts files per (version, day) over a range of days, all
+            # models at once (store.compact.due_partitions): an index-only scan of those days
+            models.Index(fields=["day", "version", "kind"], name="databatch_day_version_kind"),
+        ]
         verbose_name_plural = "data batches"
 
     def __str__(self) -> str:
@@ -77,6 +82,29 @@ class IngestKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.version})"
+
+
+class RetiredFiles(models.Model):
+    """Objects of one partition directory that no manifest row points to any more (those a
+    compaction replaced), kept for ``ORPHAN_GRACE`` so a reader that loaded the manifest before
+    the change still finds them.
+
+    The orphan sweeper counts them as referenced until then (their own write times are old, so
+    its age cutoff alone would not). One row per directory and compaction, not per object: a
+    busy day retires ~1,440 objects at once.
+    """
+
+    partition = models.CharField(
+        max_length=500, db_index=True, help_text="The keys' directory (.../day=YYYY-MM-DD)"
+    )
+    paths = models.JSONField(help_text="The retired keys (relative to VAR_DIR)")
+    retired_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name_plural = "retired files"
+
+    def __str__(self) -> str:
+        return f"{len(self.paths)} retired in {self.partition}"
 
 
 class ReferenceProfile(models.Model):

@@ -6,9 +6,13 @@ halt never wait behind a monitoring job.
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
 from platform_core.tasking import RETRY_TRANSIENT
+
+logger = logging.getLogger(__name__)
 
 # --- monitor runs, schedule and alert hand-off ----------------------------------------------
 
@@ -108,3 +112,53 @@ def sweep_orphan_data() -> int:
     from .store import sweep_orphans
 
     return len(sweep_orphans())
+
+
+@shared_task(name="monitoring.compact_partitions")
+def compact_partitions() -> int:
+    """Beat, daily at 01:00 UTC (before the checks): merge each closed (version, day)
+    partition's files into one; partitions beyond the first chunk go to ``compact_chunk``
+    tasks (``MONITORING_COMPACT_CHUNK`` each), so every worker shares the work."""
+    from platform_core.tasking import enqueue
+
+    from .store import compact
+
+    if not compact.enabled():
+        return 0
+    due = compact.due_partitions()
+    chunks = compact.chunks(due, compact.chunk_size())
+    for rest in chunks[1:]:
+        enqueue("monitoring.compact_chunk", compact.as_args(rest))
+    logger.info(
+        "compaction: %d partitions due, %d chunk tasks sent", len(due), max(len(chunks) - 1, 0)
+    )
+    return _compact_logged(chunks[0] if chunks else [])
+
+
+@shared_task(name="monitoring.compact_chunk")
+def compact_chunk(partitions: list[list]) -> int:
+    """One chunk of the compaction fan-out: [[version id, "YYYY-MM-DD"], ...]."""
+    from .store import compact
+
+    if not compact.enabled():
+        return 0
+    return _compact_logged(compact.from_args(partitions))
+
+
+def _compact_logged(partitions) -> int:
+    from .store import compact
+
+    def progress(outcome, i: int, n: int) -> None:
+        logger.info(
+            "compaction %d/%d: version %s on %s %s (%d prediction, %d label files)%s",
+            i,
+            n,
+            outcome.partition.version_id,
+            outcome.partition.day,
+            outcome.status,
+            outcome.prediction_files,
+            outcome.label_files,
+            f": {outcome.reason}" if outcome.reason else "",
+        )
+
+    return compact.compact(partitions, progress=progress).compacted

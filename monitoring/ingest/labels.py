@@ -31,6 +31,11 @@ from .common import (
 _Partition = tuple[int, date]  # (version id, day) of the labelled predictions
 
 
+# A compaction that commits between locating the predictions and storing their labels
+# renumbers their rows: the labels are located again, this many times at most.
+LOCATE_ATTEMPTS = 3
+
+
 def labels_ingest(
     *, model_name: str, records: Any = None, upload=None, actor: Actor, source: str | None = None
 ) -> list[DataBatch]:
@@ -38,25 +43,47 @@ def labels_ingest(
 
     Each label is filed with its prediction (the prediction's version and day), so a window's
     labels are in its own partitions. Unknown ids are refused naming the record. The latest label
-    of a prediction wins (greatest ``label_time``, then the one ingested last).
+    of a prediction wins (greatest ``label_time``, then the one ingested last). When the files
+    of the labelled predictions changed before the commit (a partition compacted, a day purged),
+    the labels are located again: a purged prediction's id is then unknown.
     """
     model = registry_services.model_get(model_name)
     parsed = parse(
         kind=BatchKind.LABELS, records=records, upload=upload, bounds=timestamp_bounds(None)
     )
     ids = pa.array(parsed.prediction_id, type=pa.string())
+    for _ in range(LOCATE_ATTEMPTS):
+        try:
+            return _store(model, parsed, ids, actor=actor, source=source_of(source, upload))
+        except _PredictionsMoved:
+            continue
+    raise Conflict("the labelled predictions' files kept changing while storing; retry")
+
+
+class _PredictionsMoved(Exception):
+    """A labelled prediction's file is no longer where it was located (compacted or purged)."""
+
+
+def _store(
+    model: RegisteredModel, parsed: Parsed, ids: pa.Array, *, actor: Actor, source: str
+) -> list[DataBatch]:
     located = _locate(model, ids)
     grouped = _write(parsed, ids, located, model_name=model.name)
     files = [stored for _, stored in grouped]
-    source = source_of(source, upload)
     versions = dict(
         ModelVersion.objects.filter(pk__in={v for v, _ in grouped}).values_list("pk", "version")
     )
 
     def create_rows() -> list[DataBatch]:
-        predicted = set(np.unique(located.batch_id).tolist())
-        if DataBatch.objects.filter(pk__in=predicted).count() != len(predicted):
-            raise Conflict("some of the labelled predictions were purged meanwhile; retry")
+        # the lock compaction takes: a partition is never rewritten between this check and
+        # the commit of labels that point into it
+        for version_id in sorted(v for v in versions if v):
+            store.lock_version(version_id)
+        current = dict(
+            DataBatch.objects.filter(pk__in=list(located.paths)).values_list("id", "path")
+        )
+        if current != located.paths:
+            raise _PredictionsMoved
         batches = [
             batch_rows(
                 [stored],

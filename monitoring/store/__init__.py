@@ -2,12 +2,13 @@
 
 Layout: ``monitoring/<model>/<kind>/day=YYYY-MM-DD/<uuid>.parquet`` in the platform's storage
 (``platform_core.storage``: ``VAR_DIR`` on this host, or an S3-compatible object store), one file
-per ingested batch and UTC day. A file is written whole under its final, unique key; only then
-does its ``DataBatch`` manifest row commit (``governance.filestore``, architecture §5). A request
-that fails after writing removes its files (``discard``); a crash in between leaves an orphan
-that ``sweep_orphans`` removes. Readers only ever open files a committed ``DataBatch`` points to
-(the manifest, never a directory listing, says which files a window needs), and only the columns
-and row groups they need.
+per ingested batch and UTC day, until the daily compaction (``compact``) merges a closed
+(version, day)'s files into one per kind. A file is written whole under its final, unique
+key; only then does its ``DataBatch`` manifest row commit (``governance.filestore``,
+architecture §5). A request that fails after writing removes its files (``discard``); a crash
+in between leaves an orphan that ``sweep_orphans`` removes. Readers only ever open files a
+committed ``DataBatch`` points to (the manifest, never a directory listing, says which files a
+window needs), and only the columns and row groups they need.
 A prediction file has an id index beside it (``<uuid>.ids.npy``, ``DataBatch.id_index``: its
 ids' sorted 64-bit digests), which later merges combine per version and day; the duplicate check
 of a new batch searches those, never the day's ids (see "The prediction id index" below).
@@ -31,7 +32,8 @@ labels
 
 Modules
 -------
-``files`` writes partition files and removes them (``governance.filestore``); ``window`` reads
+``files`` writes partition files and removes them (``governance.filestore``; ``retire`` keeps a
+replaced one for ``ORPHAN_GRACE``); ``compact`` merges a closed day's files; ``window`` reads
 predictions, ``labels`` the latest label of each, ``reference`` the reference records; ``ids``
 is the prediction id index (duplicate checks, label look-ups); ``frames`` holds what the
 readers share. The names other modules use are re-exported here.
@@ -53,6 +55,7 @@ from .files import (
     read_table,
     referenced,
     resolve,
+    retire,
     root,
     sweep_orphans,
     write_by_day,
@@ -100,6 +103,7 @@ __all__ = [
     "recent_records",
     "referenced",
     "resolve",
+    "retire",
     "root",
     "sensitive_column",
     "stored_duplicates",

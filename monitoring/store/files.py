@@ -28,7 +28,7 @@ from ..columns import (
     is_feature,
     is_sensitive,
 )
-from ..models import DataBatch
+from ..models import DataBatch, RetiredFiles
 
 logger = logging.getLogger(__name__)
 DATA_DIR = "monitoring"
@@ -217,10 +217,31 @@ def discard(paths: Iterable[str]) -> None:
 
 
 def referenced(paths: Sequence[str]) -> set[str]:
-    """Those of ``paths`` a manifest row points to, as its file or its id index."""
+    """Those of ``paths`` a manifest row points to, as its file or its id index, or that were
+    retired less than ``ORPHAN_GRACE`` ago (``retire``)."""
     batches = DataBatch.objects.filter(path__in=paths).values_list("path", flat=True)
     indexes = DataBatch.objects.filter(id_index__in=paths).values_list("id_index", flat=True)
-    return {*batches, *indexes}
+    retired: set[str] = set()
+    directories = {partition_of(p) for p in paths}
+    for listed in RetiredFiles.objects.filter(partition__in=directories).values_list(
+        "paths", flat=True
+    ):
+        retired.update(listed)
+    return {*batches, *indexes, *(p for p in paths if p in retired)}
+
+
+def retire(paths: Iterable[str]) -> None:
+    """Keep objects whose manifest rows this transaction removes for ``ORPHAN_GRACE``: a reader
+    that loaded those rows before the commit can still open them; the sweeper deletes them
+    afterwards. One ``RetiredFiles`` row per directory."""
+    by_directory: dict[str, list[str]] = {}
+    for path in dict.fromkeys(paths):
+        if path:
+            by_directory.setdefault(partition_of(path), []).append(path)
+    RetiredFiles.objects.bulk_create(
+        RetiredFiles(partition=directory, paths=listed)
+        for directory, listed in by_directory.items()
+    )
 
 
 def delete_files(paths: Iterable[str]) -> None:
@@ -234,7 +255,8 @@ def delete_files(paths: Iterable[str]) -> None:
 
 
 def sweep_orphans(*, older_than: datetime | None = None) -> list[str]:
-    """Delete partition objects that no ``DataBatch`` points to, written before ``older_than``.
+    """Delete partition objects that no ``DataBatch`` points to, written before ``older_than``
+    (and retired before it, for a compacted partition's old files).
 
     ``older_than`` defaults to now minus ``settings.ORPHAN_GRACE``, so an object whose request
     is still committing is left alone. Stale temporary files go too, and so do empty day
@@ -242,6 +264,7 @@ def sweep_orphans(*, older_than: datetime | None = None) -> list[str]:
     """
     if older_than is None:
         older_than = timezone.now() - settings.ORPHAN_GRACE
+    RetiredFiles.objects.filter(retired_at__lt=older_than).delete()  # their grace is over
     return filestore.sweep_unreferenced(
         DATA_DIR,
         cutoff=older_than.timestamp(),

@@ -142,3 +142,5 @@ class Part:
     table: pa.Table
     offset: int  # rows [offset, offset + table.num_rows) of the file, when positions is None
     positions: np.ndarray | None = None  # the file rows kept, when they were not one range
+    times: np.ndarray | None = None  # the rows' timestamps (us), when its day has other parts
+    day: date | None = None

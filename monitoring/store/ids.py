@@ -6,7 +6,7 @@ import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
@@ -192,6 +192,7 @@ class Located:
     day: np.ndarray  # datetime64[D] partition day
     version_id: np.ndarray
     found: np.ndarray  # bool per label: some prediction matched
+    paths: dict[int, str] = field(default_factory=dict)  # the matched batches' files, as read
 
 
 def locate_predictions(*, model: RegisteredModel, ids: pa.Array) -> Located:
@@ -206,6 +207,7 @@ def locate_predictions(*, model: RegisteredModel, ids: pa.Array) -> Located:
     """
     found = np.zeros(len(ids), dtype=bool)
     out: dict[str, list[np.ndarray]] = defaultdict(list)
+    paths: dict[int, str] = {}
     rows = DataBatch.objects.filter(model=model, kind=BatchKind.PREDICTIONS).order_by("-day", "id")
     probe = _IndexProbe(ids)
     stop_before: date | None = None
@@ -224,6 +226,7 @@ def locate_predictions(*, model: RegisteredModel, ids: pa.Array) -> Located:
                 out["batch_id"].append(np.full(hit.size, batch_id, dtype=np.int64))
                 out["day"].append(np.full(hit.size, np.datetime64(day, "D")))
                 out["version_id"].append(np.full(hit.size, version_id or 0, dtype=np.int64))
+                paths[batch_id] = path
                 found[where] = True
         if stop_before is None and found.all():
             stop_before = day - timedelta(days=1)
@@ -238,6 +241,7 @@ def locate_predictions(*, model: RegisteredModel, ids: pa.Array) -> Located:
         day=cat("day", "datetime64[D]"),
         version_id=cat("version_id", np.int64),
         found=found,
+        paths=paths,
     )
 
 

@@ -21,18 +21,26 @@ from .frames import (
 
 
 def latest_labels(
-    model_id: int, version_id: int | None, days: Iterable[date], batch_ids: Iterable[int]
+    model_id: int,
+    version_id: int | None,
+    days: Iterable[date],
+    batch_ids: Iterable[int],
+    files: Sequence[tuple[str, int]] | None = None,
 ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per prediction batch: (rows, label, label_time us) of the latest label of each row.
 
-    Latest = greatest ``label_time``; equal times go to the label ingested last.
+    Latest = greatest ``label_time``; equal times go to the label ingested last (the label
+    files in id order, rows in file order). ``files``: the label files' (path, size) in id
+    order, when the caller read them with its prediction batches (one manifest snapshot: a
+    compaction that commits in between renumbers the rows labels point to).
     """
-    label_batches = DataBatch.objects.filter(
-        model_id=model_id, kind=BatchKind.LABELS, day__in=sorted(set(days))
-    )
-    if version_id is not None:
-        label_batches = label_batches.filter(version_id=version_id)
-    files = list(label_batches.order_by("id").values_list("path", "size"))
+    if files is None:
+        label_batches = DataBatch.objects.filter(
+            model_id=model_id, kind=BatchKind.LABELS, day__in=sorted(set(days))
+        )
+        if version_id is not None:
+            label_batches = label_batches.filter(version_id=version_id)
+        files = list(label_batches.order_by("id").values_list("path", "size"))
     if not files:
         return {}
     wanted = np.fromiter(batch_ids, dtype=np.int64)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -40,12 +40,16 @@ def _read_part(
     hi: int,
     columns: Sequence[str] | None,
     with_sensitive: bool,
+    shared_day: bool = False,
 ) -> Part:
+    """``shared_day``: other files of its day are read too (``Part.times`` then says where its
+    rows go among theirs)."""
     file = parquet_file(batch.path, batch.size)
     wanted = wanted_columns(file.schema_arrow.names, columns, with_sensitive)
     day_lo = to_us(datetime.combine(batch.day, time(), UTC))
     inner = lo <= day_lo and day_lo + DAY_US <= hi
-    read = wanted if inner or "timestamp" in wanted else [*wanted, "timestamp"]
+    timed = not inner or shared_day
+    read = wanted if not timed or "timestamp" in wanted else [*wanted, "timestamp"]
     groups, first_row = (None, 0) if inner else _row_groups(file, lo, hi)
     if groups is None:
         table = file.read(columns=read, use_threads=True)
@@ -53,17 +57,60 @@ def _read_part(
         table = file.read_row_groups(groups, columns=read, use_threads=True)
     table = numbers_as_float(table)
     part = Part(batch_id=batch.pk, table=table, offset=first_row)
+    if not timed:
+        return part
+    ts = timestamps_us(table)
     if not inner:
-        ts = timestamps_us(table)
         if ts.size and np.all(ts[1:] >= ts[:-1]):  # written sorted: a window edge is two searches
             i, j = np.searchsorted(ts, [lo, hi], side="left")
-            part.table, part.offset = table.slice(i, j - i), first_row + int(i)
+            part.table, part.offset, ts = table.slice(i, j - i), first_row + int(i), ts[i:j]
         else:
             keep = np.flatnonzero((ts >= lo) & (ts < hi))
-            part.table, part.positions = table.take(pa.array(keep)), keep + first_row
-        if "timestamp" not in wanted:
-            part.table = part.table.drop_columns(["timestamp"])
+            part.table, part.positions, ts = table.take(pa.array(keep)), keep + first_row, ts[keep]
+    if shared_day:
+        part.times = ts
+    if "timestamp" not in wanted:
+        part.table = part.table.drop_columns(["timestamp"])
     return part
+
+
+def _in_day_time_order(table: pa.Table, parts: Sequence[Part]) -> pa.Table:
+    """The rows of each day that several files share, sorted by time (stable: ties keep file,
+    then row order) - the order a compacted day is stored in (``store.compact``), so that
+    compaction changes no check's result, not even a seeded resampling's. Only such a day's
+    rows are copied; the others stay slices of ``table``."""
+    pieces: list[pa.Table] = []
+    done = 0  # rows of ``table`` placed in ``pieces``
+    start = 0
+    segment: list[np.ndarray] = []
+    segment_start = 0
+
+    def settle() -> None:
+        nonlocal done
+        times = np.concatenate(segment) if len(segment) > 1 else None
+        segment.clear()
+        if times is None or not times.size or np.all(times[1:] >= times[:-1]):
+            return
+        if segment_start > done:
+            pieces.append(table.slice(done, segment_start - done))
+        order = np.argsort(times, kind="stable")
+        pieces.append(table.slice(segment_start, times.size).take(pa.array(order)))
+        done = segment_start + times.size
+
+    day = None
+    for part in parts:
+        if part.times is None or part.day != day:
+            settle()
+            day, segment_start = part.day, start
+        if part.times is not None:
+            segment.append(part.times)
+        start += part.table.num_rows
+    settle()
+    if not pieces:
+        return table
+    if done < table.num_rows:
+        pieces.append(table.slice(done))
+    return pa.concat_tables(pieces)
 
 
 def _row_groups(file: pq.ParquetFile, lo: int, hi: int) -> tuple[list[int] | None, int]:
@@ -100,7 +147,14 @@ def _read_parts(
     with_sensitive: bool,
 ) -> list[Part]:
     """Each batch's part (``read_each``: on an object store several at once)."""
-    return read_each(batches, lambda b: _read_part(b, lo, hi, columns, with_sensitive))
+    per_day = Counter(b.day for b in batches)
+
+    def read(batch: DataBatch) -> Part:
+        part = _read_part(batch, lo, hi, columns, with_sensitive, per_day[batch.day] > 1)
+        part.day = batch.day
+        return part
+
+    return read_each(batches, read)
 
 
 def _read_predictions(
@@ -113,6 +167,7 @@ def _read_predictions(
     with_sensitive: bool,
     model_id: int,
     version_id: int | None,
+    label_files: Sequence[tuple[str, int]],
 ) -> pa.Table | None:
     parts = _read_parts(batches, lo, hi, columns, with_sensitive)
     parts = [p for p in parts if p.table.num_rows] or parts[:1]
@@ -123,11 +178,31 @@ def _read_predictions(
         table = select_columns(table, columns)
     if with_labels:
         labels = latest_labels(
-            model_id, version_id, {b.day for b in batches}, [p.batch_id for p in parts]
+            model_id,
+            version_id,
+            {b.day for b in batches},
+            [p.batch_id for p in parts],
+            files=label_files,
         )
         label, label_time = label_columns(parts, labels)
         table = table.append_column("label", label).append_column("label_time", label_time)
-    return table
+    return _in_day_time_order(table, parts)
+
+
+def _kinds(with_labels: bool) -> list[str]:
+    return [BatchKind.PREDICTIONS, *([BatchKind.LABELS] if with_labels else [])]
+
+
+def _manifest(batches) -> tuple[list[DataBatch], list[tuple[str, int]]]:
+    """Prediction batches by (day, id) and label files (path, size) by id, from ONE query: a
+    compaction (``store.compact``) that commits between two queries would pair old prediction
+    rows with labels that point at the new ones."""
+    rows = list(batches.order_by("id"))
+    predictions = sorted(
+        (b for b in rows if b.kind == BatchKind.PREDICTIONS), key=lambda b: (b.day, b.pk)
+    )
+    labels = [(b.path, b.size) for b in rows if b.kind == BatchKind.LABELS]
+    return predictions, labels
 
 
 def load_window(
@@ -150,7 +225,8 @@ def load_window(
     columns come only with ``with_sensitive=True``. ``with_labels`` adds ``label`` (float64: 0, 1,
     NaN when unlabelled) and ``label_time``, the latest label per prediction. ``prediction`` is
     float64 too (NaN when not logged), so both go straight into ``analytics.stats``. Naive
-    datetimes are UTC. Rows come in storage order (by day, then batch; by time within a batch).
+    datetimes are UTC. Rows come by day, then by time (equal times in the order they were
+    ingested): the order a compacted day is stored in, so compaction changes no result.
     """
     check_columns(columns, with_sensitive)
     start, end = as_utc(start), as_utc(end)
@@ -163,14 +239,16 @@ def load_window(
     if end > start:
         batches = DataBatch.objects.filter(
             model_id=model_id,
-            kind=BatchKind.PREDICTIONS,
+            kind__in=_kinds(with_labels),
             day__gte=start.date(),
             day__lte=(end - timedelta(microseconds=1)).date(),
         )
         if version_id is not None:
             batches = batches.filter(version_id=version_id)
+        predictions, label_files = _manifest(batches)
         table = _read_predictions(
-            list(batches.order_by("day", "id")),
+            predictions,
+            label_files=label_files,
             lo=to_us(start),
             hi=to_us(end),
             columns=columns,
@@ -200,17 +278,22 @@ def recent_records(
     until = as_utc(until) if until is not None else timezone.now() + timedelta(microseconds=1)
     since = as_utc(since) if since is not None else None
     batches = DataBatch.objects.filter(
-        model=model, kind=BatchKind.PREDICTIONS, day__lte=(until - timedelta(microseconds=1)).date()
+        model=model, kind__in=_kinds(True), day__lte=(until - timedelta(microseconds=1)).date()
     )
     if since is not None:
         batches = batches.filter(day__gte=since.date())
     if version is not None:
         batches = batches.filter(version=version)
     by_day: dict[date, list[DataBatch]] = defaultdict(list)
-    for batch in batches.order_by("-day", "id"):
-        by_day[batch.day].append(batch)
+    labels_by_day: dict[date, list[tuple[str, int]]] = defaultdict(list)
+    for batch in batches.order_by("id"):  # one snapshot, as in load_window
+        if batch.kind == BatchKind.PREDICTIONS:
+            by_day[batch.day].append(batch)
+        else:
+            labels_by_day[batch.day].append((batch.path, batch.size))
     tables, total = [], 0
-    for day, day_batches in by_day.items():
+    for day in sorted(by_day, reverse=True):
+        day_batches = by_day[day]
         day_start = datetime.combine(day, time(), UTC)
         lo = max(since, day_start) if since is not None else day_start
         hi = min(until, day_start + timedelta(days=1))
@@ -223,6 +306,7 @@ def recent_records(
             with_sensitive=with_sensitive,
             model_id=model.pk,
             version_id=version.pk if version is not None else None,
+            label_files=labels_by_day[day],
         )
         if table is not None and table.num_rows:
             tables.append(table)

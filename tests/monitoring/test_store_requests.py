@@ -11,6 +11,7 @@ import pytest
 from governance.audit import Actor
 from monitoring import ingest, store
 from monitoring.models import BatchKind, DataBatch
+from monitoring.store import compact
 from platform_core import storage
 from tests.monitoring.helpers import T0, mixed_version
 from tests.storage_backends import CountingProxy, use_backend
@@ -104,3 +105,40 @@ def test_a_file_whose_size_was_not_recorded_is_still_read(s3, proxy, settings):
     assert len(window) == 4 * DAYS
     files = DataBatch.objects.filter(version=version).count()
     assert proxy.kinds() == {"HEAD": files, "GET": 2 * files}, proxy.requests
+
+
+def test_a_compacted_three_file_day_costs_the_requests_of_one_file(s3, proxy, settings):
+    version = mixed_version()
+    for i in range(3):  # three gateway batches of one day
+        ingest.predictions_ingest(
+            model_name=version.model.name,
+            version=version.version,
+            records=[
+                {
+                    "prediction_id": f"p{i}",
+                    "timestamp": (T0 + timedelta(minutes=i)).isoformat(),
+                    "features": {"f1": i / 3, "f2": i, "f3": "a"},
+                    "score": 0.5,
+                }
+            ],
+            actor=ACTOR,
+        )
+    upstream = settings.STORAGE_S3_ENDPOINT
+
+    def requests() -> dict[str, int]:
+        settings.STORAGE_S3_ENDPOINT = proxy.endpoint  # the same server, each request counted
+        storage.forget_cached()  # a worker that never read these files
+        proxy.requests.clear()
+        frame = store.load_window(
+            model=version.model, version=version, start=T0, end=T0 + timedelta(days=1)
+        )
+        assert sorted(frame["prediction_id"]) == ["p0", "p1", "p2"]
+        settings.STORAGE_S3_ENDPOINT = upstream
+        storage.forget_cached()
+        return proxy.kinds()
+
+    assert requests() == {"GET": 6}, proxy.requests  # per file: its footer, then its columns
+    compact.compact_partition(version.pk, T0.date())
+    assert DataBatch.objects.filter(version=version).count() == 1
+
+    assert requests() == {"GET": 2}, proxy.requests
