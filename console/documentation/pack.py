@@ -3,11 +3,12 @@
 Reproducible: the pack is a function of the rows recorded up to one audit sequence number (the
 cut). Only recorded times appear, never the time of generation. Besides the audit trail (cut at
 the sequence number), every dated record (evaluations, approvals, policies, halts, incidents and
-their timeline and steps, rollbacks, runs, alerts, metric points, data batches) is taken as
-recorded at or before the time of the event at the cut, a date after that time is shown as null,
-and a status is derived from those dates (see ``AS_OF_RULE``). What is not dated (the version's
-registered facts, which never change, the model card, and the settings the logging section
-quotes, and the beat schedule) is shown as it is now.
+their timeline and steps, rollbacks, runs, alerts, metric points) is taken as recorded at or
+before the time of the event at the cut, a date after that time is shown as null, and a status is
+derived from those dates (see ``AS_OF_RULE``); the data ingested is summed from the ingestions'
+audit events up to the cut (``_ingested``: manifest rows are rewritten by compaction and purges).
+What is not dated (the version's registered facts, which never change, the model card, and the
+settings the logging section quotes, and the beat schedule) is shown as it is now.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from governance.api.audit_views import version_events
 from governance.models import Approval, AuditChainHead, AuditEvent, Evaluation, Lifecycle
 from governance.policies import policy_class
 from incidents.models import Incident, IncidentEvent, Playbook, Rollback, StepRun
-from monitoring.models import DAILY_CHECKS, WEEKLY_CHECKS, Alert, DataBatch, MetricPoint, MonitorRun
+from monitoring.models import (
+    DAILY_CHECKS,
+    WEEKLY_CHECKS,
+    Alert,
+    BatchKind,
+    MetricPoint,
+    MonitorRun,
+)
 from platform_core.errors import Conflict, InvalidInput
 from registry.models import ModelCard, ModelVersion
 from serving.conf import GLOBAL
@@ -42,9 +50,10 @@ REGULATION = (
 AS_OF_RULE = (
     "Built as of audit event built_from.audit_seq. The audit trail and the chain verification stop "
     "at that event. Every dated record (evaluations, approvals, policies, halts, incidents with "
-    "their timeline and steps, rollbacks, monitor runs, alerts, metric points, data batches) is "
-    "included when recorded at or before that event's time (built_from.audit_recorded_at); a date "
-    "after it is shown as null and statuses are derived from the dates shown; the stage is the "
+    "their timeline and steps, rollbacks, monitor runs, alerts, metric points) is included when "
+    "recorded at or before that event's time (built_from.audit_recorded_at); a date after it is "
+    "shown as null and statuses are derived from the dates shown; the data batches are those the "
+    "ingestion events up to that event record; the stage is the "
     "one the audit trail records at that event. Not dated, shown as now: the version's registered "
     "facts (immutable), the model card text, the beat schedule of the monitoring plan and the "
     "settings quoted under logging."
@@ -617,17 +626,52 @@ def _alert(a: Alert, cut: Cut) -> dict[str, Any]:
 # --- 7. logging and 8. changes ---------------------------------------------------------------
 
 
-def _logging(version: ModelVersion, cut: Cut, retention_days: Any) -> dict[str, Any]:
+INGESTIONS = {
+    "predictions.ingested": BatchKind.PREDICTIONS,
+    "reference.ingested": BatchKind.REFERENCE,
+    "labels.ingested": BatchKind.LABELS,
+}
+
+
+def _ingested(version: ModelVersion, cut: Cut) -> dict[str, dict[str, Any]]:
+    """The version's data as ingested by the cut, from the ingestions' audit events: manifest
+    rows change later (a compaction merges a day's files, a retention purge deletes them), the
+    log does not, so the same cut keeps giving the same figures. Labels are filed per model;
+    their event says what each version got (``by_version``)."""
     batches: dict[str, dict[str, Any]] = {}
-    for kind, day, rows in (
-        DataBatch.objects.filter(version=version, created_at__lte=cut.at)
-        .order_by("kind", "day", "pk")
-        .values_list("kind", "day", "rows")
-    ):
-        entry = batches.setdefault(kind, {"batches": 0, "rows": 0, "first_day": _iso(day)})
-        entry["batches"] += 1
-        entry["rows"] += rows or 0
-        entry["last_day"] = _iso(day)
+    events = AuditEvent.objects.filter(seq__lte=cut.seq).filter(
+        Q(
+            action__in=["predictions.ingested", "reference.ingested"],
+            object_type="registry.ModelVersion",
+            object_id=str(version.pk),
+        )
+        | Q(
+            action="labels.ingested",
+            object_type="registry.RegisteredModel",
+            object_id=str(version.model_id),
+        )
+    )
+    for action, after in events.order_by("seq").values_list("action", "after"):
+        after = after if isinstance(after, dict) else {}
+        part = after
+        if action == "labels.ingested":
+            part = (after.get("by_version") or {}).get(version.version)
+            if part is None and after.get("versions") == [version.version]:
+                part = after  # recorded before by_version: the event's labels are all its
+        if not part:
+            continue
+        days = sorted(part.get("days") or [])
+        entry = batches.setdefault(INGESTIONS[action], {"batches": 0, "rows": 0})
+        entry["batches"] += len(part.get("batches") or [])
+        entry["rows"] += int(part.get("rows") or 0)
+        if days:
+            entry["first_day"] = min(entry.get("first_day") or days[0], days[0])
+            entry["last_day"] = max(entry.get("last_day") or days[-1], days[-1])
+    return batches
+
+
+def _logging(version: ModelVersion, cut: Cut, retention_days: Any) -> dict[str, Any]:
+    batches = _ingested(version, cut)
     return {
         "what_is_logged": {
             "audit_log": (

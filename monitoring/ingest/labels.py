@@ -103,12 +103,27 @@ def _store(
                 "rows": parsed.n,
                 **stored_summary(files, batches),
                 "versions": sorted(set(versions.values())),
+                "by_version": _by_version(grouped, batches, versions),
                 "source": source,
             },
         )
         return batches
 
     return commit(files, create_rows=create_rows)
+
+
+def _by_version(grouped, batches: list[DataBatch], versions: dict[int, str]) -> dict[str, dict]:
+    """What each version got of an ingestion (its rows, days and manifest rows): a version's
+    documentation pack counts its labels from this event, whatever later rewrites the rows."""
+    parts: dict[str, dict] = {}
+    for (version_id, stored), batch in zip(grouped, batches, strict=True):
+        if not version_id:
+            continue
+        part = parts.setdefault(versions[version_id], {"rows": 0, "days": [], "batches": []})
+        part["rows"] += stored.rows
+        part["days"] = sorted({*part["days"], stored.day.isoformat()})
+        part["batches"].append(batch.pk)
+    return parts
 
 
 def _locate(model: RegisteredModel, ids: pa.Array) -> store.Located:

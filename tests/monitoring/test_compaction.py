@@ -515,3 +515,27 @@ def test_compaction_racing_label_and_prediction_ingestion_loses_nothing(local, v
     pd.testing.assert_series_equal(after["label"].reindex(kept.index), kept)
     assert len(day_batches(version, BatchKind.PREDICTIONS)) <= 2
     assert set(keys("monitoring")) == store.referenced(keys("monitoring"))
+
+
+def test_a_documentation_pack_cut_before_compaction_counts_the_same_data_after_it(local, version):
+    """The pack's data section comes from the ingestions' audit events, not the manifest rows a
+    compaction rewrites: the same cut gives the same figures (and bytes) before and after."""
+    from console.documentation import pack, render
+
+    busy_day(version)
+    cut = pack.cut_at(version, None)
+    before = pack.build(version, cut, audit_visible=True)
+    logged = before["s7_logging"]["data_batches_of_this_version"]
+    day, next_day = DAY.isoformat(), (DAY + timedelta(days=1)).isoformat()
+    assert logged == {
+        "predictions": {"batches": 4, "rows": 20, "first_day": day, "last_day": next_day},
+        # the first ingestion labels two days: a file each
+        "labels": {"batches": 4, "rows": 9, "first_day": day, "last_day": next_day},
+    }
+
+    assert compact.compact_partition(version.pk, DAY).status == "compacted"
+    assert len(day_batches(version, BatchKind.PREDICTIONS)) == 1
+
+    after = pack.build(version, cut, audit_visible=True)
+    assert after["s7_logging"] == before["s7_logging"]
+    assert render.to_json(after) == render.to_json(before)
