@@ -351,10 +351,11 @@ MONITORING_ALERT_HOOK = env("MONITORING_ALERT_HOOK", default="incidents.alert_re
 MONITORING_FAN_OUT_CHUNK = env.int("MONITORING_FAN_OUT_CHUNK", default=50)
 # Daily compaction (monitoring.compact_partitions, 01:00 UTC): each closed (version, day)
 # partition's prediction files merged into one, and its label files into one. A day is closed
-# when older than AFTER_DAYS (yesterday's late gateway batches come in first); only the
-# LOOKBACK_DAYS before that are looked at; CHUNK partitions per task.
+# once it is AFTER_DAYS days before today (0: yesterday is merged at 01:00, before the 02:00
+# checks read it; a gateway batch of yesterday arriving later is a second file, merged the next
+# night); only the LOOKBACK_DAYS before that are looked at; CHUNK partitions per task.
 MONITORING_COMPACT_ENABLED = env.bool("MONITORING_COMPACT_ENABLED", default=True)
-MONITORING_COMPACT_AFTER_DAYS = env.int("MONITORING_COMPACT_AFTER_DAYS", default=1)
+MONITORING_COMPACT_AFTER_DAYS = env.int("MONITORING_COMPACT_AFTER_DAYS", default=0)
 MONITORING_COMPACT_LOOKBACK_DAYS = env.int("MONITORING_COMPACT_LOOKBACK_DAYS", default=7)
 MONITORING_COMPACT_CHUNK = env.int("MONITORING_COMPACT_CHUNK", default=20)
 # Told when the live model cannot serve: the incidents layer opens a playbook-3 outage incident.

@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 COMPACT_TASK = "monitoring.compact_partitions"
 SYSTEM = Actor.system(COMPACT_TASK)
 ATTEMPTS = 3  # a partition that changes under each attempt is left to the next run
-DEFAULT_AFTER_DAYS = 1
+DEFAULT_AFTER_DAYS = 0
 DEFAULT_LOOKBACK_DAYS = 7
 DEFAULT_CHUNK = 20
 KINDS = (BatchKind.PREDICTIONS, BatchKind.LABELS)
@@ -99,10 +99,12 @@ class Outcome:
 def due_partitions(*, today: date | None = None, model: str | None = None) -> list[Partition]:
     """The closed partitions worth compacting, oldest first.
 
-    Closed: ``day < today - MONITORING_COMPACT_AFTER_DAYS`` (default 1: yesterday's late gateway
-    batches are in first). Only the ``MONITORING_COMPACT_LOOKBACK_DAYS`` days before that are
-    looked at (default 7): each day is compacted by the runs of its first week, and the query
-    stays a bounded range of the manifest however long the retention. Labels that arrive later
+    Closed: ``day < today - MONITORING_COMPACT_AFTER_DAYS`` (default 0: yesterday is merged at
+    01:00, before the daily checks read it at 02:00; a gateway batch of yesterday that arrives
+    later is a second file, merged by the next night's run). Only the
+    ``MONITORING_COMPACT_LOOKBACK_DAYS`` days before that are looked at (default 7): each day is
+    compacted by the runs of its first week, and the query stays a bounded range of the manifest
+    however long the retention. Labels that arrive later
     add a file to an old day, which then stays (a second file, not 1,440).
     """
     today = today or timezone.now().astimezone(UTC).date()

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.django_db
 
 ACTOR = Actor.system("tests")
 DAY = T0.date()
-TODAY = DAY + timedelta(days=3)  # DAY is closed (before today minus one day)
+TODAY = DAY + timedelta(days=2)  # DAY and the next are closed (before today); DAY + 2 is not
 
 
 @pytest.fixture(params=BACKENDS)
@@ -291,10 +291,15 @@ def test_a_failure_before_the_commit_leaves_the_partition_as_it_was(backend, ver
     assert set(keys("monitoring")) == store.referenced(keys("monitoring"))
 
 
-def test_compaction_is_idempotent_and_only_closed_days_with_several_files_are_due(local, version):
+def test_compaction_is_idempotent_and_only_closed_days_with_several_files_are_due(
+    local, version, settings
+):
     busy_day(version)
     put(version, records(["t0"], [0], day=T0 + timedelta(days=2)))
-    put(version, records(["t1"], [1], day=T0 + timedelta(days=2)))  # not closed yet
+    put(version, records(["t1"], [1], day=T0 + timedelta(days=2)))  # today: not closed yet
+    settings.MONITORING_COMPACT_AFTER_DAYS = 1  # yesterday kept open for late batches
+    assert compact.due_partitions(today=DAY + timedelta(days=1)) == []
+    settings.MONITORING_COMPACT_AFTER_DAYS = 0  # the default: yesterday is closed
 
     due = compact.due_partitions(today=TODAY)
 

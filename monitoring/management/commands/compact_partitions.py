@@ -14,7 +14,7 @@ from ...store import compact
 class Command(BaseCommand):
     help = (
         "Merge each closed (version, day) partition's prediction files into one file and its "
-        "label files into one (older than MONITORING_COMPACT_AFTER_DAYS, within "
+        "label files into one (before today minus MONITORING_COMPACT_AFTER_DAYS, within "
         "MONITORING_COMPACT_LOOKBACK_DAYS before that). One transaction and one audit event per "
         "partition; the old files are deleted by the orphan sweeper after ORPHAN_GRACE."
     )
