@@ -11,6 +11,7 @@ STORAGES = {
 }
 
 # Each test run gets its own MLflow store and artifact cache: MLflow is real, but never shared.
+import os  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -35,6 +36,14 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
     # Transactional tests flush with TRUNCATE, which the audit table refuses outside maintenance.
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c governance.allow_truncate=on"  # noqa: F405
+    # Two runs on one server at once (bin/test's real-worker leg beside the main one) each need a
+    # test database of their own: TEST_DB_SUFFIX=_workers makes it test_<name>_workers.
+    _suffix = os.environ.get("TEST_DB_SUFFIX", "")
+    if _suffix:
+        if not _suffix.replace("_", "").isalnum():
+            raise RuntimeError(f"TEST_DB_SUFFIX may hold letters, digits and _ only: {_suffix!r}")
+        _name = DATABASES["default"]["NAME"]  # noqa: F405
+        DATABASES["default"]["TEST"] = {"NAME": f"test_{_name}{_suffix}"}  # noqa: F405
 
 # Tasks the suite enqueues on the embedded broker stay in this run's directory, so a demo started
 # later in the same checkout never receives them.
