@@ -148,12 +148,14 @@ def compact_chunk(partitions: list[list]) -> int:
 def _compact_logged(partitions) -> int:
     from .store import compact
 
+    named = compact.names(partitions)
+
     def progress(outcome, i: int, n: int) -> None:
         logger.info(
-            "compaction %d/%d: version %s on %s %s (%d prediction, %d label files)%s",
+            "compaction %d/%d: %s on %s %s (%d prediction, %d label files)%s",
             i,
             n,
-            outcome.partition.version_id,
+            named.get(outcome.partition.version_id, outcome.partition.version_id),
             outcome.partition.day,
             outcome.status,
             outcome.prediction_files,

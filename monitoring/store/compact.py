@@ -347,6 +347,16 @@ def compact(partitions: Sequence[Partition], *, actor: Actor = SYSTEM, progress=
     return run
 
 
+def names(partitions: Sequence[Partition]) -> dict[int, str]:
+    """ "model version" per version id of ``partitions``: what a person reads in a report."""
+    return {
+        pk: f"{model} {version}"
+        for pk, model, version in ModelVersion.objects.filter(
+            pk__in={p.version_id for p in partitions}
+        ).values_list("pk", "model__name", "version")
+    }
+
+
 def chunks(partitions: Sequence[Partition], size: int) -> list[list[Partition]]:
     return [list(partitions[i : i + size]) for i in range(0, len(partitions), size)]
 

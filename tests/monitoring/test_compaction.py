@@ -397,10 +397,12 @@ def test_the_command_lists_with_dry_run_then_compacts_one_model(local, settings,
     call_command("compact_partitions", "--model", version.model.name, "--dry-run")
     listed = capsys.readouterr().out
     assert "1 partition(s) due" in listed and "3 prediction, 3 label files" in listed
+    assert f"{version.model.name} {version.version} on {DAY}" in listed  # names, not ids
     assert len(day_batches(version, BatchKind.PREDICTIONS)) == 3
 
     call_command("compact_partitions", "--model", version.model.name)
     done = capsys.readouterr().out
+    assert f"[1/1] {version.model.name} {version.version} on {DAY}: compacted" in done
     assert "[1/1]" in done and "compacted 1 of 1 partition(s)" in done and "6 files -> 2" in done
     assert len(day_batches(version, BatchKind.PREDICTIONS)) == 1
     assert len(day_batches(other, BatchKind.PREDICTIONS)) == 2  # another model: not asked

@@ -30,10 +30,11 @@ class Command(BaseCommand):
             raise CommandError(f"--model: no registered model named '{model}'")
         due = compact.due_partitions(model=model)
         self.stdout.write(f"{len(due)} partition(s) due for compaction")
+        named = compact.names(due)
         if dry_run:
             for p in due:
                 self.stdout.write(
-                    f"  version {p.version_id} on {p.day}: {p.prediction_files} prediction, "
+                    f"  {named[p.version_id]} on {p.day}: {p.prediction_files} prediction, "
                     f"{p.label_files} label files"
                 )
             return
@@ -42,7 +43,7 @@ class Command(BaseCommand):
             p = outcome.partition
             reason = f" ({outcome.reason})" if outcome.reason else ""
             self.stdout.write(
-                f"  [{i}/{n}] version {p.version_id} on {p.day}: {outcome.status}, "
+                f"  [{i}/{n}] {named[p.version_id]} on {p.day}: {outcome.status}, "
                 f"{outcome.prediction_files} prediction + {outcome.label_files} label files, "
                 f"{outcome.rows} rows{reason}"
             )
